@@ -1,0 +1,3 @@
+from cldash.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""Backbones: small transformers models built from configs and pre-trained in-project (cached).
+
+Each entry names its options dataclass, a builder of the bare network (random weights, cheap:
+used to check a configuration against the layer sizes without pre-training) and a loader of
+the pre-trained backbone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from cldash.backbones import vit
+from cldash.backbones.base import Backbone, ClassifierModel, linear_modules, match_targets
+from cldash.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    label: str
+    kind: str
+    Options: type
+    build_net: Callable[[object], nn.Module]
+    load: Callable[[object], Backbone]
+    default_targets: tuple[str, ...]
+
+
+BACKBONES: dict[str, BackboneEntry] = {
+    "vit-tiny": BackboneEntry("vit-tiny", "Tiny ViT (8x8 digits, 2 layers, width 64)", "image-classification",
+                              vit.ViTTinyOptions, vit.build_net, vit.load, tuple(vit.VIT_TARGETS)),
+}
+
+
+def get_backbone(name: str) -> BackboneEntry:
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}.", "backbone")
+    return BACKBONES[name]
+
+
+__all__ = ["BACKBONES", "Backbone", "BackboneEntry", "ClassifierModel", "get_backbone", "linear_modules",
+           "match_targets"]

@@ -1,0 +1,122 @@
+"""What every backbone provides, target selection by name patterns, and the on-disk cache."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cldash.errors import ConfigError
+from cldash.methods.layer import is_linear, linear_shape
+
+
+@dataclass
+class Backbone:
+    """A loaded model and what the engine needs to know about it."""
+
+    name: str
+    net: nn.Module                                # the transformers model
+    kind: str                                     # "image-classification" | "causal-lm" | ...
+    default_targets: list[str]
+    hidden_size: int
+    num_labels: int
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]   # (net, x) -> (N, hidden)
+    logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]     # (net, x) -> pre-trained head
+    info: dict = field(default_factory=dict)      # pre-training record, cache file...
+
+
+class ClassifierModel(nn.Module):
+    """A backbone with its pre-trained head and any new heads a stream asks for.
+
+    ``model(x, head="pretrained")`` uses the backbone's own classifier (the general task and
+    domain-incremental streams); ``model(x, head="stream")`` a fresh linear head on the same
+    features (class-incremental streams).
+    """
+
+    def __init__(self, backbone: Backbone, heads: dict[str, int] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.net = backbone.net
+        self.heads = nn.ModuleDict({k: nn.Linear(backbone.hidden_size, n) for k, n in (heads or {}).items()})
+
+    def forward(self, x: torch.Tensor, head: str = "pretrained") -> torch.Tensor:
+        if head == "pretrained":
+            return self.backbone.logits(self.net, x)
+        return self.heads[head](self.backbone.features(self.net, x))
+
+
+def linear_modules(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Every nn.Linear / Conv1D of a model with its (out, in) shape."""
+    return {name: linear_shape(m) for name, m in model.named_modules() if is_linear(m)}
+
+
+def match_targets(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Names of the linear modules matched by any pattern.
+
+    A pattern matches a module whose dotted name ends with it at a segment boundary; it may be
+    a regular expression (``"q_proj"``, ``"layers\\.0\\..*"``, ``"(q|v)_proj"``). A pattern that
+    matches no linear module is an error that lists the model's linear modules.
+    """
+    linears = linear_modules(model)
+    chosen: list[str] = []
+    for pattern in patterns:
+        try:
+            rx = re.compile(rf"(?:^|\.)(?:{pattern})$")
+        except re.error as exc:
+            raise ConfigError(f"target pattern {pattern!r} is not a valid regular expression ({exc}).",
+                              "targets") from None
+        hits = [n for n in linears if rx.search(n)]
+        if not hits:
+            listing = ", ".join(linears) or "none"
+            raise ConfigError(f"target pattern {pattern!r} matches no linear module of the model; "
+                              f"its linear modules are: {listing}.", "targets")
+        chosen.extend(h for h in hits if h not in chosen)
+    return [n for n in linears if n in chosen]  # model order
+
+
+def cache_dir() -> Path:
+    """Where pre-trained backbones are kept: $CLDASH_CACHE, else ~/.cache/cldash."""
+    return Path(os.environ.get("CLDASH_CACHE") or Path.home() / ".cache" / "cldash")
+
+
+def cache_key(payload: dict) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock so that two runs starting at once pre-train a backbone only once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX: no lock, atomic rename still holds
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached(name: str, key_payload: dict, build: Callable[[], dict]) -> tuple[dict, Path]:
+    """Load ``{"state_dict", "meta"}`` from the cache, or build it under a lock and save it atomically."""
+    path = cache_dir() / "backbones" / f"{name}-{cache_key(key_payload)}.pt"
+    if not path.exists():
+        with file_lock(path.with_suffix(".lock")):
+            if not path.exists():  # another process may have built it while we waited
+                payload = build()
+                tmp = path.with_suffix(f".tmp{os.getpid()}")
+                torch.save(payload, tmp)
+                os.replace(tmp, path)
+    return torch.load(path, map_location="cpu", weights_only=True), path

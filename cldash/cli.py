@@ -1,0 +1,442 @@
+"""`cldash run|execute|list|show|export|cancel|delete|methods|streams|reconcile`.
+
+Bad input gets one sentence on stderr and exit code 2, and nothing is written to the store
+before the whole configuration (including ranks against layer sizes) has been checked.
+A run that fails or is interrupted exits with 1 and keeps what it wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from cldash.errors import UserError
+
+RUN_FLAGS_SKIP = {"method", "stream", "backbone", "method_options", "stream_options", "backbone_options"}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_options(parser: argparse.ArgumentParser, rows: list[dict], dest_prefix: str, flag_prefix: str = "",
+                 taken: set[str] | None = None) -> None:
+    """Add one flag per option row; values stay strings and are validated by the options' builder."""
+    taken = taken if taken is not None else set()
+    for row in rows:
+        flag = _flag(flag_prefix + row["name"])
+        if flag in taken:
+            flag = _flag(f"{dest_prefix}-{row['name']}")
+        taken.add(flag)
+        default = row["default"]
+        text = f"{row['help']} (default: {default})" + (f" [{row['source']}]" if row.get("source") else "")
+        kwargs = {"dest": f"{dest_prefix}:{row['name']}", "default": None, "help": text.replace("%", "%%")}
+        if row["type"] is bool or str(row["type"]).startswith("bool"):
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        parser.add_argument(flag, **kwargs)
+
+
+def _run_parser(method: str, stream: str, backbone: str | None) -> argparse.ArgumentParser:
+    from cldash.backbones import get_backbone
+    from cldash.config import RunConfig
+    from cldash.methods import get_method
+    from cldash.options import describe
+    from cldash.streams import get_stream
+
+    p = argparse.ArgumentParser(prog="cldash run", description="Train a backbone through a task stream with one "
+                                "method and store everything (accuracy matrix, losses, spectra).")
+    p.add_argument("--method", required=True, help="adapter method (cldash methods)")
+    p.add_argument("--stream", default="digits-rotate", help="task stream (cldash streams)")
+    p.add_argument("--backbone", default="", help="backbone; default: the stream's")
+    p.add_argument("--config", help="a JSON file with a run configuration; flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    taken = {"--method", "--stream", "--backbone", "--config", "--quiet", "--db", "--help"}
+    run_rows = [r for r in describe(RunConfig) if r["name"] not in RUN_FLAGS_SKIP]
+    _add_options(p.add_argument_group("run"), run_rows, "run", taken=taken)
+    mcls = get_method(method)
+    _add_options(p.add_argument_group(f"{method} options"), describe(mcls.Config), "method", taken=taken)
+    scls = get_stream(stream)
+    _add_options(p.add_argument_group(f"{stream} options"), describe(scls.Options), "stream", "stream-", taken)
+    entry = get_backbone(backbone or scls.default_backbone)
+    _add_options(p.add_argument_group(f"{entry.name} options"), describe(entry.Options), "backbone",
+                 "backbone-", taken)
+    return p
+
+
+def _collect(ns: argparse.Namespace, base: dict) -> dict:
+    values = dict(base)
+    for key in ("method_options", "stream_options", "backbone_options"):
+        values[key] = dict(values.get(key) or {})
+    values["method"] = ns.method
+    values["stream"] = ns.stream
+    values["backbone"] = ns.backbone or values.get("backbone", "")
+    for dest, value in vars(ns).items():
+        if value is None or ":" not in dest:
+            continue
+        group, name = dest.split(":", 1)
+        if group == "run":
+            values[name] = value
+        else:
+            values[f"{group}_options"][name] = value
+    return values
+
+
+class ProgressBar:
+    """A one-line progress display on stderr (a line per 10 % when stderr is not a terminal)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+        self.last_decile = -1
+        self.start = time.perf_counter()
+
+    def __call__(self, p) -> None:
+        now = time.perf_counter()
+        frac = p.step / max(1, p.total_steps)
+        done = p.step == p.total_steps
+        if self.tty and (now - self.last < 0.1 and not done):
+            return
+        if not self.tty and int(frac * 10) == self.last_decile and not done:
+            return
+        self.last, self.last_decile = now, int(frac * 10)
+        bar = "#" * int(frac * 24)
+        score = p.scores.get(p.task)
+        acc = f" acc(task {p.task}) {score:.3f}" if score is not None else ""
+        line = (f"[{bar:<24}] {100 * frac:5.1f}% step {p.step}/{p.total_steps} task {p.task}/{p.num_tasks} "
+                f"({p.task_name}) loss {p.loss:.4f}{acc} {now - self.start:.0f}s")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if done else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def format_matrix(m: dict) -> str:
+    """The accuracy matrix as a text table: rows 'before' and 'after task i', general tasks last."""
+    names = [f"T{j + 1}" for j in range(len(m["tasks"]))] + [f"G{k}" for k in range(len(m["general"]))]
+    lines = ["".ljust(16) + "".join(n.rjust(8) for n in names)]
+    generals = list(m["general"].values())
+    for i, row_id in enumerate(m["rows"]):
+        label = "before" if row_id == 0 else f"after T{row_id}"
+        cells = list(m["R"][i]) + [g[i] for g in generals]
+        lines.append(label.ljust(16) + "".join(("  n/a" if math.isnan(v) else f"{v:.3f}").rjust(8) for v in cells))
+    legend = [f"T{j + 1}: {n}" for j, n in enumerate(m["tasks"])] + [f"G{k}: {n}" for k, n in
+                                                                       enumerate(m["general"])]
+    return "\n".join(lines) + "\n" + "; ".join(legend)
+
+
+def format_metrics(summary: dict | None) -> str:
+    from cldash.metrics import METRICS, fmt
+
+    if not summary:
+        return "(no metrics: the run did not finish)"
+    return "\n".join(f"  {info.label:<44} {fmt(summary.get(info.key, float('nan'))):>8}" for info in METRICS)
+
+
+def cmd_run(args, rest: list[str]) -> int:
+    from cldash.config import check_against_model, describe_run, resolve
+    from cldash.engine import execute
+    from cldash.store import Store
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method")
+    pre.add_argument("--stream", default="digits-rotate")
+    pre.add_argument("--backbone", default="")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(rest)
+    base = {}
+    if known.config:
+        path = Path(known.config)
+        if not path.is_file():
+            raise UserError(f"the config file {path} does not exist.")
+        try:
+            base = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"the config file {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        if not isinstance(base, dict):
+            raise UserError(f"the config file {path} must hold a JSON object of run options.")
+    method = known.method or base.get("method")
+    if not method:
+        raise UserError("choose a method with --method (cldash methods lists them).")
+    stream = known.stream if "--stream" in rest else base.get("stream", known.stream)
+    parser = _run_parser(method, stream, known.backbone or base.get("backbone"))
+    if any(a in ("-h", "--help") for a in rest):
+        parser.print_help()
+        return 0
+    rest = [a for a in rest]
+    if "--method" not in rest:
+        rest = ["--method", method] + rest
+    if "--stream" not in rest:
+        rest = ["--stream", stream] + rest
+    ns = parser.parse_args(rest)
+    resolved = resolve(_collect(ns, base))
+    check_against_model(resolved)
+    store = Store(args.db)
+    config = resolved.to_dict()
+    run_id = store.create_run(config, status="queued", name=config["name"] or describe_run(resolved.config))
+    print(f"run {run_id}: {describe_run(resolved.config)} -> {store.display}", file=sys.stderr)
+    status = execute(store, run_id, progress=None if ns.quiet else ProgressBar())
+    return _report(store, run_id, status)
+
+
+def _report(store, run_id: int, status: str) -> int:
+    run = store.get_run(run_id)
+    if status == "finished":
+        print(f"\nrun {run_id} finished. Accuracy matrix R[i][j] ({run['primary_metric']}):")
+        print(format_matrix(store.accuracy_matrix(run_id)))
+        print("\nmetrics:")
+        print(format_metrics(run["summary"]))
+        return 0
+    print(f"run {run_id} {status}: {(run['error'] or '').splitlines()[0] if run['error'] else ''}", file=sys.stderr)
+    return 1
+
+
+def cmd_execute(args) -> int:
+    from cldash.engine import execute
+    from cldash.store import Store
+
+    store = Store(args.db)
+    store.get_run(args.run)
+    status = execute(store, args.run, progress=None)
+    return 0 if status == "finished" else 1
+
+
+def _store_reconciled(db):
+    from cldash.launch import reconcile
+    from cldash.store import Store
+
+    store = Store(db)
+    reconcile(store)
+    return store
+
+
+def cmd_list(args) -> int:
+    from cldash.metrics import fmt
+
+    store = _store_reconciled(args.db)
+    runs = store.runs(status=[args.status] if args.status else None, method=args.method, stream=args.stream)
+    if not runs:
+        print(f"no runs in {store.display}" + (" matching the filters" if args.status or args.method else ""))
+        return 0
+    header = f"{'id':>4}  {'status':<11} {'progress':>8}  {'method':<10} {'stream':<16} {'seed':>4}  " \
+             f"{'acc':>6} {'bwt':>7} {'forget':>6} {'general':>7}  name"
+    print(header)
+    for r in runs:
+        s = r["summary"] or {}
+        print(f"{r['id']:>4}  {r['status']:<11} {100 * (r['progress'] or 0):7.1f}%  {r['method']:<10} "
+              f"{r['stream']:<16} {r['seed']:>4}  {fmt(s.get('acc', math.nan)):>6} {fmt(s.get('bwt', math.nan)):>7} "
+              f"{fmt(s.get('forgetting', math.nan)):>6} {fmt(s.get('general_retention', math.nan)):>7}  {r['name']}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from cldash.store import count_rows
+
+    store = _store_reconciled(args.db)
+    run = store.get_run(args.run)
+    cfg = run["config"]
+    print(f"run {run['id']}: {run['name']}")
+    print(f"  status    {run['status']} ({100 * (run['progress'] or 0):.1f}%, step {run['step']}/{run['total_steps']})")
+    if run["error"]:
+        print(f"  reason    {run['error'].splitlines()[0]}")
+    print(f"  method    {cfg['method']} {json.dumps(cfg['method_options'])}" +
+          (f" policy={cfg['policy']}" if cfg.get("policy") else ""))
+    print(f"  stream    {cfg['stream']} {json.dumps(cfg['stream_options'])}")
+    print(f"  backbone  {cfg['backbone']} {json.dumps(cfg['backbone_options'])}")
+    print(f"  training  {cfg['steps_per_task']} steps/task, batch {cfg['batch_size']}, lr {cfg['lr']:g}, "
+          f"seed {cfg['seed']}, device {run['device']}")
+    print(f"  process   pid {run['pid']} on {run['host']}")
+    print(f"  stored    " + ", ".join(f"{v} {k}" for k, v in count_rows(store, run["id"]).items()))
+    m = store.accuracy_matrix(run["id"])
+    if m["rows"]:
+        print(f"\naccuracy matrix R[i][j] ({m['metric']}):")
+        print(format_matrix(m))
+    print("\nmetrics:")
+    print(format_metrics(run["summary"]))
+    return 0
+
+
+EXPORTS = ("matrix", "evaluations", "scalars", "spectra", "config")
+
+
+def export_tables(store, run_id: int, what: list[str]) -> dict:
+    """The run's tables as pandas DataFrames (or a dict for the config)."""
+    import pandas as pd
+
+    out = {}
+    for name in what:
+        if name == "matrix":
+            m = store.accuracy_matrix(run_id)
+            df = pd.DataFrame(m["R"], columns=m["tasks"])
+            for g, col in m["general"].items():
+                df[g] = col
+            df.insert(0, "trained_through", m["rows"])
+            out[name] = df
+        elif name == "evaluations":
+            out[name] = store.evaluations(run_id)
+        elif name == "scalars":
+            out[name] = store.scalars(run_id)
+        elif name == "spectra":
+            df = store.spectra(run_id)
+            if len(df):
+                df["values"] = [" ".join(f"{v:.6g}" for v in vals) for vals in df["values"]]
+            out[name] = df
+        elif name == "config":
+            out[name] = store.get_run(run_id)
+    return out
+
+
+def cmd_export(args) -> int:
+    store = _store_reconciled(args.db)
+    store.get_run(args.run)
+    what = list(EXPORTS) if args.what == "all" else [w.strip() for w in args.what.split(",")]
+    bad = [w for w in what if w not in EXPORTS]
+    if bad:
+        raise UserError(f"cannot export {bad[0]!r}; choose from {', '.join(EXPORTS)} or all.")
+    if args.out == "-" and len(what) != 1:
+        raise UserError("exporting to standard output takes one table; name it with --what (e.g. --what matrix).")
+    tables = export_tables(store, args.run, what)
+    if args.out != "-":
+        out_dir = Path(args.out)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"--out {out_dir} is a file; give a folder to write the tables into.")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        if name == "config":
+            text = json.dumps(table, indent=2, default=str)
+            suffix = "json"
+        elif args.format == "csv":
+            text, suffix = table.to_csv(index=False), "csv"
+        else:
+            text, suffix = table.to_json(orient="records", indent=1), "json"
+        if args.out == "-":
+            sys.stdout.write(text)
+        else:
+            path = Path(args.out) / f"run-{args.run}-{name}.{suffix}"
+            path.write_text(text)
+            print(path)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from cldash.launch import cancel
+
+    store = _store_reconciled(args.db)
+    print(f"run {args.run}: {cancel(store, args.run)}")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    store = _store_reconciled(args.db)
+    run = store.get_run(args.run)
+    if run["status"] in ("queued", "running"):
+        raise UserError(f"run {args.run} is {run['status']}; cancel it before deleting it.")
+    if not args.yes:
+        raise UserError(f"deleting run {args.run} removes all its rows; repeat with --yes to confirm.")
+    store.delete_run(args.run)
+    print(f"run {args.run} deleted")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from cldash.methods import REGISTRY
+    from cldash.options import describe
+
+    for name, cls in sorted(REGISTRY.items()):
+        flag = " (reconstruction)" if cls.reconstruction else ""
+        print(f"{name:<10} {cls.label}{flag} — {cls.paper}")
+        if cls.policies:
+            print(f"{'':<10}   policies: {', '.join(cls.policies)} (default {cls.policies[0]}); "
+                  f"default lr {cls.default_lr:g}")
+        for row in describe(cls.Config):
+            print(f"{'':<10}   --{row['name'].replace('_', '-')} {row['default']!s:<10} {row['help']}")
+    return 0
+
+
+def cmd_streams(args) -> int:
+    from cldash.options import describe
+    from cldash.streams import STREAMS
+
+    for name, cls in sorted(STREAMS.items()):
+        print(f"{name:<16} {cls.summary}")
+        for row in describe(cls.Options):
+            print(f"{'':<16}   --stream-{row['name'].replace('_', '-')} {row['default']!s:<12} {row['help']}")
+    return 0
+
+
+def cmd_reconcile(args) -> int:
+    from cldash.launch import reconcile
+    from cldash.store import Store
+
+    changed = reconcile(Store(args.db))
+    print(f"{len(changed)} run(s) marked interrupted" + (f": {', '.join(map(str, changed))}" if changed else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cldash", description="Continual low-rank adaptation, side by side.")
+    p.add_argument("--db", default=None, help="run store: a path or a SQLAlchemy URL "
+                   "(default: $CLDASH_DB or ./runs.db)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="train and store one run (cldash run --method lora --help for its options)",
+                   add_help=False)
+    e = sub.add_parser("execute", help="execute a queued run (what the dashboard's launcher calls)")
+    e.add_argument("run", type=int)
+    ls = sub.add_parser("list", help="list the stored runs")
+    ls.add_argument("--status")
+    ls.add_argument("--method")
+    ls.add_argument("--stream")
+    for name, text in (("show", "one run: config, status, accuracy matrix, metrics"),
+                       ("cancel", "stop a running run"), ("delete", "remove a run and all its rows")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("run", type=int)
+        if name == "delete":
+            c.add_argument("--yes", action="store_true", help="confirm the deletion")
+    x = sub.add_parser("export", help="write a run's tables as CSV or JSON")
+    x.add_argument("run", type=int)
+    x.add_argument("--format", choices=("csv", "json"), default="csv")
+    x.add_argument("--what", default="all", help=f"comma-separated: {', '.join(EXPORTS)}, or all")
+    x.add_argument("--out", default=".", help="folder to write into, or - for standard output")
+    sub.add_parser("methods", help="list the registered methods and their options")
+    sub.add_parser("streams", help="list the task streams and their options")
+    sub.add_parser("reconcile", help="mark runs whose process is gone as interrupted")
+    return p
+
+
+COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export": cmd_export,
+            "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
+            "reconcile": cmd_reconcile}
+
+
+def _command_index(argv: list[str]) -> int | None:
+    skip = False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+        elif token == "--db":
+            skip = True
+        elif not token.startswith("-"):
+            return i
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        i = _command_index(argv)
+        if i is not None and argv[i] == "run":
+            args = parser.parse_args(argv[:i + 1])
+            return cmd_run(args, argv[i + 1:])
+        args = parser.parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0

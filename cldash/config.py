@@ -1,0 +1,142 @@
+"""The run configuration: one validated, fully resolved description of a run.
+
+`resolve()` turns user input (a dict from the CLI, a form or a JSON file) into a `Resolved`
+run: every field checked, with one sentence naming the field and its allowed range for any bad
+value, and every default filled in (the method's learning rate and policy, the backbone's
+target patterns, each option's paper default), so that what is stored with a run is exactly
+what ran. `check_against_model()` then checks what needs the model's layer sizes (a rank no
+larger than every targeted layer, target patterns that match) without pre-training anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from cldash.errors import ConfigError
+from cldash.options import as_dict, build, option
+
+
+@dataclass
+class RunConfig:
+    method: str = option("lora", "adapter method (see `cldash methods`)")
+    stream: str = option("digits-rotate", "task stream (see `cldash streams`)")
+    backbone: str = option("", "backbone; empty: the stream's default")
+    policy: str | None = option(None, "task-boundary policy (single, merge, stack) where the method leaves it "
+                                      "open; empty: the method's default")
+    method_options: dict = option({}, "the method's hyper-parameters")
+    stream_options: dict = option({}, "the stream's options")
+    backbone_options: dict = option({}, "the backbone's options")
+    targets: list[str] = option([], "name patterns of the linear modules to adapt; empty: the backbone's default")
+    steps_per_task: int = option(300, "optimizer steps on each task", low=1, high=10_000_000)
+    batch_size: int = option(64, "training batch size", low=1, high=65_536)
+    lr: float | None = option(None, "learning rate; empty: the method's default", low=0.0, low_open=True, high=10.0)
+    weight_decay: float = option(0.0, "AdamW weight decay", low=0.0, high=10.0)
+    lr_schedule: str = option("constant", "learning-rate schedule within each task", choices=("constant", "cosine"))
+    warmup_steps: int = option(0, "linear warm-up steps at the start of each task", low=0)
+    max_grad_norm: float = option(0.0, "clip the gradient norm to this value; 0: no clipping", low=0.0)
+    eval_interval: int = option(50, "evaluate every task every this many steps; 0: only at task ends", low=0)
+    spectra_interval: int = option(10, "log low-rank update spectra every this many steps; 0: only at task ends",
+                                   low=0)
+    dense_spectra_interval: int = option(50, "log dense update spectra (full fine-tuning, DoRA's effective "
+                                             "update) every this many steps; 0: only at task ends", low=0)
+    eval_batch_size: int = option(1024, "batch size for evaluation", low=1, high=1_000_000)
+    seed: int = option(0, "seed of everything random in the run (inits, batch order, dropout)",
+                       low=0, high=2**31 - 1)
+    device: str = option("auto", "cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")
+    threads: int = option(0, "CPU threads for this run; 0: PyTorch's default", low=0, high=1024)
+    train_head: bool | None = option(None, "also train the pre-trained classifier head; empty: only "
+                                           "full fine-tuning does (new heads always train)")
+    name: str = option("", "a label for the run")
+
+
+@dataclass
+class Resolved:
+    config: RunConfig
+    method_cls: type
+    method_options: object
+    stream_cls: type
+    stream_options: object
+    backbone: object            # BackboneEntry
+    backbone_options: object
+
+    def make_method(self):
+        return self.method_cls(self.method_options, policy=self.config.policy)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    d = device.strip().lower()
+    if d in ("auto", "cpu"):
+        return
+    if d == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("device 'mps' is not available on this machine; use cpu or auto.", "device")
+        return
+    if d == "cuda" or d.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} is not available: this PyTorch build sees no CUDA GPU; "
+                              "use cpu or auto.", "device")
+        if ":" in d:
+            idx = d.split(":", 1)[1]
+            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
+                raise ConfigError(f"device {device!r} does not exist; this machine has "
+                                  f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...).", "device")
+        return
+    raise ConfigError(f"device must be cpu, cuda, cuda:N, mps or auto (got {device!r}).", "device")
+
+
+def resolve(values: dict | RunConfig) -> Resolved:
+    """Validate a run configuration and fill every default. Raises ConfigError (one sentence)."""
+    from cldash.backbones import get_backbone
+    from cldash.methods import get_method
+    from cldash.streams import get_stream
+
+    raw = as_dict(values)
+    cfg = build(RunConfig, raw, prefix="")
+    method_cls = get_method(cfg.method)
+    stream_cls = get_stream(cfg.stream)
+    cfg.backbone = cfg.backbone or stream_cls.default_backbone
+    entry = get_backbone(cfg.backbone)
+    if entry.kind not in stream_cls.backbone_kinds:
+        raise ConfigError(f"stream {cfg.stream} needs a {' or '.join(stream_cls.backbone_kinds)} backbone; "
+                          f"{cfg.backbone} is a {entry.kind} model.", "backbone")
+    method_options = build(method_cls.Config, cfg.method_options, prefix=cfg.method)
+    stream_options = build(stream_cls.Options, cfg.stream_options, prefix=cfg.stream)
+    backbone_options = build(entry.Options, cfg.backbone_options, prefix=cfg.backbone)
+    method_cls(method_options, policy=cfg.policy)   # checks the policy against the method
+    _check_device(cfg.device)
+    cfg.policy = cfg.policy or (method_cls.policies[0] if method_cls.policies else None)
+    cfg.lr = cfg.lr if cfg.lr is not None else method_cls.default_lr
+    cfg.targets = list(cfg.targets) or list(entry.default_targets)
+    cfg.method_options = as_dict(method_options)
+    cfg.stream_options = as_dict(stream_options)
+    cfg.backbone_options = as_dict(backbone_options)
+    return Resolved(cfg, method_cls, method_options, stream_cls, stream_options, entry, backbone_options)
+
+
+def check_against_model(resolved: Resolved) -> dict[str, tuple[int, int]]:
+    """Match the target patterns on the bare (untrained) network and check the method's options
+    against the sizes of the matched layers. Returns {target name: (out, in)}."""
+    from cldash.backbones import linear_modules, match_targets
+
+    net = resolved.backbone.build_net(resolved.backbone_options)
+    names = match_targets(net, resolved.config.targets)
+    shapes = {n: s for n, s in linear_modules(net).items() if n in names}
+    resolved.make_method().check_layers(shapes)
+    return shapes
+
+
+def describe_run(cfg: RunConfig) -> str:
+    """A short human label: 'lora r=8 · digits-rotate · seed 0'."""
+    opts = cfg.method_options or {}
+    bits = [cfg.method]
+    if "rank" in opts:
+        bits.append(f"r={opts['rank']}")
+    if cfg.policy and cfg.policy != "single":
+        bits.append(cfg.policy)
+    return f"{' '.join(bits)} · {cfg.stream} · seed {cfg.seed}"

@@ -1,0 +1,337 @@
+"""The continual loop: tasks -> steps -> evaluation -> spectra -> store.
+
+`execute(store, run_id)` runs one stored run from its configuration. It reads top to bottom:
+
+1. resolve the stored config, load the pre-trained backbone (pre-training it on first use)
+   and the stream, attach the method to the target modules;
+2. evaluate every task before any training: row 0 of the accuracy matrix R;
+3. for each task: the method's ``before_task``; then steps of task loss (+ the method's extra
+   loss), backward, optimizer step, the method's ``after_step``; loss and learning rate every
+   step; update spectra and method scalars every ``spectra_interval`` steps (dense updates
+   every ``dense_spectra_interval``); every task scored every ``eval_interval`` steps
+   ("anytime" accuracy); at the task's end R[t][:] and the method's ``after_task``;
+4. the metrics of R go into the run row.
+
+A non-finite loss stops the run as failed with the step and reason; SIGTERM (cancel) stops
+it as cancelled, Ctrl-C as interrupted; any other exception as failed. Everything written
+before stays in the store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import signal
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from cldash import metrics as M
+from cldash.backbones import ClassifierModel, linear_modules
+from cldash.config import Resolved, check_against_model, resolve
+from cldash.errors import RunFailed
+from cldash.methods import StepContext, TaskContext
+from cldash.spectra import (LowRank, Update, difference, energy_in_subspace, pack, shape_measures,
+                            top_left_singular_vectors, update_singular_values)
+from cldash.store import Store
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class Progress:
+    """What a progress display is told after each step."""
+
+    step: int
+    total_steps: int
+    task: int
+    num_tasks: int
+    task_name: str
+    loss: float
+    scores: dict[int, float] = field(default_factory=dict)   # latest anytime scores by task position
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+    import transformers
+
+    from cldash import __version__
+
+    return {"cldash": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+def _layer_index(name: str) -> int:
+    for part in name.split("."):
+        if part.isdigit():
+            return int(part)
+    return -1
+
+
+def _lr_lambda(schedule: str, warmup: int, steps: int) -> Callable[[int], float]:
+    def f(i: int) -> float:   # i = number of steps taken in this task
+        if warmup and i < warmup:
+            return (i + 1) / warmup
+        if schedule == "cosine":
+            span = max(1, steps - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (i - warmup) / span)))
+        return 1.0
+    return f
+
+
+class ContinualRun:
+    """One run in memory: model, stream, method, and the logging around the loop."""
+
+    def __init__(self, resolved: Resolved, writer=None, progress: Callable[[Progress], None] | None = None):
+        self.resolved = resolved
+        self.cfg = cfg = resolved.config
+        self.writer = writer
+        self.progress = progress
+        self.device = pick_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+        self.backbone = resolved.backbone.load(resolved.backbone_options)
+        self.stream = resolved.stream_cls(resolved.stream_options, self.backbone).to(self.device)
+        self.model = ClassifierModel(self.backbone, self.stream.heads)
+        self.targets = check_against_model(resolved)
+        self.method = resolved.make_method()
+        self.model.net.requires_grad_(resolved.method_cls.trains_backbone)
+        self.method.attach(self.model.net, list(self.targets))
+        self.model.to(self.device)
+        train_head = cfg.train_head if cfg.train_head is not None else resolved.method_cls.trains_backbone
+        self.head_params = [p for p in self.model.heads.parameters()]
+        if train_head and not resolved.method_cls.trains_backbone:
+            self.head_params += [p for n, p in self.model.net.named_parameters()
+                                 if n.startswith(("classifier.", "lm_head.", "score."))]
+            for p in self.head_params:
+                p.requires_grad_(True)
+        # W0's top left singular vectors: the "stays in the pre-trained subspace" indicator.
+        self.w0_basis = {name: top_left_singular_vectors(layer.w0, max(1, min(layer.w0.shape) // 8))
+                         for name, layer in self.method.layers.items()}
+        self.tasks = self.stream.tasks
+        self.positions = {id(t): i + 1 for i, t in enumerate(self.tasks)}
+        for k, t in enumerate(self.stream.general):
+            self.positions[id(t)] = -k
+        self.step = 0
+        self.total_steps = cfg.steps_per_task * len(self.tasks)
+        self.latest_scores: dict[int, float] = {}
+        self.final_scores: dict[tuple[int, int], float] = {}   # (trained through i, task position) -> score
+
+    # -- structure for the store -------------------------------------------------------------------
+    def structure(self) -> tuple[list[dict], list[dict]]:
+        tasks = [{"position": self.positions[id(t)], "name": t.name, "kind": t.kind,
+                  "n_train": len(t.train) if t.train is not None else 0, "n_test": len(t.test)}
+                 for t in self.tasks + self.stream.general]
+        modules = [{"name": n, "layer": _layer_index(n), "kind": n.rsplit(".", 1)[-1], "out_features": s[0],
+                    "in_features": s[1]} for n, s in self.targets.items()]
+        return tasks, modules
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, trained_through: int, final: bool) -> None:
+        self.model.eval()
+        primary = self.stream.primary_metric
+        for task in self.tasks + self.stream.general:
+            scores = self.stream.evaluate(self.model, task, self.cfg.eval_batch_size)
+            pos = self.positions[id(task)]
+            self.latest_scores[pos] = scores.get(primary, next(iter(scores.values())))
+            if final:
+                self.final_scores[(trained_through, pos)] = self.latest_scores[pos]
+            if self.writer:
+                self.writer.evaluation(self.step, trained_through, pos, scores, final)
+        self.model.train()
+
+    # -- spectra ----------------------------------------------------------------------------------
+    def _log_update(self, task_index: int, module: str, kind: str, update: Update,
+                    sigma: torch.Tensor | None = None) -> torch.Tensor:
+        if sigma is None:
+            sigma = update_singular_values(update)
+        measures = shape_measures(sigma, update.shape)
+        basis = self.w0_basis.get(module)
+        measures["w0_energy"] = energy_in_subspace(update, basis) if basis is not None else float("nan")
+        self.writer.spectrum(self.step, task_index, module, kind, pack(sigma), min(len(sigma), 64), measures)
+        return sigma
+
+    @torch.no_grad()
+    def log_spectra(self, task_index: int, start: dict[str, Update]) -> None:
+        if not self.writer:
+            return
+        for name, update in self.method.updates().items():
+            sigma = self._log_update(task_index, name, "cumulative", update)
+            before = start.get(name)
+            unchanged_base = before is None or (isinstance(before, LowRank) and before.inner == 0)
+            if unchanged_base:   # nothing before this task: the task's update is the cumulative one
+                self._log_update(task_index, name, "task", update, sigma)
+            else:
+                self._log_update(task_index, name, "task", difference(update, before))
+        for (name, kind), update in self.method.extra_updates().items():
+            self._log_update(task_index, name, kind, update)
+        for key, value in self.method.scalars().items():
+            self.writer.scalar(self.step, key, value)
+        for key, per_module in self.method.module_scalars().items():
+            for module, value in per_module.items():
+                self.writer.scalar(self.step, key, value, module)
+
+    def snapshot(self) -> dict[str, Update]:
+        return {name: u.detach_clone() for name, u in self.method.updates().items()}
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def flush(self, **extra) -> None:
+        if self.writer:
+            self.writer.flush(step=self.step, progress=self.step / max(1, self.total_steps), **extra)
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        spectra_every = cfg.spectra_interval if self.resolved.method_cls.low_rank else cfg.dense_spectra_interval
+        self.evaluate(trained_through=0, final=True)     # row 0: the pre-trained model
+        self.flush(task=0)
+        for t, task in enumerate(self.tasks, start=1):
+            task_gen = torch.Generator().manual_seed(cfg.seed * 1000 + t)
+            ctx = TaskContext(index=t, num_tasks=len(self.tasks), name=task.name, steps=cfg.steps_per_task,
+                              model=self.model, loss_fn=lambda b, task=task: self.stream.loss(self.model, b, task),
+                              batches=self._batch_fn(task, task_gen), generator=self.generator, device=self.device)
+            self.method.before_task(ctx)
+            start = self.snapshot() if self.writer else {}
+            params = self.method.trainable_parameters() + [p for p in self.head_params if p.requires_grad]
+            if not params:
+                raise RunFailed(f"{cfg.method} has nothing to train in task {t} ({task.name}).")
+            optimizer = self.method.make_optimizer(params, cfg.lr, cfg.weight_decay)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, _lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.steps_per_task))
+            batches = self.stream.batches(task, cfg.batch_size, task_gen)
+            self.model.train()
+            for s in range(1, cfg.steps_per_task + 1):
+                self.step += 1
+                sctx = StepContext(step=self.step, task_step=s, task=ctx)
+                loss = self.stream.loss(self.model, next(batches), task)
+                extra = self.method.extra_loss(sctx)
+                total = loss if extra is None else loss + extra
+                value = total.item()
+                if not math.isfinite(value):
+                    raise RunFailed(f"the loss became {value} at step {self.step} (task {t}, {task.name}, step {s} "
+                                    f"of {cfg.steps_per_task}); lower the learning rate ({cfg.lr:g}) or clip "
+                                    f"gradients (max_grad_norm).")
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                scheduler.step()
+                sctx.loss = value
+                self.method.after_step(sctx)
+                if self.writer:
+                    self.writer.scalar(self.step, "loss", value)
+                    self.writer.scalar(self.step, "lr", lr)
+                    if extra is not None:
+                        self.writer.scalar(self.step, "extra_loss", float(extra))
+                if s < cfg.steps_per_task:
+                    if spectra_every and s % spectra_every == 0:
+                        self.log_spectra(t, start)
+                    if cfg.eval_interval and s % cfg.eval_interval == 0:
+                        self.evaluate(trained_through=t, final=False)
+                    if self.writer and self.writer.due():
+                        self.flush(task=t)
+                if self.progress:
+                    self.progress(Progress(self.step, self.total_steps, t, len(self.tasks), task.name, value,
+                                           self.latest_scores))
+            self.log_spectra(t, start)
+            self.evaluate(trained_through=t, final=True)
+            self.method.after_task(ctx)
+            self.flush(task=t)
+        return self.summary()
+
+    def _batch_fn(self, task, generator):
+        def batches(n: int, size: int):
+            it = self.stream.batches(task, size, generator)
+            for _ in range(n):
+                yield next(it)
+        return batches
+
+    def matrix(self):
+        """R ((T + 1) x T) and the general tasks' columns from the final evaluations."""
+        T = len(self.tasks)
+        R = [[self.final_scores[(i, j)] for j in range(1, T + 1)] for i in range(T + 1)]
+        general = {t.name: [self.final_scores[(i, self.positions[id(t)])] for i in range(T + 1)]
+                   for t in self.stream.general}
+        return R, general
+
+    def summary(self) -> dict:
+        R, general = self.matrix()
+        return M.summarize(R, general)
+
+
+def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | None = None) -> str:
+    """Run a stored run to its end and record how it ended. Returns the final status."""
+    run = store.get_run(run_id)
+    if run["status"] == "queued" and not store.claim(run_id, pid=os.getpid(), host=socket.gethostname()):
+        return store.get_run(run_id)["status"]
+    writer = store.writer(run_id)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        raise Cancelled()
+
+    in_main = _in_main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, on_term)
+    status, error = "failed", None
+    crun = None
+    try:
+        resolved = resolve(run["config"])
+        store.update_run(run_id, versions=versions(), device=str(pick_device(resolved.config.device)),
+                         total_steps=resolved.config.steps_per_task, heartbeat_at=time.time())
+        crun = ContinualRun(resolved, writer=writer, progress=progress)
+        tasks, modules = crun.structure()
+        store.write_structure(run_id, tasks, modules)
+        store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),
+                         primary_metric=crun.stream.primary_metric)
+        summary = crun.run()
+        store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), progress=1.0)
+        return "finished"
+    except Cancelled:
+        status, error = "cancelled", f"cancelled at step {crun.step if crun else 0}"
+    except KeyboardInterrupt:
+        status, error = "interrupted", f"interrupted (Ctrl-C) at step {crun.step if crun else 0}"
+    except RunFailed as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - any crash is recorded with its reason
+        where = f" at step {crun.step}" if crun else " before training started"
+        error = f"{type(exc).__name__}{where}: {exc}\n\n{traceback.format_exc()}"
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    _finish_unclean(store, writer, run_id, status, error)
+    return status
+
+
+def _finish_unclean(store: Store, writer, run_id: int, status: str, error: str) -> None:
+    """Keep whatever was buffered, then record how the run ended (signals are ignored meanwhile)."""
+    try:
+        writer.flush()
+    except Exception:  # noqa: BLE001 - the buffered rows are lost, the status must still land
+        pass
+    store.update_run(run_id, status=status, error=error, finished_at=time.time())
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,134 @@
+"""LoRA and rsLoRA.
+
+LoRA (Hu et al., arXiv 2106.09685): ``W = W0 + s * B A`` with ``A: (r, in)`` Kaiming-uniform
+(a = sqrt(5), as PEFT and the Microsoft code), ``B: (out, r)`` zero, so the adapter is a no-op
+at step 0, and ``s = alpha / r``. rsLoRA (Kalajdzievski, arXiv 2312.03732) only changes the
+scaling to ``s = alpha / sqrt(r)``, which keeps the update's size stable across a rank sweep.
+
+LoRA has no continual-learning rule of its own, so the task-boundary policy is a run option
+(reference note baseline-methods.md, section 3.4): ``single`` trains one adapter through all
+tasks (SeqLoRA, TRACE's baseline), ``merge`` folds it into the weights after each task and
+starts a fresh one, ``stack`` freezes it and adds a new one (IncLoRA).
+
+The forward mirrors PEFT's op for op, ``y = base(x) + B(A(dropout(x))) * s``, so that parity
+tests can ask for equal numbers, not just close ones. LoRA-family methods (PiSSA, LoRA-GA,
+DoRA...) subclass `LoRA` and override `new_branch` (an initialisation) or the branch class
+(a forward variant).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cldash.errors import ConfigError
+from cldash.methods.base import Method, TaskContext, register
+from cldash.methods.layer import AdaptedLinear, Branch
+from cldash.options import option
+from cldash.spectra import LowRank
+
+
+class LoRABranch(Branch):
+    """``y += s * B (A (dropout(x)))`` with ``A: (r, in)``, ``B: (out, r)`` (PEFT's layout)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, scaling: float,
+                 dropout: float = 0.0, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.rank = rank
+        self.scaling = scaling
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank, dtype=dtype))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def reset(self, generator: torch.Generator | None = None) -> None:
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
+        nn.init.zeros_(self.lora_B)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, layer: AdaptedLinear) -> torch.Tensor:
+        h = x if self.dropout is None else self.dropout(x)
+        if h.dtype != self.lora_A.dtype:
+            h = h.to(self.lora_A.dtype)
+        return y + (F.linear(F.linear(h, self.lora_A), self.lora_B) * self.scaling).to(y.dtype)
+
+    def factors(self, layer: AdaptedLinear) -> LowRank:
+        return LowRank(self.lora_B * self.scaling, self.lora_A)
+
+    def delta_weight(self, layer: AdaptedLinear) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = option(8, "rank r of the update B A", source="PEFT default r=8", low=1)
+    alpha: float = option(16.0, "scale numerator: the update is (alpha / r) B A",
+                          source="common practice alpha = 2r (PEFT default is 8)", low=0, low_open=True)
+    dropout: float = option(0.0, "dropout on the adapter's input", source="PEFT default 0.0", low=0.0, high=0.9)
+    rslora: bool = option(False, "scale by alpha / sqrt(r) instead of alpha / r (rsLoRA)",
+                          source="arXiv 2312.03732")
+
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+
+
+def check_rank(method: str, rank: int, shapes: dict[str, tuple[int, int]], option_name: str = "rank") -> None:
+    """A rank above a target layer's smaller side is rejected with the layer named."""
+    for name, (out_f, in_f) in shapes.items():
+        if rank > min(out_f, in_f):
+            raise ConfigError(
+                f"{method}.{option_name} {rank} is larger than layer {name} ({out_f} x {in_f}); "
+                f"choose a rank of at most {min(out_f, in_f)}.", f"{method}.{option_name}")
+
+
+@register
+class LoRA(Method):
+    name = "lora"
+    label = "LoRA"
+    paper = "Hu et al., ICLR 2022, arXiv 2106.09685; rsLoRA: Kalajdzievski, arXiv 2312.03732"
+    summary = ("Adds a trainable rank-r product B A next to each frozen weight. B starts at zero, "
+               "so training starts from the pre-trained model.")
+    equation = r"W = W_0 + \frac{\alpha}{r} B A,\quad A \in \mathbb{R}^{r\times n},\ B \in \mathbb{R}^{m\times r},\ B_0 = 0"
+    Config = LoRAConfig
+    policies = ("single", "merge", "stack")
+    default_lr = 5e-3
+
+    def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
+        check_rank(self.name, self.config.rank, shapes)
+
+    # -- the initialisation LoRA-family methods override ----------------------------------------
+    def new_branch(self, layer: AdaptedLinear, ctx: TaskContext) -> Branch:
+        c = self.config
+        branch = LoRABranch(layer.in_features, layer.out_features, c.rank, c.scaling(), c.dropout)
+        branch.reset(ctx.generator)
+        return branch
+
+    def current_branch(self, layer: AdaptedLinear) -> Branch | None:
+        return layer.branches[-1] if len(layer.branches) else None
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def before_task(self, ctx: TaskContext) -> None:
+        if self.policy == "single" and ctx.index > 1:
+            return  # the one adapter carries on
+        for layer in self.layers.values():
+            layer.add_branch(self.new_branch(layer, ctx))
+
+    def after_task(self, ctx: TaskContext) -> None:
+        if self.policy == "merge":
+            for layer in self.layers.values():
+                layer.merge_branch(-1)
+        elif self.policy == "stack":
+            for layer in self.layers.values():
+                self.current_branch(layer).requires_grad_(False)
+
+    def module_scalars(self) -> dict[str, dict[str, float]]:
+        """Factor norms of the current adapter: B starts at zero and its growth shapes early spectra."""
+        a_norm, b_norm = {}, {}
+        for name, layer in self.layers.items():
+            branch = self.current_branch(layer)
+            if isinstance(branch, LoRABranch):
+                a_norm[name] = float(branch.lora_A.detach().norm())
+                b_norm[name] = float(branch.lora_B.detach().norm())
+        return {"lora_A_norm": a_norm, "lora_B_norm": b_norm}

@@ -1,0 +1,172 @@
+"""Continual-learning metrics as pure functions of the accuracy matrix.
+
+``R`` is a ``(T + 1) x T`` array: ``R[i][j]`` is the score on task ``j`` (0-based column,
+task ``j + 1`` of the stream) after training through task ``i`` (row 0: before any training,
+the pre-trained model). Definitions: reference note baseline-methods.md, section 6.
+
+Metrics that a matrix cannot define (BWT with one task, a ratio over a zero baseline) are NaN,
+never a made-up number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+NAN = float("nan")
+
+
+def _check(R) -> np.ndarray:
+    R = np.asarray(R, dtype=float)
+    if R.ndim != 2 or R.shape[0] != R.shape[1] + 1 or R.shape[1] < 1:
+        raise ValueError(f"an accuracy matrix must have shape (T + 1, T) with T >= 1, got {R.shape}")
+    return R
+
+
+def final_average_accuracy(R) -> float:
+    """ACC = (1/T) sum_j R[T][j]: mean score over all tasks after the last one (MTIL "Last")."""
+    R = _check(R)
+    return float(R[-1].mean())
+
+
+def running_accuracy(R) -> np.ndarray:
+    """ACC_t = (1/t) sum_{j<=t} R[t][j] for t = 1..T."""
+    R = _check(R)
+    T = R.shape[1]
+    return np.array([R[t, :t].mean() for t in range(1, T + 1)])
+
+
+def average_incremental_accuracy(R) -> float:
+    """(1/T) sum_t ACC_t: the mean of the running accuracies (SLICE's "AP")."""
+    return float(running_accuracy(R).mean())
+
+
+def backward_transfer(R) -> float:
+    """BWT = (1/(T-1)) sum_{j<T} (R[T][j] - R[j][j]) (GEM, arXiv 1706.08840). Negative = forgetting."""
+    R = _check(R)
+    T = R.shape[1]
+    if T < 2:
+        return NAN
+    return float(np.mean([R[T, j - 1] - R[j, j - 1] for j in range(1, T)]))
+
+
+def trace_backward_transfer(R) -> float:
+    """TRACE's BWT = (1/T) sum_{j<=T} (R[T][j] - R[j][j]) = (T-1)/T times GEM's BWT (arXiv 2310.06762)."""
+    R = _check(R)
+    T = R.shape[1]
+    return float(np.mean([R[T, j - 1] - R[j, j - 1] for j in range(1, T + 1)]))
+
+
+def forward_transfer(R) -> float:
+    """FWT = (1/(T-1)) sum_{j>=2} (R[j-1][j] - R[0][j]): the gain on a task before training on it."""
+    R = _check(R)
+    T = R.shape[1]
+    if T < 2:
+        return NAN
+    return float(np.mean([R[j - 1, j - 1] - R[0, j - 1] for j in range(2, T + 1)]))
+
+
+def forgetting(R) -> float:
+    """Average forgetting F_T (Chaudhry et al., RWalk, arXiv 1801.10112).
+
+    f_j = max_{l in {j..T-1}} R[l][j] - R[T][j], averaged over j < T. The max runs over the rows
+    after task j was learned (the practical reading; rows before it hold pre-training scores).
+    """
+    R = _check(R)
+    T = R.shape[1]
+    if T < 2:
+        return NAN
+    return float(np.mean([R[j:T, j - 1].max() - R[T, j - 1] for j in range(1, T)]))
+
+
+def learning_accuracy(R) -> float:
+    """LA = (1/T) sum_j R[j][j]: the score on each task right after learning it (plasticity)."""
+    R = _check(R)
+    T = R.shape[1]
+    return float(np.mean([R[j, j - 1] for j in range(1, T + 1)]))
+
+
+def mtil_transfer(R) -> float:
+    """MTIL Transfer (ZSCL, arXiv 2303.06628): mean over j >= 2 of mean_{i<j} R[i][j], trained rows only."""
+    R = _check(R)
+    T = R.shape[1]
+    if T < 2:
+        return NAN
+    return float(np.mean([R[1:j, j - 1].mean() for j in range(2, T + 1)]))
+
+
+def mtil_average(R) -> float:
+    """MTIL Average: the mean over the T trained rows and all T columns."""
+    R = _check(R)
+    return float(R[1:].mean())
+
+
+def general_retention(before: float, after: float) -> float:
+    """Share of the pre-trained (general) task's score that survived: after / before (NaN if before is 0)."""
+    return after / before if before > 0 else NAN
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    key: str
+    label: str
+    formula: str
+    cells: str
+    higher_is_better: bool = True
+
+
+# The dashboard's metrics table, the CLI and the README all read these definitions.
+METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo("acc", "Final accuracy (ACC, MTIL Last)", "(1/T) Σ_j R[T][j]", "the last row"),
+    MetricInfo("aia", "Average incremental accuracy (AP)", "(1/T) Σ_t (1/t) Σ_{j≤t} R[t][j]",
+               "the lower triangle, row by row"),
+    MetricInfo("bwt", "Backward transfer (BWT)", "(1/(T-1)) Σ_{j<T} (R[T][j] − R[j][j])",
+               "last row against the diagonal"),
+    MetricInfo("trace_bwt", "BWT as TRACE normalises it", "(1/T) Σ_j (R[T][j] − R[j][j])",
+               "last row against the diagonal"),
+    MetricInfo("fwt", "Forward transfer (FWT)", "(1/(T-1)) Σ_{j≥2} (R[j−1][j] − R[0][j])",
+               "the superdiagonal against row 0"),
+    MetricInfo("forgetting", "Forgetting (Chaudhry)", "(1/(T-1)) Σ_{j<T} (max_{j≤l<T} R[l][j] − R[T][j])",
+               "each column's best trained score against the last row", higher_is_better=False),
+    MetricInfo("la", "Learning accuracy (plasticity)", "(1/T) Σ_j R[j][j]", "the diagonal"),
+    MetricInfo("mtil_transfer", "MTIL Transfer", "mean_{j≥2} mean_{1≤i<j} R[i][j]",
+               "trained rows above the diagonal"),
+    MetricInfo("mtil_average", "MTIL Average", "mean_{1≤i≤T, j} R[i][j]", "all trained rows"),
+    MetricInfo("general", "General-task score after the last task", "G[T]", "general column, last row"),
+    MetricInfo("general_retention", "General-task retention", "G[T] / G[0]",
+               "general column: last row against row 0"),
+    MetricInfo("general_delta", "General-task change", "G[T] − G[0]",
+               "general column: last row against row 0"),
+)
+
+
+def summarize(R, general: dict[str, list[float]] | None = None) -> dict[str, float]:
+    """Every metric of METRICS for a matrix R and the general tasks' columns (rows 0..T).
+
+    With several general tasks, `general*` metrics are their means.
+    """
+    out = {
+        "acc": final_average_accuracy(R),
+        "aia": average_incremental_accuracy(R),
+        "bwt": backward_transfer(R),
+        "trace_bwt": trace_backward_transfer(R),
+        "fwt": forward_transfer(R),
+        "forgetting": forgetting(R),
+        "la": learning_accuracy(R),
+        "mtil_transfer": mtil_transfer(R),
+        "mtil_average": mtil_average(R),
+    }
+    cols = list((general or {}).values())
+    if cols:
+        out["general"] = float(np.mean([c[-1] for c in cols]))
+        out["general_retention"] = float(np.mean([general_retention(c[0], c[-1]) for c in cols]))
+        out["general_delta"] = float(np.mean([c[-1] - c[0] for c in cols]))
+    else:
+        out["general"] = out["general_retention"] = out["general_delta"] = NAN
+    return out
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"

@@ -1,0 +1,158 @@
+"""Typed, documented options for methods and streams.
+
+A method's or stream's hyper-parameters are a dataclass whose fields are declared with
+`option(...)`: the default, a one-line explanation, where the default comes from (a paper's
+arXiv id or its code), and the allowed range. The same metadata drives validation, the CLI's
+flags, the dashboard's form and the method cards, so none of them can drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, get_type_hints
+
+from cldash.errors import ConfigError
+
+
+def option(default: Any, help: str, *, source: str = "", low: float | None = None,
+           high: float | None = None, low_open: bool = False, choices: tuple | None = None):
+    """A dataclass field with its documentation and allowed range.
+
+    `low`/`high` bound numbers (inclusive unless `low_open`), `choices` lists allowed values.
+    """
+    meta = {"help": help, "source": source, "low": low, "high": high, "low_open": low_open,
+            "choices": choices}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def describe(cls) -> list[dict]:
+    """The options of an options dataclass as dicts (name, type, default, help, range)."""
+    hints = get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append({"name": f.name, "type": hints[f.name], "default": default, **f.metadata})
+    return rows
+
+
+def _range_text(meta: dict) -> str:
+    low, high = meta.get("low"), meta.get("high")
+    if meta.get("choices"):
+        return "one of " + ", ".join(str(c) for c in meta["choices"])
+    if low is not None and high is not None:
+        if meta.get("low_open"):
+            return f"> {low} and <= {high}"
+        return f"between {low} and {high}"
+    if low is not None:
+        return f"{'>' if meta.get('low_open') else '>='} {low}"
+    if high is not None:
+        return f"<= {high}"
+    return ""
+
+
+def _coerce(value: Any, typ: Any, label: str, meta: dict) -> Any:
+    """Turn a value (possibly a string from the CLI or a form) into `typ`, or raise one sentence."""
+    expect = _range_text(meta)
+    hint = f" ({expect})" if expect else ""
+    args = getattr(typ, "__args__", ())
+    if type(None) in args:  # Optional[X]: None or an empty string mean "not set"
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            return None
+        (typ,) = [a for a in args if a is not type(None)]
+    origin = getattr(typ, "__origin__", None)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{label} must be true or false (got {value!r}).", label)
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{label} must be an integer{hint} (got {value!r}).", label)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value).strip()) if not isinstance(value, int) else value
+        except ValueError:
+            raise ConfigError(f"{label} must be an integer{hint} (got {value!r}).", label) from None
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{label} must be a number{hint} (got {value!r}).", label)
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label} must be a number{hint} (got {value!r}).", label) from None
+        if not math.isfinite(out):
+            raise ConfigError(f"{label} must be a finite number{hint} (got {value!r}).", label)
+        return out
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{label} must be text{hint} (got {value!r}).", label)
+        return value
+    if typ is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{label} must be a mapping of names to values (got {value!r}).", label)
+        return value
+    if origin in (list, tuple):
+        (inner,) = set(typ.__args__) - {Ellipsis} or {str}
+        items = value.split(",") if isinstance(value, str) else list(value)
+        items = [i.strip() if isinstance(i, str) else i for i in items]
+        items = [i for i in items if i != ""]
+        return [_coerce(i, inner, label, {}) for i in items]
+    return value
+
+
+def _check_range(value: Any, label: str, meta: dict) -> None:
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{label} must be one of {', '.join(map(str, choices))} (got {value!r}).", label)
+    low, high = meta.get("low"), meta.get("high")
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        too_low = low is not None and (v <= low if meta.get("low_open") else v < low)
+        too_high = high is not None and v > high
+        if too_low or too_high:
+            raise ConfigError(f"{label} must be {_range_text(meta)} (got {v!r}).", label)
+
+
+def build(cls, values: dict | None, prefix: str):
+    """Build an options dataclass from a dict of (possibly string) values, validating each field.
+
+    Unknown keys are rejected with the list of known ones. `prefix` names the owner in
+    messages ("lora.rank must be an integer >= 1 (got 0).").
+    """
+    values = dict(values or {})
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        known = ", ".join(fields) or "none"
+        owner = prefix or "a run configuration"
+        raise ConfigError(f"{owner} has no option {unknown[0]!r}; its options are: {known}.",
+                          f"{prefix}.{unknown[0]}" if prefix else unknown[0])
+    kwargs = {}
+    for name, value in values.items():
+        label = f"{prefix}.{name}" if prefix else name
+        meta = fields[name].metadata
+        value = _coerce(value, hints[name], label, meta)
+        _check_range(value, label, meta)
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    for name, f in fields.items():  # defaults must satisfy the ranges too (guards typos in code)
+        if name not in kwargs:
+            _check_range(getattr(obj, name), f"{prefix}.{name}" if prefix else name, f.metadata)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check(prefix)
+    return obj
+
+
+def as_dict(obj) -> dict:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj or {})

@@ -1,0 +1,438 @@
+"""The run store: SQLAlchemy 2 schema, engine factory, a buffered writer and the readers.
+
+SQLite by default (``runs.db`` in the working directory; ``--db`` or ``CLDASH_DB`` take a path
+or any SQLAlchemy URL, PostgreSQL included). SQLite runs in WAL mode with a busy timeout, and
+a run writes in short batched transactions (`RunWriter.flush`), so several run processes can
+write while the dashboard reads.
+
+Tables: ``runs`` (config, status, progress, pid, host, heartbeat, error, versions, device,
+final metrics), ``tasks`` (positions 1..T for the stream, <= 0 for general tasks), ``modules``
+(adapted layers), ``evaluations`` (step, trained-through task i, evaluated task j, metric,
+value; ``final`` marks the rows of the accuracy matrix R, the others are "anytime" scores),
+``scalars`` (loss, lr, method scalars, per module where it applies) and ``spectra`` (per
+module and kind, singular values as a float32 blob plus the shape measures).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, create_engine,
+                        delete, event, func, insert, select, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cldash.errors import UserError
+
+SCHEMA_VERSION = 1
+ACTIVE = ("queued", "running")
+ENDED = ("finished", "failed", "interrupted", "cancelled")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    launch_key: Mapped[str | None] = mapped_column(String(80), unique=True)
+    group_key: Mapped[str | None] = mapped_column(String(80), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    method: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[str] = mapped_column(String(64))
+    backbone: Mapped[str] = mapped_column(String(200))
+    policy: Mapped[str | None] = mapped_column(String(16))
+    seed: Mapped[int] = mapped_column(Integer)
+    config: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int] = mapped_column(Integer, default=0)
+    task: Mapped[int] = mapped_column(Integer, default=0)
+    num_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    primary_metric: Mapped[str] = mapped_column(String(64), default="accuracy")
+    pid: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(200))
+    device: Mapped[str | None] = mapped_column(String(64))
+    versions: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    n_train: Mapped[int] = mapped_column(Integer, default=0)
+    n_test: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ModuleRow(Base):
+    __tablename__ = "modules"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    layer: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(100))
+    out_features: Mapped[int] = mapped_column(Integer)
+    in_features: Mapped[int] = mapped_column(Integer)
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    trained_through: Mapped[int] = mapped_column(Integer)
+    task: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    final: Mapped[bool] = mapped_column(Boolean)
+    __table_args__ = (Index("ix_evaluations_run_step", "run_id", "step"),)
+
+
+class Scalar(Base):
+    __tablename__ = "scalars"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+    module: Mapped[str] = mapped_column(String(300), default="")
+    value: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_scalars_run_name_step", "run_id", "name", "step"),)
+
+
+class Spectrum(Base):
+    __tablename__ = "spectra"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    task: Mapped[int] = mapped_column(Integer)
+    module: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(32))
+    values: Mapped[bytes] = mapped_column(LargeBinary)
+    n: Mapped[int] = mapped_column(Integer)
+    numerical_rank: Mapped[int] = mapped_column(Integer)
+    erank: Mapped[float | None] = mapped_column(Float)
+    stable_rank: Mapped[float | None] = mapped_column(Float)
+    top1_energy: Mapped[float | None] = mapped_column(Float)
+    condition: Mapped[float | None] = mapped_column(Float)
+    frobenius: Mapped[float] = mapped_column(Float)
+    entropy: Mapped[float | None] = mapped_column(Float)
+    w0_energy: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (Index("ix_spectra_run_module_kind_step", "run_id", "module", "kind", "step"),
+                      Index("ix_spectra_run_step", "run_id", "step"))
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+SPECTRUM_MEASURES = ("erank", "stable_rank", "top1_energy", "condition", "frobenius", "entropy", "w0_energy")
+
+
+def default_db() -> str:
+    return os.environ.get("CLDASH_DB") or "runs.db"
+
+
+def to_url(db: str | os.PathLike | None) -> str:
+    """A path (``runs.db``) or a SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``) as a URL."""
+    db = str(db) if db is not None else default_db()
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", db):
+        return db
+    return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")     # wait for a writer instead of failing
+    cur.execute("PRAGMA journal_mode=WAL")       # readers never block the writers
+    cur.execute("PRAGMA synchronous=NORMAL")     # safe with WAL, much faster than FULL
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+@functools.lru_cache(maxsize=16)
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            parent = Path(path).parent
+            if not parent.is_dir():
+                raise UserError(f"cannot open the run store {path}: the folder {parent} does not exist.")
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _nan_to_none(v: float | None) -> float | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+
+
+class Store:
+    """One run store (database). Cheap to create: engines are cached per URL."""
+
+    def __init__(self, db: str | os.PathLike | None = None):
+        self.url = to_url(db)
+        try:
+            self.engine = _engine(self.url)
+            Base.metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                if conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first() is None:
+                    conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+        except UserError:
+            raise
+        except ArgumentError as exc:
+            raise UserError(f"cannot open the run store {self.url}: not a valid database URL ({exc}).") from None
+        except ModuleNotFoundError as exc:
+            raise UserError(f"cannot open the run store {self.url}: its database driver is not installed "
+                            f"({exc.name}).") from None
+        except (OperationalError, DatabaseError) as exc:
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise UserError(f"cannot open the run store {self.display}: {reason}.") from None
+
+    @property
+    def display(self) -> str:
+        return self.url.replace("sqlite:///", "") if self.url.startswith("sqlite:///") else \
+            re.sub(r"//([^:/@]+):[^@]+@", r"//\1:***@", self.url)
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_run(self, config: dict, *, status: str = "queued", launch_key: str | None = None,
+                   group_key: str | None = None, name: str = "") -> int:
+        """Insert a run row. With a `launch_key` already used, returns the existing run (idempotent)."""
+        with self.engine.begin() as conn:
+            if launch_key:
+                found = conn.execute(select(Run.id).where(Run.launch_key == launch_key)).first()
+                if found:
+                    return found[0]
+            result = conn.execute(insert(Run).values(
+                launch_key=launch_key, group_key=group_key, name=name or config.get("name") or "",
+                method=config["method"], stream=config["stream"], backbone=config["backbone"],
+                policy=config.get("policy"), seed=config["seed"], config=_j(config), status=status,
+                created_at=_now()))
+            return result.inserted_primary_key[0]
+
+    def update_run(self, run_id: int, **fields) -> None:
+        for key in ("versions", "summary"):
+            if key in fields and not isinstance(fields[key], (str, type(None))):
+                fields[key] = _j(fields[key])
+        with self.engine.begin() as conn:
+            conn.execute(update(Run).where(Run.id == run_id).values(**fields))
+
+    def claim(self, run_id: int, *, pid: int, host: str | None = None) -> bool:
+        """Atomically move a queued run to running under this process; False if someone else has it."""
+        with self.engine.begin() as conn:
+            res = conn.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(
+                status="running", pid=pid, host=host or socket.gethostname(), started_at=_now(),
+                heartbeat_at=_now()))
+            return res.rowcount == 1
+
+    def get_run(self, run_id: int) -> dict:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Run).where(Run.id == run_id)).mappings().first()
+        if row is None:
+            raise UserError(f"there is no run {run_id} in {self.display}; `cldash list` shows the runs.")
+        return _run_dict(row)
+
+    def runs(self, status: Iterable[str] | None = None, method: str | None = None,
+             stream: str | None = None) -> list[dict]:
+        q = select(Run).order_by(Run.id)
+        if status:
+            q = q.where(Run.status.in_(list(status)))
+        if method:
+            q = q.where(Run.method == method)
+        if stream:
+            q = q.where(Run.stream == stream)
+        with self.engine.connect() as conn:
+            return [_run_dict(r) for r in conn.execute(q).mappings()]
+
+    def delete_run(self, run_id: int) -> None:
+        """Remove a run and every row that belongs to it, in one transaction."""
+        with self.engine.begin() as conn:
+            for table in (Spectrum, Scalar, Evaluation, ModuleRow, TaskRow):
+                conn.execute(delete(table).where(table.run_id == run_id))
+            conn.execute(delete(Run).where(Run.id == run_id))
+
+    # -- static run structure -------------------------------------------------------------------
+    def write_structure(self, run_id: int, tasks: list[dict], modules: list[dict]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(TaskRow).where(TaskRow.run_id == run_id))
+            conn.execute(delete(ModuleRow).where(ModuleRow.run_id == run_id))
+            if tasks:
+                conn.execute(insert(TaskRow), [{"run_id": run_id, **t} for t in tasks])
+            if modules:
+                conn.execute(insert(ModuleRow), [{"run_id": run_id, **m} for m in modules])
+
+    def tasks(self, run_id: int) -> pd.DataFrame:
+        return self._frame(select(TaskRow).where(TaskRow.run_id == run_id).order_by(TaskRow.position))
+
+    def modules(self, run_id: int) -> pd.DataFrame:
+        return self._frame(select(ModuleRow).where(ModuleRow.run_id == run_id))
+
+    # -- series ---------------------------------------------------------------------------------
+    def evaluations(self, run_id: int, since_step: int | None = None, final: bool | None = None) -> pd.DataFrame:
+        q = select(Evaluation).where(Evaluation.run_id == run_id)
+        if since_step is not None:
+            q = q.where(Evaluation.step > since_step)
+        if final is not None:
+            q = q.where(Evaluation.final == final)
+        return self._frame(q.order_by(Evaluation.step, Evaluation.task))
+
+    def scalars(self, run_id: int, names: Iterable[str] | None = None, since_step: int | None = None,
+                module: str | None = None) -> pd.DataFrame:
+        q = select(Scalar.step, Scalar.name, Scalar.module, Scalar.value).where(Scalar.run_id == run_id)
+        if names is not None:
+            q = q.where(Scalar.name.in_(list(names)))
+        if module is not None:
+            q = q.where(Scalar.module == module)
+        if since_step is not None:
+            q = q.where(Scalar.step > since_step)
+        return self._frame(q.order_by(Scalar.step))
+
+    def spectra(self, run_id: int, module: str | None = None, kind: str | None = None,
+                since_step: int | None = None, with_values: bool = True) -> pd.DataFrame:
+        cols = [c for c in Spectrum.__table__.columns if c.name not in ("id", "run_id")]
+        if not with_values:
+            cols = [c for c in cols if c.name != "values"]
+        q = select(*cols).where(Spectrum.run_id == run_id)
+        if module is not None:
+            q = q.where(Spectrum.module == module)
+        if kind is not None:
+            q = q.where(Spectrum.kind == kind)
+        if since_step is not None:
+            q = q.where(Spectrum.step > since_step)
+        df = self._frame(q.order_by(Spectrum.step, Spectrum.module))
+        if with_values and len(df):
+            df["values"] = [np.frombuffer(b, dtype=np.float32) for b in df["values"]]
+        return df
+
+    def accuracy_matrix(self, run_id: int, metric: str | None = None) -> dict:
+        """R from the final evaluations: {"R": (rows x T) array, "general": {name: column},
+        "rows": trained-through indices present, "tasks": names, "metric": metric}.
+
+        Rows are 0..i for the tasks finished so far; a row is complete only once its task ended.
+        """
+        run = self.get_run(run_id)
+        metric = metric or run["primary_metric"]
+        tasks = self.tasks(run_id)
+        ev = self.evaluations(run_id, final=True)
+        ev = ev[ev.metric == metric] if len(ev) else ev
+        stream_tasks = tasks[tasks.kind == "stream"].sort_values("position")
+        general_tasks = tasks[tasks.kind == "general"].sort_values("position", ascending=False)
+        T = len(stream_tasks)
+        rows = sorted(ev.trained_through.unique().tolist()) if len(ev) else []
+        R = np.full((len(rows), T), np.nan)
+        general = {name: [np.nan] * len(rows) for name in general_tasks.name}
+        pos_to_col = {p: i for i, p in enumerate(stream_tasks.position)}
+        gpos = dict(zip(general_tasks.position, general_tasks.name))
+        for r in ev.itertuples():
+            i = rows.index(r.trained_through)
+            if r.task in pos_to_col:
+                R[i, pos_to_col[r.task]] = r.value
+            elif r.task in gpos:
+                general[gpos[r.task]][i] = r.value
+        return {"R": R, "general": general, "rows": rows, "tasks": stream_tasks.name.tolist(), "metric": metric}
+
+    def _frame(self, query) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+    def writer(self, run_id: int, flush_seconds: float = 2.0) -> "RunWriter":
+        return RunWriter(self, run_id, flush_seconds)
+
+
+def _run_dict(row) -> dict:
+    d = dict(row)
+    for key in ("config", "versions", "summary"):
+        d[key] = json.loads(d[key]) if d.get(key) else ({} if key != "summary" else None)
+    return d
+
+
+class RunWriter:
+    """Buffers a run's rows and writes them in one short transaction per flush.
+
+    Each flush also moves the heartbeat and progress of the run row, so a reader sees either
+    everything up to a flush or nothing of it: a run killed between flushes leaves a
+    consistent store.
+    """
+
+    def __init__(self, store: Store, run_id: int, flush_seconds: float = 2.0):
+        self.store = store
+        self.run_id = run_id
+        self.flush_seconds = flush_seconds
+        self._last = time.monotonic()
+        self._evals: list[dict] = []
+        self._scalars: list[dict] = []
+        self._spectra: list[dict] = []
+
+    def scalar(self, step: int, name: str, value: float, module: str = "") -> None:
+        self._scalars.append({"run_id": self.run_id, "step": step, "name": name, "module": module,
+                              "value": _nan_to_none(float(value))})
+
+    def evaluation(self, step: int, trained_through: int, task: int, scores: dict[str, float], final: bool) -> None:
+        for metric, value in scores.items():
+            self._evals.append({"run_id": self.run_id, "step": step, "trained_through": trained_through,
+                                "task": task, "metric": metric, "value": float(value), "final": final})
+
+    def spectrum(self, step: int, task: int, module: str, kind: str, blob: bytes, n: int,
+                 measures: dict[str, float]) -> None:
+        row = {"run_id": self.run_id, "step": step, "task": task, "module": module, "kind": kind,
+               "values": blob, "n": n, "numerical_rank": int(measures.get("numerical_rank", 0))}
+        for key in SPECTRUM_MEASURES:
+            row[key] = _nan_to_none(measures.get(key))
+        self._spectra.append(row)
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.flush_seconds
+
+    def flush(self, **run_fields) -> None:
+        run_fields["heartbeat_at"] = _now()
+        with self.store.engine.begin() as conn:
+            if self._evals:
+                conn.execute(insert(Evaluation), self._evals)
+            if self._scalars:
+                conn.execute(insert(Scalar), self._scalars)
+            if self._spectra:
+                conn.execute(insert(Spectrum), self._spectra)
+            conn.execute(update(Run).where(Run.id == self.run_id).values(**run_fields))
+        self._evals, self._scalars, self._spectra = [], [], []
+        self._last = time.monotonic()
+
+
+def count_rows(store: Store, run_id: int) -> dict[str, int]:
+    """Rows per table for a run (used by tests and `cldash show`)."""
+    out = {}
+    with store.engine.connect() as conn:
+        for table in (Evaluation, Scalar, Spectrum, TaskRow, ModuleRow):
+            out[table.__tablename__] = conn.execute(
+                select(func.count()).select_from(table).where(table.run_id == run_id)).scalar_one()
+    return out

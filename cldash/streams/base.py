@@ -1,0 +1,104 @@
+"""What a task stream provides: its tasks (data, head, classes), the loss and the scores.
+
+A stream owns how a batch becomes a loss and how a task is scored, so the engine's loop stays
+the same for images and for language. Streams are registered by name like methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from cldash.errors import ConfigError
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Task:
+    name: str
+    test: Split
+    train: Split | None = None
+    kind: str = "stream"            # "stream" (trained in order) or "general" (pre-training task)
+    head: str = "pretrained"        # which classifier head scores it
+    classes: tuple[int, ...] | None = None   # the task's labels (task-incremental scoring)
+
+
+class Stream:
+    name: ClassVar[str]
+    label: ClassVar[str]
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type]
+    backbone_kinds: ClassVar[tuple[str, ...]] = ("image-classification",)
+    default_backbone: ClassVar[str] = "vit-tiny"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+
+    def __init__(self, options, backbone):
+        self.options = options
+        self.backbone = backbone
+        self.tasks: list[Task] = []
+        self.general: list[Task] = []
+        self.heads: dict[str, int] = {}        # new heads this stream needs: name -> outputs
+        self.primary_metric = "accuracy"
+
+    def to(self, device) -> "Stream":
+        for task in self.tasks + self.general:
+            task.test = task.test.to(device)
+            if task.train is not None:
+                task.train = task.train.to(device)
+        return self
+
+    # -- training -----------------------------------------------------------------------------
+    def batches(self, task: Task, batch_size: int, generator: torch.Generator) -> Iterator[Split]:
+        """Endless shuffled epochs over the task's training split."""
+        n = len(task.train)
+        device = task.train.y.device
+        while True:
+            order = torch.randperm(n, generator=generator).to(device)
+            for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+                idx = order[i:i + batch_size]
+                yield Split(task.train.x[idx], task.train.y[idx])
+
+    def loss(self, model, batch: Split, task: Task) -> torch.Tensor:
+        return F.cross_entropy(model(batch.x, task.head), batch.y)
+
+    # -- scoring ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, model, task: Task, batch_size: int) -> torch.Tensor:
+        x = task.test.x
+        return torch.cat([model(x[i:i + batch_size], task.head) for i in range(0, len(x), batch_size)])
+
+    @torch.no_grad()
+    def evaluate(self, model, task: Task, batch_size: int = 1024) -> dict[str, float]:
+        logits = self.logits(model, task, batch_size)
+        return {"accuracy": float((logits.argmax(-1) == task.test.y).float().mean())}
+
+
+STREAMS: dict[str, type[Stream]] = {}
+
+
+def register_stream(cls: type[Stream]) -> type[Stream]:
+    STREAMS[cls.name] = cls
+    return cls
+
+
+def get_stream(name: str) -> type[Stream]:
+    if name not in STREAMS:
+        raise ConfigError(f"unknown stream {name!r}; choose one of: {', '.join(sorted(STREAMS))}.", "stream")
+    return STREAMS[name]
+
+
+__all__ = ["Split", "Task", "Stream", "STREAMS", "register_stream", "get_stream"]
