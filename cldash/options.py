@@ -107,7 +107,17 @@ def _coerce(value: Any, typ: Any, label: str, meta: dict) -> Any:
     return value
 
 
-def _check_range(value: Any, label: str, meta: dict) -> None:
+def _kind(typ: Any) -> str:
+    """'an integer' / 'a number' / 'numbers'... for messages."""
+    args = [a for a in getattr(typ, "__args__", ()) if a is not type(None)]
+    if getattr(typ, "__origin__", None) in (list, tuple):
+        return {"an integer": "integers", "a number": "numbers"}.get(_kind(args[0]), "")
+    if len(args) == 1:   # Optional[X]
+        typ = args[0]
+    return {int: "an integer", float: "a number"}.get(typ, "")
+
+
+def _check_range(value: Any, label: str, meta: dict, kind: str = "") -> None:
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{label} must be one of {', '.join(map(str, choices))} (got {value!r}).", label)
@@ -119,7 +129,8 @@ def _check_range(value: Any, label: str, meta: dict) -> None:
         too_low = low is not None and (v <= low if meta.get("low_open") else v < low)
         too_high = high is not None and v > high
         if too_low or too_high:
-            raise ConfigError(f"{label} must be {_range_text(meta)} (got {v!r}).", label)
+            what = f"{kind} {_range_text(meta)}" if kind else _range_text(meta)
+            raise ConfigError(f"{label} must be {what} (got {v!r}).", label)
 
 
 def build(cls, values: dict | None, prefix: str):
@@ -142,12 +153,13 @@ def build(cls, values: dict | None, prefix: str):
         label = f"{prefix}.{name}" if prefix else name
         meta = fields[name].metadata
         value = _coerce(value, hints[name], label, meta)
-        _check_range(value, label, meta)
+        _check_range(value, label, meta, _kind(hints[name]))
         kwargs[name] = value
     obj = cls(**kwargs)
     for name, f in fields.items():  # defaults must satisfy the ranges too (guards typos in code)
         if name not in kwargs:
-            _check_range(getattr(obj, name), f"{prefix}.{name}" if prefix else name, f.metadata)
+            _check_range(getattr(obj, name), f"{prefix}.{name}" if prefix else name, f.metadata,
+                         _kind(hints[name]))
     check = getattr(obj, "check", None)
     if check is not None:
         check(prefix)

@@ -1,0 +1,35 @@
+"""Shared fixtures: a project-local backbone cache and temporary stores seeded with real runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Pre-trained backbones are cached inside the checkout (git-ignored) unless the caller chose a place,
+# so a test session pre-trains each backbone at most once and never touches the user's cache.
+os.environ.setdefault("CLDASH_CACHE", str(ROOT / ".cldash-cache"))
+
+# Short runs: enough steps for LoRA to learn each rotation, few enough for a fast suite.
+SHORT = ["--steps-per-task", "40", "--eval-interval", "20", "--spectra-interval", "10",
+         "--dense-spectra-interval", "20", "--quiet"]
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    return str(tmp_path / "runs.db")
+
+
+@pytest.fixture(scope="session")
+def seeded_store(tmp_path_factory):
+    """A store with one short finished LoRA run and one full fine-tuning run on digits-rotate."""
+    from cldash.cli import main
+    from cldash.store import Store
+
+    path = str(tmp_path_factory.mktemp("seeded") / "runs.db")
+    for method in ("lora", "full"):
+        assert main(["--db", path, "run", "--method", method, "--stream", "digits-rotate",
+                     "--stream-angles", "45,90,135", *SHORT]) == 0
+    return Store(path)

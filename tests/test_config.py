@@ -1,0 +1,99 @@
+"""Config validation: every invalid value gets its own one-sentence message naming the field."""
+
+import pytest
+
+from cldash.config import check_against_model, resolve
+from cldash.errors import ConfigError
+
+CASES = [
+    # (overrides, field named in the error, words the message must contain)
+    ({"method": "nope"}, "method", ["unknown method 'nope'", "lora"]),
+    ({"stream": "mnist"}, "stream", ["unknown stream 'mnist'", "digits-rotate"]),
+    ({"backbone": "resnet"}, "backbone", ["unknown backbone 'resnet'", "vit-tiny"]),
+    ({"method_options": {"rank": 0}}, "lora.rank", ["lora.rank must be an integer >= 1 (got 0)."]),
+    ({"method_options": {"rank": "eight"}}, "lora.rank", ["lora.rank must be an integer", "'eight'"]),
+    ({"method_options": {"alpha": -1}}, "lora.alpha", ["lora.alpha must be a number > 0"]),
+    ({"method_options": {"dropout": 1.5}}, "lora.dropout", ["lora.dropout", "between 0.0 and 0.9"]),
+    ({"method_options": {"rslora": "maybe"}}, "lora.rslora", ["lora.rslora must be true or false"]),
+    ({"method_options": {"rnak": 4}}, "lora.rnak", ["no option 'rnak'", "rank, alpha"]),
+    ({"lr": -0.1}, "lr", ["lr must be a number > 0.0 and <= 10.0 (got -0.1)."]),
+    ({"lr": 0}, "lr", ["lr must be a number > 0.0"]),
+    ({"lr": "fast"}, "lr", ["lr must be a number"]),
+    ({"steps_per_task": 0}, "steps_per_task", ["steps_per_task must be an integer between 1 and 10000000 (got 0)."]),
+    ({"batch_size": 0}, "batch_size", ["batch_size must be an integer between 1 and 65536"]),
+    ({"eval_interval": -5}, "eval_interval", ["eval_interval", ">= 0"]),
+    ({"spectra_interval": 2.5}, "spectra_interval", ["spectra_interval must be an integer"]),
+    ({"seed": -1}, "seed", ["seed must be an integer between 0 and 2147483647 (got -1)."]),
+    ({"weight_decay": -1}, "weight_decay", ["weight_decay"]),
+    ({"lr_schedule": "linear"}, "lr_schedule", ["lr_schedule must be one of constant, cosine"]),
+    ({"device": "tpu"}, "device", ["device must be cpu, cuda"]),
+    ({"policy": "sometimes"}, "policy", ["policy 'sometimes' is not available for lora", "single, merge, stack"]),
+    ({"method": "full", "policy": "merge"}, "policy", ["full fixes its own task-boundary behaviour"]),
+    ({"stream_options": {"angles": []}}, "digits-rotate.angles", ["needs at least one angle"]),
+    ({"stream_options": {"angles": [45, 720]}}, "digits-rotate.angles", ["between -360.0 and 360.0", "720"]),
+    ({"stream": "digits-split", "stream_options": {"evaluation": "domain-il"}}, "digits-split.evaluation",
+     ["one of class-il, task-il"]),
+    ({"stream": "digits-permute", "stream_options": {"tasks": 0}}, "digits-permute.tasks", ["between 1 and 50", "got 0"]),
+    ({"backbone_options": {"heads": 3}}, "vit-tiny.heads", ["heads 3 must divide", "hidden_size 64"]),
+    ({"backbone_options": {"patch_size": 3}}, "vit-tiny.patch_size", ["one of 1, 2, 4, 8"]),
+    ({"threads": -2}, "threads", ["threads"]),
+    ({"bogus": 1}, "bogus", ["has no option 'bogus'"]),
+]
+
+
+@pytest.mark.parametrize("overrides,field,words", CASES, ids=[c[1] + ":" + str(i) for i, c in enumerate(CASES)])
+def test_each_invalid_field_has_its_own_sentence(overrides, field, words):
+    with pytest.raises(ConfigError) as info:
+        resolve({"method": "lora", **overrides})
+    message = str(info.value)
+    assert info.value.field == field
+    for w in words:
+        assert w in message, message
+    assert message.endswith(".") and "\n" not in message
+
+
+def test_cuda_requested_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="device 'cuda' is not available"):
+        resolve({"method": "lora", "device": "cuda"})
+
+
+def test_rank_larger_than_a_target_layer_names_the_layer():
+    r = resolve({"method": "lora", "method_options": {"rank": 65}})
+    with pytest.raises(ConfigError) as info:
+        check_against_model(r)
+    assert str(info.value).startswith("lora.rank 65 is larger than layer vit.layers.0.attention.q_proj (64 x 64); "
+                                      "choose a rank of at most 64.")
+    # fc1 is 128 x 64: rank 64 fits every layer
+    assert len(check_against_model(resolve({"method": "lora", "method_options": {"rank": 64}}))) == 12
+
+
+def test_target_pattern_that_matches_nothing_lists_the_linear_modules():
+    r = resolve({"method": "lora", "targets": ["query_proj"]})
+    with pytest.raises(ConfigError) as info:
+        check_against_model(r)
+    msg = str(info.value)
+    assert "'query_proj' matches no linear module" in msg
+    assert "vit.layers.0.attention.q_proj" in msg and "classifier" in msg
+
+
+def test_target_patterns_select_by_suffix_and_regex():
+    shapes = check_against_model(resolve({"method": "lora", "targets": ["q_proj", r"layers\.1\.mlp\.fc\d"]}))
+    assert list(shapes) == ["vit.layers.0.attention.q_proj", "vit.layers.1.attention.q_proj",
+                            "vit.layers.1.mlp.fc1", "vit.layers.1.mlp.fc2"]
+    assert shapes["vit.layers.1.mlp.fc1"] == (128, 64)
+    with pytest.raises(ConfigError, match="not a valid regular expression"):
+        check_against_model(resolve({"method": "lora", "targets": ["q_proj("]}))
+
+
+def test_defaults_are_filled_and_recorded():
+    r = resolve({"method": "lora", "method_options": {"rank": "4", "rslora": "true"}, "lr": "0.01"})
+    c = r.config
+    assert c.method_options == {"rank": 4, "alpha": 16.0, "dropout": 0.0, "rslora": True}
+    assert c.lr == 0.01 and c.policy == "single" and c.backbone == "vit-tiny"
+    assert r.method_options.scaling() == pytest.approx(16 / 2)
+    assert resolve({"method": "full"}).config.lr == pytest.approx(1e-3)
+    assert resolve({"method": "full"}).config.policy is None

@@ -1,0 +1,133 @@
+"""The continual loop: determinism, divergence handling, spectra equal to a dense SVD, policies."""
+
+import numpy as np
+import pytest
+import torch
+
+from cldash.config import resolve
+from cldash.engine import ContinualRun, execute
+from cldash.spectra import update_singular_values
+from cldash.store import Store
+
+SMALL = {"steps_per_task": 20, "eval_interval": 10, "spectra_interval": 5, "dense_spectra_interval": 10,
+         "stream_options": {"angles": [60, 120]}}
+
+
+def _run(db, **overrides):
+    store = Store(db)
+    cfg = resolve({"method": "lora", **SMALL, **overrides}).to_dict()
+    run_id = store.create_run(cfg)
+    status = execute(store, run_id)
+    return store, run_id, status
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a_store, a, _ = _run(str(tmp_path / "a.db"), seed=3)
+    b_store, b, _ = _run(str(tmp_path / "b.db"), seed=3)
+    c_store, c, _ = _run(str(tmp_path / "c.db"), seed=4)
+    la = a_store.scalars(a, names=["loss"]).value.to_numpy()
+    lb = b_store.scalars(b, names=["loss"]).value.to_numpy()
+    lc = c_store.scalars(c, names=["loss"]).value.to_numpy()
+    assert np.array_equal(la, lb)
+    assert not np.array_equal(la, lc)
+    np.testing.assert_array_equal(a_store.accuracy_matrix(a)["R"], b_store.accuracy_matrix(b)["R"])
+    sa, sb = a_store.spectra(a), b_store.spectra(b)
+    assert all(np.array_equal(x, y) for x, y in zip(sa["values"], sb["values"]))
+
+
+def test_non_finite_loss_fails_the_run_with_step_and_reason(tmp_path, monkeypatch):
+    from cldash.streams.digits import DigitsRotate
+
+    calls = {"n": 0}
+    original = DigitsRotate.loss
+
+    def poisoned(self, model, batch, task):
+        calls["n"] += 1
+        loss = original(self, model, batch, task)
+        return loss * float("nan") if calls["n"] == 27 else loss
+
+    monkeypatch.setattr(DigitsRotate, "loss", poisoned)
+    store, run_id, status = _run(str(tmp_path / "nan.db"))
+    run = store.get_run(run_id)
+    assert status == "failed" and run["status"] == "failed"
+    assert run["error"].startswith("the loss became nan at step 27 (task 2, rotate 120°, step 7 of 20)")
+    assert "lower the learning rate" in run["error"]
+    # what was written before stays: row 0 and task 1 of R, and 26 losses
+    m = store.accuracy_matrix(run_id)
+    assert m["rows"] == [0, 1]
+    assert store.scalars(run_id, names=["loss"]).step.max() == 26
+    assert run["summary"] is None
+
+
+def test_crash_is_recorded_with_its_reason(tmp_path, monkeypatch):
+    from cldash.methods.lora import LoRA
+
+    def boom(self, ctx):
+        if ctx.step == 13:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(LoRA, "after_step", boom)
+    store, run_id, status = _run(str(tmp_path / "crash.db"))
+    run = store.get_run(run_id)
+    assert status == "failed"
+    assert run["error"].startswith("RuntimeError at step 13: simulated crash")
+    assert store.scalars(run_id, names=["loss"]).step.max() == 12   # step 13 never completed
+
+
+@pytest.mark.parametrize("method,policy", [("lora", "single"), ("lora", "merge"), ("lora", "stack"),
+                                           ("full", None)])
+def test_stored_spectra_equal_a_dense_svd_of_the_update(tmp_path, method, policy):
+    store = Store(str(tmp_path / "s.db"))
+    resolved = resolve({"method": method, "policy": policy, **SMALL})
+    run_id = store.create_run(resolved.to_dict())
+    crun = ContinualRun(resolved, writer=store.writer(run_id))
+    crun.run()
+    crun.writer.flush()
+    last = store.spectra(run_id, kind="cumulative")
+    last = last[last.step == last.step.max()]
+    assert len(last) == 12
+    for name, layer in crun.method.layers.items():
+        dense = (layer.effective_weight() - layer.w0).detach().double()
+        want = torch.linalg.svdvals(dense).numpy()
+        got = last[last.module == name]["values"].iloc[0]
+        k = len(got)
+        np.testing.assert_allclose(got, want[:k], rtol=2e-4, atol=1e-6)
+        if method == "lora" and policy == "single":
+            assert k == 8     # one rank-8 adapter: eight singular values, the rest exactly zero
+            assert want[8:].max() < 1e-5 * want[0]
+    # the factored read-out is exact for every low-rank policy, dense for full fine-tuning
+    kinds = {type(u).__name__ for u in crun.method.updates().values()}
+    assert kinds == ({"Dense"} if method == "full" else {"LowRank"})
+
+
+def test_merge_and_stack_policies_keep_the_function_at_the_boundary(tmp_path):
+    """Merging the stacked adapters changes no output (frozen adapters sum exactly into W)."""
+    resolved = resolve({"method": "lora", "policy": "stack", **SMALL})
+    crun = ContinualRun(resolved)
+    crun.run()
+    layer = next(iter(crun.method.layers.values()))
+    assert len(layer.branches) == 2   # one frozen adapter per task
+    x = crun.stream.tasks[0].test.x[:64]
+    crun.model.eval()
+    with torch.no_grad():
+        before = crun.model(x)
+        sigma_before = update_singular_values(layer.update())
+        crun.method.merge()
+        after = crun.model(x)
+    assert len(layer.branches) == 0
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(update_singular_values(layer.update()), sigma_before, rtol=1e-4, atol=1e-7)
+
+
+def test_lora_trains_only_adapters_and_full_trains_everything():
+    lora = ContinualRun(resolve({"method": "lora", **SMALL}))
+    w = {n: p.detach().clone() for n, p in lora.model.net.named_parameters() if "branches" not in n}
+    lora.run()
+    for n, p in lora.model.net.named_parameters():
+        if "branches" not in n:
+            assert torch.equal(p, w[n]), n   # the backbone, head included, is untouched
+    full = ContinualRun(resolve({"method": "full", **SMALL}))
+    w = {n: p.detach().clone() for n, p in full.model.net.named_parameters()}
+    full.run()
+    changed = [n for n, p in full.model.net.named_parameters() if not torch.equal(p, w[n])]
+    assert len(changed) == len(w)
