@@ -36,8 +36,7 @@ from cldash.backbones import ClassifierModel, linear_modules
 from cldash.config import Resolved, check_against_model, resolve
 from cldash.errors import RunFailed
 from cldash.methods import StepContext, TaskContext
-from cldash.spectra import (LowRank, Update, difference, energy_in_subspace, pack, shape_measures,
-                            top_left_singular_vectors, update_singular_values)
+from cldash.spectra import TOP_K, LowRank, Update, analyze, difference, pack, top_left_singular_vectors
 from cldash.store import Store
 
 
@@ -159,30 +158,29 @@ class ContinualRun:
         self.model.train()
 
     # -- spectra ----------------------------------------------------------------------------------
-    def _log_update(self, task_index: int, module: str, kind: str, update: Update,
-                    sigma: torch.Tensor | None = None) -> torch.Tensor:
-        if sigma is None:
-            sigma = update_singular_values(update)
-        measures = shape_measures(sigma, update.shape)
-        basis = self.w0_basis.get(module)
-        measures["w0_energy"] = energy_in_subspace(update, basis) if basis is not None else float("nan")
-        self.writer.spectrum(self.step, task_index, module, kind, pack(sigma), min(len(sigma), 64), measures)
-        return sigma
-
     @torch.no_grad()
     def log_spectra(self, task_index: int, start: dict[str, Update]) -> None:
+        """Spectra of every module's cumulative update (against W0), this task's update and the
+        method's extra updates, analysed in one batched pass, plus the method's scalars."""
         if not self.writer:
             return
+        updates, bases, same = {}, {}, []
         for name, update in self.method.updates().items():
-            sigma = self._log_update(task_index, name, "cumulative", update)
+            updates[(name, "cumulative")] = update
             before = start.get(name)
-            unchanged_base = before is None or (isinstance(before, LowRank) and before.inner == 0)
-            if unchanged_base:   # nothing before this task: the task's update is the cumulative one
-                self._log_update(task_index, name, "task", update, sigma)
+            if before is None or (isinstance(before, LowRank) and before.inner == 0):
+                same.append(name)    # nothing before this task: its update is the cumulative one
             else:
-                self._log_update(task_index, name, "task", difference(update, before))
-        for (name, kind), update in self.method.extra_updates().items():
-            self._log_update(task_index, name, kind, update)
+                updates[(name, "task")] = difference(update, before)
+        updates.update(self.method.extra_updates())
+        for key in updates:
+            bases[key] = self.w0_basis.get(key[0])
+        results = analyze(updates, bases)
+        for name in same:
+            results[(name, "task")] = results[(name, "cumulative")]
+        for (name, kind), a in results.items():
+            self.writer.spectrum(self.step, task_index, name, kind, pack(a.sigma), min(len(a.sigma), TOP_K),
+                                 a.measures)
         for key, value in self.method.scalars().items():
             self.writer.scalar(self.step, key, value)
         for key, per_module in self.method.module_scalars().items():
@@ -190,7 +188,11 @@ class ContinualRun:
                 self.writer.scalar(self.step, key, value, module)
 
     def snapshot(self) -> dict[str, Update]:
-        return {name: u.detach_clone() for name, u in self.method.updates().items()}
+        """Each module's cumulative update at the start of a task (zero updates left out, so the
+        task's own update is then logged as the cumulative one without a second analysis)."""
+        ups = {name: u.detach_clone() for name, u in self.method.updates().items()}
+        norms = analyze(ups)
+        return {name: u for name, u in ups.items() if norms[name].measures["frobenius"] > 0}
 
     # -- the loop ---------------------------------------------------------------------------------
     def flush(self, **extra) -> None:

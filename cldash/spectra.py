@@ -21,12 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 # Past this size a dense update's spectrum is taken as a randomized top-k, not exactly.
 EXACT_DENSE_LIMIT = 1024
 # Number of singular values stored per update (the rest are summarised by the measures).
 TOP_K = 64
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
 @dataclass
@@ -129,29 +131,30 @@ def update_singular_values(update: Update) -> torch.Tensor:
     return dense_singular_values(update.M)
 
 
-def kept_values(sigma: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+def kept_values(sigma, shape: tuple[int, int]) -> np.ndarray:
     """The singular values above the numerical tolerance ``max(m, n) * eps * s_1``."""
-    if sigma.numel() == 0 or float(sigma[0]) <= 0.0:
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if sigma.size == 0 or sigma[0] <= 0.0:
         return sigma[:0]
-    eps = torch.finfo(torch.float32).eps  # updates are trained in float32 at best
-    tol = max(shape) * eps * float(sigma[0])
+    tol = max(shape) * FLOAT32_EPS * sigma[0]   # updates are trained in float32 at best
     return sigma[sigma > tol]
 
 
-def shape_measures(sigma: torch.Tensor, shape: tuple[int, int]) -> dict[str, float]:
+def shape_measures(sigma, shape: tuple[int, int]) -> dict[str, float]:
     """Spectrum-shape measures of an update with singular values `sigma` (descending).
 
     A zero update (LoRA at step 0) has no spectrum: its measures are NaN except the norm (0)
     and the numerical rank (0).
     """
-    frob = float(torch.sqrt((sigma.double() ** 2).sum())) if sigma.numel() else 0.0
-    s = kept_values(sigma, shape).double()
+    sigma = np.asarray(sigma.detach().cpu() if isinstance(sigma, torch.Tensor) else sigma, dtype=np.float64)
+    frob = float(np.sqrt((sigma ** 2).sum())) if sigma.size else 0.0
+    s = kept_values(sigma, shape)
     nan = float("nan")
-    if s.numel() == 0:
+    if s.size == 0:
         return {"erank": nan, "stable_rank": nan, "top1_energy": nan, "condition": nan,
                 "frobenius": frob, "numerical_rank": 0, "entropy": nan}
     p = s / s.sum()
-    entropy = float(-(p * torch.log(p)).sum())
+    entropy = float(-(p * np.log(p)).sum())
     energy = s ** 2
     return {
         "erank": math.exp(entropy),
@@ -159,9 +162,9 @@ def shape_measures(sigma: torch.Tensor, shape: tuple[int, int]) -> dict[str, flo
         "top1_energy": float(energy[0] / energy.sum()),
         "condition": float(s[0] / s[-1]),
         "frobenius": frob,
-        "numerical_rank": int(s.numel()),
+        "numerical_rank": int(s.size),
         # normalised spectral entropy H / ln k, in [0, 1] (0 for a rank-1 update)
-        "entropy": entropy / math.log(s.numel()) if s.numel() > 1 else 0.0,
+        "entropy": entropy / math.log(s.size) if s.size > 1 else 0.0,
     }
 
 
@@ -172,20 +175,69 @@ def energy_in_subspace(update: Update, U: torch.Tensor) -> float:
     weight this is the "stays in the pre-trained subspace" indicator (WeGeFT card, section 2.6).
     NaN for a zero update.
     """
-    dtype = _work_dtype(U)
-    U = U.detach().to(dtype)
-    if isinstance(update, LowRank):
-        if update.inner == 0:
-            return float("nan")
-        B, A = update.B.detach().to(dtype), update.A.detach().to(dtype)
-        _, R_A = torch.linalg.qr(A.T)              # ||X A||_F = ||X R_A^T||_F
-        inside = (U.T @ B) @ R_A.T
-        total = B @ R_A.T
-    else:
-        M = update.M.detach().to(dtype)
-        inside, total = U.T @ M, M
-    denom = float((total ** 2).sum())
-    return float((inside ** 2).sum()) / denom if denom > 0 else float("nan")
+    return analyze({0: update}, {0: U})[0].w0_energy
+
+
+@dataclass
+class Analysis:
+    """The spectrum of one update and what is derived from it."""
+
+    sigma: np.ndarray               # singular values, descending (float64)
+    measures: dict[str, float]
+    w0_energy: float                # share of energy in the given subspace (NaN without one)
+    shape: tuple[int, int]
+
+
+def _finish(sigma: np.ndarray, shape, inside: float | None) -> Analysis:
+    measures = shape_measures(sigma, shape)
+    total = measures["frobenius"] ** 2
+    w0 = inside / total if inside is not None and total > 0 else float("nan")
+    measures["w0_energy"] = w0
+    return Analysis(sigma, measures, w0, shape)
+
+
+def analyze(updates: dict, bases: dict | None = None) -> dict:
+    """Spectra of many updates at once: {key: Analysis}.
+
+    Factored updates of the same shapes are stacked and go through one batched thin QR pair and
+    one batched ``svdvals`` (a model has a few distinct layer shapes, so this is a handful of
+    calls however many layers there are). The QR of ``A^T`` is reused for the energy inside
+    ``bases[key]`` (orthonormal columns): ``||U^T B A||_F = ||U^T B R_A^T||_F``.
+    """
+    bases = bases or {}
+    out = {}
+    groups: dict[tuple, list] = {}
+    for key, u in updates.items():
+        if isinstance(u, LowRank) and 0 < u.inner < min(u.shape):
+            U = bases.get(key)
+            gkey = (tuple(u.B.shape), tuple(u.A.shape), u.B.device, None if U is None else tuple(U.shape))
+            groups.setdefault(gkey, []).append(key)
+            continue
+        dense = u.dense() if isinstance(u, LowRank) and u.inner else (u.M if isinstance(u, Dense) else None)
+        if dense is None:   # an empty factorisation: the zero update
+            out[key] = _finish(np.zeros(0), u.shape, None)
+            continue
+        sigma = dense_singular_values(dense)
+        U = bases.get(key)
+        inside = None
+        if U is not None:
+            d = dense.detach().to(_work_dtype(dense))
+            inside = float((U.detach().to(d.dtype).T @ d).pow(2).sum())
+        out[key] = _finish(sigma.cpu().numpy(), u.shape, inside)
+    for (_, _, device, ushape), keys in groups.items():
+        dtype = _work_dtype(updates[keys[0]].B)
+        B = torch.stack([updates[k].B.detach() for k in keys]).to(dtype)        # (g, m, k)
+        A = torch.stack([updates[k].A.detach() for k in keys]).to(dtype)        # (g, k, n)
+        _, R_B = torch.linalg.qr(B)                                              # (g, k, k)
+        _, R_A = torch.linalg.qr(A.mT)                                           # (g, k, k)
+        sigma = torch.linalg.svdvals(R_B @ R_A.mT).cpu().numpy()                 # (g, k)
+        inside = [None] * len(keys)
+        if ushape is not None:
+            U = torch.stack([bases[k].detach() for k in keys]).to(dtype)        # (g, m, kU)
+            inside = ((U.mT @ B) @ R_A.mT).pow(2).sum(dim=(1, 2)).cpu().tolist()
+        for i, key in enumerate(keys):
+            out[key] = _finish(sigma[i], updates[key].shape, inside[i])
+    return out
 
 
 def top_left_singular_vectors(W: torch.Tensor, k: int) -> torch.Tensor:
@@ -199,12 +251,12 @@ def principal_angle_cosines(Q1: torch.Tensor, Q2: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(Q1.T @ Q2).clamp(max=1.0)
 
 
-def pack(values: torch.Tensor, top_k: int = TOP_K) -> bytes:
+def pack(values, top_k: int = TOP_K) -> bytes:
     """Singular values as a compact float32 blob (the top `top_k`)."""
-    return values[:top_k].detach().to("cpu", torch.float32).numpy().tobytes()
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values[:top_k], dtype=np.float32).tobytes()
 
 
-def unpack(blob: bytes):
-    import numpy as np
-
+def unpack(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32)

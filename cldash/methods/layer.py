@@ -142,6 +142,8 @@ class AdaptedLinear(nn.Module):
         if not parts:
             w = self.w0
             return LowRank(w.new_zeros(self.out_features, 0), w.new_zeros(0, self.in_features))
+        if len(parts) == 1:
+            return LowRank(parts[0].B.detach(), parts[0].A.detach())
         return concat([LowRank(p.B.detach(), p.A.detach()) for p in parts])
 
     def extra_repr(self) -> str:
