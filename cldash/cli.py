@@ -49,9 +49,9 @@ def _run_parser(method: str, stream: str, backbone: str | None) -> argparse.Argu
 
     p = argparse.ArgumentParser(prog="cldash run", description="Train a backbone through a task stream with one "
                                 "method and store everything (accuracy matrix, losses, spectra).")
-    p.add_argument("--method", required=True, help="adapter method (cldash methods)")
-    p.add_argument("--stream", default="digits-rotate", help="task stream (cldash streams)")
-    p.add_argument("--backbone", default="", help="backbone; default: the stream's")
+    p.add_argument("--method", default=method, help="adapter method (cldash methods)")
+    p.add_argument("--stream", default=stream, help="task stream (cldash streams)")
+    p.add_argument("--backbone", default=backbone or "", help="backbone; default: the stream's")
     p.add_argument("--config", help="a JSON file with a run configuration; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     taken = {"--method", "--stream", "--backbone", "--config", "--quiet", "--db", "--help"}
@@ -73,7 +73,7 @@ def _collect(ns: argparse.Namespace, base: dict) -> dict:
         values[key] = dict(values.get(key) or {})
     values["method"] = ns.method
     values["stream"] = ns.stream
-    values["backbone"] = ns.backbone or values.get("backbone", "")
+    values["backbone"] = ns.backbone
     for dest, value in vars(ns).items():
         if value is None or ":" not in dest:
             continue
@@ -138,6 +138,19 @@ def format_metrics(summary: dict | None) -> str:
     return "\n".join(f"  {info.label:<44} {fmt(summary.get(info.key, float('nan'))):>8}" for info in METRICS)
 
 
+def _read_config_file(name: str) -> dict:
+    path = Path(name)
+    if not path.is_file():
+        raise UserError(f"the config file {path} does not exist.")
+    try:
+        base = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"the config file {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    if not isinstance(base, dict):
+        raise UserError(f"the config file {path} must hold a JSON object of run options.")
+    return base
+
+
 def cmd_run(args, rest: list[str]) -> int:
     from cldash.config import check_against_model, describe_run, resolve
     from cldash.engine import execute
@@ -145,35 +158,23 @@ def cmd_run(args, rest: list[str]) -> int:
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--method")
-    pre.add_argument("--stream", default="digits-rotate")
-    pre.add_argument("--backbone", default="")
+    pre.add_argument("--stream")
+    pre.add_argument("--backbone")
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(rest)
-    base = {}
-    if known.config:
-        path = Path(known.config)
-        if not path.is_file():
-            raise UserError(f"the config file {path} does not exist.")
-        try:
-            base = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"the config file {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
-        if not isinstance(base, dict):
-            raise UserError(f"the config file {path} must hold a JSON object of run options.")
-    method = known.method or base.get("method")
+    base = _read_config_file(known.config) if known.config else {}
+    wants_help = any(a in ("-h", "--help") for a in rest)
+    method = known.method or base.get("method") or ("lora" if wants_help else None)
     if not method:
         raise UserError("choose a method with --method (cldash methods lists them).")
-    stream = known.stream if "--stream" in rest else base.get("stream", known.stream)
-    parser = _run_parser(method, stream, known.backbone or base.get("backbone"))
-    if any(a in ("-h", "--help") for a in rest):
+    stream = known.stream or base.get("stream") or "digits-rotate"
+    backbone = known.backbone or base.get("backbone") or ""
+    parser = _run_parser(method, stream, backbone)
+    if wants_help:
         parser.print_help()
         return 0
-    rest = [a for a in rest]
-    if "--method" not in rest:
-        rest = ["--method", method] + rest
-    if "--stream" not in rest:
-        rest = ["--stream", stream] + rest
     ns = parser.parse_args(rest)
+    ns.method, ns.stream, ns.backbone = method, stream, backbone
     resolved = resolve(_collect(ns, base))
     check_against_model(resolved)
     store = Store(args.db)

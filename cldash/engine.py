@@ -34,7 +34,7 @@ import torch
 from cldash import metrics as M
 from cldash.backbones import ClassifierModel, linear_modules
 from cldash.config import Resolved, check_against_model, resolve
-from cldash.errors import RunFailed
+from cldash.errors import RunFailed, UserError
 from cldash.methods import StepContext, TaskContext
 from cldash.spectra import TOP_K, LowRank, Update, analyze, difference, pack, top_left_singular_vectors
 from cldash.store import Store
@@ -283,8 +283,11 @@ class ContinualRun:
 def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | None = None) -> str:
     """Run a stored run to its end and record how it ended. Returns the final status."""
     run = store.get_run(run_id)
-    if run["status"] == "queued" and not store.claim(run_id, pid=os.getpid(), host=socket.gethostname()):
-        return store.get_run(run_id)["status"]
+    if run["status"] != "queued":
+        raise UserError(f"run {run_id} is {run['status']}; only a queued run can be executed "
+                        "(re-run it with a new run instead).")
+    if not store.claim(run_id, pid=os.getpid(), host=socket.gethostname()):
+        return store.get_run(run_id)["status"]   # another process took it first
     writer = store.writer(run_id)
     previous = signal.getsignal(signal.SIGTERM)
 

@@ -197,6 +197,20 @@ def _nan_to_none(v: float | None) -> float | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
 
+_READY: set = set()   # stores whose schema this process has already created or checked
+
+
+def _schema_token(url: str):
+    """A SQLite file deleted and re-created gets its schema again (its inode changes)."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        try:
+            return url, os.stat(path).st_ino
+        except OSError:
+            return url, None
+    return url
+
+
 class Store:
     """One run store (database). Cheap to create: engines are cached per URL."""
 
@@ -204,10 +218,13 @@ class Store:
         self.url = to_url(db)
         try:
             self.engine = _engine(self.url)
-            Base.metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                if conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first() is None:
-                    conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            token = _schema_token(self.url)
+            if token not in _READY:
+                Base.metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    if conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first() is None:
+                        conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                _READY.add(_schema_token(self.url))
         except UserError:
             raise
         except ArgumentError as exc:

@@ -111,3 +111,16 @@ def test_console_script_end_to_end(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "cldash", "list"], env=env, capture_output=True, text=True)
     assert listed.returncode == 0 and "finished" in listed.stdout
     assert (tmp_path / "env.db").exists()
+
+
+def test_execute_refuses_a_run_that_is_not_queued(seeded_store, capsys):
+    assert main(["--db", seeded_store.display, "execute", "1"]) == 2
+    assert "run 1 is finished; only a queued run can be executed" in capsys.readouterr().err
+
+
+def test_run_help_lists_method_stream_and_backbone_options(capsys):
+    assert main(["run", "--method", "lora", "--stream", "digits-split", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--rank", "--rslora", "--stream-evaluation", "--backbone-pretrain-steps", "--steps-per-task",
+                 "--policy", "arXiv 2312.03732"):
+        assert flag in out
