@@ -118,8 +118,8 @@ class ContinualRun:
         train_head = cfg.train_head if cfg.train_head is not None else resolved.method_cls.trains_backbone
         self.head_params = [p for p in self.model.heads.parameters()]
         if train_head and not resolved.method_cls.trains_backbone:
-            self.head_params += [p for n, p in self.model.net.named_parameters()
-                                 if n.startswith(("classifier.", "lm_head.", "score."))]
+            heads = tuple(f"{m}." for m in self.backbone.head_modules)
+            self.head_params += [p for n, p in self.model.net.named_parameters() if n.startswith(heads)]
             for p in self.head_params:
                 p.requires_grad_(True)
         # W0's top left singular vectors: the "stays in the pre-trained subspace" indicator.

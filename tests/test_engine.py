@@ -131,3 +131,10 @@ def test_lora_trains_only_adapters_and_full_trains_everything():
     full.run()
     changed = [n for n, p in full.model.net.named_parameters() if not torch.equal(p, w[n])]
     assert len(changed) == len(w)
+
+
+def test_train_head_option_trains_the_pretrained_classifier():
+    crun = ContinualRun(resolve({"method": "lora", "train_head": True, **SMALL}))
+    before = crun.model.net.classifier.weight.detach().clone()
+    crun.run()
+    assert not torch.equal(crun.model.net.classifier.weight, before)

@@ -31,6 +31,7 @@ class Backbone:
     features: Callable[[nn.Module, torch.Tensor], torch.Tensor]   # (net, x) -> (N, hidden)
     logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]     # (net, x) -> pre-trained head
     info: dict = field(default_factory=dict)      # pre-training record, cache file...
+    head_modules: tuple[str, ...] = ("classifier",)   # the pre-trained head (trains with --train-head)
 
 
 class ClassifierModel(nn.Module):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cldash.errors import ConfigError
 from cldash.options import option
 from cldash.streams.base import Split, Stream, Task, register_stream
 
@@ -81,8 +82,6 @@ class RotateOptions:
                                  low=-360.0, high=360.0)
 
     def check(self, prefix: str) -> None:
-        from cldash.errors import ConfigError
-
         if not self.angles:
             raise ConfigError(f"{prefix}.angles needs at least one angle.", f"{prefix}.angles")
 
