@@ -1,12 +1,25 @@
 """cldash dashboard: `streamlit run app.py`.
 
-The entry point only sets up navigation over the files in pages/ and the shared sidebar; pages
-read from the store and render (they never train).
+The entry point sets up navigation over the files in pages/ and the shared sidebar (store,
+active runs, concurrency limit, selected runs); pages read from the store and render. Nothing
+here trains: runs are separate processes started by cldash.launch.
 """
 
 import streamlit as st
 
+from pages.shared import sidebar
+
 st.set_page_config(page_title="cldash", page_icon="📉", layout="wide")
 
-pages = [st.Page("pages/runs.py", title="Runs", icon="📋", default=True)]
-st.navigation(pages).run()
+PAGES = [
+    st.Page("pages/runs.py", title="Runs", icon="📋", default=True),
+    st.Page("pages/launch.py", title="Launch", icon="🚀"),
+    st.Page("pages/live.py", title="Live", icon="📈"),
+    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/spectra.py", title="Spectra", icon="🌈"),
+    st.Page("pages/ranks.py", title="Ranks", icon="🪜"),
+    st.Page("pages/methods.py", title="Methods", icon="📚"),
+]
+page = st.navigation(PAGES)
+sidebar()
+page.run()

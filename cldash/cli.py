@@ -201,9 +201,14 @@ def cmd_execute(args) -> int:
     from cldash.engine import execute
     from cldash.store import Store
 
+    from cldash.launch import schedule
+
     store = Store(args.db)
     store.get_run(args.run)
-    status = execute(store, args.run, progress=None)
+    try:
+        status = execute(store, args.run, progress=None)
+    finally:
+        schedule(store)   # hand this run's slot to the next queued run, with or without a dashboard
     return 0 if status == "finished" else 1
 
 
@@ -267,17 +272,12 @@ EXPORTS = ("matrix", "evaluations", "scalars", "spectra", "config")
 
 def export_tables(store, run_id: int, what: list[str]) -> dict:
     """The run's tables as pandas DataFrames (or a dict for the config)."""
-    import pandas as pd
+    from cldash.tables import matrix_table
 
     out = {}
     for name in what:
         if name == "matrix":
-            m = store.accuracy_matrix(run_id)
-            df = pd.DataFrame(m["R"], columns=m["tasks"])
-            for g, col in m["general"].items():
-                df[g] = col
-            df.insert(0, "trained_through", m["rows"])
-            out[name] = df
+            out[name] = matrix_table(store.accuracy_matrix(run_id))
         elif name == "evaluations":
             out[name] = store.evaluations(run_id)
         elif name == "scalars":

@@ -102,8 +102,9 @@ class ContinualRun:
         self.writer = writer
         self.progress = progress
         self.device = pick_device(cfg.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        threads = cfg.threads or int(os.environ.get("CLDASH_THREADS", "0") or 0)
+        if threads:   # the launcher shares the CPU cores between concurrent runs
+            torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 

@@ -280,8 +280,10 @@ class Store:
         return _run_dict(row)
 
     def runs(self, status: Iterable[str] | None = None, method: str | None = None,
-             stream: str | None = None) -> list[dict]:
+             stream: str | None = None, ids: Iterable[int] | None = None) -> list[dict]:
         q = select(Run).order_by(Run.id)
+        if ids is not None:
+            q = q.where(Run.id.in_([int(i) for i in ids]))
         if status:
             q = q.where(Run.status.in_(list(status)))
         if method:
@@ -335,7 +337,8 @@ class Store:
         return self._frame(q.order_by(Scalar.step))
 
     def spectra(self, run_id: int, module: str | None = None, kind: str | None = None,
-                since_step: int | None = None, with_values: bool = True) -> pd.DataFrame:
+                since_step: int | None = None, with_values: bool = True, step: int | None = None,
+                steps: Iterable[int] | None = None) -> pd.DataFrame:
         cols = [c for c in Spectrum.__table__.columns if c.name not in ("id", "run_id")]
         if not with_values:
             cols = [c for c in cols if c.name != "values"]
@@ -346,6 +349,10 @@ class Store:
             q = q.where(Spectrum.kind == kind)
         if since_step is not None:
             q = q.where(Spectrum.step > since_step)
+        if step is not None:
+            q = q.where(Spectrum.step == step)
+        if steps is not None:
+            q = q.where(Spectrum.step.in_([int(x) for x in steps]))
         df = self._frame(q.order_by(Spectrum.step, Spectrum.module))
         if with_values and len(df):
             df["values"] = [np.frombuffer(b, dtype=np.float32) for b in df["values"]]
@@ -357,26 +364,75 @@ class Store:
 
         Rows are 0..i for the tasks finished so far; a row is complete only once its task ended.
         """
-        run = self.get_run(run_id)
-        metric = metric or run["primary_metric"]
-        tasks = self.tasks(run_id)
-        ev = self.evaluations(run_id, final=True)
-        ev = ev[ev.metric == metric] if len(ev) else ev
-        stream_tasks = tasks[tasks.kind == "stream"].sort_values("position")
-        general_tasks = tasks[tasks.kind == "general"].sort_values("position", ascending=False)
-        T = len(stream_tasks)
-        rows = sorted(ev.trained_through.unique().tolist()) if len(ev) else []
-        R = np.full((len(rows), T), np.nan)
-        general = {name: [np.nan] * len(rows) for name in general_tasks.name}
-        pos_to_col = {p: i for i, p in enumerate(stream_tasks.position)}
-        gpos = dict(zip(general_tasks.position, general_tasks.name))
-        for r in ev.itertuples():
-            i = rows.index(r.trained_through)
-            if r.task in pos_to_col:
-                R[i, pos_to_col[r.task]] = r.value
-            elif r.task in gpos:
-                general[gpos[r.task]][i] = r.value
-        return {"R": R, "general": general, "rows": rows, "tasks": stream_tasks.name.tolist(), "metric": metric}
+        return self.accuracy_matrices([run_id], metric)[run_id]
+
+    def accuracy_matrices(self, run_ids: Iterable[int], metric: str | None = None) -> dict[int, dict]:
+        """`accuracy_matrix` for many runs in three queries (the compare page draws 50 at once)."""
+        ids = [int(i) for i in run_ids]
+        runs = {r["id"]: r for r in self.runs(ids=ids)}
+        missing = [i for i in ids if i not in runs]
+        if missing:
+            raise UserError(f"there is no run {missing[0]} in {self.display}; `cldash list` shows the runs.")
+        tasks = self._frame(select(TaskRow).where(TaskRow.run_id.in_(ids)))
+        ev = self._frame(select(Evaluation.run_id, Evaluation.trained_through, Evaluation.task, Evaluation.metric,
+                                Evaluation.value).where(Evaluation.run_id.in_(ids), Evaluation.final.is_(True)))
+        out = {}
+        for i in ids:
+            m = metric or runs[i]["primary_metric"]
+            t = tasks[tasks.run_id == i] if len(tasks) else tasks
+            e = ev[(ev.run_id == i) & (ev.metric == m)] if len(ev) else ev
+            out[i] = build_matrix(t, e, m)
+        return out
+
+    def final_evaluations(self, run_ids: Iterable[int]) -> pd.DataFrame:
+        ids = [int(i) for i in run_ids]
+        return self._frame(select(Evaluation).where(Evaluation.run_id.in_(ids), Evaluation.final.is_(True)))
+
+    def spectrum_index(self, run_id: int) -> pd.DataFrame:
+        """Which (module, kind) series a run has, with their number of logged steps."""
+        q = (select(Spectrum.module, Spectrum.kind, func.count().label("steps"), func.max(Spectrum.step).label("last"))
+             .where(Spectrum.run_id == run_id).group_by(Spectrum.module, Spectrum.kind))
+        return self._frame(q)
+
+    def spectra_at(self, run_ids: Iterable[int], kind: str, step: int | None = None,
+                   module: str | None = None) -> pd.DataFrame:
+        """Each run's spectra of one kind at `step` (or at its last logged step), all or one module."""
+        ids = [int(i) for i in run_ids]
+        frames = []
+        for rid in ids:
+            q = select(func.max(Spectrum.step)).where(Spectrum.run_id == rid, Spectrum.kind == kind)
+            if step is not None:
+                q = q.where(Spectrum.step <= step)
+            with self.engine.connect() as conn:
+                at = conn.execute(q).scalar()
+            if at is None:
+                continue
+            df = self.spectra(rid, module=module, kind=kind, step=at)
+            df.insert(0, "run_id", rid)
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def scalar_names(self, run_id: int) -> pd.DataFrame:
+        """The scalar series a run has: name, whether per module, and the number of points."""
+        q = (select(Scalar.name, (func.max(Scalar.module) != "").label("per_module"), func.count().label("points"))
+             .where(Scalar.run_id == run_id).group_by(Scalar.name))
+        return self._frame(q)
+
+    # -- settings shared by the dashboard and the run processes ----------------------------------
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Meta.value).where(Meta.key == f"setting:{key}")).first()
+        return row[0] if row else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(Meta).where(Meta.key == f"setting:{key}"))
+            conn.execute(insert(Meta).values(key=f"setting:{key}", value=str(value)))
+
+    def status_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Run.status, func.count()).group_by(Run.status)).all()
+        return {status: n for status, n in rows}
 
     def _frame(self, query) -> pd.DataFrame:
         with self.engine.connect() as conn:
@@ -385,6 +441,27 @@ class Store:
 
     def writer(self, run_id: int, flush_seconds: float = 2.0) -> "RunWriter":
         return RunWriter(self, run_id, flush_seconds)
+
+
+def build_matrix(tasks: pd.DataFrame, evals: pd.DataFrame, metric: str) -> dict:
+    """The accuracy matrix of one run from its task rows and its final evaluations of `metric`."""
+    stream_tasks = tasks[tasks.kind == "stream"].sort_values("position") if len(tasks) else tasks
+    general_tasks = tasks[tasks.kind == "general"].sort_values("position", ascending=False) if len(tasks) else tasks
+    T = len(stream_tasks)
+    rows = sorted(int(r) for r in evals.trained_through.unique()) if len(evals) else []
+    index = {r: i for i, r in enumerate(rows)}
+    R = np.full((len(rows), T), np.nan)
+    general = {name: [np.nan] * len(rows) for name in (general_tasks.name if len(tasks) else [])}
+    col = {p: i for i, p in enumerate(stream_tasks.position)} if len(tasks) else {}
+    gname = dict(zip(general_tasks.position, general_tasks.name)) if len(tasks) else {}
+    for tt, task, value in zip(evals.trained_through, evals.task, evals.value) if len(evals) else []:
+        i = index[int(tt)]
+        if task in col:
+            R[i, col[task]] = value
+        elif task in gname:
+            general[gname[task]][i] = value
+    names = stream_tasks.name.tolist() if len(tasks) else []
+    return {"R": R, "general": general, "rows": rows, "tasks": names, "metric": metric}
 
 
 def _run_dict(row) -> dict:

@@ -6,6 +6,8 @@ import math
 
 import pandas as pd
 
+from cldash.metrics import METRICS
+
 KEY_METRICS = {"acc": "final acc", "bwt": "BWT", "forgetting": "forgetting", "general_retention": "general kept"}
 
 
@@ -25,3 +27,18 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
     columns = ["id", "status", "progress", "method", "policy", "stream", "seed", "name", *KEY_METRICS.values(),
                "error"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def metric_help() -> dict[str, str]:
+    """For each metric key: its formula and the cells of R it reads (shown on hover)."""
+    return {m.key: f"{m.formula} — uses {m.cells}" + ("" if m.higher_is_better else " (lower is better)")
+            for m in METRICS}
+
+
+def matrix_table(m: dict) -> pd.DataFrame:
+    """An accuracy matrix as a table for CSV export: one row per trained-through index."""
+    df = pd.DataFrame(m["R"], columns=m["tasks"])
+    for name, col in m["general"].items():
+        df[name] = col
+    df.insert(0, "trained_through", m["rows"])
+    return df

@@ -72,6 +72,7 @@ class Method:
     trains_backbone: ClassVar[bool] = False       # True: every backbone parameter trains
     low_rank: ClassVar[bool] = True               # False: updates are dense (sparser spectra)
     reconstruction: ClassVar[str] = ""            # non-empty: how the method was reconstructed
+    presets: ClassVar[dict[str, dict]] = {}       # named option sets (papers' and libraries' settings)
 
     def __init__(self, config, policy: str | None = None):
         self.config = config

@@ -94,6 +94,15 @@ class LoRA(Method):
     Config = LoRAConfig
     policies = ("single", "merge", "stack")
     default_lr = 5e-3
+    presets = {
+        "cldash default (r=8, alpha=16)": {},
+        "PEFT defaults (r=8, alpha=8)": {"rank": 8, "alpha": 8.0},
+        "TRACE SeqLoRA baseline (r=8, alpha=32, dropout 0.1)": {"rank": 8, "alpha": 32.0, "dropout": 0.1},
+        "rsLoRA (r=16, alpha=16, alpha/sqrt(r))": {"rank": 16, "alpha": 16.0, "rslora": True},
+        "rank 1 (alpha=2)": {"rank": 1, "alpha": 2.0},
+        "rank 4 (alpha=8)": {"rank": 4, "alpha": 8.0},
+        "rank 16 (alpha=32)": {"rank": 16, "alpha": 32.0},
+    }
 
     def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
         check_rank(self.name, self.config.rank, shapes)

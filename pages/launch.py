@@ -1,0 +1,173 @@
+"""Launch: pick methods, a stream, a backbone and seeds; every option with its paper default and a
+one-line explanation; several methods and seeds side by side in one click."""
+
+import hashlib
+import json
+import time
+import uuid
+
+import streamlit as st
+
+from cldash.backbones import BACKBONES
+from cldash.config import RunConfig, check_against_model, describe_run, resolve
+from cldash.errors import ConfigError
+from cldash.launch import launch
+from cldash.methods import POLICIES, REGISTRY
+from cldash.options import describe
+from cldash.streams import STREAMS
+from pages.shared import get_store, option_widget, set_selected, through_app
+
+through_app()
+
+store = get_store()
+st.title("Launch runs")
+slots: dict[str, st.delta_generator.DeltaGenerator] = {}
+
+
+def with_slot(key: str, widget_fn):
+    """Render a widget and an empty slot right under it for its validation error."""
+    value = widget_fn()
+    slots[key] = st.empty()
+    return value
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            if not (lo.isdigit() and hi.isdigit()) or int(hi) < int(lo):
+                raise ConfigError(f"seeds: {part!r} is not a range like 0-2.", "seeds")
+            seeds.extend(range(int(lo), int(hi) + 1))
+        elif part.isdigit():
+            seeds.append(int(part))
+        else:
+            raise ConfigError(f"seeds must be whole numbers separated by commas, or a range like 0-2 "
+                              f"(got {part!r}).", "seeds")
+    if not seeds:
+        raise ConfigError("seeds: give at least one seed (for example 0, or 0-2).", "seeds")
+    return list(dict.fromkeys(seeds))
+
+
+def method_label(name: str) -> str:
+    cls = REGISTRY[name]
+    return f"{cls.label} (reconstruction)" if cls.reconstruction else cls.label
+
+
+names = ["lora", "full"] + sorted(n for n in REGISTRY if n not in ("lora", "full"))
+methods = with_slot("method", lambda: st.multiselect("Methods", names, default=["lora"], format_func=method_label, key="launch-methods",
+                                                      help="Every method picked runs once per seed, side by side."))
+c1, c2, c3 = st.columns(3)
+with c1:
+    stream = with_slot("stream", lambda: st.selectbox("Stream", list(STREAMS), format_func=lambda n: STREAMS[n].label,
+                                                      help="The sequence of tasks."))
+scls = STREAMS[stream]
+st.caption(scls.summary)
+with c2:
+    fitting = [n for n, e in BACKBONES.items() if e.kind in scls.backbone_kinds]
+    backbone = with_slot("backbone", lambda: st.selectbox("Backbone", fitting, format_func=lambda n: BACKBONES[n].label))
+with c3:
+    seeds_text = with_slot("seeds", lambda: st.text_input("Seeds", "0", help="Comma-separated (0, 1, 2) or a range "
+                                                                            "(0-2); one run per method and seed."))
+
+rows = {r["name"]: r for r in describe(RunConfig)}
+run_values = {}
+with st.expander("Training", expanded=True):
+    cols = st.columns(4)
+    for i, name in enumerate(["steps_per_task", "batch_size", "eval_interval", "spectra_interval"]):
+        with cols[i]:
+            run_values[name] = with_slot(name, lambda n=name: option_widget(rows[n], f"run-{n}"))
+    cols = st.columns(4)
+    with cols[0]:
+        run_values["lr"] = with_slot("lr", lambda: st.text_input(
+            "learning rate", "", placeholder="each method's default",
+            help="Leave empty for each method's default (LoRA 5e-3, full fine-tuning 1e-3, ...)."))
+    with cols[1]:
+        run_values["policy"] = with_slot("policy", lambda: st.selectbox(
+            "task-boundary policy", ["", *POLICIES], format_func=lambda p: POLICIES.get(p, "each method's default"),
+            help="For methods that leave it open (LoRA and its variants): what happens to the adapter after a task."))
+    with cols[2]:
+        run_values["device"] = with_slot("device", lambda: st.selectbox(
+            "device", ["auto", "cpu", "cuda"], help="auto: a GPU when there is one."))
+    with cols[3]:
+        run_values["lr_schedule"] = with_slot("lr_schedule", lambda: option_widget(rows["lr_schedule"], "run-lrs"))
+    with st.popover("More training options"):
+        for name in ["weight_decay", "warmup_steps", "max_grad_norm", "dense_spectra_interval", "eval_batch_size"]:
+            run_values[name] = with_slot(name, lambda n=name: option_widget(rows[n], f"run-{n}"))
+        run_values["train_head"] = with_slot("train_head", lambda: st.checkbox(
+            "also train the pre-trained classifier head", value=False,
+            help="Adapter methods keep the pre-trained head frozen by default; full fine-tuning always trains it."))
+
+stream_values = {}
+srows = describe(scls.Options)
+if srows:
+    with st.expander(f"{scls.label} options", expanded=False):
+        for row in srows:
+            stream_values[row["name"]] = with_slot(f"{stream}.{row['name']}",
+                                                   lambda r=row: option_widget(r, f"stream-{stream}-{r['name']}"))
+
+method_values: dict[str, dict] = {}
+for name in methods:
+    cls = REGISTRY[name]
+    with st.expander(f"{method_label(name)} options", expanded=len(methods) == 1):
+        st.caption(f"{cls.summary} — {cls.paper}")
+        if cls.reconstruction:
+            st.warning(f"Reconstruction: {cls.reconstruction}")
+        presets = {"paper / cldash defaults": {}, **cls.presets}
+        preset = st.selectbox("preset", list(presets), key=f"preset-{name}")
+        values = {}
+        for row in describe(cls.Config):
+            default = presets[preset].get(row["name"], row["default"])
+            values[row["name"]] = with_slot(f"{name}.{row['name']}", lambda r=row, d=default: option_widget(
+                r, f"m-{name}-{preset}-{r['name']}", default=d))
+        method_values[name] = values
+
+backbone_values = {}
+with st.expander(f"Backbone options ({backbone}, advanced)"):
+    st.caption("Changing these pre-trains a new backbone on first use (cached afterwards).")
+    for row in describe(BACKBONES[backbone].Options):
+        backbone_values[row["name"]] = with_slot(f"{backbone}.{row['name']}",
+                                                 lambda r=row: option_widget(r, f"bb-{backbone}-{r['name']}"))
+
+clicked = st.button("🚀 Launch", type="primary", disabled=not methods, key="launch-button")
+if clicked:
+    errors: dict[str, str] = {}
+    configs = []
+    try:
+        seeds = parse_seeds(seeds_text)
+    except ConfigError as exc:
+        errors["seeds"] = str(exc)
+        seeds = []
+    for name in methods:
+        for seed in seeds:
+            values = {**run_values, "method": name, "stream": stream, "backbone": backbone,
+                      "seed": seed, "method_options": method_values[name], "stream_options": stream_values,
+                      "backbone_options": backbone_values}
+            values["lr"] = values["lr"].strip() or None
+            if not REGISTRY[name].policies:
+                values["policy"] = None
+            try:
+                resolved = resolve(values)
+                check_against_model(resolved)
+                configs.append(resolved.to_dict())
+            except ConfigError as exc:
+                errors.setdefault(exc.field or "method", str(exc))
+    if errors:
+        for field, message in errors.items():
+            (slots.get(field) or slots["method"]).error(message)
+        st.error(f"Nothing was launched: {len(errors)} value(s) to fix above.")
+    else:
+        digest = hashlib.sha1(json.dumps(configs, sort_keys=True, default=str).encode()).hexdigest()
+        recent = st.session_state.get("recent_launch")
+        # the same launch again within 10 s is a double click: same keys, so the same runs
+        nonce = recent["nonce"] if recent and recent["digest"] == digest and time.time() - recent["at"] < 10 \
+            else uuid.uuid4().hex[:12]
+        st.session_state.recent_launch = {"digest": digest, "nonce": nonce, "at": time.time()}
+        ids = launch(store, configs, [f"{nonce}:{i}" for i in range(len(configs))], group_key=nonce,
+                     names=[describe_run(RunConfig(**c)) for c in configs])
+        set_selected(ids)
+        st.success(f"Launched run{'s' * (len(ids) > 1)} {', '.join(f'#{i}' for i in ids)}; they run in the "
+                   "background (queued ones start when a slot frees).")
+        st.page_link("pages/live.py", label="Watch them live", icon="📈")

@@ -1,0 +1,140 @@
+"""What every page shares: the store, the selected runs, the sidebar, option widgets, downloads.
+
+The selection lives in the session and is mirrored in the URL (``?runs=3,5``), so it survives a
+page switch (Streamlit clears query parameters when navigating) and a reload or a shared link.
+Nothing here trains or imports torch.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from cldash.errors import UserError
+from cldash.figures import PLOTLY_CONFIG
+from cldash.launch import default_limit, max_concurrent, schedule
+from cldash.store import Store, default_db
+from cldash.views import run_label
+
+ACTIVE = ("queued", "running")
+
+
+def through_app() -> None:
+    """Make sure a page runs inside app.py (navigation and sidebar), also when opened directly.
+
+    Streamlit sees the pages/ folder next to app.py and, until some session has run app.py's
+    st.navigation, serves a URL like /launch by running pages/launch.py on its own (its old
+    multipage mode). Switching that mode off and re-running routes the request through app.py,
+    which picks the same page by its URL. Every page calls this first.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def db_location() -> str:
+    return st.session_state.get("db_location") or default_db()
+
+
+def get_store() -> Store:
+    """The store named in the sidebar; an error box and a stop when it cannot be opened."""
+    try:
+        return Store(db_location())
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def _parse_ids(text: str) -> list[int]:
+    return [int(t) for t in str(text).replace(" ", "").split(",") if t.isdigit()]
+
+
+def selected_ids() -> list[int]:
+    if "selected" not in st.session_state:
+        st.session_state.selected = _parse_ids(st.query_params.get("runs", ""))
+    return list(st.session_state.selected)
+
+
+def set_selected(ids: list[int]) -> None:
+    ids = sorted(dict.fromkeys(int(i) for i in ids))
+    st.session_state.selected = ids
+    if ids:
+        st.query_params["runs"] = ",".join(map(str, ids))
+    elif "runs" in st.query_params:
+        del st.query_params["runs"]
+
+
+def sidebar() -> Store | None:
+    """Store location and health, active runs, concurrency limit, the selected runs."""
+    with st.sidebar:
+        st.text_input("Run store", value=db_location(), key="db_location",
+                      help="A path to a SQLite file or any SQLAlchemy URL (default: $CLDASH_DB or ./runs.db).")
+        try:
+            store = Store(db_location())
+        except UserError as exc:
+            st.error(str(exc))
+            return None
+        schedule(store)   # reconcile with the processes, start queued runs in free slots
+        counts = store.status_counts()
+        total = sum(counts.values())
+        st.caption(f"✅ {store.display} · {total} run{'s' * (total != 1)}")
+        running, queued = counts.get("running", 0), counts.get("queued", 0)
+        limit = max_concurrent(store)
+        st.metric("Running", f"{running} / {limit}", delta=f"{queued} queued" if queued else None,
+                  delta_color="off")
+        new_limit = st.number_input("Runs at once", min_value=1, max_value=64, value=limit, step=1,
+                                    help=f"Concurrency limit for background runs (default {default_limit()}: "
+                                         "one per GPU, else one per CPU core). Queued runs start when a slot frees.")
+        if new_limit != limit:
+            store.set_setting("max_concurrent", str(int(new_limit)))
+            schedule(store)
+        runs = store.runs()
+        labels = {r["id"]: run_label(r) for r in runs}
+        chosen = [i for i in selected_ids() if i in labels]
+        picked = st.multiselect("Selected runs", options=list(labels), default=chosen,
+                                format_func=lambda i: labels.get(i, f"#{i}"),
+                                help="The runs the Live, Compare, Spectra and Ranks pages show. "
+                                     "Select rows on the Runs page or pick them here.")
+        if picked != chosen or st.query_params.get("runs", "") != ",".join(map(str, sorted(picked))):
+            set_selected(picked)
+    return store
+
+
+def runs_for_page(store: Store, statuses: tuple[str, ...] | None = None, limit: int = 12) -> list[dict]:
+    """The selected runs (in the given statuses), or else the latest ones."""
+    ids = selected_ids()
+    runs = store.runs(ids=ids) if ids else store.runs()[-limit:]
+    if statuses:
+        runs = [r for r in runs if r["status"] in statuses]
+    return runs
+
+
+def option_widget(row: dict, key: str, default=None, container=st):
+    """A widget for one option row of cldash.options.describe; the value goes to validation as is."""
+    value = row["default"] if default is None else default
+    help_text = row["help"] + (f" — default from {row['source']}" if row.get("source") else "")
+    label = row["name"].replace("_", " ")
+    typ = row["type"]
+    if row.get("choices"):
+        choices = list(row["choices"])
+        return container.selectbox(label, choices, index=choices.index(value) if value in choices else 0,
+                                   key=key, help=help_text)
+    if typ is bool:
+        return container.checkbox(label, value=bool(value), key=key, help=help_text)
+    if typ is int:
+        return container.number_input(label, value=int(value), step=1, key=key, help=help_text)
+    if isinstance(value, list):
+        return container.text_input(label, value=", ".join(f"{v:g}" if isinstance(v, float) else str(v)
+                                                            for v in value), key=key, help=help_text)
+    return container.text_input(label, value="" if value is None else f"{value:g}" if isinstance(value, float)
+                                else str(value), key=key, help=help_text)
+
+
+def plot(fig, key: str | None = None) -> None:
+    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width="stretch")
+
+
+def download(df, name: str, label: str = "Download CSV", key: str | None = None) -> None:
+    st.download_button(label, df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
+                       key=key or f"dl-{name}")
