@@ -354,6 +354,8 @@ def cmd_methods(args) -> int:
         if cls.policies:
             print(f"{'':<10}   policies: {', '.join(cls.policies)} (default {cls.policies[0]}); "
                   f"default lr {cls.default_lr:g}")
+            for policy, note in cls.policy_notes.items():
+                print(f"{'':<10}     {policy}: {note}")
         for row in describe(cls.Config):
             print(f"{'':<10}   --{row['name'].replace('_', '-')} {row['default']!s:<10} {row['help']}")
     return 0

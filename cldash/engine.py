@@ -173,8 +173,11 @@ class ContinualRun:
             else:
                 updates[(name, "task")] = difference(update, before)
         updates.update(self.method.extra_updates())
+        weight_kinds = ("cumulative", "task", *self.method.weight_space_kinds)
         for key in updates:
-            bases[key] = self.w0_basis.get(key[0])
+            # energy in W0's top directions only for updates of the module's own weight (not, e.g.,
+            # a tensor-train bond's unfolding, whose shape is unrelated)
+            bases[key] = self.w0_basis.get(key[0]) if key[1] in weight_kinds else None
         results = analyze(updates, bases)
         for name in same:
             results[(name, "task")] = results[(name, "cumulative")]
