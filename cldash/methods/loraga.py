@@ -12,7 +12,10 @@ The two differ (reference note baseline-methods.md, section 2.5 step 4): PEFT mu
 ``diag(S[r:2r])`` (the singular values of the B half) and then, for ``scale="stable"``, multiplies
 only B0 by ``d_out^(1/4) / sqrt(gamma)``; the authors' fork uses unit singular vectors and
 multiplies both A0 and B0 by that factor. The parity test checks our init against PEFT's on the
-same gradient and the same random draw.
+same gradient and the same random draw. One deliberate difference: for the stable factor PEFT
+reads ``d_out`` as the raw weight's first dimension, which for a transformers ``Conv1D`` (stored
+``(in, out)``) is ``d_in``; we use the layer's real ``d_out`` (the paper's), so on Conv1D layers
+our B0 is PEFT's times ``(d_out / d_in)^(1/4)`` (tested).
 
 Continual extension (ours, not the paper's): the gradient is re-estimated on each new task's
 data and a fresh adapter initialised from it; ``merge`` (default) folds the previous adapter
