@@ -312,6 +312,7 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
         store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),
                          primary_metric=crun.stream.primary_metric)
         summary = crun.run()
+        save_adapters(crun.method, store.adapter_path(run_id))
         store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), progress=1.0)
         return "finished"
     except Cancelled:
@@ -328,6 +329,32 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
             signal.signal(signal.SIGTERM, previous)
     _finish_unclean(store, writer, run_id, status, error)
     return status
+
+
+def save_adapters(method, path) -> None:
+    """The method's final state (what it added to the pre-trained model), written atomically; it lets
+    `cldash export RUN --format peft` rebuild the adapted model without re-running."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(method.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def load_adapted_model(store: Store, run_id: int):
+    """A finished run's adapted backbone: (resolved config, backbone, method with its final state)."""
+    run = store.get_run(run_id)
+    path = store.adapter_path(run_id)
+    if run["status"] != "finished" or not path.exists():
+        raise UserError(f"run {run_id} has no saved adapters (it is {run['status']}); only runs that finished "
+                        "since adapters are saved can be exported this way.")
+    resolved = resolve(run["config"])
+    backbone = resolved.backbone.load(resolved.backbone_options)
+    targets = check_against_model(resolved)
+    method = resolved.make_method()
+    backbone.net.requires_grad_(resolved.method_cls.trains_backbone)
+    method.attach(backbone.net, list(targets))
+    method.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return resolved, backbone, method
 
 
 def _finish_unclean(store: Store, writer, run_id: int, status: str, error: str) -> None:

@@ -39,7 +39,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cldash.methods.base import AdapterMethod, TaskContext, register
