@@ -22,7 +22,8 @@ Init. The authors draw every core from ``N(0, 1) / sqrt(R_k) * sigma^(1/d)`` wit
 sqrt(1 / (fan_in + fan_out))`` of the factor, so the reconstructed factor's entries have standard
 deviation about sigma; their zero-init of B is commented out, so ``dW != 0`` at step 0
 (``init = "gaussian"``). On the tiny ViT that random start costs the pre-trained model a lot of
-accuracy before any training (measured: see README), so our default is ``init = "zero"``: B's
+accuracy before any training (measured: upright-digit accuracy 0.954 falls to 0.70, 0.71 and
+0.91 for seeds 0-2 at step 0), so our default is ``init = "zero"``: B's
 first core starts at zero, which makes B = 0 and the adapter a no-op at step 0 as in LoRA, while
 B still receives gradients through that core. This default is our choice (reconstruction).
 

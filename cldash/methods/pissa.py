@@ -75,7 +75,7 @@ class PiSSA(LoRA):
     policy_notes = {"merge": "merge, then re-run the SVD on the merged weight (the current top-r directions)",
                     "stack": "freeze, then start on the residual's top-r directions (the next r principal "
                              "directions)"}
-    default_lr = 2e-3
+    default_lr = 5e-3   # LoRA's, as the paper keeps LoRA's hyper-parameters (bench/method_default_lr.py)
 
     def new_branch(self, layer: AdaptedLinear, ctx: TaskContext) -> Branch:
         c = self.config
