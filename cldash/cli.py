@@ -333,7 +333,7 @@ def export_peft(store, args) -> int:
 
     if args.out == "-":
         raise UserError("a PEFT adapter is a folder of files; give one with --out (e.g. --out adapter/).")
-    resolved, backbone, method = load_adapted_model(store, args.run)
+    resolved, _, _, method = load_adapted_model(store, args.run)
     folder = Path(args.out) / f"run-{args.run}-peft" if args.out == "." else Path(args.out)
     save_peft(method, folder, base_model=f"cldash {resolved.config.backbone} {json.dumps(resolved.config.backbone_options)}")
     print(folder)

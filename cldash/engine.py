@@ -312,7 +312,7 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
         store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),
                          primary_metric=crun.stream.primary_metric)
         summary = crun.run()
-        save_adapters(crun.method, store.adapter_path(run_id))
+        save_adapters(crun, store.adapter_path(run_id))
         store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), progress=1.0)
         return "finished"
     except Cancelled:
@@ -331,17 +331,21 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
     return status
 
 
-def save_adapters(method, path) -> None:
-    """The method's final state (what it added to the pre-trained model), written atomically; it lets
-    `cldash export RUN --format peft` rebuild the adapted model without re-running."""
+def save_adapters(crun: ContinualRun, path) -> None:
+    """The run's final state beyond the pre-trained backbone: what the method added (its state_dict)
+    and every head that trained (a class-incremental stream's new head, the pre-trained classifier
+    with --train-head). Written atomically; `load_adapted_model` rebuilds the run's model from it."""
+    trained = {id(p) for p in crun.head_params if p.requires_grad}
+    heads = {n: p.detach().cpu().clone() for n, p in crun.model.named_parameters() if id(p) in trained}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(method.state_dict(), tmp)
+    torch.save({"method": crun.method.state_dict(), "heads": heads}, tmp)
     os.replace(tmp, path)
 
 
 def load_adapted_model(store: Store, run_id: int):
-    """A finished run's adapted backbone: (resolved config, backbone, method with its final state)."""
+    """A finished run's final model, rebuilt on CPU from the pre-trained backbone and its saved state:
+    (resolved config, stream, ClassifierModel, method)."""
     run = store.get_run(run_id)
     path = store.adapter_path(run_id)
     if run["status"] != "finished" or not path.exists():
@@ -349,12 +353,19 @@ def load_adapted_model(store: Store, run_id: int):
                         "since adapters are saved can be exported this way.")
     resolved = resolve(run["config"])
     backbone = resolved.backbone.load(resolved.backbone_options)
+    stream = resolved.stream_cls(resolved.stream_options, backbone)
+    model = ClassifierModel(backbone, stream.heads)
     targets = check_against_model(resolved)
     method = resolved.make_method()
-    backbone.net.requires_grad_(resolved.method_cls.trains_backbone)
-    method.attach(backbone.net, list(targets))
-    method.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return resolved, backbone, method
+    model.net.requires_grad_(resolved.method_cls.trains_backbone)
+    method.attach(model.net, list(targets))
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    method.load_state_dict(saved["method"])
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in saved["heads"].items():
+            params[name].copy_(value)
+    return resolved, stream, model.eval(), method
 
 
 def _finish_unclean(store: Store, writer, run_id: int, status: str, error: str) -> None:

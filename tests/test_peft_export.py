@@ -119,6 +119,7 @@ def test_cli_exports_a_finished_run_and_delete_removes_its_adapters(tmp_path, ca
     from cldash.cli import main
     from cldash.engine import load_adapted_model
     from cldash.store import Store
+    from cldash.streams.digits import digits_splits, normalize
 
     db = str(tmp_path / "runs.db")
     assert main(["--db", db, "run", "--method", "pissa", "--steps-per-task", "8", "--stream-angles", "60,120",
@@ -128,26 +129,34 @@ def test_cli_exports_a_finished_run_and_delete_removes_its_adapters(tmp_path, ca
     capsys.readouterr()
     assert main(["--db", db, "export", "1", "--format", "peft", "--out", str(tmp_path / "adapter")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "adapter")
-    resolved, backbone, method = load_adapted_model(store, 1)
+    resolved, stream, model, method = load_adapted_model(store, 1)
     fresh = resolved.backbone.load(resolved.backbone_options)
-    theirs = peft.PeftModel.from_pretrained(fresh.net, str(tmp_path / "adapter"))
-    from cldash.streams.digits import digits_splits, normalize
-
+    theirs = peft.PeftModel.from_pretrained(fresh.net, str(tmp_path / "adapter")).eval()
     x = normalize(digits_splits()[1].x[:128])
-    backbone.net.eval()
-    theirs.eval()
     with torch.no_grad():
-        torch.testing.assert_close(theirs(pixel_values=x).logits, backbone.net(pixel_values=x).logits,
+        torch.testing.assert_close(theirs(pixel_values=x).logits, model.net(pixel_values=x).logits,
                                    rtol=1e-4, atol=2e-5)
-    # the reloaded run reproduces the stored final accuracy on the last task
-    R = store.accuracy_matrix(1)["R"]
-    task = resolved.stream_cls(resolved.stream_options, backbone).tasks[-1]
-    from cldash.backbones import ClassifierModel
-
-    model = ClassifierModel(backbone)
-    acc = resolved.stream_cls(resolved.stream_options, backbone).evaluate(model.eval(), task, 1024)
-    assert acc["accuracy"] == pytest.approx(R[-1][-1], abs=1e-9)
-    # a run without saved adapters, and deleting a run, are handled
+    # the reloaded model reproduces the run's final accuracy on its last task
+    assert stream.evaluate(model, stream.tasks[-1], 1024)["accuracy"] == store.accuracy_matrix(1)["R"][-1][-1]
     assert main(["--db", db, "export", "1", "--format", "peft", "--out", "-"]) == 2
     assert main(["--db", db, "delete", "1", "--yes"]) == 0
     assert not store.adapter_path(1).exists()
+    assert main(["--db", db, "export", "1", "--format", "peft", "--out", str(tmp_path / "again")]) == 2
+
+
+@pytest.mark.parametrize("args", [["--method", "lora", "--stream", "digits-split"],
+                                  ["--method", "adalora", "--train-head", "true"]], ids=["new-head", "train-head"])
+def test_a_finished_run_reloads_with_its_trained_heads(tmp_path, args):
+    """The saved state holds the heads that trained, so the rebuilt model scores what the run scored."""
+    from cldash.cli import main
+    from cldash.engine import load_adapted_model
+    from cldash.store import Store
+
+    db = str(tmp_path / "runs.db")
+    assert main(["--db", db, "run", *args, "--steps-per-task", "6", "--eval-interval", "0", "--quiet"]) == 0
+    store = Store(db)
+    _, stream, model, _ = load_adapted_model(store, 1)
+    R = store.accuracy_matrix(1)["R"]
+    for j, task in enumerate(stream.tasks):
+        scores = stream.evaluate(model, task, 1024)
+        assert scores[stream.primary_metric] == R[-1][j], (j, scores, R[-1])
