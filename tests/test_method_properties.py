@@ -104,6 +104,27 @@ def test_adalora_active_rank_follows_the_budget_schedule():
     assert sum(ranks.values()) == 24 and len(set(ranks.values())) > 1  # allocated by importance, not evenly
 
 
+@pytest.mark.parametrize("policy", ["merge", "single"])
+def test_adalora_budget_restarts_at_every_task_with_that_tasks_steps(policy):
+    net, method = net_and_method("adalora", {"init_r": 4, "target_r": 1}, policy=policy)
+    ctx = context(net, steps=10)
+    method.before_task(ctx)
+    opt = method.make_optimizer(method.trainable_parameters(), 1e-2, 0.0)
+    for step, batch in enumerate(ctx.batches(10, 32), start=1):
+        (ctx.loss_fn(batch) + method.extra_loss(StepContext(step, step, ctx))).backward()
+        opt.step()
+        method.after_step(StepContext(step, step, ctx))
+        opt.zero_grad()
+    assert method.scalars() == {"budget": 12.0, "active_rank_total": 12.0}    # target_r x 12 layers
+    method.after_task(ctx)
+    ctx2 = TaskContext(2, 2, "t2", 40, net, ctx.loss_fn, ctx.batches, ctx.generator, ctx.device)
+    method.before_task(ctx2)
+    alloc = method.allocator
+    assert (alloc.total_step, alloc.tinit, alloc.tfinal, alloc.budget) == (40, 4, 8, 48)
+    assert alloc.rank_pattern is None and not alloc.exp_avg_ipt
+    assert alloc.branches == {n: layer.branches[-1] for n, layer in method.layers.items()}
+
+
 def first_step_alignment(name, options, lr=1e-3):
     """Mean over layers of cos(dW after one SGD step, -G), G = the full gradient on the same data."""
     from cldash.methods.loraga import estimate_gradients
