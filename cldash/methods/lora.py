@@ -99,6 +99,7 @@ class LoRA(AdapterMethod):
     Config = LoRAConfig
     policies = ("single", "merge", "stack")
     default_lr = 5e-3
+    rewrites_base = False   # True: the init is taken out of the base weight (PiSSA, LoRA-GA)
 
     def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
         check_rank(self.name, self.config.rank, shapes)
@@ -133,7 +134,11 @@ class LoRA(AdapterMethod):
             if isinstance(branch, LoRABranch):
                 a_norm[name] = float(branch.lora_A.detach().norm())
                 b_norm[name] = float(branch.lora_B.detach().norm())
-        return {"lora_A_norm": a_norm, "lora_B_norm": b_norm}
+        out = {"lora_A_norm": a_norm, "lora_B_norm": b_norm}
+        if self.rewrites_base:
+            out["init_subspace_drift"] = {name: init_subspace_drift(layer, self.current_branch(layer))
+                                          for name, layer in self.layers.items() if len(layer.branches) and layer.offset}
+        return out
 
 
 def init_subspace_drift(layer: AdaptedLinear, branch: LoRABranch) -> float:

@@ -33,7 +33,7 @@ import torch
 from cldash.errors import ConfigError
 from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
-from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig, init_subspace_drift
+from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig
 from cldash.options import option
 
 DIRECTIONS = ("ArB2r", "ArBr", "A2rBr", "random")
@@ -132,6 +132,7 @@ class LoRAGA(LoRA):
                     "stack": "freeze, then re-estimate the gradient on the new task and add a fresh adapter",
                     "single": "estimate the gradient on the first task only"}
     default_lr = 5e-3
+    rewrites_base = True
 
     def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
         for name, (out_f, in_f) in shapes.items():
@@ -164,9 +165,6 @@ class LoRAGA(LoRA):
 
     def module_scalars(self) -> dict[str, dict[str, float]]:
         out = super().module_scalars()
-        out["init_subspace_drift"] = {name: init_subspace_drift(layer, self.current_branch(layer))
-                                      for name, layer in self.layers.items()
-                                      if len(layer.branches) and layer.offset}
         # share of the estimated gradient's energy in its top 2r directions (how well rank 2r can follow it)
         out["gradient_top2r_energy"] = dict(getattr(self, "gradient_energy", {}))
         return out

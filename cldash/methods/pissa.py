@@ -31,7 +31,7 @@ import torch
 
 from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
-from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig, init_subspace_drift
+from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig
 from cldash.options import option
 
 
@@ -75,6 +75,7 @@ class PiSSA(LoRA):
     policy_notes = {"merge": "merge, then re-run the SVD on the merged weight (the current top-r directions)",
                     "stack": "freeze, then start on the residual's top-r directions (the next r principal "
                              "directions)"}
+    rewrites_base = True
     default_lr = 5e-3   # LoRA's, as the paper keeps LoRA's hyper-parameters (bench/method_default_lr.py)
 
     def new_branch(self, layer: AdaptedLinear, ctx: TaskContext) -> Branch:
@@ -87,10 +88,3 @@ class PiSSA(LoRA):
         branch.to(B0.device)
         self.start_from(layer, branch, B0, A0)
         return branch
-
-    def module_scalars(self) -> dict[str, dict[str, float]]:
-        out = super().module_scalars()
-        out["init_subspace_drift"] = {name: init_subspace_drift(layer, self.current_branch(layer))
-                                      for name, layer in self.layers.items()
-                                      if len(layer.branches) and layer.offset}
-        return out
