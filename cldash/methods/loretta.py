@@ -106,7 +106,8 @@ class TensorTrain(nn.Module):
     def contract(self, start: int, stop: int) -> torch.Tensor:
         """Cores start..stop-1 contracted: ``(R_start, n_start * ... * n_{stop-1}, R_stop)``."""
         out = self.cores[start]
-        for core in self.cores[start + 1:stop]:
+        for k in range(start + 1, stop):   # (indexing, not slicing: a ParameterList slice is a new module)
+            core = self.cores[k]
             r0, n, _ = out.shape
             out = (out.reshape(r0 * n, -1) @ core.reshape(core.shape[0], -1)).reshape(r0, n * core.shape[1], -1)
         return out
