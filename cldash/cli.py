@@ -295,6 +295,8 @@ def export_tables(store, run_id: int, what: list[str]) -> dict:
 def cmd_export(args) -> int:
     store = _store_reconciled(args.db)
     store.get_run(args.run)
+    if args.format == "peft":
+        return export_peft(store, args)
     what = list(EXPORTS) if args.what == "all" else [w.strip() for w in args.what.split(",")]
     bad = [w for w in what if w not in EXPORTS]
     if bad:
@@ -321,6 +323,20 @@ def cmd_export(args) -> int:
             path = Path(args.out) / f"run-{args.run}-{name}.{suffix}"
             path.write_text(text)
             print(path)
+    return 0
+
+
+def export_peft(store, args) -> int:
+    """The run's final adapters as a PEFT LoRA adapter folder (adapter_model.safetensors + adapter_config.json)."""
+    from cldash.engine import load_adapted_model
+    from cldash.methods.peft_format import save_peft
+
+    if args.out == "-":
+        raise UserError("a PEFT adapter is a folder of files; give one with --out (e.g. --out adapter/).")
+    resolved, _, _, method = load_adapted_model(store, args.run)
+    folder = Path(args.out) / f"run-{args.run}-peft" if args.out == "." else Path(args.out)
+    save_peft(method, folder, base_model=f"cldash {resolved.config.backbone} {json.dumps(resolved.config.backbone_options)}")
+    print(folder)
     return 0
 
 
@@ -354,6 +370,8 @@ def cmd_methods(args) -> int:
         if cls.policies:
             print(f"{'':<10}   policies: {', '.join(cls.policies)} (default {cls.policies[0]}); "
                   f"default lr {cls.default_lr:g}")
+            for policy, note in cls.policy_notes.items():
+                print(f"{'':<10}     {policy}: {note}")
         for row in describe(cls.Config):
             print(f"{'':<10}   --{row['name'].replace('_', '-')} {row['default']!s:<10} {row['help']}")
     return 0
@@ -398,9 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("run", type=int)
         if name == "delete":
             c.add_argument("--yes", action="store_true", help="confirm the deletion")
-    x = sub.add_parser("export", help="write a run's tables as CSV or JSON")
+    x = sub.add_parser("export", help="write a run's tables as CSV or JSON, or its adapters in PEFT's format")
     x.add_argument("run", type=int)
-    x.add_argument("--format", choices=("csv", "json"), default="csv")
+    x.add_argument("--format", choices=("csv", "json", "peft"), default="csv",
+                   help="csv or json: the run's tables; peft: its final adapters as a PEFT LoRA adapter folder")
     x.add_argument("--what", default="all", help=f"comma-separated: {', '.join(EXPORTS)}, or all")
     x.add_argument("--out", default=".", help="folder to write into, or - for standard output")
     sub.add_parser("methods", help="list the registered methods and their options")

@@ -174,8 +174,11 @@ class ContinualRun:
             else:
                 updates[(name, "task")] = difference(update, before)
         updates.update(self.method.extra_updates())
+        weight_kinds = ("cumulative", "task", *self.method.weight_space_kinds)
         for key in updates:
-            bases[key] = self.w0_basis.get(key[0])
+            # energy in W0's top directions only for updates of the module's own weight (not, e.g.,
+            # a tensor-train bond's unfolding, whose shape is unrelated)
+            bases[key] = self.w0_basis.get(key[0]) if key[1] in weight_kinds else None
         results = analyze(updates, bases)
         for name in same:
             results[(name, "task")] = results[(name, "cumulative")]
@@ -310,6 +313,7 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
         store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),
                          primary_metric=crun.stream.primary_metric)
         summary = crun.run()
+        save_adapters(crun, store.adapter_path(run_id))
         store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), progress=1.0)
         return "finished"
     except Cancelled:
@@ -326,6 +330,43 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
             signal.signal(signal.SIGTERM, previous)
     _finish_unclean(store, writer, run_id, status, error)
     return status
+
+
+def save_adapters(crun: ContinualRun, path) -> None:
+    """The run's final state beyond the pre-trained backbone: what the method added (its state_dict)
+    and every head that trained (a class-incremental stream's new head, the pre-trained classifier
+    with --train-head). Written atomically; `load_adapted_model` rebuilds the run's model from it."""
+    trained = {id(p) for p in crun.head_params if p.requires_grad}
+    heads = {n: p.detach().cpu().clone() for n, p in crun.model.named_parameters() if id(p) in trained}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"method": crun.method.state_dict(), "heads": heads}, tmp)
+    os.replace(tmp, path)
+
+
+def load_adapted_model(store: Store, run_id: int):
+    """A finished run's final model, rebuilt on CPU from the pre-trained backbone and its saved state:
+    (resolved config, stream, ClassifierModel, method)."""
+    run = store.get_run(run_id)
+    path = store.adapter_path(run_id)
+    if run["status"] != "finished" or not path.exists():
+        raise UserError(f"run {run_id} has no saved adapters (it is {run['status']}); only runs that finished "
+                        "since adapters are saved can be exported this way.")
+    resolved = resolve(run["config"])
+    backbone = resolved.backbone.load(resolved.backbone_options)
+    stream = resolved.stream_cls(resolved.stream_options, backbone)
+    model = ClassifierModel(backbone, stream.heads)
+    targets = check_against_model(resolved)
+    method = resolved.make_method()
+    model.net.requires_grad_(resolved.method_cls.trains_backbone)
+    method.attach(model.net, list(targets))
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    method.load_state_dict(saved["method"])
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in saved["heads"].items():
+            params[name].copy_(value)
+    return resolved, stream, model.eval(), method
 
 
 def _finish_unclean(store: Store, writer, run_id: int, status: str, error: str) -> None:

@@ -16,6 +16,7 @@ module and kind, singular values as a float32 blob plus the shape measures).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -294,11 +295,23 @@ class Store:
             return [_run_dict(r) for r in conn.execute(q).mappings()]
 
     def delete_run(self, run_id: int) -> None:
-        """Remove a run and every row that belongs to it, in one transaction."""
+        """Remove a run and every row that belongs to it, in one transaction (and its saved adapters)."""
         with self.engine.begin() as conn:
             for table in (Spectrum, Scalar, Evaluation, ModuleRow, TaskRow):
                 conn.execute(delete(table).where(table.run_id == run_id))
             conn.execute(delete(Run).where(Run.id == run_id))
+        self.adapter_path(run_id).unlink(missing_ok=True)
+
+    def adapter_path(self, run_id: int) -> Path:
+        """Where a finished run's final adapter state is kept (a small torch file, not in the database):
+        next to an SQLite file (``runs.db`` -> ``runs.adapters/run-<id>.pt``), else in the cache."""
+        if self.url.startswith("sqlite:///") and not self.url.endswith(":memory:"):
+            db = Path(self.url[len("sqlite:///"):])
+            return db.with_name(db.stem + ".adapters") / f"run-{run_id}.pt"
+        from cldash.backbones.base import cache_dir
+
+        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return cache_dir() / "adapters" / key / f"run-{run_id}.pt"
 
     # -- static run structure -------------------------------------------------------------------
     def write_structure(self, run_id: int, tasks: list[dict], modules: list[dict]) -> None:

@@ -6,11 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # Pre-trained backbones are cached inside the checkout (git-ignored) unless the caller chose a place,
 # so a test session pre-trains each backbone at most once and never touches the user's cache.
 os.environ.setdefault("CLDASH_CACHE", str(ROOT / ".cldash-cache"))
+# One intra-op thread (unless the caller chose): the tests' tensors are tiny, and on a small machine
+# shared with other work two spinning OpenMP threads per process made the suite up to 15x slower
+# (measured on 2 cores next to another test run); CLI subprocesses inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Short runs: enough steps for LoRA to learn each rotation, few enough for a fast suite.
 SHORT = ["--steps-per-task", "40", "--eval-interval", "20", "--spectra-interval", "10",

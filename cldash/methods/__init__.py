@@ -1,7 +1,7 @@
 """Adapter methods, one module each, all behind one registry (see base.py).
 
-Importing this package imports every module in it, so a new method registers itself by
-existing: no list to edit.
+Importing this package imports every module in it (but the shared ones: base, layer and the
+PEFT exporter), so a new method registers itself by existing: no list to edit.
 """
 
 import importlib
@@ -11,7 +11,7 @@ from cldash.methods.base import (POLICIES, REGISTRY, Method, StepContext, TaskCo
                                  register)
 
 for _info in pkgutil.iter_modules(__path__):
-    if _info.name not in ("base", "layer"):
+    if _info.name not in ("base", "layer", "peft_format"):
         importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["POLICIES", "REGISTRY", "Method", "StepContext", "TaskContext", "get_method", "register"]

@@ -12,8 +12,16 @@ changes. The hooks, in the order the engine calls them::
     after_task(ctx)              merge, freeze, grow memory
 
 and the read-outs: ``updates()`` (each adapted module's cumulative update against the
-pre-trained weight, factored when it is low-rank), ``scalars()`` and ``module_scalars()``
-(method-specific series for the dashboard).
+pre-trained weight, factored when it is low-rank), ``extra_updates()`` (further per-module
+matrices to log spectra of, such as DoRA's directional part or LoRETTA's tensor-train bonds),
+``scalars()`` and ``module_scalars()`` (method-specific series for the dashboard).
+
+``state_dict()`` / ``load_state_dict()`` save and restore everything a method added to the
+model (rewritten base weights, offsets, branches, method buffers), so that a run's adapters can
+be reloaded into a freshly attached copy of the same pre-trained model exactly.
+
+Most methods add one *branch* per adapted layer per task and differ only in the branch they
+build: they subclass `AdapterMethod`, which implements the task-boundary policies once.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import torch
 from torch import nn
 
 from cldash.errors import ConfigError
-from cldash.methods.layer import AdaptedLinear, wrap
+from cldash.methods.layer import BRANCH_TYPES, AdaptedLinear, Branch, wrap
 from cldash.spectra import Update
 
 # Task-boundary policies (reference note baseline-methods.md, section 3.4).
@@ -73,6 +81,10 @@ class Method:
     low_rank: ClassVar[bool] = True               # False: updates are dense (sparser spectra)
     reconstruction: ClassVar[str] = ""            # non-empty: how the method was reconstructed
     presets: ClassVar[dict[str, dict]] = {}       # named option sets (papers' and libraries' settings)
+    policy_notes: ClassVar[dict[str, str]] = {}   # what a policy means for this method, where it differs
+    # extra_updates() kinds that are updates of the module's own weight (out x in), so that their
+    # share of energy in the pre-trained weight's top directions means something
+    weight_space_kinds: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, policy: str | None = None):
         self.config = config
@@ -109,8 +121,14 @@ class Method:
         pass
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The adapter parameters to optimise in the current task."""
-        return [p for layer in self.layers.values() for p in layer.branches.parameters() if p.requires_grad]
+        """The adapter parameters to optimise in the current task (each once, even when shared)."""
+        seen, out = set(), []
+        for layer in self.layers.values():
+            for p in layer.branches.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        return out
 
     def make_optimizer(self, params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -135,6 +153,77 @@ class Method:
         """Fold every adapter into the base weights; the model's function is unchanged."""
         for layer in self.layers.values():
             layer.merge_all()
+
+    # -- saving -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything this method added to the model, as tensors and plain values (torch.save-able
+        with ``weights_only=True``). Load it with `load_state_dict` into the same method attached
+        to a fresh copy of the same pre-trained model."""
+        return {"method": self.name, "policy": self.policy,
+                "layers": {name: layer.adapter_state() for name, layer in self.layers.items()},
+                "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("method") != self.name:
+            raise ValueError(f"this adapter state was saved by {state.get('method')!r}, not {self.name!r}.")
+        missing = sorted(set(self.layers) ^ set(state["layers"]))
+        if missing:
+            raise ValueError(f"the adapter state and the model disagree on layer {missing[0]}.")
+        for name, layer in self.layers.items():
+            saved = state["layers"][name]
+            layer.load_weight_and_offset(saved)
+            for b in saved["branches"]:
+                branch = self.build_branch(layer, b["type"], b["spec"])
+                branch.load_state_dict(b["state"])
+                branch.requires_grad_(b["trainable"])
+                layer.add_branch(branch)
+        self.load_extra_state(state["extra"])
+
+    def build_branch(self, layer: AdaptedLinear, type_name: str, spec: dict) -> Branch:
+        """An empty branch to load saved tensors into (methods that share modules override this)."""
+        return BRANCH_TYPES[type_name](**spec)
+
+    def extra_state(self) -> dict:
+        """Method buffers that are not in any branch (importance averages...)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+
+class AdapterMethod(Method):
+    """A method that adds one branch per adapted layer and leaves the task boundary open.
+
+    The policies (reference note baseline-methods.md, section 3.4): ``single`` trains one branch
+    through all tasks, ``merge`` folds it into the weights after each task and adds a fresh one
+    (data-dependent inits then run again on the merged weights and the new data), ``stack``
+    freezes it and adds a new one. Subclasses build the branch in `new_branch`.
+    """
+
+    policies = ("single", "merge", "stack")
+
+    def new_branch(self, layer: AdaptedLinear, ctx: TaskContext) -> Branch:
+        raise NotImplementedError
+
+    def add_branches(self, ctx: TaskContext) -> None:
+        for layer in self.layers.values():
+            layer.add_branch(self.new_branch(layer, ctx))
+
+    def current_branch(self, layer: AdaptedLinear) -> Branch | None:
+        return layer.branches[-1] if len(layer.branches) else None
+
+    def before_task(self, ctx: TaskContext) -> None:
+        if self.policy == "single" and any(len(layer.branches) for layer in self.layers.values()):
+            return  # the one adapter carries on
+        self.add_branches(ctx)
+
+    def after_task(self, ctx: TaskContext) -> None:
+        if self.policy == "merge":
+            for layer in self.layers.values():
+                layer.merge_branch(-1)
+        elif self.policy == "stack":
+            for layer in self.layers.values():
+                self.current_branch(layer).requires_grad_(False)
 
 
 REGISTRY: dict[str, type[Method]] = {}

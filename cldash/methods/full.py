@@ -40,3 +40,13 @@ class FullFineTuning(Method):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def state_dict(self) -> dict:
+        """Every backbone parameter trains, so the whole model's state is saved (not only the targets)."""
+        state = super().state_dict()
+        state["model"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.model.load_state_dict(state["model"])

@@ -42,8 +42,23 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
     return (w.shape[1], w.shape[0]) if isinstance(module, Conv1D) else (w.shape[0], w.shape[1])
 
 
+# Every Branch subclass by class name, so that a saved adapter state can rebuild its branches.
+BRANCH_TYPES: dict[str, type["Branch"]] = {}
+
+
 class Branch(nn.Module):
-    """One adapter inside an AdaptedLinear. Subclasses define the forward and the read-outs."""
+    """One adapter inside an AdaptedLinear. Subclasses define the forward and the read-outs.
+
+    ``spec()`` returns the constructor keywords that rebuild an (uninitialised) branch of the
+    same shape; with ``state_dict()`` it is what a saved adapter state holds for the branch.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        BRANCH_TYPES[cls.__name__] = cls
+
+    def spec(self) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} must define spec() to be saved")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, layer: "AdaptedLinear") -> torch.Tensor:
         raise NotImplementedError
@@ -113,8 +128,12 @@ class AdaptedLinear(nn.Module):
 
     @torch.no_grad()
     def merge_all(self) -> None:
-        while len(self.branches):
-            self.merge_branch(0)
+        """Fold every branch in at once: all deltas are taken before the weight changes, because a
+        branch's update may depend on the base weight (WeGeFT generates it from W)."""
+        parts = [(branch.delta_weight(self), branch.factors(self)) for branch in self.branches]
+        for delta, factors in parts:
+            self.add_to_weight(delta, factors)
+        del self.branches[:]
 
     # -- read-outs --------------------------------------------------------------------------
     def effective_weight(self) -> torch.Tensor:
@@ -145,6 +164,30 @@ class AdaptedLinear(nn.Module):
         if len(parts) == 1:
             return LowRank(parts[0].B.detach(), parts[0].A.detach())
         return concat([LowRank(p.B.detach(), p.A.detach()) for p in parts])
+
+    # -- saving -----------------------------------------------------------------------------
+    def adapter_state(self) -> dict:
+        """What this layer adds to the pre-trained model: the base weight if it was rewritten, the
+        factored offset, and each branch as (type, spec, tensors, trainable)."""
+        w = self.weight.detach()
+        return {
+            "weight": None if torch.equal(w, self.w0) else w.clone(),
+            "offset": [[f.B.clone(), f.A.clone()] for f in self.offset],
+            "dense_offset": self.dense_offset,
+            "branches": [{"type": type(b).__name__, "spec": b.spec(),
+                          "state": {k: v.detach().clone() for k, v in b.state_dict().items()},
+                          "trainable": any(p.requires_grad for p in b.parameters())}
+                         for b in self.branches],
+        }
+
+    @torch.no_grad()
+    def load_weight_and_offset(self, state: dict) -> None:
+        """Restore the base weight and the offset of `adapter_state()` (branches are the method's job)."""
+        weight = self.w0 if state["weight"] is None else state["weight"].to(self.w0)
+        self.base.weight.copy_(weight.T if self.transposed else weight)
+        self.offset = [LowRank(B.to(self.w0), A.to(self.w0)) for B, A in state["offset"]]
+        self.dense_offset = bool(state["dense_offset"])
+        del self.branches[:]
 
     def extra_repr(self) -> str:
         return f"{self.name}: {self.out_features} x {self.in_features}, {len(self.branches)} branch(es)"

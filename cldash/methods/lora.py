@@ -3,7 +3,8 @@
 LoRA (Hu et al., arXiv 2106.09685): ``W = W0 + s * B A`` with ``A: (r, in)`` Kaiming-uniform
 (a = sqrt(5), as PEFT and the Microsoft code), ``B: (out, r)`` zero, so the adapter is a no-op
 at step 0, and ``s = alpha / r``. rsLoRA (Kalajdzievski, arXiv 2312.03732) only changes the
-scaling to ``s = alpha / sqrt(r)``, which keeps the update's size stable across a rank sweep.
+scaling to ``s = alpha / sqrt(r)``, which keeps the update's size stable across a rank sweep;
+it is the ``rslora`` option here (as ``use_rslora`` is in PEFT), not a method of its own.
 
 LoRA has no continual-learning rule of its own, so the task-boundary policy is a run option
 (reference note baseline-methods.md, section 3.4): ``single`` trains one adapter through all
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldash.errors import ConfigError
-from cldash.methods.base import Method, TaskContext, register
+from cldash.methods.base import AdapterMethod, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.options import option
 from cldash.spectra import LowRank
@@ -43,6 +44,10 @@ class LoRABranch(Branch):
         self.lora_A = nn.Parameter(torch.empty(rank, in_features, dtype=dtype))
         self.lora_B = nn.Parameter(torch.zeros(out_features, rank, dtype=dtype))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def spec(self) -> dict:
+        return {"in_features": self.lora_A.shape[1], "out_features": self.lora_B.shape[0], "rank": self.rank,
+                "scaling": self.scaling, "dropout": self.dropout.p if self.dropout is not None else 0.0}
 
     def reset(self, generator: torch.Generator | None = None) -> None:
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
@@ -84,7 +89,7 @@ def check_rank(method: str, rank: int, shapes: dict[str, tuple[int, int]], optio
 
 
 @register
-class LoRA(Method):
+class LoRA(AdapterMethod):
     name = "lora"
     label = "LoRA"
     paper = "Hu et al., ICLR 2022, arXiv 2106.09685; rsLoRA: Kalajdzievski, arXiv 2312.03732"
@@ -103,6 +108,7 @@ class LoRA(Method):
         "rank 4 (alpha=8)": {"rank": 4, "alpha": 8.0},
         "rank 16 (alpha=32)": {"rank": 16, "alpha": 32.0},
     }
+    rewrites_base = False   # True: the init is taken out of the base weight (PiSSA, LoRA-GA)
 
     def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
         check_rank(self.name, self.config.rank, shapes)
@@ -114,24 +120,21 @@ class LoRA(Method):
         branch.reset(ctx.generator)
         return branch
 
-    def current_branch(self, layer: AdaptedLinear) -> Branch | None:
-        return layer.branches[-1] if len(layer.branches) else None
+    @staticmethod
+    @torch.no_grad()
+    def start_from(layer: AdaptedLinear, branch: LoRABranch, B0: torch.Tensor, A0: torch.Tensor,
+                   offset: torch.Tensor | None = None) -> None:
+        """Initialise `branch` to ``B0, A0`` and take ``s B0 A0`` out of the base weight, so the
+        layer's function is unchanged (PiSSA, LoRA-GA). The offset goes in with its exact factors
+        ``(-s B0, A0)``, so the layer's update stays ``s (B A - B0 A0)``, factored, against W0.
+        `offset` is the dense ``s B0 A0`` when the caller must round it as a reference does."""
+        s = branch.scaling
+        branch.lora_A.copy_(A0)
+        branch.lora_B.copy_(B0)
+        dense = offset if offset is not None else (s * branch.lora_B) @ branch.lora_A
+        layer.add_to_weight(-dense, LowRank(-s * branch.lora_B.detach(), branch.lora_A.detach()))
 
-    # -- hooks ----------------------------------------------------------------------------------
-    def before_task(self, ctx: TaskContext) -> None:
-        if self.policy == "single" and ctx.index > 1:
-            return  # the one adapter carries on
-        for layer in self.layers.values():
-            layer.add_branch(self.new_branch(layer, ctx))
-
-    def after_task(self, ctx: TaskContext) -> None:
-        if self.policy == "merge":
-            for layer in self.layers.values():
-                layer.merge_branch(-1)
-        elif self.policy == "stack":
-            for layer in self.layers.values():
-                self.current_branch(layer).requires_grad_(False)
-
+    # -- read-outs ------------------------------------------------------------------------------
     def module_scalars(self) -> dict[str, dict[str, float]]:
         """Factor norms of the current adapter: B starts at zero and its growth shapes early spectra."""
         a_norm, b_norm = {}, {}
@@ -140,4 +143,23 @@ class LoRA(Method):
             if isinstance(branch, LoRABranch):
                 a_norm[name] = float(branch.lora_A.detach().norm())
                 b_norm[name] = float(branch.lora_B.detach().norm())
-        return {"lora_A_norm": a_norm, "lora_B_norm": b_norm}
+        out = {"lora_A_norm": a_norm, "lora_B_norm": b_norm}
+        if self.rewrites_base:
+            out["init_subspace_drift"] = {name: init_subspace_drift(layer, self.current_branch(layer))
+                                          for name, layer in self.layers.items() if len(layer.branches) and layer.offset}
+        return out
+
+
+def init_subspace_drift(layer: AdaptedLinear, branch: LoRABranch) -> float:
+    """``1 - mean cos^2`` of the principal angles between span(B) now and span(B0) at init.
+
+    For inits that rewrite the base weight (PiSSA, LoRA-GA) the current branch's init is the last
+    offset, ``(-s B0, A0)``: 0 while B still spans its initial subspace (PiSSA: W0's top-r left
+    singular directions), 1 when it has left it entirely.
+    """
+    B0 = layer.offset[-1].B.double()
+    B = branch.lora_B.detach().double()
+    Q0, _ = torch.linalg.qr(B0)
+    Q, _ = torch.linalg.qr(B)
+    cos = torch.linalg.svdvals(Q0.T @ Q).clamp(max=1.0)
+    return float(1.0 - (cos ** 2).mean())
