@@ -241,6 +241,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from cldash.config import aids_label
     from cldash.store import count_rows
 
     store = _store_reconciled(args.db)
@@ -256,6 +257,8 @@ def cmd_show(args) -> int:
     print(f"  backbone  {cfg['backbone']} {json.dumps(cfg['backbone_options'])}")
     print(f"  training  {cfg['steps_per_task']} steps/task, batch {cfg['batch_size']}, lr {cfg['lr']:g}, "
           f"seed {cfg['seed']}, device {run['device']}")
+    if aids_label(cfg):
+        print(f"  aids      {aids_label(cfg)}")
     print(f"  process   pid {run['pid']} on {run['host']}")
     print(f"  stored    " + ", ".join(f"{v} {k}" for k, v in count_rows(store, run["id"]).items()))
     m = store.accuracy_matrix(run["id"])

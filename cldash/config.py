@@ -45,6 +45,18 @@ class RunConfig:
                        low=0, high=2**31 - 1)
     device: str = option("auto", "cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")
     threads: int = option(0, "CPU threads for this run; 0: PyTorch's default", low=0, high=1024)
+    replay: int = option(0, "replay buffer size, in examples of finished tasks mixed into every step; 0: no replay",
+                         source="experience replay, arXiv 1902.10486", low=0, high=10_000_000)
+    replay_rule: str = option("balanced", "how the buffer is filled: balanced (an equal, class-balanced share per "
+                                          "finished task) or reservoir (reservoir sampling over all examples)",
+                              choices=("balanced", "reservoir"))
+    replay_batch_size: int = option(0, "replayed examples per step; 0: the training batch size", low=0, high=65_536)
+    ewc_lambda: float = option(0.0, "EWC strength lambda (the penalty is lambda/2 sum F (theta - theta*)^2); 0: no EWC",
+                               source="arXiv 1612.00796; TRACE's default is 400", low=0.0)
+    ewc_online: bool = option(False, "online EWC: one running Fisher gamma F + F_t anchored at the last task's end",
+                              source="arXiv 1805.06370")
+    ewc_gamma: float = option(1.0, "decay of the running Fisher in online EWC", low=0.0, high=1.0)
+    ewc_batches: int = option(16, "mini-batches used to estimate each task's diagonal Fisher", low=1, high=100_000)
     train_head: bool | None = option(None, "also train the pre-trained classifier head; empty: only "
                                            "full fine-tuning does (new heads always train)")
     name: str = option("", "a label for the run")
@@ -131,12 +143,25 @@ def check_against_model(resolved: Resolved) -> dict[str, tuple[int, int]]:
     return shapes
 
 
+def aids_label(cfg: RunConfig | dict) -> str:
+    """The continual-learning aids of a run in words ('replay 200 (balanced) + EWC 100'), or ''."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    bits = []
+    if get("replay", 0):
+        bits.append(f"replay {get('replay')} ({get('replay_rule', 'balanced')})")
+    if get("ewc_lambda", 0):
+        bits.append(f"{'online ' if get('ewc_online') else ''}EWC {get('ewc_lambda'):g}")
+    return " + ".join(bits)
+
+
 def describe_run(cfg: RunConfig) -> str:
-    """A short human label: 'lora r=8 · digits-rotate · seed 0'."""
+    """A short human label: 'lora r=8 · digits-rotate · seed 0' ('lora r=8 + replay 200 ...')."""
     opts = cfg.method_options or {}
     bits = [cfg.method]
     if "rank" in opts:
         bits.append(f"r={opts['rank']}")
     if cfg.policy and cfg.policy != "single":
         bits.append(cfg.policy)
+    if aids_label(cfg):
+        bits.append("+ " + aids_label(cfg))
     return f"{' '.join(bits)} · {cfg.stream} · seed {cfg.seed}"

@@ -26,7 +26,7 @@ import signal
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -36,6 +36,7 @@ from cldash.backbones import ClassifierModel, linear_modules
 from cldash.config import Resolved, check_against_model, resolve
 from cldash.errors import RunFailed, UserError
 from cldash.methods import StepContext, TaskContext
+from cldash.rehearsal import EWC, ReplayBuffer, replay_loss
 from cldash.spectra import TOP_K, LowRank, Update, analyze, difference, pack, top_left_singular_vectors
 from cldash.store import Store
 
@@ -126,6 +127,13 @@ class ContinualRun:
         # W0's top left singular vectors: the "stays in the pre-trained subspace" indicator.
         self.w0_basis = {name: top_left_singular_vectors(layer.w0, max(1, min(layer.w0.shape) // 8))
                          for name, layer in self.method.layers.items()}
+        # replay (a run option, or a buffer the method asks for) and EWC: cldash.rehearsal
+        memory, method_replays = self.method.replay_request()
+        capacity = max(cfg.replay, memory)
+        self.replay = ReplayBuffer(capacity, cfg.replay_rule, torch.Generator().manual_seed(cfg.seed * 1000 + 999)) \
+            if capacity else None
+        self.train_replay = self.replay is not None and (cfg.replay > 0 or method_replays)
+        self.ewc = EWC(cfg.ewc_lambda, cfg.ewc_online, cfg.ewc_gamma) if cfg.ewc_lambda > 0 else None
         self.tasks = self.stream.tasks
         self.positions = {id(t): i + 1 for i, t in enumerate(self.tasks)}
         for k, t in enumerate(self.stream.general):
@@ -213,6 +221,11 @@ class ContinualRun:
             ctx = TaskContext(index=t, num_tasks=len(self.tasks), name=task.name, steps=cfg.steps_per_task,
                               model=self.model, loss_fn=lambda b, task=task: self.stream.loss(self.model, b, task),
                               batches=self._batch_fn(task, task_gen), generator=self.generator, device=self.device)
+            replaying = self.replay is not None and len(self.replay) > 0
+            if replaying:
+                ctx.extras["replay"] = replace(
+                    ctx, name="replay", loss_fn=lambda b: replay_loss(self.stream, self.model, b),
+                    batches=self._replay_fn(torch.Generator().manual_seed(cfg.seed * 1000 + 500 + t)), extras={})
             self.method.before_task(ctx)
             start = self.snapshot() if self.writer else {}
             params = self.method.trainable_parameters() + [p for p in self.head_params if p.requires_grad]
@@ -222,6 +235,8 @@ class ContinualRun:
             scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, _lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.steps_per_task))
             batches = self.stream.batches(task, cfg.batch_size, task_gen)
+            replays = self.replay.batches(cfg.replay_batch_size or cfg.batch_size, task_gen) \
+                if replaying and self.train_replay else None
             self.model.train()
             for s in range(1, cfg.steps_per_task + 1):
                 self.step += 1
@@ -229,6 +244,15 @@ class ContinualRun:
                 loss = self.stream.loss(self.model, next(batches), task)
                 extra = self.method.extra_loss(sctx)
                 total = loss if extra is None else loss + extra
+                aids = {}
+                if replays is not None:
+                    aids["replay_loss"] = replay_loss(self.stream, self.model, next(replays))
+                if self.ewc is not None:
+                    penalty = self.ewc.penalty(params)
+                    if penalty is not None:
+                        aids["ewc_penalty"] = penalty
+                for part in aids.values():
+                    total = total + part
                 value = total.item()
                 if not math.isfinite(value):
                     raise RunFailed(f"the loss became {value} at step {self.step} (task {t}, {task.name}, step {s} "
@@ -248,6 +272,8 @@ class ContinualRun:
                     self.writer.scalar(self.step, "lr", lr)
                     if extra is not None:
                         self.writer.scalar(self.step, "extra_loss", float(extra))
+                    for key, part in aids.items():
+                        self.writer.scalar(self.step, key, float(part.detach()))
                 if s < cfg.steps_per_task:
                     if spectra_every and s % spectra_every == 0:
                         self.log_spectra(t, start)
@@ -260,9 +286,31 @@ class ContinualRun:
                                            self.latest_scores))
             self.log_spectra(t, start)
             self.evaluate(trained_through=t, final=True)
+            if self.ewc is not None:
+                self.consolidate(task, params, t)
             self.method.after_task(ctx)
+            if self.replay is not None:
+                self.replay.add(task)
+                if self.writer:
+                    self.writer.scalar(self.step, "replay_buffer_size", float(len(self.replay)))
             self.flush(task=t)
         return self.summary()
+
+    def consolidate(self, task, params, t: int) -> None:
+        """EWC at a task's end: the diagonal Fisher of the parameters that trained, then the anchor."""
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 700 + t)
+        batches = self._batch_fn(task, gen)(self.cfg.ewc_batches, self.cfg.batch_size)
+        self.model.train()
+        fisher = self.ewc.fisher(params, lambda b: self.stream.loss(self.model, b, task), batches)
+        self.ewc.consolidate(params, fisher)
+        if self.writer:
+            self.writer.scalar(self.step, "ewc_fisher_top1pct_share", self.ewc.mass_top_share())
+
+    def _replay_fn(self, generator):
+        def batches(n: int, size: int):
+            for _ in range(n):
+                yield self.replay.sample(size, generator)
+        return batches
 
     def _batch_fn(self, task, generator):
         def batches(n: int, size: int):

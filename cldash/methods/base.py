@@ -57,7 +57,7 @@ class TaskContext:
     batches: Callable[[int, int], Iterator[Any]]    # (n_batches, batch_size) -> train batches
     generator: torch.Generator
     device: torch.device
-    extras: dict = field(default_factory=dict)      # replay buffer and the like
+    extras: dict = field(default_factory=dict)      # "replay": a TaskContext over earlier tasks' examples
 
 
 @dataclass
@@ -99,6 +99,12 @@ class Method:
                               "policy")
         self.policy = policy
         self.layers: dict[str, AdaptedLinear] = {}
+
+    def replay_request(self) -> tuple[int, bool]:
+        """(examples of finished tasks this method needs kept in a buffer, whether to replay them
+        during training). The engine then keeps a buffer even when the run's own replay is off and
+        hands it to ``before_task`` as ``ctx.extras["replay"]`` (a TaskContext over the buffer)."""
+        return 0, False
 
     # -- validation against the model --------------------------------------------------------
     def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
