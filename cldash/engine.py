@@ -271,7 +271,7 @@ class ContinualRun:
                     self.writer.scalar(self.step, "loss", value)
                     self.writer.scalar(self.step, "lr", lr)
                     if extra is not None:
-                        self.writer.scalar(self.step, "extra_loss", float(extra))
+                        self.writer.scalar(self.step, "extra_loss", float(extra.detach()))
                     for key, part in aids.items():
                         self.writer.scalar(self.step, key, float(part.detach()))
                 if s < cfg.steps_per_task:

@@ -100,6 +100,18 @@ with st.expander("Training", expanded=True):
             "also train the pre-trained classifier head", value=False,
             help="Adapter methods keep the pre-trained head frozen by default; full fine-tuning always trains it."))
 
+with st.expander("Replay and EWC (for any method)", expanded=False):
+    st.caption("Continual-learning aids that combine with every method: a buffer of finished tasks' examples "
+               "replayed at every step, and the EWC penalty that anchors the trained parameters.")
+    cols = st.columns(3)
+    for i, name in enumerate(["replay", "replay_rule", "replay_batch_size"]):
+        with cols[i]:
+            run_values[name] = with_slot(name, lambda n=name: option_widget(rows[n], f"run-{n}"))
+    cols = st.columns(4)
+    for i, name in enumerate(["ewc_lambda", "ewc_online", "ewc_gamma", "ewc_batches"]):
+        with cols[i]:
+            run_values[name] = with_slot(name, lambda n=name: option_widget(rows[n], f"run-{n}"))
+
 stream_values = {}
 srows = describe(scls.Options)
 if srows:
