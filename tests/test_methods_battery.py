@@ -63,7 +63,7 @@ CASES = [
     Case("olora", {}, None),
     Case("olora", {"overlap": "squared", "lambda_2": 0.01, "merge_old": True, "dropout": 0.0}, None),
     Case("inflora", {}, None),
-    Case("inflora", {"rank": 4, "lamb": 0.99}, None),
+    Case("inflora", {"rank": 4, "lamb": 0.99, "energy": "linear"}, None),
     Case("sdlora", {}, None),
     Case("sdlora", {"normalizer": "frobenius", "magnitudes": "per_layer", "kd": True, "kd_threshold": 1.0,
                     "rank_reduction": True, "rr_tasks": [2], "rr_ranks": [4]}, None),

@@ -24,7 +24,9 @@ rows rather than the SVD's arbitrary completion, which could point into M.
 DualGPM memory (after task t, the code's ``update_DualGPM``): recompute ``C_t`` with the trained
 model and take the threshold ``eps = lamb + (lame - lamb) (t - 1) / T`` -- the code's 0-based task
 index; the reference note writes t / T, which would make the last task's threshold lame = 1. The
-energy of a direction is the squared singular value of C_t (the code's criterion). After the first
+energy of a direction is the squared singular value of C_t (the code's criterion; on this small model
+it leaves only a few directions in the memory, so ``energy="linear"`` -- the covariance eigenvalue,
+GPM's original criterion on the representation matrix -- is offered as an option). After the first
 task M holds the top-k directions with cumulative energy share below eps. In remove mode the
 leading directions of ``(I - M M^T) C_t`` are appended until M explains eps of C_t's energy; in
 retain mode the leading directions of ``M M^T C_t`` are removed from M while the free energy stays
@@ -55,6 +57,8 @@ from cldash.methods.lora import check_rank
 from cldash.options import option
 from cldash.spectra import LowRank
 
+ENERGIES = ("squared", "linear")
+
 
 class InfLoRABranch(Branch):
     """``y += B (A x)`` with the designed ``A: (r, in)`` a frozen buffer and ``B: (out, r)`` trainable."""
@@ -84,6 +88,11 @@ class InfLoRAConfig:
                          low=0.0, low_open=True, high=1.0)
     lame: float = option(1.0, "energy threshold lambda_e the memory's threshold grows to over the tasks",
                          source="InfLoRA configs (lame 1.0)", low=0.0, low_open=True, high=1.0)
+    energy: str = option("squared", "energy of a covariance direction in the memory's threshold: its squared singular "
+                         "value (the code, applied to the covariance) or the singular value itself (= the squared "
+                         "singular value of the representation matrix, GPM's original criterion)",
+                         source="code methods/inflora.py update_DualGPM; GPM: Saha et al., arXiv 2103.09762",
+                         choices=ENERGIES)
     cov_batches: int = option(8, "batches used to estimate each layer's input covariance (before and after a task)",
                               source="our choice; the code uses one pass over the task's training set", low=1,
                               high=10_000)
@@ -137,24 +146,30 @@ def designed_down_projection(C: torch.Tensor, memory: torch.Tensor | None, mode:
     return A
 
 
-def dual_gpm_update(C: torch.Tensor, memory: torch.Tensor | None, mode: str,
-                    eps: float) -> tuple[torch.Tensor, str]:
-    """One DualGPM step (the code's ``update_DualGPM`` for one layer); returns the new (memory, mode)."""
+def dual_gpm_update(C: torch.Tensor, memory: torch.Tensor | None, mode: str, eps: float,
+                    energy: str = "squared") -> tuple[torch.Tensor, str]:
+    """One DualGPM step (the code's ``update_DualGPM`` for one layer); returns the new (memory, mode).
+
+    A direction's energy is its singular value of C squared (``energy="squared"``, the code) or not
+    (``"linear"``: the eigenvalue of the covariance, GPM's criterion on the representation matrix)."""
     n = C.shape[0]
+    power = 2 if energy == "squared" else 1
     U1, S1, _ = torch.linalg.svd(C)
-    total = float((S1 ** 2).sum())
+    total = float((S1 ** power).sum())
     if total == 0:
         return (memory if memory is not None else C.new_zeros(n, 0)), mode
     if memory is None:                                  # after the first task
-        share = torch.cumsum(S1 ** 2, 0) / total
+        share = torch.cumsum(S1 ** power, 0) / total
         k = max(int((share < eps).sum()), 1)
         memory, mode = U1[:, :k], "remove"
     elif mode == "remove":
         residual = C - memory @ (memory.T @ C)
+        if power == 1:   # the residual representation's energies: eigenvalues of (I - P) C (I - P)
+            residual = residual - (residual @ memory) @ memory.T
         U, S, _ = torch.linalg.svd(residual)
-        explained = (total - float((S ** 2).sum())) / total
+        explained = (total - float((S ** power).sum())) / total
         r = 0
-        for value in (S ** 2 / total).tolist():
+        for value in (S ** power / total).tolist():
             if explained >= eps:
                 break
             explained += value
@@ -163,10 +178,12 @@ def dual_gpm_update(C: torch.Tensor, memory: torch.Tensor | None, mode: str,
             memory = torch.cat([memory, U[:, :r]], dim=1)[:, :n]
     else:                                               # retain: memory spans the free directions
         projected = memory @ (memory.T @ C)
+        if power == 1:   # P C P, as above
+            projected = (projected @ memory) @ memory.T
         U, S, _ = torch.linalg.svd(projected)
-        free = float((S ** 2).sum()) / total
+        free = float((S ** power).sum()) / total
         r = 0
-        for value in (S ** 2 / total).tolist():
+        for value in (S ** power / total).tolist():
             if free < 1 - eps or r >= memory.shape[1]:
                 break
             free -= value
@@ -240,7 +257,7 @@ class InfLoRA(Method):
         eps = c.lamb + (c.lame - c.lamb) * (ctx.index - 1) / ctx.num_tasks
         for name, layer in self.layers.items():
             self.memory[name], self.mode[name] = dual_gpm_update(covariances[name], self.memory.get(name),
-                                                                 self.mode.get(name, "remove"), eps)
+                                                                 self.mode.get(name, "remove"), eps, c.energy)
             self.history.setdefault(name, []).append(
                 old_dimension(self.memory[name], self.mode[name], layer.in_features))
 
