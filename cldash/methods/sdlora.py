@@ -29,7 +29,8 @@ Variants (the paper's section 3.3):
   compares the absolute squared residual with a config value; we use the relative one so that the
   threshold means the same under both normalisers (no default was found: ours is 0.5).
 
-Boundary behaviour is the method's own (no policy). Read-outs: the magnitudes per task
+Boundary behaviour is the method's own (no policy). Read-outs: each direction's spectrum (extra kinds
+``direction-k``, the current pair normalised as it will be stored), the magnitudes per task
 (``magnitude_task{k}``; per module when per-layer), the number of directions per module, and the
 Gram matrix of the normalised directions (current pair included): its mean off-diagonal
 ``|cos|`` per module (``direction_gram()`` gives the full matrix).
@@ -306,15 +307,37 @@ class SDLoRA(Method):
                 gram[i, j] = gram[j, i] = frobenius_inner(dirs[i], dirs[j]) / (norms[i] * norms[j])
         return gram
 
+    def extra_updates(self) -> dict[tuple[str, str], LowRank]:
+        """Each direction ``D_k`` (kind ``direction-k``), for its own spectrum; the current pair is shown
+        normalised as it will be stored (zero while B is)."""
+        out = {}
+        for name, layer in self.layers.items():
+            for b in layer.branches:
+                if isinstance(b, SDDirectionBranch):
+                    d = b.direction()
+                elif self.is_current(b):
+                    B, A = b.lora_B.detach(), b.lora_A.detach()
+                    norm = self.norm(B, A)
+                    d = LowRank(B / norm if norm > 0 else B, A)
+                else:
+                    continue
+                out[(name, f"direction-{b.task}")] = LowRank(d.B.detach(), d.A.detach())
+        return out
+
     @torch.no_grad()
     def module_scalars(self) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {"directions": {}, "gram_offdiag_abs_cos": {}}
+        """Per module: the number of stored directions, the Gram matrix's mean off-diagonal |cos| and the
+        current pair's largest |cos| with a stored direction (how the new direction relates to the old)."""
+        out: dict[str, dict[str, float]] = {"directions": {}, "gram_offdiag_abs_cos": {}, "current_max_abs_cos": {}}
         for name, layer in self.layers.items():
             out["directions"][name] = float(sum(isinstance(b, SDDirectionBranch) for b in layer.branches))
             gram = self.direction_gram(name)
             k = gram.shape[0]
             if k > 1:
                 out["gram_offdiag_abs_cos"][name] = float((gram.abs().sum() - k) / (k * (k - 1)))
+                current = layer.branches[-1] if len(layer.branches) else None
+                if self.is_current(current) and float(current.lora_B.detach().norm()) > 0:
+                    out["current_max_abs_cos"][name] = float(gram[-1, :-1].abs().max())
         if self.config.magnitudes == "per_layer":
             for name, mags in self.per_layer.items():
                 for k, p in enumerate(mags.values, start=1):
