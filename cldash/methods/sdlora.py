@@ -33,7 +33,8 @@ Boundary behaviour is the method's own (no policy). Read-outs: each direction's 
 ``direction-k``, the current pair normalised as it will be stored), the magnitudes per task
 (``magnitude_task{k}``; per module when per-layer), the number of directions per module, and the
 Gram matrix of the normalised directions (current pair included): its mean off-diagonal
-``|cos|`` per module (``direction_gram()`` gives the full matrix).
+``|cos|`` per module and the current pair's largest ``|cos|`` with a stored direction
+(``direction_gram()`` gives the full matrix).
 """
 
 from __future__ import annotations
