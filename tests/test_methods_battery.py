@@ -60,6 +60,13 @@ CASES = [
     Case("wegeft", {"tie": False}, "single"),
     Case("loretta", {}, "merge"),
     Case("loretta", {"init": "gaussian", "dropout": 0.0}, "single", "tt-gaussian"),
+    Case("olora", {}, None),
+    Case("olora", {"overlap": "squared", "lambda_2": 0.01, "merge_old": True, "dropout": 0.0}, None),
+    Case("inflora", {}, None),
+    Case("inflora", {"rank": 4, "lamb": 0.99, "energy": "linear"}, None),
+    Case("sdlora", {}, None),
+    Case("sdlora", {"normalizer": "frobenius", "magnitudes": "per_layer", "kd": True, "kd_threshold": 1.0,
+                    "rank_reduction": True, "rr_tasks": [2], "rr_ranks": [4]}, None),
 ]
 
 # Invalid hyper-parameters of each method and a phrase its one-sentence answer must contain.
@@ -76,6 +83,15 @@ INVALID = {
     "wegeft": [({"rank": 65}, "larger than the input size"), ({"alpha": 0}, "wegeft.alpha must be")],
     "loretta": [({"tensor_rank": 0}, "loretta.tensor_rank must be"), ({"init": "ones"}, "loretta.init must be one of"),
                 ({"rank": 100}, "larger than layer")],
+    "olora": [({"rank": 65}, "larger than layer"), ({"overlap": "l2"}, "olora.overlap must be one of"),
+              ({"lambda_1": -1}, "olora.lambda_1 must be")],
+    "inflora": [({"rank": 100}, "larger than layer"), ({"lamb": 0}, "inflora.lamb must be"),
+                ({"lamb": 0.99, "lame": 0.9}, "inflora.lame 0.9 is below inflora.lamb 0.99"),
+                ({"cov_batches": 0}, "inflora.cov_batches must be")],
+    "sdlora": [({"rank": 65}, "larger than layer"), ({"normalizer": "l2"}, "sdlora.normalizer must be one of"),
+               ({"rank_reduction": True, "rr_ranks": [100, 6]}, "sdlora.rr_ranks 100 is larger than layer"),
+               ({"rr_tasks": [5]}, "must have the same length"), ({"rr_tasks": [9, 5]}, "must be increasing"),
+               ({"kd_threshold": 2}, "sdlora.kd_threshold must be")],
 }
 
 STEPS = 4
