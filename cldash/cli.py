@@ -135,7 +135,13 @@ def format_metrics(summary: dict | None) -> str:
 
     if not summary:
         return "(no metrics: the run did not finish)"
-    return "\n".join(f"  {info.label:<44} {fmt(summary.get(info.key, float('nan'))):>8}" for info in METRICS)
+    lines = [f"  {info.label:<44} {fmt(summary.get(info.key, float('nan'))):>8}" for info in METRICS]
+    for key, value in summary.items():     # each general task's own score and retention
+        if key.startswith("general:") or key.startswith("general_retention:"):
+            what, name = key.split(":", 1)
+            label = ("retention of " if what == "general_retention" else "score of ") + name
+            lines.append(f"    {label[:42]:<42} {fmt(value):>8}")
+    return "\n".join(lines)
 
 
 def _read_config_file(name: str) -> dict:
