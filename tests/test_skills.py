@@ -143,3 +143,37 @@ def test_cli_run_on_skills_stores_a_matrix_with_general_columns(tmp_path, method
     assert summary["general_retention:general: pre-training skills"] == pytest.approx(general[-1] / general[0])
     tok = store.accuracy_matrix(run["id"], metric="token_accuracy")
     assert (tok["R"] >= m["R"] - 1e-9).all()                # every exact match is all tokens right
+
+
+@pytest.fixture(scope="module")
+def tiny_skills_config():
+    return {"stream": "skills", "steps_per_task": 3, "batch_size": 16, "eval_interval": 0, "spectra_interval": 3,
+            "dense_spectra_interval": 3, "eval_batch_size": 256,
+            "stream_options": {"skills": ["successor", "add_mod"], "train_examples": 64, "test_examples": 20}}
+
+
+@pytest.mark.parametrize("method", sorted(__import__("cldash.methods", fromlist=["REGISTRY"]).REGISTRY))
+def test_every_registered_method_runs_on_skills(method, tiny_skills_config, tmp_path):
+    """Every method trains the GPT-2's Conv1D linears (weights stored transposed) and the engine stores
+    a full matrix with general columns and finite spectra; the loss changes the model."""
+    from cldash.config import resolve
+    from cldash.engine import ContinualRun
+
+    store = Store(str(tmp_path / "m.db"))
+    resolved = resolve({"method": method, **tiny_skills_config})
+    run_id = store.create_run(resolved.to_dict())
+    crun = ContinualRun(resolved, writer=store.writer(run_id))
+    x = crun.stream.tasks[0].test.x[:8]
+    before = crun.model(x).detach().clone()
+    summary = crun.run()
+    crun.writer.flush()
+    assert set(crun.method.layers) == {f"transformer.h.{i}.{m}" for i in range(2)
+                                       for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    R, general = crun.matrix()
+    assert np.isfinite(np.array(R)).all() and len(general) == 2
+    assert all(len(col) == 3 for col in general.values())
+    assert np.isfinite(summary["acc"]) and np.isfinite(summary["general_retention"])
+    crun.model.eval()
+    assert not torch.allclose(crun.model(x), before), method        # training changed the language model
+    spectra = store.spectra(run_id)
+    assert len(spectra) and all(np.isfinite(v).all() for v in spectra["values"])
