@@ -260,4 +260,5 @@ class SkillsStream(LanguageStream):
                                                         few_shot=2)))
 
     def reordered(self, order: list[int]) -> dict:
+        """The stream options that train the same skills in `order` (positions in the current order)."""
         return {"skills": [self.options.skills[i] for i in order]}
