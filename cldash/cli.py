@@ -222,6 +222,8 @@ def _order_parser(stream: str, backbone: str | None) -> argparse.ArgumentParser:
 
 def format_order(o: dict, method: str = "lora") -> str:
     """A stored order as text: the conflict matrix, the adversarial order and the command that runs it."""
+    from cldash.orders import stream_flags
+
     tasks, C = o["tasks"], o["matrix"]
     lines = [f"order {o.get('id', '?')}: {o['stream']} on {o['backbone']}; gradient cosine C[i][j] "
              f"(mean over {len(o['config'].get('modules', [])) or 'the targeted'} modules):",
@@ -231,13 +233,8 @@ def format_order(o: dict, method: str = "lora") -> str:
     lines.append("; ".join(f"T{j + 1}: {n}" for j, n in enumerate(tasks)))
     lines.append(f"adversarial order: {' -> '.join(f'T{i + 1}' for i in o['order'])} (sum of consecutive cosines "
                  f"{o['cost']:.3f}; configured order {o['natural_cost']:.3f})")
-    flags = []
-    for key, value in o["ordered_options"].items():
-        text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) \
-            if isinstance(value, list) else str(value)
-        flags.append(f"--stream-{key.replace('_', '-')} {text}")
     lines.append(f"run it: cldash run --method {method} --stream {o['stream']} --backbone {o['backbone']} "
-                 + " ".join(flags))
+                 + stream_flags(o["ordered_options"]))
     return "\n".join(lines)
 
 

@@ -22,7 +22,6 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from cldash.errors import UserError
 
@@ -72,9 +71,21 @@ def adversarial_order(C) -> list[int]:
     return best
 
 
-def gradient_conflict(model: torch.nn.Module, stream, targets: list[str], batches: int = 4, batch_size: int = 32,
+def stream_flags(stream_options: dict) -> str:
+    """Stream options as `cldash run` flags: ``--stream-skills lookup,sort --stream-data-seed 0``."""
+    flags = []
+    for key, value in stream_options.items():
+        text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) \
+            if isinstance(value, list) else str(value)
+        flags.append(f"--stream-{key.replace('_', '-')} {text}")
+    return " ".join(flags)
+
+
+def gradient_conflict(model, stream, targets: list[str], batches: int = 4, batch_size: int = 32,
                       seed: int = 0) -> Conflict:
     """Cosines of the accumulated full-weight gradients of every pair of tasks, per targeted module."""
+    import torch   # (the dashboard imports this module for `stream_flags`; pages never load torch)
+
     modules = dict(model.net.named_modules())
     weights = {name: modules[name].weight for name in targets}
     was = {name: w.requires_grad for name, w in weights.items()}
@@ -113,6 +124,8 @@ def measure(values: dict, batches: int = 4, batch_size: int = 32, seed: int = 0)
     """Resolve a run configuration (stream, backbone, targets), measure its tasks' gradient conflict on the
     pre-trained backbone, and return what the store keeps: the matrix, the adversarial order, its
     cost against the configured order's, and the stream options that run the tasks in that order."""
+    import torch
+
     from cldash.backbones import task_model
     from cldash.config import check_against_model, resolve
     from cldash.options import as_dict
