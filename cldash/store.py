@@ -53,8 +53,8 @@ class Run(Base):
     group_key: Mapped[str | None] = mapped_column(String(80), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     method: Mapped[str] = mapped_column(String(64))
-    stream: Mapped[str] = mapped_column(String(64))
-    backbone: Mapped[str] = mapped_column(String(200))
+    stream: Mapped[str] = mapped_column(String(500))      # hf: streams and backbones name paths
+    backbone: Mapped[str] = mapped_column(String(500))
     policy: Mapped[str | None] = mapped_column(String(16))
     seed: Mapped[int] = mapped_column(Integer)
     config: Mapped[str] = mapped_column(Text)
@@ -147,8 +147,8 @@ class OrderRow(Base):
     """A measured gradient-conflict matrix and the adversarial task order built from it (cldash.orders)."""
     __tablename__ = "orders"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    stream: Mapped[str] = mapped_column(String(64))
-    backbone: Mapped[str] = mapped_column(String(200))
+    stream: Mapped[str] = mapped_column(String(500))
+    backbone: Mapped[str] = mapped_column(String(500))
     config: Mapped[str] = mapped_column(Text)        # stream/backbone options, targets, batches, seed
     tasks: Mapped[str] = mapped_column(Text)         # JSON: task names in the configured order
     matrix: Mapped[str] = mapped_column(Text)        # JSON: T x T mean cosines

@@ -12,7 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-from cldash.backbones import gpt2, vit
+from cldash.backbones import gpt2, hf, vit
 from cldash.backbones.base import (Backbone, CausalLMModel, ClassifierModel, linear_modules, match_targets,
                                    task_model)
 from cldash.errors import ConfigError
@@ -38,8 +38,12 @@ BACKBONES: dict[str, BackboneEntry] = {
 
 
 def get_backbone(name: str) -> BackboneEntry:
+    """A registered backbone, or any Hugging Face model as ``hf:NAME_OR_PATH`` (cldash.backbones.hf)."""
+    if name.startswith(hf.PREFIX):
+        return hf.entry(name)
     if name not in BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}.", "backbone")
+        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, or hf:NAME_OR_PATH "
+                          "for a Hugging Face model.", "backbone")
     return BACKBONES[name]
 
 

@@ -32,6 +32,7 @@ class Backbone:
     logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]     # (net, x) -> pre-trained head
     info: dict = field(default_factory=dict)      # pre-training record, cache file...
     head_modules: tuple[str, ...] = ("classifier",)   # the pre-trained head (trains with --train-head)
+    tokenizer: object = None                      # a Hugging Face model's tokenizer (hf: backbones)
 
 
 class ClassifierModel(nn.Module):

@@ -163,9 +163,10 @@ def mixture_split(skills: list[str], n: int, seed: int, few_shot: int = 0) -> Sp
 
 
 def trim(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop the pad columns every row of a batch shares (most examples are far shorter than MAX_LEN;
-    attention costs grow with the width)."""
-    width = max(1, int((x != PAD).sum(dim=1).max()))
+    """Drop the columns after every row's last labelled position (most examples are far shorter than
+    the padded width; attention costs grow with it). Right padding: nothing before them changes."""
+    positions = torch.arange(1, y.shape[1] + 1, device=y.device)
+    width = max(1, int(((y != IGNORE) * positions).max()))
     return x[:, :width], y[:, :width]
 
 
