@@ -230,3 +230,11 @@ def test_orders_page_shows_the_stored_conflict_and_launches_the_order(tmp_path, 
     assert len(runs) == 1 and runs[0]["config"]["stream_options"]["angles"] == o["ordered_options"]["angles"]
     for r in store.runs(status=["queued", "running"]):
         cancel(store, r["id"])
+
+
+def test_launch_form_offers_the_skills_stream_on_the_tiny_gpt2(tmp_path, monkeypatch):
+    at = app(tmp_path / "launch.db", monkeypatch, "pages/launch.py")
+    at.selectbox(key=[s.key for s in at.selectbox if s.label == "Stream"][0]).select("skills").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    backbone = [s for s in at.selectbox if s.label == "Backbone"][0]
+    assert backbone.options == ["Tiny GPT-2 (generated skills, 2 layers, width 64)"]
