@@ -23,6 +23,9 @@ was never told by name (in-context performance), the quantities SLICE and CoDyRA
 TRACE as general and in-context ability.
 
 Everything is generated from `random.Random(seed)`: the same seed gives the same examples.
+Train and test examples come from different seeds, but some skills have few distinct inputs
+(add_mod has 100), so a test example may also occur in training: the scores measure whether a
+skill is learned and kept, not generalisation to unseen inputs.
 """
 
 from __future__ import annotations
@@ -219,7 +222,8 @@ class SkillsOptions:
     test_examples: int = option(300, "test examples per task (and per general task)", low=10, high=100_000)
     in_context: bool = option(True, "also score few-shot prompts of skills only ever seen in context "
                                     "(in-context performance, a second general column)")
-    data_seed: int = option(0, "seed of the generated examples (tests use other seeds than training)", low=0)
+    data_seed: int = option(0, "seed of the generated examples (train and test examples come from two seeds derived from it; "
+                                 "pre-training from another)", low=0)
 
     def check(self, prefix: str) -> None:
         if not self.skills:
