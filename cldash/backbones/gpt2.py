@@ -8,8 +8,10 @@ stored transposed), which the adapter layer handles. On first use it is pre-trai
 skill) mixed with untagged few-shot sequences of the *in-context* skills (first, last), and
 cached on disk keyed by its config, recipe, seed and the transformers major version, exactly
 like the tiny ViT. Pre-training runs on the CPU, so every machine gets the same weights.
-Measured on the reference machine (2 cores, one thread): about a minute, and about 95 % exact
-match on the general mixture's test split (the `meta` of the cache file holds the numbers).
+Measured on the reference machine (2 cores, one thread): 2,000 steps in about 61 s, 0.94 exact
+match on the general mixture's test split and 0.48 on the few-shot first/last prompts (a choice
+between two answers: in-context induction is barely learned at this size). The `meta` of the
+cache file holds the numbers of the copy in use.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class GPT2TinyOptions:
     n_embd: int = option(64, "width of the transformer", low=8, high=2048)
     n_layer: int = option(2, "number of transformer blocks", low=1, high=48)
     n_head: int = option(4, "attention heads (must divide n_embd)", low=1, high=64)
-    pretrain_steps: int = option(1500, "optimizer steps of pre-training on the general mixture", low=1,
+    pretrain_steps: int = option(2000, "optimizer steps of pre-training on the general mixture", low=1,
                                  high=1_000_000)
     pretrain_lr: float = option(3e-3, "peak learning rate of pre-training (one-cycle schedule)",
                                 low=0.0, low_open=True, high=1.0)
@@ -118,7 +120,7 @@ def pretrain(o: GPT2TinyOptions) -> dict:
 def load(o: GPT2TinyOptions) -> Backbone:
     import transformers
 
-    key = {"options": asdict(o), "recipe": "adamw-onecycle-clip1-pool6000-v1",
+    key = {"options": asdict(o), "recipe": "adamw-onecycle-clip1-pool6000-trim-v2",
            "transformers": transformers.__version__.split(".")[0]}
     payload, path = cached("gpt2-tiny", key, lambda: pretrain(o))
     net = build_net(o)
