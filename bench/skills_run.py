@@ -32,7 +32,6 @@ def main() -> None:
     for method in ("lora", "full"):
         cmd = cli + ["run", "--method", method, "--stream", "skills", "--seed", "0", "--quiet"]
         results[method] = median([timed(cmd, env) for _ in range(args.repeats)])
-    from cldash.backbones.base import cache_dir  # noqa: F401 - the record below reads the cache's meta
     meta = {}
     for path in (tmp / "cache" / "backbones").glob("gpt2-tiny-*.pt"):
         meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]

@@ -12,7 +12,7 @@ import torch
 from cldash.cli import main
 from cldash.store import Store
 from cldash.streams.skills import (GENERAL_SKILLS, IGNORE, IN_CONTEXT_SKILLS, PAD, SKILLS, STREAM_SKILLS, VOCAB,
-                                   answer_scores, decode, encode, few_shot_example, mixture_split, skill_split,
+                                   answer_scores, decode, few_shot_example, mixture_split, skill_split,
                                    tagged_example, to_split, trim)
 
 
