@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
     st.Page("pages/spectra.py", title="Spectra", icon="🌈"),
     st.Page("pages/ranks.py", title="Ranks", icon="🪜"),
+    st.Page("pages/orders.py", title="Orders", icon="🔀"),
     st.Page("pages/methods.py", title="Methods", icon="📚"),
 ]
 page = st.navigation(PAGES)

@@ -1,4 +1,4 @@
-"""`cldash run|execute|list|show|export|cancel|delete|methods|streams|reconcile`.
+"""`cldash run|execute|list|show|export|cancel|delete|methods|streams|reconcile|order`.
 
 Bad input gets one sentence on stderr and exit code 2, and nothing is written to the store
 before the whole configuration (including ranks against layer sizes) has been checked.
@@ -135,7 +135,13 @@ def format_metrics(summary: dict | None) -> str:
 
     if not summary:
         return "(no metrics: the run did not finish)"
-    return "\n".join(f"  {info.label:<44} {fmt(summary.get(info.key, float('nan'))):>8}" for info in METRICS)
+    lines = [f"  {info.label:<44} {fmt(summary.get(info.key, float('nan'))):>8}" for info in METRICS]
+    for key, value in summary.items():     # each general task's own score and retention
+        if key.startswith("general:") or key.startswith("general_retention:"):
+            what, name = key.split(":", 1)
+            label = ("retention of " if what == "general_retention" else "score of ") + name
+            lines.append(f"    {label[:42]:<42} {fmt(value):>8}")
+    return "\n".join(lines)
 
 
 def _read_config_file(name: str) -> dict:
@@ -183,6 +189,93 @@ def cmd_run(args, rest: list[str]) -> int:
     print(f"run {run_id}: {describe_run(resolved.config)} -> {store.display}", file=sys.stderr)
     status = execute(store, run_id, progress=None if ns.quiet else ProgressBar())
     return _report(store, run_id, status)
+
+
+def _order_parser(stream: str, backbone: str | None) -> argparse.ArgumentParser:
+    from cldash.backbones import get_backbone
+    from cldash.options import describe
+    from cldash.streams import get_stream
+
+    p = argparse.ArgumentParser(prog="cldash order", description="Measure the gradient conflict (cosine of "
+                                "accumulated full-weight gradients per targeted module) between every pair of a "
+                                "stream's tasks on the pre-trained backbone, store it, and print the adversarial "
+                                "order (the most opposing consecutive gradients, as in SLICE) with the command "
+                                "that runs it.")
+    p.add_argument("--stream", default=stream, help="task stream (cldash streams)")
+    p.add_argument("--backbone", default=backbone or "", help="backbone; default: the stream's")
+    p.add_argument("--targets", default=None, help="comma-separated target patterns; default: the backbone's")
+    p.add_argument("--batches", type=int, default=4, help="batches whose gradients are accumulated per task")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per batch")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches drawn")
+    p.add_argument("--method", default="lora", help="method named in the printed run command")
+    p.add_argument("--list", action="store_true", help="list the stored orders instead of measuring")
+    p.add_argument("--show", type=int, default=None, metavar="ID", help="print one stored order")
+    taken = {"--stream", "--backbone", "--targets", "--batches", "--batch-size", "--seed", "--method", "--list",
+             "--show", "--help"}
+    scls = get_stream(stream)
+    _add_options(p.add_argument_group(f"{stream} options"), describe(scls.Options), "stream", "stream-", taken)
+    entry = get_backbone(backbone or scls.default_backbone)
+    _add_options(p.add_argument_group(f"{entry.name} options"), describe(entry.Options), "backbone",
+                 "backbone-", taken)
+    return p
+
+
+def format_order(o: dict, method: str = "lora") -> str:
+    """A stored order as text: the conflict matrix, the adversarial order and the command that runs it."""
+    from cldash.orders import stream_flags
+
+    tasks, C = o["tasks"], o["matrix"]
+    lines = [f"order {o.get('id', '?')}: {o['stream']} on {o['backbone']}; gradient cosine C[i][j] "
+             f"(mean over {len(o['config'].get('modules', [])) or 'the targeted'} modules):",
+             "".ljust(6) + "".join(f"T{j + 1}".rjust(8) for j in range(len(tasks)))]
+    for i, row in enumerate(C):
+        lines.append(f"T{i + 1}".ljust(6) + "".join(f"{v:8.3f}" for v in row))
+    lines.append("; ".join(f"T{j + 1}: {n}" for j, n in enumerate(tasks)))
+    lines.append(f"adversarial order: {' -> '.join(f'T{i + 1}' for i in o['order'])} (sum of consecutive cosines "
+                 f"{o['cost']:.3f}; configured order {o['natural_cost']:.3f})")
+    lines.append(f"run it: cldash run --method {method} --stream {o['stream']} --backbone {o['backbone']} "
+                 + stream_flags(o["ordered_options"]))
+    return "\n".join(lines)
+
+
+def cmd_order(args, rest: list[str]) -> int:
+    from cldash.orders import measure
+    from cldash.store import Store
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--stream", default="skills")
+    pre.add_argument("--backbone", default="")
+    known, _ = pre.parse_known_args(rest)
+    parser = _order_parser(known.stream, known.backbone)
+    if any(a in ("-h", "--help") for a in rest):
+        parser.print_help()
+        return 0
+    ns = parser.parse_args(rest)
+    store = Store(args.db)
+    if ns.list:
+        orders = store.orders()
+        if not orders:
+            print(f"no orders in {store.display}")
+        for o in orders:
+            print(f"{o['id']:>4}  {o['stream']:<16} {o['backbone']:<12} "
+                  f"{' -> '.join(str(i + 1) for i in o['order'])}  cost {o['cost']:.3f} "
+                  f"(configured {o['natural_cost']:.3f})")
+        return 0
+    if ns.show is not None:
+        print(format_order(store.get_order(ns.show), ns.method))
+        return 0
+    for name, value in (("--batches", ns.batches), ("--batch-size", ns.batch_size)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1 (got {value}).")
+    values = _collect(ns, {})
+    values.pop("method", None)
+    if ns.targets:
+        values["targets"] = ns.targets
+    result = measure(values, batches=ns.batches, batch_size=ns.batch_size, seed=ns.seed)
+    result["id"] = store.save_order(result)
+    result["config"] = {"modules": result["modules"]}
+    print(format_order(result, ns.method))
+    return 0
 
 
 def _report(store, run_id: int, status: str) -> int:
@@ -428,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the registered methods and their options")
     sub.add_parser("streams", help="list the task streams and their options")
     sub.add_parser("reconcile", help="mark runs whose process is gone as interrupted")
+    sub.add_parser("order", help="measure gradient conflict between a stream's tasks and store the adversarial order "
+                   "(cldash order --stream skills --help)", add_help=False)
     return p
 
 
@@ -453,9 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         i = _command_index(argv)
-        if i is not None and argv[i] == "run":
+        if i is not None and argv[i] in ("run", "order"):
             args = parser.parse_args(argv[:i + 1])
-            return cmd_run(args, argv[i + 1:])
+            return (cmd_run if argv[i] == "run" else cmd_order)(args, argv[i + 1:])
         args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:

@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 
 from cldash import metrics as M
-from cldash.backbones import ClassifierModel, linear_modules
+from cldash.backbones import linear_modules, task_model
 from cldash.config import Resolved, check_against_model, resolve
 from cldash.errors import RunFailed, UserError
 from cldash.methods import StepContext, TaskContext
@@ -111,7 +111,7 @@ class ContinualRun:
 
         self.backbone = resolved.backbone.load(resolved.backbone_options)
         self.stream = resolved.stream_cls(resolved.stream_options, self.backbone).to(self.device)
-        self.model = ClassifierModel(self.backbone, self.stream.heads)
+        self.model = task_model(self.backbone, self.stream.heads)
         self.targets = check_against_model(resolved)
         self.method = resolved.make_method()
         self.model.net.requires_grad_(resolved.method_cls.trains_backbone)
@@ -394,7 +394,7 @@ def save_adapters(crun: ContinualRun, path) -> None:
 
 def load_adapted_model(store: Store, run_id: int):
     """A finished run's final model, rebuilt on CPU from the pre-trained backbone and its saved state:
-    (resolved config, stream, ClassifierModel, method)."""
+    (resolved config, stream, model (backbones.task_model), method)."""
     run = store.get_run(run_id)
     path = store.adapter_path(run_id)
     if run["status"] != "finished" or not path.exists():
@@ -403,7 +403,7 @@ def load_adapted_model(store: Store, run_id: int):
     resolved = resolve(run["config"])
     backbone = resolved.backbone.load(resolved.backbone_options)
     stream = resolved.stream_cls(resolved.stream_options, backbone)
-    model = ClassifierModel(backbone, stream.heads)
+    model = task_model(backbone, stream.heads)
     targets = check_against_model(resolved)
     method = resolved.make_method()
     model.net.requires_grad_(resolved.method_cls.trains_backbone)

@@ -232,3 +232,23 @@ def layer_module_heatmap(df: pd.DataFrame, value: str, title: str = "", zmin: fl
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=title, height=140 + 45 * len(grid), margin={"t": 40, "l": 10, "r": 10, "b": 10})
     return fig
+
+
+def conflict_heatmap(tasks: list[str], matrix, order: list[int] | None = None) -> go.Figure:
+    """Gradient-cosine matrix between tasks (cldash.orders) on a diverging scale from -1 to 1; with an
+    order, the consecutive pairs of that order are outlined."""
+    C = np.asarray(matrix, dtype=float)
+    labels = [f"T{j + 1}" for j in range(len(tasks))]
+    fig = go.Figure(go.Heatmap(z=C, x=labels, y=labels, zmin=-1, zmax=1, colorscale=DIVERGING,
+                               text=[[f"{v:.2f}" for v in row] for row in C], texttemplate="%{text}",
+                               customdata=[[f"{tasks[i]} · {tasks[j]}" for j in range(len(tasks))]
+                                           for i in range(len(tasks))],
+                               hovertemplate="%{customdata}<br>cosine %{z:.3f}<extra></extra>",
+                               colorbar={"title": "cos"}))
+    for a, b in zip((order or [])[:-1], (order or [])[1:]):
+        for i, j in ((a, b), (b, a)):
+            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                          line={"color": "black", "width": 2})
+    fig.update_layout(title="Gradient conflict: cosine of full-weight gradients (mean over modules)",
+                      yaxis={"autorange": "reversed"}, height=140 + 48 * len(tasks), margin={"t": 60})
+    return fig

@@ -26,7 +26,8 @@ def _check(R) -> np.ndarray:
 
 
 def final_average_accuracy(R) -> float:
-    """ACC = (1/T) sum_j R[T][j]: mean score over all tasks after the last one (MTIL "Last")."""
+    """ACC = (1/T) sum_j R[T][j]: mean score over all tasks after the last one (MTIL "Last"; the
+    language-model papers' "overall performance" OP, TRACE arXiv 2310.06762)."""
     R = _check(R)
     return float(R[-1].mean())
 
@@ -119,7 +120,7 @@ class MetricInfo:
 
 # The dashboard's metrics table, the CLI and the README all read these definitions.
 METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("acc", "Final accuracy (ACC, MTIL Last)", "(1/T) Σ_j R[T][j]", "the last row"),
+    MetricInfo("acc", "Final accuracy (ACC, MTIL Last, OP)", "(1/T) Σ_j R[T][j]", "the last row"),
     MetricInfo("aia", "Average incremental accuracy (AP)", "(1/T) Σ_t (1/t) Σ_{j≤t} R[t][j]",
                "the lower triangle, row by row"),
     MetricInfo("bwt", "Backward transfer (BWT)", "(1/(T-1)) Σ_{j<T} (R[T][j] − R[j][j])",
@@ -142,10 +143,22 @@ METRICS: tuple[MetricInfo, ...] = (
 )
 
 
+def per_general_task(general: dict[str, list[float]] | None) -> dict[str, float]:
+    """Each general task's own final score and retention, as flat keys ``general:<name>`` and
+    ``general_retention:<name>`` (a language stream has several general columns: the pre-training
+    skills and the in-context score; their mean alone hides which one eroded)."""
+    out = {}
+    for name, col in (general or {}).items():
+        out[f"general:{name}"] = float(col[-1])
+        out[f"general_retention:{name}"] = general_retention(col[0], col[-1])
+    return out
+
+
 def summarize(R, general: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Every metric of METRICS for a matrix R and the general tasks' columns (rows 0..T).
 
-    With several general tasks, `general*` metrics are their means.
+    With several general tasks, `general*` metrics are their means; `per_general_task` adds each
+    one's own score and retention.
     """
     out = {
         "acc": final_average_accuracy(R),
@@ -163,6 +176,7 @@ def summarize(R, general: dict[str, list[float]] | None = None) -> dict[str, flo
         out["general"] = float(np.mean([c[-1] for c in cols]))
         out["general_retention"] = float(np.mean([general_retention(c[0], c[-1]) for c in cols]))
         out["general_delta"] = float(np.mean([c[-1] - c[0] for c in cols]))
+        out.update(per_general_task(general))
     else:
         out["general"] = out["general_retention"] = out["general_delta"] = NAN
     return out

@@ -9,8 +9,10 @@ Tables: ``runs`` (config, status, progress, pid, host, heartbeat, error, version
 final metrics), ``tasks`` (positions 1..T for the stream, <= 0 for general tasks), ``modules``
 (adapted layers), ``evaluations`` (step, trained-through task i, evaluated task j, metric,
 value; ``final`` marks the rows of the accuracy matrix R, the others are "anytime" scores),
-``scalars`` (loss, lr, method scalars, per module where it applies) and ``spectra`` (per
-module and kind, singular values as a float32 blob plus the shape measures).
+``scalars`` (loss, lr, method scalars, per module where it applies), ``spectra`` (per
+module and kind, singular values as a float32 blob plus the shape measures) and ``orders``
+(gradient-conflict matrices and adversarial task orders, cldash.orders; `create_all` adds the
+table to a store made before it existed).
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class Run(Base):
     group_key: Mapped[str | None] = mapped_column(String(80), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     method: Mapped[str] = mapped_column(String(64))
-    stream: Mapped[str] = mapped_column(String(64))
-    backbone: Mapped[str] = mapped_column(String(200))
+    stream: Mapped[str] = mapped_column(String(500))      # hf: streams and backbones name paths
+    backbone: Mapped[str] = mapped_column(String(500))
     policy: Mapped[str | None] = mapped_column(String(16))
     seed: Mapped[int] = mapped_column(Integer)
     config: Mapped[str] = mapped_column(Text)
@@ -139,6 +141,22 @@ class Spectrum(Base):
     w0_energy: Mapped[float | None] = mapped_column(Float)
     __table_args__ = (Index("ix_spectra_run_module_kind_step", "run_id", "module", "kind", "step"),
                       Index("ix_spectra_run_step", "run_id", "step"))
+
+
+class OrderRow(Base):
+    """A measured gradient-conflict matrix and the adversarial task order built from it (cldash.orders)."""
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream: Mapped[str] = mapped_column(String(500))
+    backbone: Mapped[str] = mapped_column(String(500))
+    config: Mapped[str] = mapped_column(Text)        # stream/backbone options, targets, batches, seed
+    tasks: Mapped[str] = mapped_column(Text)         # JSON: task names in the configured order
+    matrix: Mapped[str] = mapped_column(Text)        # JSON: T x T mean cosines
+    order: Mapped[str] = mapped_column(Text)         # JSON: the adversarial permutation (0-based positions)
+    cost: Mapped[float] = mapped_column(Float)
+    natural_cost: Mapped[float] = mapped_column(Float)
+    ordered_options: Mapped[str] = mapped_column(Text)   # JSON: stream options running that order
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class Meta(Base):
@@ -431,6 +449,31 @@ class Store:
              .where(Scalar.run_id == run_id).group_by(Scalar.name))
         return self._frame(q)
 
+    # -- adversarial orders ------------------------------------------------------------------------
+    def save_order(self, result: dict) -> int:
+        """Store one `cldash.orders.measure` result; returns its id."""
+        config = {k: result[k] for k in ("stream_options", "backbone_options", "targets", "modules", "batches",
+                                         "batch_size", "seed") if k in result}
+        with self.engine.begin() as conn:
+            res = conn.execute(insert(OrderRow).values(
+                stream=result["stream"], backbone=result["backbone"], config=_j(config), tasks=_j(result["tasks"]),
+                matrix=_j(result["matrix"]), order=_j(result["order"]), cost=result["cost"],
+                natural_cost=result["natural_cost"], ordered_options=_j(result["ordered_options"]),
+                created_at=_now()))
+            return res.inserted_primary_key[0]
+
+    def orders(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(OrderRow).order_by(OrderRow.id)).mappings().all()
+        return [_order_dict(r) for r in rows]
+
+    def get_order(self, order_id: int) -> dict:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(OrderRow).where(OrderRow.id == order_id)).mappings().first()
+        if row is None:
+            raise UserError(f"there is no order {order_id} in {self.display}; `cldash order --list` shows them.")
+        return _order_dict(row)
+
     # -- settings shared by the dashboard and the run processes ----------------------------------
     def get_setting(self, key: str, default: str | None = None) -> str | None:
         with self.engine.connect() as conn:
@@ -475,6 +518,13 @@ def build_matrix(tasks: pd.DataFrame, evals: pd.DataFrame, metric: str) -> dict:
             general[gname[task]][i] = value
     names = stream_tasks.name.tolist() if len(tasks) else []
     return {"R": R, "general": general, "rows": rows, "tasks": names, "metric": metric}
+
+
+def _order_dict(row) -> dict:
+    d = dict(row)
+    for key in ("config", "tasks", "matrix", "order", "ordered_options"):
+        d[key] = json.loads(d[key])
+    return d
 
 
 def _run_dict(row) -> dict:

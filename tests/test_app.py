@@ -15,7 +15,7 @@ from cldash.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["pages/runs.py", "pages/launch.py", "pages/live.py", "pages/compare.py", "pages/spectra.py",
-         "pages/ranks.py", "pages/methods.py"]
+         "pages/ranks.py", "pages/methods.py", "pages/orders.py"]
 
 
 def v2_navigation(monkeypatch) -> None:
@@ -201,3 +201,40 @@ def test_a_page_opened_in_streamlits_old_multipage_mode_is_routed_through_app(se
     assert not at.exception
     assert [t.value for t in at.title] == ["Compare"]
     assert len(at.sidebar.multiselect) == 1 and at.sidebar.text_input[0].label == "Run store"
+
+
+def test_orders_page_shows_the_stored_conflict_and_launches_the_order(tmp_path, monkeypatch):
+    from cldash.cli import main
+    from cldash.launch import cancel
+
+    db = tmp_path / "orders.db"
+    assert main(["--db", str(db), "order", "--stream", "digits-rotate", "--stream-angles", "20,100,160",
+                 "--batches", "1", "--batch-size", "16"]) == 0
+    store = Store(str(db))
+    store.set_setting("max_concurrent", "1")
+    (o,) = store.orders()
+    at = app(db, monkeypatch, "pages/orders.py")
+    assert not at.error, [e.value for e in at.error]
+    (heat,) = [s for s in charts(at) if s["data"][0]["type"] == "heatmap"]
+    np.testing.assert_allclose(array(heat["data"][0]["z"]), np.array(o["matrix"]))
+    table = at.dataframe[0].value
+    assert table["task"].tolist() == [f"T{i + 1}: {o['tasks'][i]}" for i in o["order"]]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Sum of consecutive cosines (adversarial)"] == f"{o['cost']:.3f}"
+    assert metrics["Configured order"] == f"{o['natural_cost']:.3f}"
+    assert any("--stream-angles " + ",".join(f"{a:g}" for a in o["ordered_options"]["angles"]) in c.value
+               for c in at.code)
+    at.button[0].click().run()
+    at.button[0].click().run()     # a double click launches once
+    runs = store.runs()
+    assert len(runs) == 1 and runs[0]["config"]["stream_options"]["angles"] == o["ordered_options"]["angles"]
+    for r in store.runs(status=["queued", "running"]):
+        cancel(store, r["id"])
+
+
+def test_launch_form_offers_the_skills_stream_on_the_tiny_gpt2(tmp_path, monkeypatch):
+    at = app(tmp_path / "launch.db", monkeypatch, "pages/launch.py")
+    at.selectbox(key=[s.key for s in at.selectbox if s.label == "Stream"][0]).select("skills").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    backbone = [s for s in at.selectbox if s.label == "Backbone"][0]
+    assert backbone.options == ["Tiny GPT-2 (generated skills, 2 layers, width 64)"]

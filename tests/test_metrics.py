@@ -84,9 +84,22 @@ def test_general_retention_and_summary_keys():
     assert s["general"] == pytest.approx(0.475)
     assert s["general_retention"] == pytest.approx(0.5)
     assert s["general_delta"] == pytest.approx(0.475 - 0.95)
-    assert set(s) == {m.key for m in M.METRICS}
+    assert set(s) == {m.key for m in M.METRICS} | {"general:upright", "general_retention:upright"}
 
 
 def test_bad_shape_is_rejected():
     with pytest.raises(ValueError, match="shape"):
         M.final_average_accuracy(np.zeros((3, 3)))
+
+
+def test_per_general_task_scores_and_retention():
+    R = np.array([[0.0, 0.0], [0.8, 0.1], [0.3, 0.9]])
+    general = {"general: pre-training": [0.96, 0.5, 0.48], "in-context": [0.5, 0.5, 0.0]}
+    s = M.summarize(R, general)
+    assert s["general:general: pre-training"] == pytest.approx(0.48)
+    assert s["general_retention:general: pre-training"] == pytest.approx(0.5)
+    assert s["general_retention:in-context"] == pytest.approx(0.0)
+    assert s["general_retention"] == pytest.approx(0.25)          # the mean of the two
+    # TRACE's BWT over T = 2 tasks: ((0.3 - 0.8) + (0.9 - 0.9)) / 2; OP = ACC = mean of the last row
+    assert s["trace_bwt"] == pytest.approx(-0.25) and s["acc"] == pytest.approx(0.6)
+    assert s["forgetting"] == pytest.approx(0.5)

@@ -12,8 +12,9 @@ from typing import Callable
 
 from torch import nn
 
-from cldash.backbones import vit
-from cldash.backbones.base import Backbone, ClassifierModel, linear_modules, match_targets
+from cldash.backbones import gpt2, hf, vit
+from cldash.backbones.base import (Backbone, CausalLMModel, ClassifierModel, linear_modules, match_targets,
+                                   task_model)
 from cldash.errors import ConfigError
 
 
@@ -31,14 +32,20 @@ class BackboneEntry:
 BACKBONES: dict[str, BackboneEntry] = {
     "vit-tiny": BackboneEntry("vit-tiny", "Tiny ViT (8x8 digits, 2 layers, width 64)", "image-classification",
                               vit.ViTTinyOptions, vit.build_net, vit.load, tuple(vit.VIT_TARGETS)),
+    "gpt2-tiny": BackboneEntry("gpt2-tiny", "Tiny GPT-2 (generated skills, 2 layers, width 64)", "causal-lm",
+                               gpt2.GPT2TinyOptions, gpt2.build_net, gpt2.load, tuple(gpt2.GPT2_TARGETS)),
 }
 
 
 def get_backbone(name: str) -> BackboneEntry:
+    """A registered backbone, or any Hugging Face model as ``hf:NAME_OR_PATH`` (cldash.backbones.hf)."""
+    if name.startswith(hf.PREFIX):
+        return hf.entry(name)
     if name not in BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}.", "backbone")
+        raise ConfigError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, or hf:NAME_OR_PATH "
+                          "for a Hugging Face model.", "backbone")
     return BACKBONES[name]
 
 
-__all__ = ["BACKBONES", "Backbone", "BackboneEntry", "ClassifierModel", "get_backbone", "linear_modules",
-           "match_targets"]
+__all__ = ["BACKBONES", "Backbone", "BackboneEntry", "CausalLMModel", "ClassifierModel", "get_backbone",
+           "linear_modules", "match_targets", "task_model"]

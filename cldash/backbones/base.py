@@ -32,6 +32,7 @@ class Backbone:
     logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]     # (net, x) -> pre-trained head
     info: dict = field(default_factory=dict)      # pre-training record, cache file...
     head_modules: tuple[str, ...] = ("classifier",)   # the pre-trained head (trains with --train-head)
+    tokenizer: object = None                      # a Hugging Face model's tokenizer (hf: backbones)
 
 
 class ClassifierModel(nn.Module):
@@ -52,6 +53,29 @@ class ClassifierModel(nn.Module):
         if head == "pretrained":
             return self.backbone.logits(self.net, x)
         return self.heads[head](self.backbone.features(self.net, x))
+
+
+class CausalLMModel(nn.Module):
+    """A causal language model as the engine sees it: ``model(input_ids)`` -> next-token logits
+    (N, T, vocab) from the backbone's own LM head. Language streams need no new heads."""
+
+    def __init__(self, backbone: Backbone, heads: dict[str, int] | None = None):
+        super().__init__()
+        if heads:
+            raise ValueError(f"a causal language model takes no new classifier heads (asked for {sorted(heads)})")
+        self.backbone = backbone
+        self.net = backbone.net
+        self.heads = nn.ModuleDict()
+
+    def forward(self, x: torch.Tensor, head: str = "pretrained") -> torch.Tensor:
+        return self.backbone.logits(self.net, x)
+
+
+def task_model(backbone: Backbone, heads: dict[str, int] | None = None) -> nn.Module:
+    """The model a run trains: a causal LM as is, any other backbone with its classifier heads."""
+    if backbone.kind == "causal-lm":
+        return CausalLMModel(backbone, heads)
+    return ClassifierModel(backbone, heads)
 
 
 def linear_modules(model: nn.Module) -> dict[str, tuple[int, int]]:

@@ -94,7 +94,10 @@ class WeGeFTConfig:
 
 
 def module_type(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
+    """The module's role without its layer index: ``vit.layers.3.attention.q_proj`` -> ``attention.q_proj``
+    (the parent is kept because GPT-2 names both its attention output and its MLP output ``c_proj``)."""
+    parts = [p for p in name.split(".") if not p.isdigit()]
+    return ".".join(parts[-2:])
 
 
 @register

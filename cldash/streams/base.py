@@ -96,8 +96,14 @@ def register_stream(cls: type[Stream]) -> type[Stream]:
 
 
 def get_stream(name: str) -> type[Stream]:
+    """A registered stream, or data sets as ``hf:SOURCE[,SOURCE...]`` (cldash.streams.hf)."""
+    if name.startswith("hf:"):
+        from cldash.streams.hf import hf_stream
+
+        return hf_stream(name)
     if name not in STREAMS:
-        raise ConfigError(f"unknown stream {name!r}; choose one of: {', '.join(sorted(STREAMS))}.", "stream")
+        raise ConfigError(f"unknown stream {name!r}; choose one of: {', '.join(sorted(STREAMS))}, or "
+                          "hf:SOURCE[,SOURCE...] for data sets.", "stream")
     return STREAMS[name]
 
 

@@ -102,6 +102,10 @@ class DigitsRotate(DigitsStream):
                                    train=Split(normalize(rotate(train.x, angle)), train.y),
                                    test=Split(normalize(rotate(test.x, angle)), test.y)))
 
+    def reordered(self, order: list[int]) -> dict:
+        """The stream options that train the same tasks in `order` (positions in the current order)."""
+        return {"angles": [self.options.angles[i] for i in order]}
+
 
 @dataclass
 class PermuteOptions:
