@@ -35,6 +35,7 @@ class Case:
     options: dict = field(default_factory=dict)
     policy: str | None = None
     at_init: str = "zero"     # zero: the update is exactly 0 | function: ~0 and outputs unchanged | tt-gaussian
+    #                           | nonzero: a documented non-zero start (EBLoRA's s = -(a + b l / (L - 1)))
 
     @property
     def id(self) -> str:
@@ -60,6 +61,12 @@ CASES = [
     Case("wegeft", {"tie": False}, "single"),
     Case("loretta", {}, "merge"),
     Case("loretta", {"init": "gaussian", "dropout": 0.0}, "single", "tt-gaussian"),
+    Case("codyra", {}, None),
+    Case("codyra", {"rank": 4, "dense_fraction": 0.0, "kappa_max": 0.5}, None),
+    Case("eblora", {}, None),
+    Case("eblora", {"init_a": 0.01, "init_b": 0.02, "rank": 4, "energy": 0.5}, None, "nonzero"),
+    Case("slice", {}, "merge", "function"),
+    Case("slice", {"surgery": "symmetric", "combine": "current"}, "stack", "function"),
     Case("olora", {}, None),
     Case("olora", {"overlap": "squared", "lambda_2": 0.01, "merge_old": True, "dropout": 0.0}, None),
     Case("inflora", {}, None),
@@ -81,6 +88,12 @@ INVALID = {
     "loraga": [({"rank": 40}, "needs 2 x 40 gradient singular vectors"),
                ({"direction": "AB"}, "loraga.direction must be one of"), ({"grad_batches": 0}, "loraga.grad_batches")],
     "wegeft": [({"rank": 65}, "larger than the input size"), ({"alpha": 0}, "wegeft.alpha must be")],
+    "codyra": [({"rank": 0}, "codyra.rank must be"), ({"rank": 100}, "larger than layer"),
+               ({"dense_fraction": 1.0}, "codyra.dense_fraction must be below 1"), ({"levels": 1}, "codyra.levels")],
+    "eblora": [({"rank": 100}, "eblora.rank 100 is larger than layer"), ({"energy": 0}, "eblora.energy must be"),
+               ({"alpha": 0}, "eblora.alpha must be")],
+    "slice": [({"surgery": "pcgrad2"}, "slice.surgery must be one of"), ({"combine": "mean"}, "slice.combine"),
+              ({"rank": 40}, "needs 2 x 40 gradient singular vectors"), ({"memory": 0}, "slice.memory must be")],
     "loretta": [({"tensor_rank": 0}, "loretta.tensor_rank must be"), ({"init": "ones"}, "loretta.init must be one of"),
                 ({"rank": 100}, "larger than layer")],
     "olora": [({"rank": 65}, "larger than layer"), ({"overlap": "l2"}, "olora.overlap must be one of"),
@@ -128,9 +141,12 @@ def task_context(net, index: int, angle: float, seed: int = 0) -> TaskContext:
             idx = torch.randint(len(y), (size,), generator=gen)
             yield x[idx], y[idx]
 
-    return TaskContext(index=index, num_tasks=2, name=f"rotate {angle}", steps=STEPS, model=net,
-                       loss_fn=lambda b: F.cross_entropy(logits(net, b[0]), b[1]), batches=batches,
-                       generator=torch.Generator().manual_seed(seed * 7 + index), device=torch.device("cpu"))
+    ctx = TaskContext(index=index, num_tasks=2, name=f"rotate {angle}", steps=STEPS, model=net,
+                      loss_fn=lambda b: F.cross_entropy(logits(net, b[0]), b[1]), batches=batches,
+                      generator=torch.Generator().manual_seed(seed * 7 + index), device=torch.device("cpu"))
+    if index > 1:   # a replay buffer of the first task, as the engine hands it to methods that ask (SLICE)
+        ctx.extras["replay"] = task_context(net, 1, 0.0, seed + 50)
+    return ctx
 
 
 def train(net, method, ctx: TaskContext, steps: int = STEPS, lr: float | None = None) -> list[float]:
@@ -222,6 +238,14 @@ def test_update_at_init_is_zero_or_documented(case):
                 ratio = float(M.std()) / math.sqrt(1 / fan)
                 assert 0.5 < ratio < 2.0, (name, ratio)
             assert float(delta.norm()) > 0
+        elif case.at_init == "nonzero":
+            # EBLoRA: r equal singular values c |s| with s = -(a + b l / (L - 1)), here L = 2 layers
+            o = case.options
+            ell = int(name.split(".")[2])
+            want = o["alpha"] if "alpha" in o else 32.0
+            want = want / o["rank"] * (o["init_a"] + o["init_b"] * ell)
+            sigma = torch.linalg.svdvals(delta.double())[:o["rank"]]
+            torch.testing.assert_close(sigma, torch.full_like(sigma, want), rtol=1e-5, atol=1e-7)
     if case.at_init in ("zero", "function"):
         torch.testing.assert_close(out_after, out_before, rtol=1e-5, atol=1e-5)
     else:

@@ -1,0 +1,175 @@
+"""CoDyRA: continual learning with dynamic rank-selective LoRA (rank minimisation by a proximal step).
+
+Lu et al., arXiv 2412.01004 ("Adaptive Rank, Reduced Forgetting: Knowledge Retention in Continual
+Learning Vision-Language Models with Dynamic Rank-Selective LoRA"; Findings of EMNLP 2026 as "Take
+Only What You Need: Rank Minimization as an Implicit Forgetting Regularizer in Continual
+Learning"); code Artificer-AI-Lab/CoDyRA (reference note seed-methods.md, section 3).
+
+Each adapted weight gets ``dW = B diag(w) A = sum_i w_i B[:, i] A[i, :]`` with no alpha/r factor:
+``A: (r, in)`` Kaiming-uniform, ``B: (out, r)`` zero, importance weights (gates) ``w ~ N(0, 1)``.
+The objective is ``L_task + lambda sum_m ||w^m||_1``, optimised as the code does: a plain AdamW
+step on A, B and w, then the proximal soft-threshold on every gate::
+
+    w <- sign(w) max(|w| - kappa_t, 0)
+
+with ``kappa_t`` used as it is (not multiplied by the learning rate). ``kappa_t`` is 0 during the
+dense phase (the first ``dense_fraction`` of the task's steps), then climbs a staircase through
+``linspace(0, kappa_max, levels)``, one level per ``(T - T_dense) / levels`` steps, reaching
+``kappa_max`` at the task's end. A gate at exactly zero removes its rank-one component: the
+module's active rank is ``||w||_0``.
+
+At each task boundary the zeroed components are dropped, ``B diag(w) A`` is merged into the
+weight (its factors kept, so the cumulative update stays factored) and a fresh full-rank adapter
+is started (new A, B = 0, new w); the code does this at the next task's start, which is the same.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cldash.methods.base import Method, StepContext, TaskContext, register
+from cldash.methods.layer import AdaptedLinear, Branch
+from cldash.methods.lora import check_rank
+from cldash.options import option
+from cldash.spectra import LowRank
+
+
+class GatedBranch(Branch):
+    """``y += B (w * (A x))`` with ``A: (r, in)``, ``B: (out, r)``, gates ``w: (r,)``."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int):
+        super().__init__()
+        self.rank = rank
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+        self.gate = nn.Parameter(torch.empty(rank))
+
+    def spec(self) -> dict:
+        return {"in_features": self.lora_A.shape[1], "out_features": self.lora_B.shape[0], "rank": self.rank}
+
+    def reset(self, generator: torch.Generator | None = None) -> None:
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
+        nn.init.zeros_(self.lora_B)
+        with torch.no_grad():
+            self.gate.normal_(generator=generator)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, layer: AdaptedLinear) -> torch.Tensor:
+        return y + (x @ self.lora_A.T * self.gate) @ self.lora_B.T
+
+    def factors(self, layer: AdaptedLinear) -> LowRank:
+        return LowRank(self.lora_B * self.gate, self.lora_A)
+
+    def delta_weight(self, layer: AdaptedLinear) -> torch.Tensor:
+        return (self.lora_B * self.gate) @ self.lora_A
+
+    def active(self) -> torch.Tensor:
+        return self.gate.detach() != 0
+
+    @torch.no_grad()
+    def proximal(self, kappa: float) -> None:
+        """Soft-threshold the gates: ``w <- sign(w) max(|w| - kappa, 0)``."""
+        self.gate.copy_(torch.sign(self.gate) * (self.gate.abs() - kappa).clamp_min(0.0))
+
+
+@dataclass
+class CoDyRAConfig:
+    rank: int = option(16, "rank r of each task's adapter (components before pruning)",
+                       source="runner_codyra.sh: r = 16", low=1)
+    kappa_max: float = option(0.005, "final soft-threshold kappa_max of the staircase (not scaled by the learning rate)",
+                              source="runner_codyra.sh and the project page: 0.005", low=0.0)
+    dense_fraction: float = option(0.5, "share of each task's steps trained densely before thresholding starts",
+                                   source="the code's default 0.5", low=0.0, high=1.0, low_open=False)
+    levels: int = option(50, "number of kappa levels in the staircase (linspace(0, kappa_max, levels))",
+                         source="the code's default 50", low=2, high=100_000)
+    beta2: float = option(0.9999, "AdamW beta2", source="main.py: betas (0.9, 0.9999)", low=0.0, high=1.0)
+
+    def check(self, prefix: str) -> None:
+        from cldash.errors import ConfigError
+
+        if self.dense_fraction >= 1.0:
+            raise ConfigError(f"{prefix}.dense_fraction must be below 1 so that the sparse phase has steps "
+                              f"(got {self.dense_fraction:g}).", f"{prefix}.dense_fraction")
+
+
+def threshold(task_step: int, task_steps: int, kappa_max: float, dense_fraction: float, levels: int) -> float:
+    """kappa after optimizer step `task_step` (1-based) of a task of `task_steps` steps."""
+    start = dense_fraction * task_steps
+    if task_step <= start:
+        return 0.0
+    span = task_steps - start
+    level = min(levels - 1, int((task_step - start) / span * levels))
+    return kappa_max * level / (levels - 1)
+
+
+@register
+class CoDyRA(Method):
+    name = "codyra"
+    label = "CoDyRA"
+    paper = "Lu et al., arXiv 2412.01004 (Findings of EMNLP 2026); code Artificer-AI-Lab/CoDyRA"
+    summary = ("LoRA with a gate per rank-one component, soft-thresholded after every step on a rising "
+               "staircase, so each module keeps only the components the task needs; merged per task.")
+    equation = (r"\Delta W = B\,\mathrm{diag}(w)\,A,\quad w \leftarrow \mathrm{sign}(w)\max(|w|-\kappa_t, 0)"
+                r"\ \text{after each step}")
+    Config = CoDyRAConfig
+    default_lr = 5e-3
+
+    def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
+        check_rank(self.name, self.config.rank, shapes)
+
+    def before_task(self, ctx: TaskContext) -> None:
+        self.kappa = 0.0
+        for layer in self.layers.values():
+            branch = GatedBranch(layer.in_features, layer.out_features, self.config.rank)
+            branch.reset(ctx.generator)
+            layer.add_branch(branch)
+
+    def make_optimizer(self, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, self.config.beta2))
+
+    def after_step(self, ctx: StepContext) -> None:
+        c = self.config
+        self.kappa = threshold(ctx.task_step, ctx.task.steps, c.kappa_max, c.dense_fraction, c.levels)
+        if self.kappa > 0:
+            for layer in self.layers.values():
+                layer.branches[-1].proximal(self.kappa)
+
+    @torch.no_grad()
+    def after_task(self, ctx: TaskContext) -> None:
+        """Drop the zeroed components, merge the rest (factored) and remove the adapter."""
+        for layer in self.layers.values():
+            branch = layer.branches[-1]
+            keep = branch.active()
+            factors = LowRank((branch.lora_B * branch.gate)[:, keep].clone(), branch.lora_A[keep].clone())
+            layer.add_to_weight(factors.B @ factors.A, factors)
+            del layer.branches[-1]
+
+    # -- read-outs ------------------------------------------------------------------------------
+    def current(self):
+        return {name: layer.branches[-1] for name, layer in self.layers.items() if len(layer.branches)}
+
+    def scalars(self) -> dict[str, float]:
+        gates = [b.gate.detach().abs() for b in self.current().values()]
+        out = {"codyra_threshold": float(getattr(self, "kappa", 0.0))}
+        if gates:
+            g = torch.cat(gates)
+            total = sum(b.rank for b in self.current().values())
+            out["active_rank_share"] = float((g > 0).sum()) / total
+            for q in (0.1, 0.5, 0.9):
+                out[f"gate_abs_p{int(q * 100)}"] = float(torch.quantile(g, q))
+        return out
+
+    def module_scalars(self) -> dict[str, dict[str, float]]:
+        cur = self.current()
+        return {"active_rank": {n: float(b.active().sum()) for n, b in cur.items()},
+                "gate_abs_mean": {n: float(b.gate.detach().abs().mean()) for n, b in cur.items()},
+                "task_update_norm": {n: float(b.delta_weight(None).detach().norm()) for n, b in cur.items()}}
+
+    def extra_state(self) -> dict:
+        return {"kappa": float(getattr(self, "kappa", 0.0))}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.kappa = float(state.get("kappa", 0.0))
