@@ -28,6 +28,12 @@ GRID = {
     "adalora": [5e-3, 2e-2, 5e-2],
     "wegeft": [5e-3, 2e-2],
     "loretta": [5e-3, 2e-2],
+    "codyra": [2e-3, 5e-3, 1e-2],
+    "eblora": [1e-3, 5e-3, 2e-2],
+    "slice": [1e-3, 5e-3],
+    "olora": [2e-3, 5e-3, 2e-2],
+    "inflora": [2e-3, 5e-3, 1e-2, 2e-2],
+    "sdlora": [2e-3, 5e-3, 2e-2],
 }
 
 
@@ -62,6 +68,11 @@ def main() -> None:
         rows = list(pool.map(one, jobs))
     for r in rows:
         print(json.dumps(r))
+    # keep the rows of methods not re-run this time (one results file for the whole grid)
+    old = Path(__file__).resolve().parent / "results" / "method_default_lr.json"
+    if old.exists():
+        fresh = {(r["method"], r["lr"]) for r in rows}
+        rows = [r for r in json.loads(old.read_text()).get("rows", []) if (r["method"], r["lr"]) not in fresh] + rows
     save("method_default_lr", {"what": "default digits-rotate (5 x 300 steps, seed 0) per method and lr",
                                "command": " ".join(["python", "bench/method_default_lr.py", *sys.argv[1:]]),
                                "rows": rows})
