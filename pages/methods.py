@@ -16,7 +16,8 @@ order = ["lora", "full"] + sorted(n for n in REGISTRY if n not in ("lora", "full
 for name in order:
     cls = REGISTRY[name]
     with st.container(border=True):
-        title = f"### {cls.label}" + (" · reconstruction" if cls.reconstruction else "")
+        marked = cls.reconstruction and "reconstruction" not in cls.label.lower()
+        title = f"### {cls.label}" + (" · reconstruction" if marked else "")
         st.markdown(title + f"  \n`--method {name}`")
         st.markdown(cls.summary)
         if cls.equation:
@@ -30,7 +31,19 @@ for name in order:
                                         "default from": r.get("source") or ""} for r in rows]), hide_index=True)
         facts = [f"default learning rate {cls.default_lr:g}"]
         if cls.policies:
-            facts.append("task-boundary policy: " + ", ".join(f"**{p}** ({POLICIES[p]})" for p in cls.policies) +
+            facts.append("task-boundary policy: " + ", ".join(f"**{p}** ({cls.policy_notes.get(p, POLICIES[p])})"
+                                                              for p in cls.policies) +
                          f"; default {cls.policies[0]}")
         facts.append("trains every backbone weight" if cls.trains_backbone else "trains only its adapters")
         st.markdown("  \n".join(facts))
+
+with st.container(border=True):
+    st.markdown("### Replay and EWC · for any method")
+    st.markdown("Run options rather than methods, so they combine with every method above (Launch → "
+                "*Replay and EWC*; `--replay`, `--ewc-lambda` on the command line). **Replay** keeps a buffer of "
+                "finished tasks' examples and adds the loss of one replayed batch to every step (Chaudhry et al., "
+                "arXiv 1902.10486). **EWC** anchors the parameters that train with the diagonal Fisher of each "
+                "task (Kirkpatrick et al., arXiv 1612.00796; online EWC, arXiv 1805.06370).")
+    st.latex(r"L = L_t + L(\text{replay batch}) + \frac{\lambda}{2}\sum_i F_i\,(\theta_i - \theta^*_i)^2")
+    st.caption("With the merge policy an adapter's earlier tasks live in the frozen weight, so EWC has nothing "
+               "to anchor; use it with the single policy or with full fine-tuning.")

@@ -135,7 +135,9 @@ def test_methods_page_has_a_card_per_registered_method(seeded_store, monkeypatch
     text = " ".join(e.value for e in at.markdown)
     for cls in REGISTRY.values():
         assert cls.label in text
-    assert len(at.latex) == sum(1 for c in REGISTRY.values() if c.equation)
+    # one equation per method that has one, and the replay / EWC card's
+    assert len(at.latex) == sum(1 for c in REGISTRY.values() if c.equation) + 1
+    assert "Replay and EWC" in text and "SLICE (reconstruction) · reconstruction" not in text
 
 
 def test_launch_form_shows_errors_next_to_the_field_and_launches_nothing(tmp_path, monkeypatch):
@@ -167,6 +169,23 @@ def test_launch_form_launches_once_on_a_double_click(tmp_path, monkeypatch):
         time.sleep(0.3)
     assert [r["status"] for r in store.runs()] == ["finished", "finished"]
     assert store.runs()[0]["config"]["steps_per_task"] == 5
+
+
+def test_launch_form_passes_replay_and_ewc_to_every_run(tmp_path, monkeypatch):
+    import cldash.launch as launch_module
+
+    monkeypatch.setattr(launch_module, "schedule", lambda store: [])   # store the runs, start none
+    db = tmp_path / "aids.db"
+    at = app(db, monkeypatch, "pages/launch.py")
+    at.multiselect(key="launch-methods").select("codyra")
+    at.run()
+    at.number_input(key="run-replay").set_value(120)
+    at.text_input(key="run-ewc_lambda").set_value("50")
+    at.button(key="launch-button").click().run()
+    runs = Store(str(db)).runs()
+    assert sorted(r["method"] for r in runs) == ["codyra", "lora"]
+    assert all(r["config"]["replay"] == 120 and r["config"]["ewc_lambda"] == 50.0 for r in runs)
+    assert all("replay 120" in r["name"] and "EWC 50" in r["name"] for r in runs)
 
 
 def test_empty_store_welcomes_and_launches_the_demo(tmp_path, monkeypatch):
