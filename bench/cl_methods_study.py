@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, machine  # noqa: E402
+from common import OUT, machine, mean_sd  # noqa: E402
 
 # label, method, method options, policy, run options (replay / EWC)
 ROWS = [
@@ -82,12 +82,6 @@ def one(job: dict) -> dict:
             "update_norm": statistics.fmean(m["frobenius"] for m in measures),
             "erank": statistics.fmean(m["erank"] for m in measures),
             "conflict_cos": conflicts, "seconds": time.perf_counter() - start}
-
-
-def mean_sd(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.3f} ± {sd:.3f}"
 
 
 def table(rows: list[dict], setting: str, labels: list[str]) -> tuple[str, dict]:

@@ -48,3 +48,12 @@ def save(name: str, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2))
     print(json.dumps(payload, indent=2))
     return path
+
+
+def mean_sd(values: list[float]) -> str:
+    """'mean ± sd' of a list (sd 0 for a single value), three decimals."""
+    import statistics
+
+    m = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{m:.3f} ± {sd:.3f}"

@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, machine  # noqa: E402
+from common import OUT, machine, mean_sd  # noqa: E402
 
 COMPARATORS = [
     ("full fine-tuning", "full", {}),
@@ -68,12 +68,6 @@ def one(job: tuple[str, str, dict, int, int]) -> dict:
     return {"label": label, "method": method, "options": options, "policy": policy, "seed": seed,
             "R": R, "general": general, "summary": summary, "erank": statistics.fmean(eranks),
             "trainable_parameters": params[0], "steps": steps, "seconds": time.perf_counter() - start}
-
-
-def mean_sd(values: list[float]) -> str:
-    m = statistics.fmean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.3f} ± {sd:.3f}"
 
 
 def table(rows: list[dict]) -> tuple[str, dict]:

@@ -145,3 +145,21 @@ def cached(name: str, key_payload: dict, build: Callable[[], dict]) -> tuple[dic
                 torch.save(payload, tmp)
                 os.replace(tmp, path)
     return torch.load(path, map_location="cpu", weights_only=True), path
+
+
+def load_pretrained(name: str, options, recipe: str, pretrain: Callable, build_net: Callable):
+    """A pre-trained in-project backbone: its network built from `options` with the cached weights
+    (pre-trained by ``pretrain(options)`` on first use). Returns (net in eval mode, meta, cache path).
+    The cache key is the options, the training recipe's name and transformers' major version."""
+    import dataclasses
+
+    import transformers
+
+    key = {"options": dataclasses.asdict(options), "recipe": recipe,
+           "transformers": transformers.__version__.split(".")[0]}
+    payload, path = cached(name, key, lambda: pretrain(options))
+    net = build_net(options)
+    net.load_state_dict(payload["state_dict"])
+    net.eval()
+    return net, payload["meta"], path
+

@@ -17,11 +17,11 @@ cache file holds the numbers of the copy in use.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from cldash.backbones.base import Backbone, cached
+from cldash.backbones.base import Backbone, load_pretrained
 from cldash.errors import ConfigError
 from cldash.options import option
 
@@ -118,14 +118,7 @@ def pretrain(o: GPT2TinyOptions) -> dict:
 
 
 def load(o: GPT2TinyOptions) -> Backbone:
-    import transformers
-
-    key = {"options": asdict(o), "recipe": "adamw-onecycle-clip1-pool6000-trim-v2",
-           "transformers": transformers.__version__.split(".")[0]}
-    payload, path = cached("gpt2-tiny", key, lambda: pretrain(o))
-    net = build_net(o)
-    net.load_state_dict(payload["state_dict"])
-    net.eval()
+    net, meta, path = load_pretrained("gpt2-tiny", o, "adamw-onecycle-clip1-pool6000-trim-v2", pretrain, build_net)
     return Backbone(name="gpt2-tiny", net=net, kind="causal-lm", default_targets=list(GPT2_TARGETS),
                     hidden_size=o.n_embd, num_labels=net.config.vocab_size, features=_features, logits=_logits,
-                    info={**payload["meta"], "cache_file": str(path)}, head_modules=("lm_head",))
+                    info={**meta, "cache_file": str(path)}, head_modules=("lm_head",))

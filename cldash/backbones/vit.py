@@ -11,12 +11,12 @@ weights for the same key. About 8 s on 2 CPU cores; about 95 % test accuracy.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from cldash.backbones.base import Backbone, cached
+from cldash.backbones.base import Backbone, load_pretrained
 from cldash.errors import ConfigError
 from cldash.options import option
 
@@ -96,14 +96,7 @@ def pretrain(o: ViTTinyOptions) -> dict:
 
 
 def load(o: ViTTinyOptions) -> Backbone:
-    import transformers
-
-    key = {"options": asdict(o), "recipe": "adamw-onecycle-b64-v1",
-           "transformers": transformers.__version__.split(".")[0]}
-    payload, path = cached("vit-tiny", key, lambda: pretrain(o))
-    net = build_net(o)
-    net.load_state_dict(payload["state_dict"])
-    net.eval()
+    net, meta, path = load_pretrained("vit-tiny", o, "adamw-onecycle-b64-v1", pretrain, build_net)
     return Backbone(name="vit-tiny", net=net, kind="image-classification", default_targets=list(VIT_TARGETS),
                     hidden_size=o.hidden_size, num_labels=10, features=_features, logits=_logits,
-                    info={**payload["meta"], "cache_file": str(path)})
+                    info={**meta, "cache_file": str(path)})
