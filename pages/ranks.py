@@ -21,9 +21,13 @@ c1, c2 = st.columns([2, 1])
 run_id = c1.selectbox("run", list(labels), index=len(labels) - 1, format_func=labels.get)
 run = next(r for r in runs if r["id"] == run_id)
 names = store.scalar_names(run_id)
-own = [n for n in names[names.per_module].name if "rank" in n] if len(names) else []
+# rank histories a method logs itself: active ranks (AdaLoRA, CoDyRA), the protected basis F (EBLoRA),
+# the DualGPM memory (InfLoRA), the stored directions (SD-LoRA), the frozen pairs' rank (O-LoRA)
+RANK_LIKE = ("memory_dim", "directions")
+own = [n for n in names[names.per_module].name if "rank" in n or n in RANK_LIKE] if len(names) else []
 source = c2.selectbox("rank", [*own, "numerical rank of the update"],
-                      help="A method's own active rank (e.g. AdaLoRA, CoDyRA) when it logs one; otherwise the "
+                      help="A method's own rank history when it logs one (AdaLoRA's and CoDyRA's active rank, EBLoRA's "
+                           "F_rank, InfLoRA's memory_dim, SD-LoRA's directions); otherwise the "
                            "number of singular values of the update above the numerical tolerance.")
 modules = store.modules(run_id)
 
