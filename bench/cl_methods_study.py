@@ -41,6 +41,7 @@ ROWS = [
     ("LoRA-GA (merge)", "loraga", {}, "merge", {}),
     ("CoDyRA", "codyra", {}, None, {}),
     ("EBLoRA", "eblora", {}, None, {}),
+    ("EBLoRA without F (energy 1e-6)", "eblora", {"energy": 1e-6}, None, {}),
     ("SLICE (merge)", "slice", {}, "merge", {}),
     ("O-LoRA", "olora", {}, None, {}),
     ("InfLoRA", "inflora", {}, None, {}),
@@ -114,6 +115,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--render", action="store_true", help="only re-render the tables from cl_methods_study.json")
+    p.add_argument("--only", default="", help="run only these row labels (separated by ;) and merge them into the "
+                                              "saved runs")
     args = p.parse_args()
     if args.render:
         saved = json.loads((OUT / "cl_methods_study.json").read_text())
@@ -124,7 +127,9 @@ def main() -> None:
         from cldash.orders import measure
 
         seeds = [int(s) for s in args.seeds.split(",")]
-        order = measure({"stream": "digits-rotate"})
+        only = [x.strip() for x in args.only.split(";") if x.strip()]
+        saved = json.loads((OUT / "cl_methods_study.json").read_text()) if only else None
+        order = saved["adversarial"] if only else measure({"stream": "digits-rotate"})
         jobs = [{"label": label, "method": m, "options": o, "policy": pol, "run": run, "stream": stream,
                  "stream_options": {}, "setting": stream, "seed": s, "steps": args.steps}
                 for stream in STREAMS for label, m, o, pol, run in ROWS for s in seeds]
@@ -132,11 +137,17 @@ def main() -> None:
                   "stream_options": order["ordered_options"], "setting": "digits-rotate (adversarial order)",
                   "seed": s, "steps": args.steps}
                  for label, m, o, pol, run in ROWS if label in ADVERSARIAL for s in seeds]
+        if only:
+            jobs = [j for j in jobs if j["label"] in only]
         start = time.perf_counter()
         with ProcessPoolExecutor(args.workers) as pool:
             rows = list(pool.map(one, jobs))
         wall = time.perf_counter() - start
         command = " ".join(["python", "bench/cl_methods_study.py", *sys.argv[1:]])
+        if only:   # merged into the saved study: keep its command and wall time, add this one's
+            rows = [r for r in saved["runs"] if r["label"] not in only] + rows
+            command = f"{saved['command']}; then {command}"
+            wall += saved["wall_seconds"]
         where = f"{machine().split(', threads')[0]}, {args.workers} worker processes of 1 thread"
     labels = [r[0] for r in ROWS]
     blocks, means = [], {}
