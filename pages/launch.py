@@ -14,7 +14,7 @@ from cldash.errors import ConfigError
 from cldash.launch import launch
 from cldash.methods import POLICIES, REGISTRY
 from cldash.options import describe
-from cldash.streams import STREAMS
+from cldash.streams import STREAMS, get_stream
 from pages.shared import get_store, option_widget, set_selected, through_app
 
 through_app()
@@ -59,18 +59,47 @@ def method_label(name: str) -> str:
 names = ["lora", "full"] + sorted(n for n in REGISTRY if n not in ("lora", "full"))
 methods = with_slot("method", lambda: st.multiselect("Methods", names, default=["lora"], format_func=method_label, key="launch-methods",
                                                       help="Every method picked runs once per seed, side by side."))
+HF = "hf:"   # the choice that opens a field for Hugging Face data sets / models
+
+
+def hf_spec(text: str) -> str:
+    text = text.strip()
+    return text if text.startswith(HF) else HF + text
+
+
 c1, c2, c3 = st.columns(3)
 with c1:
-    stream = with_slot("stream", lambda: st.selectbox("Stream", list(STREAMS), format_func=lambda n: STREAMS[n].label,
-                                                      help="The sequence of tasks."))
-scls = STREAMS[stream]
-st.caption(scls.summary)
+    stream = with_slot("stream", lambda: st.selectbox(
+        "Stream", [*STREAMS, HF], format_func=lambda n: STREAMS[n].label if n in STREAMS else
+        "Hugging Face data sets (hf:…)", help="The sequence of tasks.", key="launch-stream"))
+    if stream == HF:
+        stream = hf_spec(st.text_input("data sets", placeholder="hf:tasks/a.csv,tasks/b.csv or hf:user/dataset",
+                                       key="launch-hf-stream", help="CSV / JSON / Parquet files (one per task), a "
+                                       "saved data set folder or a Hub name; map the columns in the stream options."))
+        slots["stream"] = st.empty()
+stream_error = None
+try:
+    scls = get_stream(stream)
+except ConfigError as exc:   # an empty or missing hf: source: said under the field, nothing else to show
+    scls, stream_error = None, str(exc)
+if scls is not None:
+    st.caption(scls.summary)
 with c2:
-    fitting = [n for n, e in BACKBONES.items() if e.kind in scls.backbone_kinds]
-    backbone = with_slot("backbone", lambda: st.selectbox("Backbone", fitting, format_func=lambda n: BACKBONES[n].label))
+    kinds = scls.backbone_kinds if scls is not None else ()
+    fitting = [n for n, e in BACKBONES.items() if e.kind in kinds]
+    backbone = with_slot("backbone", lambda: st.selectbox(
+        "Backbone", [*fitting, HF], format_func=lambda n: BACKBONES[n].label if n in BACKBONES else
+        "Hugging Face model (hf:…)", key="launch-backbone"))
+    if backbone == HF:
+        backbone = hf_spec(st.text_input("model", placeholder="hf:gpt2 or hf:path/to/model", key="launch-hf-backbone",
+                                         help="A causal LM, text or image classifier; loaded with "
+                                              "trust_remote_code=False (offline: a local folder or a cached name)."))
+        slots["backbone"] = st.empty()
 with c3:
     seeds_text = with_slot("seeds", lambda: st.text_input("Seeds", "0", help="Comma-separated (0, 1, 2) or a range "
                                                                             "(0-2); one run per method and seed."))
+if stream_error and stream != HF:
+    slots["stream"].error(stream_error)
 
 rows = {r["name"]: r for r in describe(RunConfig)}
 run_values = {}
@@ -113,7 +142,7 @@ with st.expander("Replay and EWC (for any method)", expanded=False):
             run_values[name] = with_slot(name, lambda n=name: option_widget(rows[n], f"run-{n}"))
 
 stream_values = {}
-srows = describe(scls.Options)
+srows = describe(scls.Options) if scls is not None else []
 if srows:
     with st.expander(f"{scls.label} options", expanded=False):
         for row in srows:
@@ -138,14 +167,23 @@ for name in methods:
 
 backbone_values = {}
 with st.expander(f"Backbone options ({backbone}, advanced)"):
-    st.caption("Changing these pre-trains a new backbone on first use (cached afterwards).")
-    for row in describe(BACKBONES[backbone].Options):
+    if backbone.startswith(HF):
+        from cldash.backbones.hf import HFOptions
+
+        backbone_options_cls = HFOptions
+        st.caption("Options for loading the Hugging Face model.")
+    else:
+        backbone_options_cls = BACKBONES[backbone].Options
+        st.caption("Changing these pre-trains a new backbone on first use (cached afterwards).")
+    for row in describe(backbone_options_cls):
         backbone_values[row["name"]] = with_slot(f"{backbone}.{row['name']}",
                                                  lambda r=row: option_widget(r, f"bb-{backbone}-{r['name']}"))
 
 clicked = st.button("🚀 Launch", type="primary", disabled=not methods, key="launch-button")
 if clicked:
     errors: dict[str, str] = {}
+    if stream_error:
+        errors["stream"] = stream_error
     configs = []
     try:
         seeds = parse_seeds(seeds_text)

@@ -256,4 +256,4 @@ def test_launch_form_offers_the_skills_stream_on_the_tiny_gpt2(tmp_path, monkeyp
     at.selectbox(key=[s.key for s in at.selectbox if s.label == "Stream"][0]).select("skills").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     backbone = [s for s in at.selectbox if s.label == "Backbone"][0]
-    assert backbone.options == ["Tiny GPT-2 (generated skills, 2 layers, width 64)"]
+    assert backbone.options == ["Tiny GPT-2 (generated skills, 2 layers, width 64)", "Hugging Face model (hf:…)"]

@@ -166,3 +166,26 @@ def test_adversarial_order_on_an_hf_stream(hf_dir, tmp_path):
                  "--backbone", f"hf:{hf_dir / 'lm'}", "--batches", "1", "--batch-size", "8"]) == 0
     (o,) = Store(db).orders()
     assert o["tasks"] == ["succ", "pred"] and sorted(o["ordered_options"]["tasks"]) == ["pred", "succ"]
+
+
+def test_launch_page_launches_a_run_on_local_hf_files_and_model(hf_dir, tmp_path, monkeypatch):
+    """The Launch page takes hf: data sets and an hf: model; a bad source is one sentence under its field."""
+    import cldash.launch as launch_module
+    from test_app import app
+
+    monkeypatch.setattr(launch_module, "schedule", lambda store: [])   # store the runs, start none
+    db = tmp_path / "hf.db"
+    at = app(db, monkeypatch, "pages/launch.py")
+    at.selectbox(key="launch-stream").set_value("hf:").run()
+    at.text_input(key="launch-hf-stream").set_value(str(hf_dir / "missing.csv")).run()
+    at.button(key="launch-button").click().run()
+    assert any("does not exist" in e.value for e in at.error), [e.value for e in at.error]
+    assert Store(str(db)).runs() == []
+    at.text_input(key="launch-hf-stream").set_value(f"{hf_dir / 'succ.csv'},{hf_dir / 'pred.csv'}").run()
+    at.selectbox(key="launch-backbone").set_value("hf:").run()
+    at.text_input(key="launch-hf-backbone").set_value(str(hf_dir / "lm")).run()
+    at.button(key="launch-button").click().run()
+    assert not at.error, [e.value for e in at.error]
+    (run,) = Store(str(db)).runs()
+    assert run["config"]["backbone"] == f"hf:{hf_dir / 'lm'}"
+    assert run["config"]["stream"] == f"hf:{hf_dir / 'succ.csv'},{hf_dir / 'pred.csv'}"
