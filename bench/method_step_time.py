@@ -6,9 +6,11 @@ task loss plus the method's extra loss, backward, AdamW step and the method's af
 (AdaLoRA's importance update and masking, for instance). Rounds alternate the order of the
 methods, so drift and the noise of a shared machine hit all of them alike; the ratio is of the
 medians (method / LoRA; above 1 means slower). LoRA-GA's gradient estimation and PiSSA's SVD
-happen once per task (before_task) and are timed separately.
+happen once per task (before_task) and are timed separately. ``--task N`` first takes every method
+through N - 1 short tasks (a few steps each and the task boundary), so the methods that keep one
+frozen branch per finished task (O-LoRA, SD-LoRA) are timed with them.
 
-    python bench/method_step_time.py [--steps 30] [--rounds 11] [--threads 1] [--device cpu]
+    python bench/method_step_time.py [--steps 30] [--rounds 11] [--threads 1] [--device cpu] [--task 1]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (0: PyTorch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--task", type=int, default=1, help="time the steps of this task (after task - 1 short ones)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,7 +68,21 @@ def main() -> None:
         method.attach(net, match_targets(net, VIT_TARGETS))
         net.to(device)
         loss_fn = (lambda b, net=net: F.cross_entropy(net(pixel_values=b[0]).logits, b[1]))
-        ctx = TaskContext(1, 1, "bench", 10**9, net, loss_fn, batch_fn, torch.Generator().manual_seed(0), device)
+        gen = torch.Generator().manual_seed(0)
+        for k in range(1, args.task):   # earlier tasks: a few steps each, then the boundary
+            done = TaskContext(k, args.task, f"bench {k}", 5, net, loss_fn, batch_fn, gen, device)
+            method.before_task(done)
+            opt = method.make_optimizer(method.trainable_parameters(), cls.default_lr, 0.0)
+            for s, batch in enumerate(batch_fn(5, args.batch), start=1):
+                total = loss_fn(batch)
+                extra = method.extra_loss(StepContext(s, s, done))
+                total = total if extra is None else total + extra
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                method.after_step(StepContext(s, s, done))
+            method.after_task(done)
+        ctx = TaskContext(args.task, args.task, "bench", 10**9, net, loss_fn, batch_fn, gen, device)
         start = time.perf_counter()
         method.before_task(ctx)
         setup_s[name] = time.perf_counter() - start
@@ -96,9 +113,9 @@ def main() -> None:
     for k, r in rows.items():
         print(f"{k:<8} {r['ms_per_step']:8.2f} ms/step  x{r['ratio_to_lora']:.2f}  {r['trainable_parameters']:>7} params"
               f"  before_task {r['before_task_ms']:.0f} ms")
-    save(f"method_step_time_{device.type}", {
+    save(f"method_step_time_{device.type}" + (f"_task{args.task}" if args.task > 1 else ""), {
         "what": f"tiny ViT, 12 linears, default options, batch {args.batch}, loss + extra loss + backward + AdamW + "
-                "after_step", "command": " ".join(["python", "bench/method_step_time.py", *sys.argv[1:]]),
+                f"after_step, steps of task {args.task}", "command": " ".join(["python", "bench/method_step_time.py", *sys.argv[1:]]),
         "rounds": args.rounds, "steps_per_round": args.steps, "methods": rows})
 
 
