@@ -41,11 +41,9 @@ def _add_options(parser: argparse.ArgumentParser, rows: list[dict], dest_prefix:
 
 
 def _run_parser(method: str, stream: str, backbone: str | None) -> argparse.ArgumentParser:
-    from cldash.backbones import get_backbone
     from cldash.config import RunConfig
     from cldash.methods import get_method
     from cldash.options import describe
-    from cldash.streams import get_stream
 
     p = argparse.ArgumentParser(prog="cldash run", description="Train a backbone through a task stream with one "
                                 "method and store everything (accuracy matrix, losses, spectra).")
@@ -59,12 +57,22 @@ def _run_parser(method: str, stream: str, backbone: str | None) -> argparse.Argu
     _add_options(p.add_argument_group("run"), run_rows, "run", taken=taken)
     mcls = get_method(method)
     _add_options(p.add_argument_group(f"{method} options"), describe(mcls.Config), "method", taken=taken)
+    _add_stream_and_backbone_options(p, stream, backbone, taken)
+    return p
+
+
+def _add_stream_and_backbone_options(p: argparse.ArgumentParser, stream: str, backbone: str | None,
+                                     taken: set[str]) -> None:
+    """The stream's options (--stream-...) and its backbone's (--backbone-...) as argument groups."""
+    from cldash.backbones import get_backbone
+    from cldash.options import describe
+    from cldash.streams import get_stream
+
     scls = get_stream(stream)
     _add_options(p.add_argument_group(f"{stream} options"), describe(scls.Options), "stream", "stream-", taken)
     entry = get_backbone(backbone or scls.default_backbone)
     _add_options(p.add_argument_group(f"{entry.name} options"), describe(entry.Options), "backbone",
                  "backbone-", taken)
-    return p
 
 
 def _collect(ns: argparse.Namespace, base: dict) -> dict:
@@ -192,10 +200,6 @@ def cmd_run(args, rest: list[str]) -> int:
 
 
 def _order_parser(stream: str, backbone: str | None) -> argparse.ArgumentParser:
-    from cldash.backbones import get_backbone
-    from cldash.options import describe
-    from cldash.streams import get_stream
-
     p = argparse.ArgumentParser(prog="cldash order", description="Measure the gradient conflict (cosine of "
                                 "accumulated full-weight gradients per targeted module) between every pair of a "
                                 "stream's tasks on the pre-trained backbone, store it, and print the adversarial "
@@ -212,11 +216,7 @@ def _order_parser(stream: str, backbone: str | None) -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=None, metavar="ID", help="print one stored order")
     taken = {"--stream", "--backbone", "--targets", "--batches", "--batch-size", "--seed", "--method", "--list",
              "--show", "--help"}
-    scls = get_stream(stream)
-    _add_options(p.add_argument_group(f"{stream} options"), describe(scls.Options), "stream", "stream-", taken)
-    entry = get_backbone(backbone or scls.default_backbone)
-    _add_options(p.add_argument_group(f"{entry.name} options"), describe(entry.Options), "backbone",
-                 "backbone-", taken)
+    _add_stream_and_backbone_options(p, stream, backbone, taken)
     return p
 
 

@@ -36,6 +36,7 @@ from cldash.backbones import linear_modules, task_model
 from cldash.config import Resolved, check_against_model, resolve
 from cldash.errors import RunFailed, UserError
 from cldash.methods import StepContext, TaskContext
+from cldash.methods.layer import layer_index
 from cldash.rehearsal import EWC, ReplayBuffer, replay_loss
 from cldash.spectra import TOP_K, LowRank, Update, analyze, difference, pack, top_left_singular_vectors
 from cldash.store import Store
@@ -74,13 +75,6 @@ def versions() -> dict[str, str]:
 
     return {"cldash": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "scikit-learn": sklearn.__version__, "python": platform.python_version()}
-
-
-def _layer_index(name: str) -> int:
-    for part in name.split("."):
-        if part.isdigit():
-            return int(part)
-    return -1
 
 
 def _lr_lambda(schedule: str, warmup: int, steps: int) -> Callable[[int], float]:
@@ -148,7 +142,7 @@ class ContinualRun:
         tasks = [{"position": self.positions[id(t)], "name": t.name, "kind": t.kind,
                   "n_train": len(t.train) if t.train is not None else 0, "n_test": len(t.test)}
                  for t in self.tasks + self.stream.general]
-        modules = [{"name": n, "layer": _layer_index(n), "kind": n.rsplit(".", 1)[-1], "out_features": s[0],
+        modules = [{"name": n, "layer": layer_index(n), "kind": n.rsplit(".", 1)[-1], "out_features": s[0],
                     "in_features": s[1]} for n, s in self.targets.items()]
         return tasks, modules
 

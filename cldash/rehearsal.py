@@ -103,11 +103,12 @@ class ReplayBuffer:
         return idx[torch.stack(chosen)].sort().values
 
     def _reservoir(self, task: Task, n: int) -> None:
-        if task not in self.tasks:
+        known = [i for i, t in enumerate(self.tasks) if t is task]
+        if not known:
             self.tasks.append(task)
             self.index.append(torch.zeros(0, dtype=torch.long))
         slots: list[tuple[int, int]] = [(t, int(i)) for t, idx in enumerate(self.index) for i in idx]
-        k = self.tasks.index(task)
+        k = known[0] if known else len(self.tasks) - 1
         for i in range(n):
             self.seen += 1
             if len(slots) < self.capacity:

@@ -46,7 +46,7 @@ from torch import nn
 
 from cldash.errors import ConfigError
 from cldash.methods.base import Method, TaskContext, register
-from cldash.methods.layer import AdaptedLinear, Branch
+from cldash.methods.layer import AdaptedLinear, Branch, layer_index
 from cldash.methods.loraga import estimate_gradients
 from cldash.options import option
 from cldash.spectra import LowRank
@@ -171,13 +171,6 @@ class EBLoRAConfig:
     grad_batch_size: int = option(32, "examples per gradient-estimation batch", low=1, high=65_536)
 
 
-def layer_position(name: str) -> int:
-    for part in name.split("."):
-        if part.isdigit():
-            return int(part)
-    return 0
-
-
 @register
 class EBLoRA(Method):
     name = "eblora"
@@ -214,7 +207,7 @@ class EBLoRA(Method):
     def before_task(self, ctx: TaskContext) -> None:
         c = self.config
         grads = estimate_gradients(ctx.model, self.layers, ctx, c.grad_batches, c.grad_batch_size)
-        depth = max(layer_position(n) for n in self.layers) + 1
+        depth = max(layer_index(n, 0) for n in self.layers) + 1
         for name, layer in self.layers.items():
             G = grads[name].double()                                          # (out, in)
             C = orthonormal_complement(self.basis(name), layer.in_features, G)  # (in, in - p)
@@ -225,7 +218,7 @@ class EBLoRA(Method):
             branch = FlatBranch(layer.in_features, layer.out_features, c.rank, self.scale()).to(layer.w0)
             branch.lora_A.copy_(V.T)
             branch.lora_B.copy_(U)
-            ell = layer_position(name)
+            ell = layer_index(name, 0)
             branch.magnitude.fill_(-(c.init_a + c.init_b * ell / max(1, depth - 1)))
             layer.add_branch(branch)
 

@@ -193,6 +193,14 @@ class AdaptedLinear(nn.Module):
         return f"{self.name}: {self.out_features} x {self.in_features}, {len(self.branches)} branch(es)"
 
 
+def layer_index(name: str, default: int = -1) -> int:
+    """The block number in a module name ('vit.layers.1.attention.q_proj' -> 1), or `default`."""
+    for part in name.split("."):
+        if part.isdigit():
+            return int(part)
+    return default
+
+
 def adapted_layers(model: nn.Module) -> dict[str, AdaptedLinear]:
     return {m.name: m for m in model.modules() if isinstance(m, AdaptedLinear)}
 

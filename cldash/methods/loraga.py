@@ -144,13 +144,18 @@ class LoRAGA(LoRA):
 
     def add_branches(self, ctx: TaskContext) -> None:
         c = self.config
-        self.gradients = estimate_gradients(ctx.model, self.layers, ctx, c.grad_batches, c.grad_batch_size)
+        self.gradients = self.task_gradients(ctx)
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
             # the randomized SVD draws from the global generator: seed it from the run's
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=ctx.generator)))
             super().add_branches(ctx)
         self.gradient_energy = {name: top_energy(g, 2 * c.rank) for name, g in self.gradients.items()}
         del self.gradients
+
+    def task_gradients(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
+        """The gradient each layer's init comes from: the task loss's, estimated (SLICE reconciles it)."""
+        c = self.config
+        return estimate_gradients(ctx.model, self.layers, ctx, c.grad_batches, c.grad_batch_size)
 
     def new_branch(self, layer: AdaptedLinear, ctx: TaskContext) -> Branch:
         c = self.config

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from cldash.methods.base import TaskContext, register
-from cldash.methods.loraga import LoRAGA, LoRAGAConfig, estimate_gradients, top_energy
+from cldash.methods.loraga import LoRAGA, LoRAGAConfig, estimate_gradients
 from cldash.options import option
 
 SURGERY = ("current", "symmetric", "none")
@@ -91,15 +91,16 @@ class SLICE(LoRAGA):
     def replay_request(self) -> tuple[int, bool]:
         return self.config.memory, self.config.train_replay
 
-    def add_branches(self, ctx: TaskContext) -> None:
+    def task_gradients(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
+        """G* per layer: the task gradient reconciled with the replay gradient (the task gradient as it
+        is on the first task, or without a buffer: LoRA-GA)."""
         c = self.config
+        current = super().task_gradients(ctx)
         replay = ctx.extras.get("replay")
         self.conflict: dict[str, float] = {}
         self.grad_norm_ratio: dict[str, float] = {}
-        if replay is None:       # first task (or no buffer): LoRA-GA
-            super().add_branches(ctx)
-            return
-        current = estimate_gradients(ctx.model, self.layers, ctx, c.grad_batches, c.grad_batch_size)
+        if replay is None:
+            return current
         replayed = estimate_gradients(ctx.model, self.layers, replay, c.grad_batches, c.grad_batch_size)
         gradients = {}
         for name in self.layers:
@@ -108,13 +109,7 @@ class SLICE(LoRAGA):
             gradients[name] = reconcile(g_cur, g_rep, c.surgery, c.combine)
             n_cur = float(g_cur.norm())
             self.grad_norm_ratio[name] = float(gradients[name].norm()) / n_cur if n_cur > 0 else float("nan")
-        self.gradients = gradients
-        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=ctx.generator)))
-            for layer in self.layers.values():
-                layer.add_branch(self.new_branch(layer, ctx))
-        self.gradient_energy = {name: top_energy(g, 2 * c.rank) for name, g in gradients.items()}
-        del self.gradients
+        return gradients
 
     def module_scalars(self) -> dict[str, dict[str, float]]:
         out = super().module_scalars()
