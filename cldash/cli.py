@@ -493,6 +493,33 @@ def cmd_reconcile(args) -> int:
     return 0
 
 
+def cmd_db(args) -> int:
+    """`db current`: the store's schema revision against this cldash's; `db upgrade`: apply what is pending."""
+    from cldash import __version__, migrations
+    from cldash.store import Store
+
+    store = Store(args.db, migrate=False)
+    if args.action == "upgrade":
+        print(migrations.upgrade(store) or f"the run store {store.display} is at revision {migrations.HEAD}, "
+              f"the head of this cldash {__version__}; nothing to upgrade.")
+        return 0
+    at = migrations.current(store)
+    if not at["known"]:
+        pending = "none: the store is newer than this cldash; upgrade cldash (pip install -U cldash) to open it"
+    elif at["pending"]:
+        pending = ", ".join(at["pending"]) + ": `cldash db upgrade` (or any command) applies " + \
+            ("them" if len(at["pending"]) > 1 else "it") + (f", after copying the file to {at['backup']}"
+                                                             if at["backup"] else "")
+    else:
+        pending = "none"
+    print(f"store     {at['store']}")
+    print(f"revision  {at['revision'] or 'none (an empty database)'}")
+    print(f"head      {at['head']} (this cldash {__version__})")
+    print(f"cldash    {at['cldash'] + ' last created or upgraded it' if at['cldash'] else 'not recorded'}")
+    print(f"pending   {pending}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cldash", description="Continual low-rank adaptation, side by side.")
     p.add_argument("--db", default=None, help="run store: a path or a SQLAlchemy URL "
@@ -523,12 +550,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reconcile", help="mark runs whose process is gone as interrupted")
     sub.add_parser("order", help="measure gradient conflict between a stream's tasks and store the adversarial order "
                    "(cldash order --stream skills --help)", add_help=False)
+    d = sub.add_parser("db", help="the store's schema: `db current` shows its revision, `db upgrade` applies "
+                       "pending upgrades (any command applies them on opening the store)")
+    d.add_argument("action", choices=("current", "upgrade"))
     return p
 
 
 COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export": cmd_export,
             "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
-            "reconcile": cmd_reconcile}
+            "reconcile": cmd_reconcile, "db": cmd_db}
 
 
 def _command_index(argv: list[str]) -> int | None:

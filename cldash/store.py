@@ -10,9 +10,11 @@ final metrics), ``tasks`` (positions 1..T for the stream, <= 0 for general tasks
 (adapted layers), ``evaluations`` (step, trained-through task i, evaluated task j, metric,
 value; ``final`` marks the rows of the accuracy matrix R, the others are "anytime" scores),
 ``scalars`` (loss, lr, method scalars, per module where it applies), ``spectra`` (per
-module and kind, singular values as a float32 blob plus the shape measures) and ``orders``
-(gradient-conflict matrices and adversarial task orders, cldash.orders; `create_all` adds the
-table to a store made before it existed).
+module and kind, singular values as a float32 blob plus the shape measures), ``orders``
+(gradient-conflict matrices and adversarial task orders, cldash.orders) and ``meta``.
+
+The schema is versioned with Alembic (cldash.migrations): a change to these models is also a
+new revision there, and opening an older store upgrades it (a SQLite file is backed up first).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -30,14 +33,14 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 from sqlalchemy import (Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, create_engine,
-                        delete, event, func, insert, select, update)
+                        delete, event, func, insert, make_url, select, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from cldash import migrations
 from cldash.errors import UserError
 
-SCHEMA_VERSION = 1
 ACTIVE = ("queued", "running")
 ENDED = ("finished", "failed", "interrupted", "cancelled")
 
@@ -75,6 +78,7 @@ class Run(Base):
     started_at: Mapped[float | None] = mapped_column(Float)
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
+    weights: Mapped[str | None] = mapped_column(Text)    # JSON: the backbone weights used (revision 0002)
 
 
 class TaskRow(Base):
@@ -183,20 +187,37 @@ def to_url(db: str | os.PathLike | None) -> str:
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")     # wait for a writer instead of failing
-    cur.execute("PRAGMA journal_mode=WAL")       # readers never block the writers
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")   # readers never block the writers
+    except sqlite3.OperationalError as exc:      # a read-only file can still be read as it is
+        if "readonly" not in str(exc):
+            raise
     cur.execute("PRAGMA synchronous=NORMAL")     # safe with WAL, much faster than FULL
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
+@functools.lru_cache(maxsize=64)
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, ``sqlite:///file:PATH?mode=ro&uri=true`` included; None for an
+    in-memory database or another kind of database."""
+    if not url.startswith("sqlite"):
+        return None
+    parsed = make_url(url)
+    path = parsed.database or ""
+    if parsed.query.get("uri") in ("true", "1") and path.startswith("file:"):
+        path = path[len("file:"):]
+        if parsed.query.get("mode") == "memory":
+            return None
+    return Path(path) if path and path != ":memory:" else None
+
+
 @functools.lru_cache(maxsize=16)
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            parent = Path(path).parent
-            if not parent.is_dir():
-                raise UserError(f"cannot open the run store {path}: the folder {parent} does not exist.")
+        path = sqlite_path(url)
+        if path is not None and not path.parent.is_dir():
+            raise UserError(f"cannot open the run store {path}: the folder {path.parent} does not exist.")
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
@@ -216,13 +237,13 @@ def _nan_to_none(v: float | None) -> float | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
 
-_READY: set = set()   # stores whose schema this process has already created or checked
+_READY: set = set()   # stores this process has already found at the head revision
 
 
 def _schema_token(url: str):
-    """A SQLite file deleted and re-created gets its schema again (its inode changes)."""
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
+    """A SQLite file deleted and re-created is checked again (its inode changes)."""
+    path = sqlite_path(url)
+    if path is not None:
         try:
             return url, os.stat(path).st_ino
         except OSError:
@@ -231,18 +252,18 @@ def _schema_token(url: str):
 
 
 class Store:
-    """One run store (database). Cheap to create: engines are cached per URL."""
+    """One run store (database). Cheap to create: engines are cached per URL, and a store found at
+    the head revision once is not checked again in this process.
 
-    def __init__(self, db: str | os.PathLike | None = None):
+    Opening applies pending schema upgrades (cldash.migrations); ``migrate=False`` opens without
+    them, for `cldash db current` (reading a store at an older revision may then fail).
+    """
+
+    def __init__(self, db: str | os.PathLike | None = None, *, migrate: bool = True):
         self.url = to_url(db)
         try:
             self.engine = _engine(self.url)
-            token = _schema_token(self.url)
-            if token not in _READY:
-                Base.metadata.create_all(self.engine)
-                with self.engine.begin() as conn:
-                    if conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first() is None:
-                        conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            if _schema_token(self.url) not in _READY and migrations.ensure(self, migrate) == migrations.HEAD:
                 _READY.add(_schema_token(self.url))
         except UserError:
             raise
@@ -277,7 +298,7 @@ class Store:
             return result.inserted_primary_key[0]
 
     def update_run(self, run_id: int, **fields) -> None:
-        for key in ("versions", "summary"):
+        for key in ("versions", "summary", "weights"):
             if key in fields and not isinstance(fields[key], (str, type(None))):
                 fields[key] = _j(fields[key])
         with self.engine.begin() as conn:
@@ -323,8 +344,8 @@ class Store:
     def adapter_path(self, run_id: int) -> Path:
         """Where a finished run's final adapter state is kept (a small torch file, not in the database):
         next to an SQLite file (``runs.db`` -> ``runs.adapters/run-<id>.pt``), else in the cache."""
-        if self.url.startswith("sqlite:///") and not self.url.endswith(":memory:"):
-            db = Path(self.url[len("sqlite:///"):])
+        db = sqlite_path(self.url)
+        if db is not None:
             return db.with_name(db.stem + ".adapters") / f"run-{run_id}.pt"
         from cldash.backbones.base import cache_dir
 
@@ -529,8 +550,8 @@ def _order_dict(row) -> dict:
 
 def _run_dict(row) -> dict:
     d = dict(row)
-    for key in ("config", "versions", "summary"):
-        d[key] = json.loads(d[key]) if d.get(key) else ({} if key != "summary" else None)
+    for key in ("config", "versions", "summary", "weights"):
+        d[key] = json.loads(d[key]) if d.get(key) else ({} if key in ("config", "versions") else None)
     return d
 
 

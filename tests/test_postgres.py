@@ -14,8 +14,8 @@ URL = os.environ.get("CLDASH_TEST_POSTGRES")
 pytestmark = pytest.mark.skipif(not URL, reason="set CLDASH_TEST_POSTGRES to a PostgreSQL URL to run")
 
 
-@pytest.fixture(scope="module")
-def pg_url():
+def _fresh_database():
+    """A new, empty database on the server, dropped afterwards."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
     pytest.importorskip("psycopg")
     name = f"cldash_test_{uuid.uuid4().hex[:8]}"
@@ -30,6 +30,10 @@ def pg_url():
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.dispose()
+
+
+pg_url = pytest.fixture(scope="module")(_fresh_database)
+empty_pg_url = pytest.fixture(_fresh_database)
 
 
 def test_a_cli_run_into_postgres_reads_back_and_deletes(pg_url, capsys):
@@ -50,3 +54,90 @@ def test_a_cli_run_into_postgres_reads_back_and_deletes(pg_url, capsys):
     assert "trained_through" in capsys.readouterr().out
     store.delete_run(run["id"])
     assert all(n == 0 for n in count_rows(store, run["id"]).values())
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["at-0001", "made-before-migrations"])
+def test_upgrading_a_postgres_store_from_0001_keeps_its_runs(empty_pg_url, recorded, capsys):
+    from sqlalchemy import create_engine
+
+    from cldash import migrations
+    from cldash.store import Store
+
+    from test_migrations import alembic_upgrade, assert_run_kept, insert_run_at_0001
+
+    alembic_upgrade(empty_pg_url, "0001")
+    insert_run_at_0001(empty_pg_url)
+    if not recorded:   # as cldash 0.1.0 left a store: no alembic_version, meta says schema_version 1
+        engine = create_engine(empty_pg_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE alembic_version")
+            conn.exec_driver_sql("INSERT INTO meta VALUES ('schema_version', '1')")
+        engine.dispose()
+    store = Store(empty_pg_url, migrate=False)
+    assert migrations.current(store)["pending"] == ["0002"]
+    store = Store(empty_pg_url)
+    assert capsys.readouterr().err == f"upgraded the run store {store.display} from revision 0001 to " \
+                                      f"{migrations.HEAD} (cldash {migrations.__version__}).\n"
+    assert migrations.current(store) == {"store": store.display, "revision": migrations.HEAD, "head": migrations.HEAD,
+                                         "known": True, "pending": [], "cldash": migrations.__version__,
+                                         "backup": None}
+    assert_run_kept(store)
+
+
+def test_a_failed_postgres_upgrade_leaves_the_store_as_it_was(empty_pg_url, monkeypatch):
+    from sqlalchemy import create_engine, inspect
+
+    from cldash import migrations
+    from cldash.store import Store
+
+    from test_migrations import alembic_upgrade
+
+    alembic_upgrade(empty_pg_url, "0001")
+    real = migrations._alembic_upgrade
+
+    def upgrade_then_fail(conn, revision="head"):
+        real(conn, revision)
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(migrations, "_alembic_upgrade", upgrade_then_fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        Store(empty_pg_url)
+    engine = create_engine(empty_pg_url)
+    with engine.connect() as conn:
+        assert "weights" not in [c["name"] for c in inspect(conn).get_columns("runs")]
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+    engine.dispose()
+
+
+def test_a_postgres_upgrade_waits_for_the_one_under_way(empty_pg_url, capsys):
+    import threading
+    import time
+
+    from sqlalchemy import create_engine
+
+    from cldash import migrations
+    from cldash.store import Store
+
+    from test_migrations import alembic_upgrade
+
+    alembic_upgrade(empty_pg_url, "0001")
+    engine = create_engine(empty_pg_url)
+    with engine.connect() as holder:   # another process's upgrade, under way
+        holder.exec_driver_sql(f"SELECT pg_advisory_lock({migrations._PG_LOCK})")
+        opened = threading.Thread(target=Store, args=(empty_pg_url,))
+        opened.start()
+        deadline = time.time() + 30
+        while not holder.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                         "AND NOT granted").scalar():
+            assert time.time() < deadline and opened.is_alive(), "opening the store did not wait"
+            time.sleep(0.05)
+            holder.rollback()
+        with engine.begin() as other:   # it finished meanwhile: the waiting one must see that
+            migrations._alembic_upgrade(other)
+        holder.exec_driver_sql(f"SELECT pg_advisory_unlock({migrations._PG_LOCK})")
+        holder.commit()
+        opened.join(timeout=30)
+    engine.dispose()
+    assert not opened.is_alive()
+    assert capsys.readouterr().err == ""   # it found the store upgraded and did nothing
+    assert migrations.current(Store(empty_pg_url))["revision"] == migrations.HEAD

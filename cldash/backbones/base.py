@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from cldash.errors import ConfigError
+from cldash.locks import file_lock
 from cldash.methods.layer import is_linear, linear_shape
 
 
@@ -115,23 +115,6 @@ def cache_dir() -> Path:
 def cache_key(payload: dict) -> str:
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive lock so that two runs starting at once pre-train a backbone only once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX: no lock, atomic rename still holds
-            yield
-            return
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def cached(name: str, key_payload: dict, build: Callable[[], dict]) -> tuple[dict, Path]:

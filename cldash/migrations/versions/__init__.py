@@ -1,0 +1,1 @@
+# Alembic revisions of the run store, one file each (a package only so that the wheel ships them).
