@@ -186,8 +186,8 @@ def test_upgrade_from_0001_keeps_the_data_on_sqlite(tmp_path, capsys):
     assert_run_kept(store)
 
 
-def test_a_failed_upgrade_leaves_the_store_as_it_was(tmp_path, monkeypatch):
-    path = fixture_copy(tmp_path)
+def fail_after_upgrading(monkeypatch) -> None:
+    """Make the next upgrade fail once all its revisions have run, before it commits."""
     real = migrations._alembic_upgrade
 
     def upgrade_then_fail(conn, revision="head"):
@@ -195,6 +195,11 @@ def test_a_failed_upgrade_leaves_the_store_as_it_was(tmp_path, monkeypatch):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(migrations, "_alembic_upgrade", upgrade_then_fail)
+
+
+def test_a_failed_upgrade_leaves_the_store_as_it_was(tmp_path, monkeypatch):
+    path = fixture_copy(tmp_path)
+    fail_after_upgrading(monkeypatch)
     with pytest.raises(RuntimeError, match="disk on fire"):
         Store(str(path))
     with sqlite3.connect(path) as conn:   # the upgrade's DDL was rolled back with the rest

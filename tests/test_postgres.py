@@ -87,19 +87,12 @@ def test_upgrading_a_postgres_store_from_0001_keeps_its_runs(empty_pg_url, recor
 def test_a_failed_postgres_upgrade_leaves_the_store_as_it_was(empty_pg_url, monkeypatch):
     from sqlalchemy import create_engine, inspect
 
-    from cldash import migrations
     from cldash.store import Store
 
-    from test_migrations import alembic_upgrade
+    from test_migrations import alembic_upgrade, fail_after_upgrading
 
     alembic_upgrade(empty_pg_url, "0001")
-    real = migrations._alembic_upgrade
-
-    def upgrade_then_fail(conn, revision="head"):
-        real(conn, revision)
-        raise RuntimeError("disk on fire")
-
-    monkeypatch.setattr(migrations, "_alembic_upgrade", upgrade_then_fail)
+    fail_after_upgrading(monkeypatch)
     with pytest.raises(RuntimeError, match="disk on fire"):
         Store(empty_pg_url)
     engine = create_engine(empty_pg_url)
