@@ -1,4 +1,4 @@
-"""`cldash run|execute|list|show|export|cancel|delete|methods|streams|reconcile|order`.
+"""`cldash run|execute|list|show|export|cancel|delete|methods|streams|reconcile|order|pretrain`.
 
 Bad input gets one sentence on stderr and exit code 2, and nothing is written to the store
 before the whole configuration (including ranks against layer sizes) has been checked.
@@ -278,6 +278,71 @@ def cmd_order(args, rest: list[str]) -> int:
     return 0
 
 
+def _pretrain_parser(backbone: str) -> argparse.ArgumentParser:
+    from cldash.backbones import get_backbone
+    from cldash.options import describe
+
+    p = argparse.ArgumentParser(prog="cldash pretrain", description="Pre-train one of cldash's own backbones with "
+                                "the project's recipe (on one CPU thread) and print its scores. With --out, write "
+                                "NAME.safetensors and NAME.json there (how the shipped default weights are made); "
+                                "without, into the local cache that runs with these options use.")
+    p.add_argument("--backbone", default=backbone, help="an in-project backbone (vit-tiny, gpt2-tiny)")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder to write NAME.safetensors and NAME.json into")
+    p.add_argument("--force", action="store_true", help="pre-train again even if the cache has these weights")
+    entry = get_backbone(backbone)
+    _add_options(p.add_argument_group(f"{entry.name} options"), describe(entry.Options), "backbone", "backbone-",
+                 {"--backbone", "--out", "--force", "--help", "--db"})
+    return p
+
+
+def cmd_pretrain(args, rest: list[str]) -> int:
+    from cldash.backbones import BACKBONES, get_backbone
+    from cldash.backbones import weights as W
+    from cldash.options import build
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--backbone", default="vit-tiny")
+    known, _ = pre.parse_known_args(rest)
+    entry = get_backbone(known.backbone)
+    if entry.pretrain is None:
+        own = ", ".join(n for n, e in BACKBONES.items() if e.pretrain is not None)
+        raise UserError(f"{entry.name} is not one of cldash's own backbones, which are pre-trained in-project; "
+                        f"choose one of: {own}.")
+    parser = _pretrain_parser(entry.name)
+    if any(a in ("-h", "--help") for a in rest):
+        parser.print_help()
+        return 0
+    ns = parser.parse_args(rest)
+    given = {d.split(":", 1)[1]: v for d, v in vars(ns).items() if d.startswith("backbone:") and v is not None}
+    options = build(entry.Options, given, prefix=entry.name)
+    if ns.out:
+        out = Path(ns.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a folder to write {entry.name}.safetensors into.")
+        path = out / f"{entry.name}.safetensors"
+        state_dict, record = entry.pretrain(options)
+        try:
+            record = W.write_weights(path, state_dict, record)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}.") from None
+    else:
+        path = W.cache_path(entry.name, options, entry.recipe)
+        if ns.force:
+            W.remove(path)
+        record = W.cached(entry.name, path, lambda: entry.pretrain(options)).record
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in record["scores"].items())
+    print(f"{entry.name}: {scores} ({record['seconds']:.1f} s of pre-training, recipe {record['recipe']})")
+    print(f"  weights  {path} (sha256 {record['sha256'][:16]}...)")
+    ship = W.shipped(entry.name, options, entry.recipe)
+    if ship is not None:
+        same = ship.record["sha256"] == record["sha256"]
+        print(f"  shipped  {'bit-identical to' if same else 'differs from'} the shipped weights {ship.path}"
+              + ("" if same else f" (made with {json.dumps(ship.record.get('versions', {}))})"))
+    else:
+        print("  shipped  none for these options: runs with them use the locally pre-trained weights")
+    return 0
+
+
 def _report(store, run_id: int, status: str) -> int:
     run = store.get_run(run_id)
     if status == "finished":
@@ -336,6 +401,7 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     from cldash.config import aids_label
     from cldash.store import count_rows
+    from cldash.tables import weights_label
 
     store = _store_reconciled(args.db)
     run = store.get_run(args.run)
@@ -352,6 +418,7 @@ def cmd_show(args) -> int:
           f"seed {cfg['seed']}, device {run['device']}")
     if aids_label(cfg):
         print(f"  aids      {aids_label(cfg)}")
+    print(f"  weights   {weights_label(run.get('weights'))}")
     print(f"  process   pid {run['pid']} on {run['host']}")
     print(f"  stored    " + ", ".join(f"{v} {k}" for k, v in count_rows(store, run["id"]).items()))
     m = store.accuracy_matrix(run["id"])
@@ -523,9 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reconcile", help="mark runs whose process is gone as interrupted")
     sub.add_parser("order", help="measure gradient conflict between a stream's tasks and store the adversarial order "
                    "(cldash order --stream skills --help)", add_help=False)
+    sub.add_parser("pretrain", help="pre-train one of cldash's own backbones and print its scores "
+                   "(cldash pretrain --backbone gpt2-tiny --help)", add_help=False)
     return p
 
 
+STAGED = {"run": cmd_run, "order": cmd_order, "pretrain": cmd_pretrain}   # their flags depend on their values
 COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export": cmd_export,
             "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
             "reconcile": cmd_reconcile}
@@ -548,9 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         i = _command_index(argv)
-        if i is not None and argv[i] in ("run", "order"):
+        if i is not None and argv[i] in STAGED:
             args = parser.parse_args(argv[:i + 1])
-            return (cmd_run if argv[i] == "run" else cmd_order)(args, argv[i + 1:])
+            return STAGED[argv[i]](args, argv[i + 1:])
         args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:

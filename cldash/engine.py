@@ -350,6 +350,7 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
         store.update_run(run_id, versions=versions(), device=str(pick_device(resolved.config.device)),
                          total_steps=resolved.config.steps_per_task, heartbeat_at=time.time())
         crun = ContinualRun(resolved, writer=writer, progress=progress)
+        store.update_run(run_id, weights=crun.backbone.info)
         tasks, modules = crun.structure()
         store.write_structure(run_id, tasks, modules)
         store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),
