@@ -98,7 +98,7 @@ class ContinualRun:
         self.progress = progress
         self.device = pick_device(cfg.device)
         threads = cfg.threads or int(os.environ.get("CLDASH_THREADS", "0") or 0)
-        if threads:   # the launcher shares the CPU cores between concurrent runs
+        if threads:   # 1 by default; with threads=0 the launcher shares the CPU cores between concurrent runs
             torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
