@@ -159,7 +159,7 @@ def _run_parser(method: str, stream: str, backbone: str | None) -> argparse.Argu
     from cldash.methods import get_method
     from cldash.options import describe
 
-    p = _Parser(prog="cldash run", description="Train a backbone through a task stream with one "
+    p = _Parser(prog="cldash run", allow_abbrev=False, description="Train a backbone through a task stream with one "
                                 "method and store everything (accuracy matrix, losses, spectra).")
     p.add_argument("--method", default=method, metavar="NAME", help="adapter method (cldash methods)")
     p.add_argument("--stream", default=stream, metavar="NAME", help="task stream (cldash streams)")
@@ -289,7 +289,7 @@ def cmd_run(args, rest: list[str]) -> int:
     from cldash.engine import execute
     from cldash.store import Store
 
-    pre = _Parser(prog="cldash run", add_help=False)
+    pre = _Parser(prog="cldash run", add_help=False, allow_abbrev=False)
     pre.add_argument("--method")
     pre.add_argument("--stream")
     pre.add_argument("--backbone")
@@ -320,7 +320,7 @@ def cmd_run(args, rest: list[str]) -> int:
 
 
 def _order_parser(stream: str, backbone: str | None) -> argparse.ArgumentParser:
-    p = _Parser(prog="cldash order", description="Measure the gradient conflict (cosine of "
+    p = _Parser(prog="cldash order", allow_abbrev=False, description="Measure the gradient conflict (cosine of "
                                 "accumulated full-weight gradients per targeted module) between every pair of a "
                                 "stream's tasks on the pre-trained backbone, store it, and print the adversarial "
                                 "order (the most opposing consecutive gradients, as in SLICE) with the command "
@@ -364,7 +364,7 @@ def cmd_order(args, rest: list[str]) -> int:
     from cldash.orders import measure
     from cldash.store import Store
 
-    pre = _Parser(prog="cldash order", add_help=False)
+    pre = _Parser(prog="cldash order", add_help=False, allow_abbrev=False)
     pre.add_argument("--stream", default="skills")
     pre.add_argument("--backbone", default="")
     known, _ = pre.parse_known_args(rest)
@@ -405,7 +405,7 @@ def _pretrain_parser(backbone: str) -> argparse.ArgumentParser:
     from cldash.backbones import get_backbone
     from cldash.options import describe
 
-    p = _Parser(prog="cldash pretrain", description="Pre-train one of cldash's own backbones with "
+    p = _Parser(prog="cldash pretrain", allow_abbrev=False, description="Pre-train one of cldash's own backbones with "
                                 "the project's recipe (on one CPU thread) and print its scores. With --out, write "
                                 "NAME.safetensors and NAME.json there (how the shipped default weights are made); "
                                 "without, into the local cache that runs with these options use.")
@@ -423,7 +423,7 @@ def cmd_pretrain(args, rest: list[str]) -> int:
     from cldash.backbones import weights as W
     from cldash.options import build
 
-    pre = _Parser(prog="cldash pretrain", add_help=False)
+    pre = _Parser(prog="cldash pretrain", add_help=False, allow_abbrev=False)
     pre.add_argument("--backbone", default="vit-tiny")
     known, _ = pre.parse_known_args(rest)
     entry = get_backbone(known.backbone)
