@@ -207,6 +207,7 @@ MISTAKES = [
     (["run", "--method", "lora", "--rnak", "4"],
      "unknown option --rnak for cldash run; did you mean --rank? (cldash run --method lora --help lists them)"),
     (["run", "--method", "lora", "--stream-angels", "90"], "did you mean --stream-angles?"),
+    (["run", "--method", "lora", "--backbone-layer", "1"], "did you mean --backbone-layers?"),   # no abbreviations
     (["run", "--method", "lora", "--stream", "digits-split", "--stream-evalution", "task-il"],
      "did you mean --stream-evaluation? (cldash run --method lora --stream digits-split --help lists them)"),
     (["run", "--method", "lora", "--backbone-layres=1"], "unknown option --backbone-layres for cldash run; "
