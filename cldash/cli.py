@@ -1,6 +1,8 @@
-"""`cldash run|execute|list|show|export|cancel|delete|methods|streams|reconcile|order`.
+"""`cldash run|execute|list|show|export|cancel|delete|methods|streams|reconcile|order|pretrain`.
 
-Bad input gets one sentence on stderr and exit code 2, and nothing is written to the store
+Global options (`--db`) go before or after the command: `cldash --db x.db list` and
+`cldash list --db x.db` are the same. Bad input gets one sentence on stderr and exit code 2
+(an unknown flag names the closest one the command has), and nothing is written to the store
 before the whole configuration (including ranks against layer sizes) has been checked.
 A run that fails or is interrupted exits with 1 and keeps what it wrote.
 """
@@ -8,8 +10,10 @@ A run that fails or is interrupted exits with 1 and keeps what it wrote.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,9 +22,118 @@ from cldash.errors import UserError
 
 RUN_FLAGS_SKIP = {"method", "stream", "backbone", "method_options", "stream_options", "backbone_options"}
 
+# Options every command takes, before or after its name (main moves them in front of it); a new one is
+# one row: its flag and add_argument's keywords. No method, stream or backbone option may take these flags.
+GLOBAL_OPTIONS = {
+    "--db": {"metavar": "PATH", "help": "the run store, a file path or a SQLAlchemy URL "
+             "(default: $CLDASH_DB or ./runs.db)"},
+}
+_TAKES_NO_VALUE = ("store_true", "store_false", "store_const", "count")
+
+
+def _hoist_global_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """argv split into its global options (`--db X`, `--db=X`, wherever they stand) and the rest.
+
+    Only whole tokens count and nothing after `--`; a value never starts with "-", since argparse
+    would not have read such a token as a value either."""
+    front, rest = [], []
+    tokens = iter(argv)
+    for token in tokens:
+        flag = token.split("=", 1)[0]
+        if token == "--":
+            rest += [token, *tokens]
+        elif flag not in GLOBAL_OPTIONS:
+            rest.append(token)
+        elif "=" in token or GLOBAL_OPTIONS[flag].get("action") in _TAKES_NO_VALUE:
+            front.append(token)
+        else:
+            value = next(tokens, None)
+            if value is None or value.startswith("-"):
+                raise UserError(f"{flag} needs a value: {GLOBAL_OPTIONS[flag]['help']}.")
+            front += [token, value]
+    return front, rest
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's convention: a problem is one UserError sentence, never a usage dump.
+
+    `help_command` is what to type to list this parser's options (a run's flags depend on its method,
+    stream and backbone, so cmd_run sets one that repeats them).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_command = f"{self.prog} --help"
+        self.commands = None   # the subcommands' action, once add_subparsers made one
+
+    def add_subparsers(self, **kwargs):
+        self.commands = super().add_subparsers(**kwargs)
+        return self.commands
+
+    def flags(self) -> list[str]:
+        return [flag for action in self._actions for flag in action.option_strings]
+
+    def unknown(self, what: str, name: str, known: list[str]) -> str:
+        """'unknown option --rnak for cldash run; did you mean --rank? (... --help lists them)'."""
+        stripped = {k.lstrip("-"): k for k in known}   # compare names: the dashes would make any two flags alike
+        close = difflib.get_close_matches(name.lstrip("-"), list(stripped), n=1)
+        text = f"unknown {what} {name}" + (f" for {self.prog}" if what == "option" else "")
+        if close:
+            return f"{text}; did you mean {stripped[close[0]]}? ({self.help_command} lists them)"
+        return f"{text}; {self.help_command} lists the {what}s."
+
+    def unrecognized(self, extras: list[str]) -> str:
+        option = next((token.split("=", 1)[0] for token in extras if token.startswith("-")), None)
+        if option is None:
+            return f"unexpected argument {extras[0]!r} for {self.prog}; {self.help_command} shows its usage."
+        return self.unknown("option", option, self.flags() + list(GLOBAL_OPTIONS))
+
+    def parse_args(self, args=None, namespace=None):
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:   # a subcommand's own unknown flags surface here, at the top parser
+            command = getattr(ns, self.commands.dest, None) if self.commands else None
+            raise UserError((self.commands.choices[command] if command else self).unrecognized(extras))
+        return ns
+
+    def error(self, message: str):
+        raise UserError(self.sentence(message))
+
+    def sentence(self, message: str) -> str:
+        """argparse's (English) message as one of ours; anything unforeseen keeps its text, on one line."""
+        if m := re.fullmatch(r"argument (\S+): expected .*argument.*", message):
+            return f"{m[1]} needs a value."
+        if m := re.fullmatch(r"argument (\S+): invalid (int|float) value: (.*)", message):
+            return f"{m[1]} must be {'an integer' if m[2] == 'int' else 'a number'} (got {m[3]})."
+        if m := re.fullmatch(r"argument (\S+): invalid choice: (.*) \(choose from (.*)\)", message):
+            return f"{m[1]} must be one of {m[3].replace(chr(39), '')} (got {m[2]})."
+        if m := re.fullmatch(r"argument (\S+): ignored explicit argument (.*)", message):
+            return f"{m[1]} takes no value (got {m[2]})."
+        if m := re.fullmatch(r"ambiguous option: (\S+) could match (.*)", message):
+            return f"{m[1]} is ambiguous for {self.prog}: it could be {m[2]}; write the option out."
+        if m := re.fullmatch(r"the following arguments are required: (.*)", message):
+            if self.commands is not None and m[1].split(", ")[0] in (self.commands.dest, self.commands.metavar):
+                return f"choose a command: {', '.join(self.commands.choices)} ({self.help_command} describes them)."
+            helps = {a.metavar or a.dest: a.help for a in self._actions}
+            needs = ", ".join(f"{name}, {helps[name]}" if helps.get(name) else name for name in m[1].split(", "))
+            return f"{self.prog} needs {needs}."
+        return f"{self.prog}: {message}."
+
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _metavar(row: dict) -> str:
+    """How an option's value reads in --help: its choices as {a,b}, or N, X, LIST, BOOL, TEXT by type."""
+    if row.get("choices"):
+        return "{" + ",".join(map(str, row["choices"])) + "}"
+    typ = row["type"]
+    args = getattr(typ, "__args__", ())
+    if type(None) in args:   # X | None
+        (typ,) = [a for a in args if a is not type(None)]
+    if getattr(typ, "__origin__", None) in (list, tuple):
+        return "LIST"
+    return {int: "N", float: "X", bool: "BOOL"}.get(typ, "TEXT")
 
 
 def _add_options(parser: argparse.ArgumentParser, rows: list[dict], dest_prefix: str, flag_prefix: str = "",
@@ -29,14 +142,15 @@ def _add_options(parser: argparse.ArgumentParser, rows: list[dict], dest_prefix:
     taken = taken if taken is not None else set()
     for row in rows:
         flag = _flag(flag_prefix + row["name"])
-        if flag in taken:
+        if flag in taken or flag in GLOBAL_OPTIONS:
             flag = _flag(f"{dest_prefix}-{row['name']}")
         taken.add(flag)
         default = row["default"]
         text = f"{row['help']} (default: {default})" + (f" [{row['source']}]" if row.get("source") else "")
-        kwargs = {"dest": f"{dest_prefix}:{row['name']}", "default": None, "help": text.replace("%", "%%")}
-        if row["type"] is bool or str(row["type"]).startswith("bool"):
-            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        kwargs = {"dest": f"{dest_prefix}:{row['name']}", "default": None, "help": text.replace("%", "%%"),
+                  "metavar": _metavar(row)}
+        if kwargs["metavar"] == "BOOL":
+            kwargs.update(nargs="?", const="true")
         parser.add_argument(flag, **kwargs)
 
 
@@ -45,14 +159,14 @@ def _run_parser(method: str, stream: str, backbone: str | None) -> argparse.Argu
     from cldash.methods import get_method
     from cldash.options import describe
 
-    p = argparse.ArgumentParser(prog="cldash run", description="Train a backbone through a task stream with one "
+    p = _Parser(prog="cldash run", allow_abbrev=False, description="Train a backbone through a task stream with one "
                                 "method and store everything (accuracy matrix, losses, spectra).")
-    p.add_argument("--method", default=method, help="adapter method (cldash methods)")
-    p.add_argument("--stream", default=stream, help="task stream (cldash streams)")
-    p.add_argument("--backbone", default=backbone or "", help="backbone; default: the stream's")
-    p.add_argument("--config", help="a JSON file with a run configuration; flags override it")
+    p.add_argument("--method", default=method, metavar="NAME", help="adapter method (cldash methods)")
+    p.add_argument("--stream", default=stream, metavar="NAME", help="task stream (cldash streams)")
+    p.add_argument("--backbone", default=backbone or "", metavar="NAME", help="backbone; default: the stream's")
+    p.add_argument("--config", metavar="FILE", help="a JSON file with a run configuration; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    taken = {"--method", "--stream", "--backbone", "--config", "--quiet", "--db", "--help"}
+    taken = {"--method", "--stream", "--backbone", "--config", "--quiet", "--help"}
     run_rows = [r for r in describe(RunConfig) if r["name"] not in RUN_FLAGS_SKIP]
     _add_options(p.add_argument_group("run"), run_rows, "run", taken=taken)
     mcls = get_method(method)
@@ -73,6 +187,11 @@ def _add_stream_and_backbone_options(p: argparse.ArgumentParser, stream: str, ba
     entry = get_backbone(backbone or scls.default_backbone)
     _add_options(p.add_argument_group(f"{entry.name} options"), describe(entry.Options), "backbone",
                  "backbone-", taken)
+
+
+def _help_command(prog: str, chosen: argparse.Namespace) -> str:
+    """`cldash run --method lora --help`: the help for the method, stream, backbone or config chosen."""
+    return " ".join([prog, *(f"--{name} {value}" for name, value in vars(chosen).items() if value), "--help"])
 
 
 def _collect(ns: argparse.Namespace, base: dict) -> dict:
@@ -170,7 +289,7 @@ def cmd_run(args, rest: list[str]) -> int:
     from cldash.engine import execute
     from cldash.store import Store
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _Parser(prog="cldash run", add_help=False, allow_abbrev=False)
     pre.add_argument("--method")
     pre.add_argument("--stream")
     pre.add_argument("--backbone")
@@ -184,6 +303,7 @@ def cmd_run(args, rest: list[str]) -> int:
     stream = known.stream or base.get("stream") or "digits-rotate"
     backbone = known.backbone or base.get("backbone") or ""
     parser = _run_parser(method, stream, backbone)
+    parser.help_command = _help_command("cldash run", known)
     if wants_help:
         parser.print_help()
         return 0
@@ -200,18 +320,20 @@ def cmd_run(args, rest: list[str]) -> int:
 
 
 def _order_parser(stream: str, backbone: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cldash order", description="Measure the gradient conflict (cosine of "
+    p = _Parser(prog="cldash order", allow_abbrev=False, description="Measure the gradient conflict (cosine of "
                                 "accumulated full-weight gradients per targeted module) between every pair of a "
                                 "stream's tasks on the pre-trained backbone, store it, and print the adversarial "
                                 "order (the most opposing consecutive gradients, as in SLICE) with the command "
                                 "that runs it.")
-    p.add_argument("--stream", default=stream, help="task stream (cldash streams)")
-    p.add_argument("--backbone", default=backbone or "", help="backbone; default: the stream's")
-    p.add_argument("--targets", default=None, help="comma-separated target patterns; default: the backbone's")
-    p.add_argument("--batches", type=int, default=4, help="batches whose gradients are accumulated per task")
-    p.add_argument("--batch-size", type=int, default=32, help="examples per batch")
-    p.add_argument("--seed", type=int, default=0, help="seed of the batches drawn")
-    p.add_argument("--method", default="lora", help="method named in the printed run command")
+    p.add_argument("--stream", default=stream, metavar="NAME", help="task stream (cldash streams)")
+    p.add_argument("--backbone", default=backbone or "", metavar="NAME", help="backbone; default: the stream's")
+    p.add_argument("--targets", default=None, metavar="LIST",
+                   help="comma-separated target patterns; default: the backbone's")
+    p.add_argument("--batches", type=int, default=4, metavar="N", help="batches whose gradients are accumulated "
+                   "per task")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="examples per batch")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the batches drawn")
+    p.add_argument("--method", default="lora", metavar="NAME", help="method named in the printed run command")
     p.add_argument("--list", action="store_true", help="list the stored orders instead of measuring")
     p.add_argument("--show", type=int, default=None, metavar="ID", help="print one stored order")
     taken = {"--stream", "--backbone", "--targets", "--batches", "--batch-size", "--seed", "--method", "--list",
@@ -242,11 +364,12 @@ def cmd_order(args, rest: list[str]) -> int:
     from cldash.orders import measure
     from cldash.store import Store
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _Parser(prog="cldash order", add_help=False, allow_abbrev=False)
     pre.add_argument("--stream", default="skills")
     pre.add_argument("--backbone", default="")
     known, _ = pre.parse_known_args(rest)
     parser = _order_parser(known.stream, known.backbone)
+    parser.help_command = _help_command("cldash order", known)
     if any(a in ("-h", "--help") for a in rest):
         parser.print_help()
         return 0
@@ -275,6 +398,72 @@ def cmd_order(args, rest: list[str]) -> int:
     result["id"] = store.save_order(result)
     result["config"] = {"modules": result["modules"]}
     print(format_order(result, ns.method))
+    return 0
+
+
+def _pretrain_parser(backbone: str) -> argparse.ArgumentParser:
+    from cldash.backbones import get_backbone
+    from cldash.options import describe
+
+    p = _Parser(prog="cldash pretrain", allow_abbrev=False, description="Pre-train one of cldash's own backbones with "
+                                "the project's recipe (on one CPU thread) and print its scores. With --out, write "
+                                "NAME.safetensors and NAME.json there (how the shipped default weights are made); "
+                                "without, into the local cache that runs with these options use.")
+    p.add_argument("--backbone", default=backbone, metavar="NAME", help="an in-project backbone (vit-tiny, gpt2-tiny)")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder to write NAME.safetensors and NAME.json into")
+    p.add_argument("--force", action="store_true", help="pre-train again even if the cache has these weights")
+    entry = get_backbone(backbone)
+    _add_options(p.add_argument_group(f"{entry.name} options"), describe(entry.Options), "backbone", "backbone-",
+                 {"--backbone", "--out", "--force", "--help"})
+    return p
+
+
+def cmd_pretrain(args, rest: list[str]) -> int:
+    from cldash.backbones import BACKBONES, get_backbone
+    from cldash.backbones import weights as W
+    from cldash.options import build
+
+    pre = _Parser(prog="cldash pretrain", add_help=False, allow_abbrev=False)
+    pre.add_argument("--backbone", default="vit-tiny")
+    known, _ = pre.parse_known_args(rest)
+    entry = get_backbone(known.backbone)
+    if entry.pretrain is None:
+        own = ", ".join(n for n, e in BACKBONES.items() if e.pretrain is not None)
+        raise UserError(f"{entry.name} is not one of cldash's own backbones, which are pre-trained in-project; "
+                        f"choose one of: {own}.")
+    parser = _pretrain_parser(entry.name)
+    parser.help_command = _help_command("cldash pretrain", known)
+    if any(a in ("-h", "--help") for a in rest):
+        parser.print_help()
+        return 0
+    ns = parser.parse_args(rest)
+    given = {d.split(":", 1)[1]: v for d, v in vars(ns).items() if d.startswith("backbone:") and v is not None}
+    options = build(entry.Options, given, prefix=entry.name)
+    if ns.out:
+        out = Path(ns.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a folder to write {entry.name}.safetensors into.")
+        path = out / f"{entry.name}.safetensors"
+        state_dict, record = entry.pretrain(options)
+        try:
+            record = W.write_weights(path, state_dict, record)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}.") from None
+    else:
+        path = W.cache_path(entry.name, options, entry.recipe)
+        if ns.force:
+            W.remove(path)
+        record = W.cached(entry.name, path, lambda: entry.pretrain(options)).record
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in record["scores"].items())
+    print(f"{entry.name}: {scores} ({record['seconds']:.1f} s of pre-training, recipe {record['recipe']})")
+    print(f"  weights  {path} (sha256 {record['sha256'][:16]}...)")
+    ship = W.shipped(entry.name, options, entry.recipe)
+    if ship is not None:
+        same = ship.record["sha256"] == record["sha256"]
+        print(f"  shipped  {'bit-identical to' if same else 'differs from'} the shipped weights {ship.path}"
+              + ("" if same else f" (made with {json.dumps(ship.record.get('versions', {}))})"))
+    else:
+        print("  shipped  none for these options: runs with them use the locally pre-trained weights")
     return 0
 
 
@@ -336,6 +525,7 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     from cldash.config import aids_label
     from cldash.store import count_rows
+    from cldash.tables import weights_label
 
     store = _store_reconciled(args.db)
     run = store.get_run(args.run)
@@ -352,6 +542,7 @@ def cmd_show(args) -> int:
           f"seed {cfg['seed']}, device {run['device']}")
     if aids_label(cfg):
         print(f"  aids      {aids_label(cfg)}")
+    print(f"  weights   {weights_label(run.get('weights'))}")
     print(f"  process   pid {run['pid']} on {run['host']}")
     print(f"  stored    " + ", ".join(f"{v} {k}" for k, v in count_rows(store, run["id"]).items()))
     m = store.accuracy_matrix(run["id"])
@@ -520,71 +711,82 @@ def cmd_db(args) -> int:
     return 0
 
 
+def _run_id(text: str) -> int:
+    """A run id as argparse's type: anything but a whole number is one sentence."""
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"a run id is a whole number (got {text!r}); cldash list shows the stored runs.") from None
+
+
+RUN_ID = {"type": _run_id, "metavar": "RUN_ID", "help": "the run's id (cldash list shows them)"}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cldash", description="Continual low-rank adaptation, side by side.")
-    p.add_argument("--db", default=None, help="run store: a path or a SQLAlchemy URL "
-                   "(default: $CLDASH_DB or ./runs.db)")
-    sub = p.add_subparsers(dest="command", required=True)
+    # Global options are exact (no abbreviations), as they are wherever they stand in argv.
+    p = _Parser(prog="cldash", description="Continual low-rank adaptation, side by side.", allow_abbrev=False)
+    for flag, kwargs in GLOBAL_OPTIONS.items():
+        p.add_argument(flag, **kwargs)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("run", help="train and store one run (cldash run --method lora --help for its options)",
                    add_help=False)
     e = sub.add_parser("execute", help="execute a queued run (what the dashboard's launcher calls)")
-    e.add_argument("run", type=int)
+    e.add_argument("run", **RUN_ID)
     ls = sub.add_parser("list", help="list the stored runs")
-    ls.add_argument("--status")
-    ls.add_argument("--method")
-    ls.add_argument("--stream")
+    ls.add_argument("--status", help="only runs in this state (queued, running, finished, failed, cancelled, "
+                    "interrupted)")
+    ls.add_argument("--method", metavar="NAME", help="only runs of this method")
+    ls.add_argument("--stream", metavar="NAME", help="only runs on this stream")
     for name, text in (("show", "one run: config, status, accuracy matrix, metrics"),
                        ("cancel", "stop a running run"), ("delete", "remove a run and all its rows")):
         c = sub.add_parser(name, help=text)
-        c.add_argument("run", type=int)
+        c.add_argument("run", **RUN_ID)
         if name == "delete":
             c.add_argument("--yes", action="store_true", help="confirm the deletion")
     x = sub.add_parser("export", help="write a run's tables as CSV or JSON, or its adapters in PEFT's format")
-    x.add_argument("run", type=int)
+    x.add_argument("run", **RUN_ID)
     x.add_argument("--format", choices=("csv", "json", "peft"), default="csv",
                    help="csv or json: the run's tables; peft: its final adapters as a PEFT LoRA adapter folder")
-    x.add_argument("--what", default="all", help=f"comma-separated: {', '.join(EXPORTS)}, or all")
-    x.add_argument("--out", default=".", help="folder to write into, or - for standard output")
+    x.add_argument("--what", default="all", metavar="LIST", help=f"comma-separated: {', '.join(EXPORTS)}, or all")
+    x.add_argument("--out", default=".", metavar="DIR", help="folder to write into, or - for standard output")
     sub.add_parser("methods", help="list the registered methods and their options")
     sub.add_parser("streams", help="list the task streams and their options")
     sub.add_parser("reconcile", help="mark runs whose process is gone as interrupted")
     sub.add_parser("order", help="measure gradient conflict between a stream's tasks and store the adversarial order "
                    "(cldash order --stream skills --help)", add_help=False)
+    sub.add_parser("pretrain", help="pre-train one of cldash's own backbones and print its scores "
+                   "(cldash pretrain --backbone gpt2-tiny --help)", add_help=False)
     d = sub.add_parser("db", help="the store's schema: `db current` shows its revision, `db upgrade` applies "
                        "pending upgrades (any command applies them on opening the store)")
-    d.add_argument("action", choices=("current", "upgrade"))
+    d.add_argument("action", choices=("current", "upgrade"),
+                   help="current: the store's revision against this cldash's; upgrade: apply the pending ones")
     return p
 
 
+STAGED = {"run": cmd_run, "order": cmd_order, "pretrain": cmd_pretrain}   # their flags depend on their values
 COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export": cmd_export,
             "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
             "reconcile": cmd_reconcile, "db": cmd_db}
 
 
-def _command_index(argv: list[str]) -> int | None:
-    skip = False
-    for i, token in enumerate(argv):
-        if skip:
-            skip = False
-        elif token == "--db":
-            skip = True
-        elif not token.startswith("-"):
-            return i
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
-        i = _command_index(argv)
-        if i is not None and argv[i] in ("run", "order"):
-            args = parser.parse_args(argv[:i + 1])
-            return (cmd_run if argv[i] == "run" else cmd_order)(args, argv[i + 1:])
-        args = parser.parse_args(argv)
+        front, rest = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+        first = rest[0] if rest else ""
+        if first.startswith("-") and first not in ("-h", "--help"):
+            raise UserError(parser.unrecognized(rest))
+        if first and not first.startswith("-") and first not in parser.commands.choices:
+            raise UserError(parser.unknown("command", first, list(parser.commands.choices)))
+        if first in STAGED:
+            args = parser.parse_args(front + [first])
+            return STAGED[first](args, rest[1:])
+        args = parser.parse_args(front + rest)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SystemExit as exc:   # --help printed what was asked for
+        return exc.code
     except BrokenPipeError:
         return 0

@@ -44,7 +44,10 @@ class RunConfig:
     seed: int = option(0, "seed of everything random in the run (inits, batch order, dropout)",
                        low=0, high=2**31 - 1)
     device: str = option("auto", "cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")
-    threads: int = option(0, "CPU threads for this run; 0: PyTorch's default", low=0, high=1024)
+    threads: int = option(1, "CPU threads for this run. 1 (the default) gives the same numbers on every machine, "
+                             "whatever its core count and however many runs share it (more threads sum in "
+                             "another order); more can be faster for a large hf: model; 0: the launcher's share "
+                             "of the cores", low=0, high=1024)
     replay: int = option(0, "replay buffer size, in examples of finished tasks mixed into every step; 0: no replay",
                          source="experience replay, arXiv 1902.10486", low=0, high=10_000_000)
     replay_rule: str = option("balanced", "how the buffer is filled: balanced (an equal, class-balanced share per "

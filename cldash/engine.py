@@ -98,7 +98,7 @@ class ContinualRun:
         self.progress = progress
         self.device = pick_device(cfg.device)
         threads = cfg.threads or int(os.environ.get("CLDASH_THREADS", "0") or 0)
-        if threads:   # the launcher shares the CPU cores between concurrent runs
+        if threads:   # 1 by default; with threads=0 the launcher shares the CPU cores between concurrent runs
             torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -350,6 +350,7 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
         store.update_run(run_id, versions=versions(), device=str(pick_device(resolved.config.device)),
                          total_steps=resolved.config.steps_per_task, heartbeat_at=time.time())
         crun = ContinualRun(resolved, writer=writer, progress=progress)
+        store.update_run(run_id, weights=crun.backbone.info)
         tasks, modules = crun.structure()
         store.write_structure(run_id, tasks, modules)
         store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),

@@ -20,9 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from cldash.backbones.base import cache_dir, cache_key
+from cldash.backbones.base import cache_dir, cache_key, file_lock
 from cldash.errors import UserError
-from cldash.locks import file_lock
 from cldash.store import Store
 
 STALE_SECONDS = 300   # a run on another host with no heartbeat for this long is interrupted

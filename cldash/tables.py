@@ -22,11 +22,28 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         for key, label in KEY_METRICS.items():
             v = s.get(key)
             row[label] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+        row["weights"] = weights_label(r.get("weights"), short=True)
         row["error"] = (r.get("error") or "").split("\n", 1)[0]
         rows.append(row)
     columns = ["id", "status", "progress", "method", "policy", "stream", "seed", "name", *KEY_METRICS.values(),
-               "error"]
+               "weights", "error"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def weights_label(weights: dict | None, short: bool = False) -> str:
+    """Which backbone weights a run used (runs.weights): the shipped files, weights pre-trained on
+    the run's machine, or a Hugging Face model."""
+    if not weights:
+        return "" if short else "not recorded (the run started before cldash 0.2 recorded it)"
+    source, sha = weights.get("source"), (weights.get("sha256") or "")[:12]
+    if source == "shipped":
+        return "shipped" if short else f"shipped {weights.get('name')} weights (sha256 {sha})"
+    if source == "local":
+        return "pre-trained locally" if short else \
+            f"{weights.get('name')} pre-trained on the run's machine (sha256 {sha}, {weights.get('file')})"
+    if source == "hugging-face":
+        return "Hugging Face" if short else f"Hugging Face model {weights.get('name')}"
+    return str(source)
 
 
 def metric_help() -> dict[str, str]:

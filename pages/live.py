@@ -4,6 +4,7 @@ every two seconds with incremental queries (only rows newer than the last step s
 import streamlit as st
 
 from cldash.figures import accuracy_matrix_figure, anytime_figure, series_figure
+from cldash.tables import weights_label
 from cldash.views import LiveCache, boundaries, run_label
 from pages.shared import ACTIVE, get_store, plot, runs_for_page, through_app
 
@@ -27,6 +28,7 @@ def watch(run_ids):
     for run in store.runs(ids=run_ids):
         cache = caches.setdefault(run["id"], LiveCache(run["id"])).update(store)
         st.subheader(run_label(run))
+        st.caption(f"backbone: {weights_label(run.get('weights'))}")
         total = max(1, run["total_steps"] or 1)
         st.progress(min(1.0, (run["step"] or 0) / total),
                     text=f"{run['status']} · step {run['step']}/{run['total_steps']} · task {run['task']}/"

@@ -76,6 +76,7 @@ def test_runs_page_shows_stored_metrics(seeded_store, monkeypatch):
     run = seeded_store.runs()[0]
     assert df["final acc"].iloc[0] == pytest.approx(run["summary"]["acc"])
     assert df["forgetting"].iloc[1] == pytest.approx(seeded_store.runs()[1]["summary"]["forgetting"])
+    assert df["weights"].tolist() == ["shipped", "shipped"]    # the backbone weights each run used
 
 
 def test_selection_persists_across_pages_through_the_sidebar(seeded_store, monkeypatch):
@@ -128,6 +129,7 @@ def test_live_page_draws_loss_anytime_scores_and_matrix(seeded_store, monkeypatc
     titles = [s["layout"].get("title", {}).get("text", "") for s in charts(at)]
     assert "training loss" in titles and "accuracy matrix so far" in titles
     assert any("score of every task" in t for t in titles)
+    assert any(c.value.startswith("backbone: shipped vit-tiny weights (sha256 ") for c in at.caption)
 
 
 def test_methods_page_has_a_card_per_registered_method(seeded_store, monkeypatch):

@@ -124,3 +124,130 @@ def test_run_help_lists_method_stream_and_backbone_options(capsys):
     for flag in ("--rank", "--rslora", "--stream-evaluation", "--backbone-pretrain-steps", "--steps-per-task",
                  "--policy", "arXiv 2312.03732"):
         assert flag in out
+
+
+# --db may stand before the command, after it, or among its arguments, as `--db PATH` or `--db=PATH`.
+DB_PLACES = {
+    "before": lambda db, argv: ["--db", db, *argv],
+    "after": lambda db, argv: [*argv, "--db", db],
+    "equals": lambda db, argv: [*argv, f"--db={db}"],
+    "between": lambda db, argv: [argv[0], "--db", db, *argv[1:]],
+}
+READS = [(["list"], "finished"), (["show", "1"], "after T3"), (["list", "--method", "full"], "full")]
+
+
+@pytest.mark.parametrize("place", list(DB_PLACES))
+@pytest.mark.parametrize("argv,expected", READS, ids=[" ".join(a) for a, _ in READS])
+def test_db_option_anywhere_for_list_and_show(seeded_store, place, argv, expected, capsys, tmp_path,
+                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)       # a misread --db would open ./runs.db here
+    assert main(DB_PLACES[place](seeded_store.display, argv)) == 0
+    assert expected in capsys.readouterr().out
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_db_option_after_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "after.db")
+    # "db" as another flag's value stays that flag's value
+    assert main(["run", "--method", "lora", "--stream-angles", "90", "--name", "db", *SHORT, "--db", db]) == 0
+    (run,) = Store(db).runs()
+    assert run["status"] == "finished" and run["name"] == "db"
+    assert not (tmp_path / "runs.db").exists()
+
+
+HOISTED = [  # argv -> (global options, the rest)
+    (["list", "--db", "x.db"], (["--db", "x.db"], ["list"])),
+    (["--db=x.db", "show", "1"], (["--db=x.db"], ["show", "1"])),
+    (["--db", "a.db", "list", "--db", "b.db"], (["--db", "a.db", "--db", "b.db"], ["list"])),   # the last wins
+    (["--db", "list", "list"], (["--db", "list"], ["list"])),              # a store named like a command
+    (["run", "--name", "--db x", "--quiet"], ([], ["run", "--name", "--db x", "--quiet"])),
+    (["run", "--name=--db", "--db=y"], (["--db=y"], ["run", "--name=--db"])),
+    (["run", "--", "--db", "x"], ([], ["run", "--", "--db", "x"])),        # after --, nothing is an option
+]
+
+
+@pytest.mark.parametrize("argv,split", HOISTED, ids=[" ".join(a) for a, _ in HOISTED])
+def test_global_options_are_moved_in_front(argv, split):
+    from cldash.cli import _hoist_global_options
+
+    assert _hoist_global_options(argv) == split
+
+
+def test_help_shows_plain_metavars(capsys):
+    assert main(["run", "--method", "lora", "--help"]) == 0
+    out = capsys.readouterr().out
+    for shown in ("--steps-per-task N", "--rank N", "--lr X", "--alpha X", "--stream-angles LIST", "--name TEXT",
+                  "--lr-schedule {constant,cosine}", "--backbone-patch-size {1,2,4,8}", "--rslora [BOOL]",
+                  "--method NAME", "--config FILE"):
+        assert shown in out, shown
+    for prefix in ("RUN:", "METHOD:", "STREAM:", "BACKBONE:"):
+        assert prefix not in out
+    assert main(["order", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--batches N" in out and "--targets LIST" in out and "--stream-skills LIST" in out
+    assert main(["--help"]) == 0
+    assert "--db PATH" in capsys.readouterr().out
+
+
+HELPS = [["--help"], ["-h"], ["list", "--help"], ["show", "-h"], ["export", "--help"], ["run", "--help"],
+         ["order", "--stream", "digits-rotate", "--help"], ["list", "--help", "--db", "x.db"]]
+
+
+@pytest.mark.parametrize("argv", HELPS, ids=[" ".join(a) for a in HELPS])
+def test_help_everywhere_exits_0(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: cldash") and err == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+MISTAKES = [
+    (["run", "--method", "lora", "--rnak", "4"],
+     "unknown option --rnak for cldash run; did you mean --rank? (cldash run --method lora --help lists them)"),
+    (["run", "--method", "lora", "--stream-angels", "90"], "did you mean --stream-angles?"),
+    (["run", "--method", "lora", "--backbone-layer", "1"], "did you mean --backbone-layers?"),   # no abbreviations
+    (["run", "--method", "lora", "--stream", "digits-split", "--stream-evalution", "task-il"],
+     "did you mean --stream-evaluation? (cldash run --method lora --stream digits-split --help lists them)"),
+    (["run", "--method", "lora", "--backbone-layres=1"], "unknown option --backbone-layres for cldash run; "
+     "did you mean --backbone-layers?"),
+    (["run", "--method", "lora", "--frobnicate"],
+     "unknown option --frobnicate for cldash run; cldash run --method lora --help lists the options."),
+    (["run", "--method", "lora", "--dbb", "x.db"], "did you mean --db?"),
+    (["run", "--method"], "--method needs a value."),
+    (["run", "--method", "lora", "--quiet=yes"], "--quiet takes no value (got 'yes')."),
+    (["list", "--staus", "finished"],
+     "unknown option --staus for cldash list; did you mean --status? (cldash list --help lists them)"),
+    (["list", "extra"], "unexpected argument 'extra' for cldash list; cldash list --help shows its usage."),
+    (["list", "--db"], "--db needs a value: the run store, a file path or a SQLAlchemy URL"),
+    (["order", "--batchs", "2"], "unknown option --batchs for cldash order; did you mean --batches? "
+     "(cldash order --stream skills --help lists them)"),
+    (["order", "--batches", "x"], "--batches must be an integer (got 'x')."),
+    (["lsit"], "unknown command lsit; did you mean list? (cldash --help lists them)"),
+    (["frobnicate"], "unknown command frobnicate; cldash --help lists the commands."),
+    (["--dbb", "x.db", "list"], "unknown option --dbb for cldash; did you mean --db? (cldash --help lists them)"),
+    ([], "choose a command: run, execute, list, show"),
+    (["show", "abc"], "a run id is a whole number (got 'abc'); cldash list shows the stored runs."),
+    (["show"], "cldash show needs RUN_ID, the run's id (cldash list shows them)."),
+    (["export", "1", "--format", "xml"], "--format must be one of csv, json, peft (got 'xml')."),
+]
+
+
+@pytest.mark.parametrize("argv,message", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_parse_mistakes_are_one_sentence_and_touch_no_store(tmp_path, argv, message, capsys):
+    db = tmp_path / "runs.db"
+    assert main(["--db", str(db), *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert not db.exists()
+
+
+def test_mistake_exit_code_from_the_shell(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "cldash", "list", "--staus", "x", "--db", str(tmp_path / "r.db")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "error: unknown option --staus for cldash list; did you mean --status? " \
+                          "(cldash list --help lists them)\n"
+    assert not (tmp_path / "r.db").exists()

@@ -35,6 +35,33 @@ def test_same_seed_same_numbers(tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(sa["values"], sb["values"]))
 
 
+@pytest.mark.slow
+def test_same_seed_same_matrix_whatever_the_thread_count_with_no_pretraining(tmp_path):
+    """Two people with the same cldash and seed get the same accuracy matrix on CPU: the backbone
+    is the shipped file (an empty cache stays empty), and a run uses one intra-op thread unless told
+    otherwise, so neither the machine's core count nor the launcher's share of it changes the sums."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SHORT
+
+    matrices, losses = [], []
+    for threads in ("1", "2"):
+        db, cache = str(tmp_path / f"t{threads}.db"), tmp_path / f"cache{threads}"
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "CLDASH_THREADS": threads, "CLDASH_CACHE": str(cache)}
+        subprocess.run([sys.executable, "-m", "cldash", "--db", db, "run", "--method", "lora", "--seed", "5",
+                        "--stream-angles", "60,120", *SHORT], env=env, check=True, capture_output=True)
+        assert not (cache / "backbones").exists()
+        store = Store(db)
+        (run,) = store.runs()
+        assert run["weights"]["source"] == "shipped" and run["config"]["threads"] == 1
+        matrices.append(store.accuracy_matrix(run["id"])["R"])
+        losses.append(store.scalars(run["id"], names=["loss"]).value.to_numpy())
+    np.testing.assert_array_equal(matrices[0], matrices[1])
+    np.testing.assert_array_equal(losses[0], losses[1])
+
+
 def test_non_finite_loss_fails_the_run_with_step_and_reason(tmp_path, monkeypatch):
     from cldash.streams.digits import DigitsRotate
 

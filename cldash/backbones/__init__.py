@@ -1,8 +1,10 @@
-"""Backbones: small transformers models built from configs and pre-trained in-project (cached).
+"""Backbones: small transformers models built from configs and pre-trained in-project.
 
 Each entry names its options dataclass, a builder of the bare network (random weights, cheap:
-used to check a configuration against the layer sizes without pre-training) and a loader of
-the pre-trained backbone.
+used to check a configuration against the layer sizes without pre-training), a loader of the
+pre-trained backbone (shipped weights for the default options, else pre-trained and cached:
+cldash.backbones.weights) and, for the in-project backbones, the pre-training recipe that
+`cldash pretrain` runs.
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ class BackboneEntry:
     build_net: Callable[[object], nn.Module]
     load: Callable[[object], Backbone]
     default_targets: tuple[str, ...]
+    # in-project backbones only (None for hf:): options -> (state_dict, record), net -> scores
+    pretrain: Callable[[object], tuple[dict, dict]] | None = None
+    scores: Callable[[nn.Module], dict] | None = None
+    recipe: str | None = None
 
 
 BACKBONES: dict[str, BackboneEntry] = {
     "vit-tiny": BackboneEntry("vit-tiny", "Tiny ViT (8x8 digits, 2 layers, width 64)", "image-classification",
-                              vit.ViTTinyOptions, vit.build_net, vit.load, tuple(vit.VIT_TARGETS)),
+                              vit.ViTTinyOptions, vit.build_net, vit.load, tuple(vit.VIT_TARGETS),
+                              vit.pretrain, vit.scores, vit.RECIPE),
     "gpt2-tiny": BackboneEntry("gpt2-tiny", "Tiny GPT-2 (generated skills, 2 layers, width 64)", "causal-lm",
-                               gpt2.GPT2TinyOptions, gpt2.build_net, gpt2.load, tuple(gpt2.GPT2_TARGETS)),
+                               gpt2.GPT2TinyOptions, gpt2.build_net, gpt2.load, tuple(gpt2.GPT2_TARGETS),
+                               gpt2.pretrain, gpt2.scores, gpt2.RECIPE),
 }
 
 

@@ -1,20 +1,18 @@
-"""What every backbone provides, target selection by name patterns, and the on-disk cache."""
+"""What every backbone provides, target selection by name patterns, and loading pre-trained weights."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
+import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from cldash.backbones.weights import cache_path, cached, shipped
+from cldash.cache import cache_dir, cache_key, file_lock  # noqa: F401 - used from here by launch and store
 from cldash.errors import ConfigError
-from cldash.locks import file_lock
 from cldash.methods.layer import is_linear, linear_shape
 
 
@@ -30,7 +28,7 @@ class Backbone:
     num_labels: int
     features: Callable[[nn.Module, torch.Tensor], torch.Tensor]   # (net, x) -> (N, hidden)
     logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]     # (net, x) -> pre-trained head
-    info: dict = field(default_factory=dict)      # pre-training record, cache file...
+    info: dict = field(default_factory=dict)      # where the weights came from (Weights.summary())
     head_modules: tuple[str, ...] = ("classifier",)   # the pre-trained head (trains with --train-head)
     tokenizer: object = None                      # a Hugging Face model's tokenizer (hf: backbones)
 
@@ -107,42 +105,23 @@ def match_targets(model: nn.Module, patterns: list[str]) -> list[str]:
     return [n for n in linears if n in chosen]  # model order
 
 
-def cache_dir() -> Path:
-    """Where pre-trained backbones are kept: $CLDASH_CACHE, else ~/.cache/cldash."""
-    return Path(os.environ.get("CLDASH_CACHE") or Path.home() / ".cache" / "cldash")
-
-
-def cache_key(payload: dict) -> str:
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def cached(name: str, key_payload: dict, build: Callable[[], dict]) -> tuple[dict, Path]:
-    """Load ``{"state_dict", "meta"}`` from the cache, or build it under a lock and save it atomically."""
-    path = cache_dir() / "backbones" / f"{name}-{cache_key(key_payload)}.pt"
-    if not path.exists():
-        with file_lock(path.with_suffix(".lock")):
-            if not path.exists():  # another process may have built it while we waited
-                payload = build()
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                torch.save(payload, tmp)
-                os.replace(tmp, path)
-    return torch.load(path, map_location="cpu", weights_only=True), path
-
-
 def load_pretrained(name: str, options, recipe: str, pretrain: Callable, build_net: Callable):
-    """A pre-trained in-project backbone: its network built from `options` with the cached weights
-    (pre-trained by ``pretrain(options)`` on first use). Returns (net in eval mode, meta, cache path).
-    The cache key is the options, the training recipe's name and transformers' major version."""
-    import dataclasses
-
+    """A pre-trained in-project backbone: its network built from `options` with the shipped weights
+    when `options` are the defaults they were made with, else with locally pre-trained ones
+    (``pretrain(options) -> (state_dict, record)`` on first use, then cached; cldash.backbones.weights).
+    Returns (net in eval mode, Weights)."""
     import transformers
 
-    key = {"options": dataclasses.asdict(options), "recipe": recipe,
-           "transformers": transformers.__version__.split(".")[0]}
-    payload, path = cached(name, key, lambda: pretrain(options))
     net = build_net(options)
-    net.load_state_dict(payload["state_dict"])
-    net.eval()
-    return net, payload["meta"], path
-
+    found = shipped(name, options, recipe)
+    if found is not None:
+        if set(found.state_dict) == set(net.state_dict()):
+            net.load_state_dict(found.state_dict)
+            return net.eval(), found
+        made = found.record.get("versions", {}).get("transformers", "?")
+        print(f"cldash: the shipped {name} weights were made with transformers {made}, whose module names differ "
+              f"from transformers {transformers.__version__}'s; pre-training {name} on this machine instead.",
+              file=sys.stderr)
+    weights = cached(name, cache_path(name, options, recipe), lambda: pretrain(options))
+    net.load_state_dict(weights.state_dict)
+    return net.eval(), weights

@@ -3,15 +3,15 @@ in-project.
 
 transformers' GPT2LMHeadModel with a small config (width 64, 2 blocks, 4 heads, 64 positions, a
 41-token vocabulary: about 110k parameters). Its linears are transformers ``Conv1D`` (weight
-stored transposed), which the adapter layer handles. On first use it is pre-trained on the
+stored transposed), which the adapter layer handles. It is pre-trained in-project on the
 *general* skills of cldash.streams.skills (copy, reverse, max, min; each prompt tagged with its
-skill) mixed with untagged few-shot sequences of the *in-context* skills (first, last), and
-cached on disk keyed by its config, recipe, seed and the transformers major version, exactly
-like the tiny ViT. Pre-training runs on the CPU, so every machine gets the same weights.
+skill) mixed with untagged few-shot sequences of the *in-context* skills (first, last). Other
+options than the defaults are pre-trained on first use and cached, exactly like the tiny ViT.
 Measured on the reference machine (2 cores, one thread): 2,000 steps in about 61 s, 0.94 exact
 match on the general mixture's test split and 0.48 on the few-shot first/last prompts (a choice
-between two answers: in-context induction is barely learned at this size). The `meta` of the
-cache file holds the numbers of the copy in use.
+between two answers: in-context induction is barely learned at this size). The weights of the
+default options ship with the package (cldash/backbones/weights/gpt2-tiny.*, made by `cldash
+pretrain --backbone gpt2-tiny`); their record holds the scores of the copy in use.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from cldash.backbones.base import Backbone, load_pretrained
+from cldash.backbones.weights import make_record, one_thread
 from cldash.errors import ConfigError
 from cldash.options import option
 
@@ -77,14 +78,30 @@ def _logits(net, x: torch.Tensor) -> torch.Tensor:
     return net(input_ids=x).logits                              # (N, T, vocab)
 
 
-def pretrain(o: GPT2TinyOptions) -> dict:
-    """Train a fresh tiny GPT-2 on the general mixture; return its state dict and a record."""
-    from cldash.streams.skills import (GENERAL_SKILLS, IN_CONTEXT_SKILLS, LanguageStream, Task, lm_loss,
-                                       mixture_split, trim)
+RECIPE = "adamw-onecycle-clip1-pool6000-trim-v2"
+
+
+def scores(net) -> dict[str, float]:
+    """Exact match on the held-out general skills and on few-shot first/last prompts, scored on the
+    same examples (seed 2) as the skills stream's general columns."""
+    from cldash.streams.skills import GENERAL_SKILLS, IN_CONTEXT_SKILLS, LanguageStream, Task, mixture_split
+
+    net.eval()
+    scorer = LanguageStream(None, None)
+    model = lambda x: _logits(net, x)  # noqa: E731
+    general = scorer.evaluate(model, Task("general", test=mixture_split(list(GENERAL_SKILLS), 300, seed=2)))
+    in_context = scorer.evaluate(model, Task("in-context", test=mixture_split(list(IN_CONTEXT_SKILLS), 300,
+                                                                               seed=2, few_shot=2)))
+    return {"general_exact_match": general["exact_match"], "in_context_exact_match": in_context["exact_match"]}
+
+
+def pretrain(o: GPT2TinyOptions) -> tuple[dict, dict]:
+    """Train a fresh tiny GPT-2 on the general mixture on one CPU thread; return its state dict and record."""
+    from cldash.streams.skills import GENERAL_SKILLS, IN_CONTEXT_SKILLS, lm_loss, mixture_split, trim
 
     tagged = mixture_split(list(GENERAL_SKILLS), PRETRAIN_POOL * len(GENERAL_SKILLS), seed=0)
     shots = mixture_split(list(IN_CONTEXT_SKILLS), PRETRAIN_POOL * len(IN_CONTEXT_SKILLS), seed=0, few_shot=2)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), one_thread():
         torch.manual_seed(o.seed)
         net = build_net(o)
         g = torch.Generator().manual_seed(o.seed)
@@ -105,20 +122,12 @@ def pretrain(o: GPT2TinyOptions) -> dict:
             opt.step()
             sched.step()
         seconds = time.perf_counter() - start
-        net.eval()
-        # scored on the same held-out examples (seed 2) as the skills stream's general columns
-        scorer = LanguageStream(None, None)
-        model = lambda x: _logits(net, x)  # noqa: E731
-        general = scorer.evaluate(model, Task("general", test=mixture_split(list(GENERAL_SKILLS), 300, seed=2)))
-        in_context = scorer.evaluate(model, Task("in-context", test=mixture_split(list(IN_CONTEXT_SKILLS), 300,
-                                                                                   seed=2, few_shot=2)))
-    return {"state_dict": net.state_dict(),
-            "meta": {"general_exact_match": general["exact_match"], "in_context_exact_match": in_context["exact_match"],
-                     "seconds": seconds, "steps": o.pretrain_steps}}
+        result = scores(net)
+    return net.state_dict(), make_record("gpt2-tiny", o, RECIPE, _config(o).to_dict(), result, seconds)
 
 
 def load(o: GPT2TinyOptions) -> Backbone:
-    net, meta, path = load_pretrained("gpt2-tiny", o, "adamw-onecycle-clip1-pool6000-trim-v2", pretrain, build_net)
+    net, weights = load_pretrained("gpt2-tiny", o, RECIPE, pretrain, build_net)
     return Backbone(name="gpt2-tiny", net=net, kind="causal-lm", default_targets=list(GPT2_TARGETS),
                     hidden_size=o.n_embd, num_labels=net.config.vocab_size, features=_features, logits=_logits,
-                    info={**meta, "cache_file": str(path)}, head_modules=("lm_head",))
+                    info=weights.summary(), head_modules=("lm_head",))

@@ -196,4 +196,4 @@ def load(name: str, kind: str, o: HFOptions) -> Backbone:
     return Backbone(name=f"{PREFIX}{name}", net=net, kind=kind, default_targets=default_target_patterns(net),
                     hidden_size=_hidden_size(net.config), num_labels=getattr(net.config, "num_labels", 0),
                     features=features, logits=logits, head_modules=heads, tokenizer=tokenizer,
-                    info={"source": name, "pad_token_id": pad})
+                    info={"source": "hugging-face", "name": name})

@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cldash import __version__
 from cldash.errors import UserError
-from cldash.locks import file_lock
+from cldash.cache import file_lock
 
 HEAD = "0002"
 REVISIONS = ("0001", "0002")     # oldest first; any other revision comes from a newer cldash
