@@ -174,7 +174,8 @@ with st.expander(f"Backbone options ({backbone}, advanced)"):
         st.caption("Options for loading the Hugging Face model.")
     else:
         backbone_options_cls = BACKBONES[backbone].Options
-        st.caption("Changing these pre-trains a new backbone on first use (cached afterwards).")
+        st.caption("The defaults load the pre-trained weights that ship with cldash (the same on every machine); "
+                   "changing any of these pre-trains a new backbone on first use (cached afterwards).")
     for row in describe(backbone_options_cls):
         backbone_values[row["name"]] = with_slot(f"{backbone}.{row['name']}",
                                                  lambda r=row: option_widget(r, f"bb-{backbone}-{r['name']}"))
