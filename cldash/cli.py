@@ -1,10 +1,12 @@
-"""`cldash run|execute|list|show|export|cancel|delete|methods|streams|reconcile|order|pretrain`.
+"""`cldash run|execute|list|show|export|cancel|delete|methods|streams|queue|reconcile|order|pretrain|db`.
 
 Global options (`--db`) go before or after the command: `cldash --db x.db list` and
 `cldash list --db x.db` are the same. Bad input gets one sentence on stderr and exit code 2
 (an unknown flag names the closest one the command has), and nothing is written to the store
 before the whole configuration (including ranks against layer sizes) has been checked.
-A run that fails or is interrupted exits with 1 and keeps what it wrote.
+A run that fails or is interrupted exits with 1 and keeps what it wrote. Every command that reads
+runs reconciles the store with the processes and starts the queued runs the concurrency limit
+allows, so the queue drains with no dashboard open (`cldash queue` shows it).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import argparse
 import difflib
 import json
 import math
+import os
 import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -313,7 +317,9 @@ def cmd_run(args, rest: list[str]) -> int:
     check_against_model(resolved)
     store = Store(args.db)
     config = resolved.to_dict()
-    run_id = store.create_run(config, status="queued", name=config["name"] or describe_run(resolved.config))
+    # owned by this process from its INSERT: the scheduler never starts it, reconcile ends it if we die first
+    run_id = store.create_run(config, status="queued", name=config["name"] or describe_run(resolved.config),
+                              launcher="cli", pid=os.getpid(), host=socket.gethostname())
     print(f"run {run_id}: {describe_run(resolved.config)} -> {store.display}", file=sys.stderr)
     status = execute(store, run_id, progress=None if ns.quiet else ProgressBar())
     return _report(store, run_id, status)
@@ -475,8 +481,22 @@ def _report(store, run_id: int, status: str) -> int:
         print("\nmetrics:")
         print(format_metrics(run["summary"]))
         return 0
-    print(f"run {run_id} {status}: {(run['error'] or '').splitlines()[0] if run['error'] else ''}", file=sys.stderr)
+    print(_end_line(store, run, status), file=sys.stderr)
     return 1
+
+
+def _end_line(store, run: dict, status: str) -> str:
+    """'run 3 failed: REASON', from the store, or from the run's end file where the store could not take it."""
+    from cldash.launch import end_path, recorded_end
+    from cldash.store import ACTIVE
+
+    error, kept = run["error"], ""
+    end = recorded_end(store, run) if run["status"] in ACTIVE else None
+    if end:   # a full disk, a read-only store: the reason is in the end file until reconcile records it
+        error = end.get("error")
+        kept = f" (the store could not record this; it is kept in {end_path(store, run['id'])}, and any cldash " \
+               "command records it once the store can be written)"
+    return f"run {run['id']} {status}: {error.splitlines()[0] if error else ''}{kept}"
 
 
 def cmd_execute(args) -> int:
@@ -489,18 +509,30 @@ def cmd_execute(args) -> int:
     store.get_run(args.run)
     try:
         status = execute(store, args.run, progress=None)
+        if status != "finished":   # the reason, in one line, also in the run's log
+            print(_end_line(store, store.get_run(args.run), status), file=sys.stderr)
     finally:
         schedule(store)   # hand this run's slot to the next queued run, with or without a dashboard
     return 0 if status == "finished" else 1
 
 
 def _store_reconciled(db):
-    from cldash.launch import reconcile
+    """The store, reconciled with the processes, with the queued runs the limit allows started: a queue
+    moves on after a killed run whenever any command reads the store, dashboard or not."""
     from cldash.store import Store
 
     store = Store(db)
-    reconcile(store)
+    _start_queued(store)
     return store
+
+
+def _start_queued(store) -> None:
+    from cldash.launch import schedule
+
+    try:
+        schedule(store)
+    except UserError as exc:   # a run that cannot be started (its log cannot be written) does not stop a listing
+        print(f"cldash: {exc}", file=sys.stderr)
 
 
 def cmd_list(args) -> int:
@@ -632,6 +664,7 @@ def cmd_cancel(args) -> int:
 
     store = _store_reconciled(args.db)
     print(f"run {args.run}: {cancel(store, args.run)}")
+    _start_queued(store)   # its slot goes to the next queued run
     return 0
 
 
@@ -676,11 +709,44 @@ def cmd_streams(args) -> int:
 
 
 def cmd_reconcile(args) -> int:
-    from cldash.launch import reconcile
+    from cldash.launch import reconcile, schedule
     from cldash.store import Store
 
-    changed = reconcile(Store(args.db))
-    print(f"{len(changed)} run(s) marked interrupted" + (f": {', '.join(map(str, changed))}" if changed else ""))
+    store = Store(args.db)
+    changed = reconcile(store)
+    print(f"{len(changed)} run(s) whose process is gone marked as ended"
+          + (f": {', '.join(map(str, changed))}" if changed else ""))
+    started = schedule(store)
+    if started:
+        print(f"started queued run(s): {', '.join(map(str, started))}")
+    return 0
+
+
+def cmd_queue(args) -> int:
+    """The runs holding a slot and the runs waiting, in the order they start, and the limit; starts
+    what the limit allows first (unless --no-start)."""
+    from cldash.launch import gpu_count, max_concurrent, queue, reconcile, schedule
+    from cldash.store import Store
+
+    store = Store(args.db)
+    if args.no_start:
+        reconcile(store)
+    started = [] if args.no_start else schedule(store)
+    active, waiting = queue(store)
+    limit = max_concurrent(store)
+    source = "set in the store" if store.get_setting("max_concurrent") else \
+        f"the default: one per {'GPU' if gpu_count() else 'CPU core'}"
+    print(f"{store.display}: {len(active)} active, {len(waiting)} waiting; at most {limit} run(s) at once ({source})")
+    if active or waiting:
+        print(f"{'position':>8}  {'id':>4}  {'status':<9} {'progress':>8}  {'pid':>7}  {'method':<10} name")
+    for position, r in [("active", r) for r in active] + list(enumerate(waiting, start=1)):
+        status = "starting" if position == "active" and r["status"] == "queued" else r["status"]
+        print(f"{position:>8}  {r['id']:>4}  {status:<9} {100 * (r['progress'] or 0):7.1f}%  {r['pid'] or '-':>7}  "
+              f"{r['method']:<10} {r['name']}" + ("  (cldash run)" if r["launcher"] == "cli" else ""))
+    if started:
+        print(f"started run(s) {', '.join(map(str, started))} in the free slot(s)")
+    if store.refused and waiting:
+        print(f"cldash: {store.refused}; no queued run can start.", file=sys.stderr)
     return 0
 
 
@@ -751,7 +817,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default=".", metavar="DIR", help="folder to write into, or - for standard output")
     sub.add_parser("methods", help="list the registered methods and their options")
     sub.add_parser("streams", help="list the task streams and their options")
-    sub.add_parser("reconcile", help="mark runs whose process is gone as interrupted")
+    sub.add_parser("reconcile", help="mark runs whose process is gone as ended (and start queued runs)")
+    q = sub.add_parser("queue", help="the runs running and waiting, in order, and the concurrency limit; starts "
+                       "the queued runs the limit allows")
+    q.add_argument("--no-start", action="store_true", help="only show the queue; start nothing")
     sub.add_parser("order", help="measure gradient conflict between a stream's tasks and store the adversarial order "
                    "(cldash order --stream skills --help)", add_help=False)
     sub.add_parser("pretrain", help="pre-train one of cldash's own backbones and print its scores "
@@ -766,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
 STAGED = {"run": cmd_run, "order": cmd_order, "pretrain": cmd_pretrain}   # their flags depend on their values
 COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export": cmd_export,
             "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
-            "reconcile": cmd_reconcile, "db": cmd_db}
+            "queue": cmd_queue, "reconcile": cmd_reconcile, "db": cmd_db}
 
 
 def main(argv: list[str] | None = None) -> int:

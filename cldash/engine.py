@@ -13,8 +13,11 @@
 4. the metrics of R go into the run row.
 
 A non-finite loss stops the run as failed with the step and reason; SIGTERM (cancel) stops
-it as cancelled, Ctrl-C as interrupted; any other exception as failed. Everything written
-before stays in the store.
+it as cancelled, Ctrl-C as interrupted; a write the store or the disk refuses (a full disk) as
+failed with that reason in one sentence; any other exception as failed with its traceback.
+Everything written before stays in the store, and the end is recorded with the step, progress
+and task of the last step that completed. The end goes to the run's end file first
+(cldash.launch), so that a store that cannot take it does not lose it.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from cldash import metrics as M
 from cldash.backbones import linear_modules, task_model
 from cldash.config import Resolved, check_against_model, resolve
 from cldash.errors import RunFailed, UserError
+from cldash.launch import clear_end, record_end, reserve_end
 from cldash.methods import StepContext, TaskContext
 from cldash.methods.layer import layer_index
 from cldash.rehearsal import EWC, ReplayBuffer, replay_loss
 from cldash.spectra import TOP_K, LowRank, Update, analyze, difference, pack, top_left_singular_vectors
-from cldash.store import Store
+from cldash.store import Store, write_failure
+
+END_RETRIES = (0.2, 0.5, 1.0)   # seconds between the tries of the final status write (a disk freeing up)
 
 
 class Cancelled(Exception):
@@ -133,6 +139,7 @@ class ContinualRun:
         for k, t in enumerate(self.stream.general):
             self.positions[id(t)] = -k
         self.step = 0
+        self.done, self.done_task = 0, 0    # the last step that completed and its task (how an end is recorded)
         self.total_steps = cfg.steps_per_task * len(self.tasks)
         self.latest_scores: dict[int, float] = {}
         self.final_scores: dict[tuple[int, int], float] = {}   # (trained through i, task position) -> score
@@ -268,6 +275,7 @@ class ContinualRun:
                         self.writer.scalar(self.step, "extra_loss", float(extra.detach()))
                     for key, part in aids.items():
                         self.writer.scalar(self.step, key, float(part.detach()))
+                self.done, self.done_task = self.step, t
                 if s < cfg.steps_per_task:
                     if spectra_every and s % spectra_every == 0:
                         self.log_spectra(t, start)
@@ -289,6 +297,10 @@ class ContinualRun:
                     self.writer.scalar(self.step, "replay_buffer_size", float(len(self.replay)))
             self.flush(task=t)
         return self.summary()
+
+    def position(self) -> dict:
+        """The run row's step, progress and task after the last step that completed."""
+        return {"step": self.done, "progress": self.done / max(1, self.total_steps), "task": self.done_task}
 
     def consolidate(self, task, params, t: int) -> None:
         """EWC at a task's end: the diagonal Fisher of the parameters that trained, then the anchor."""
@@ -334,6 +346,7 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
                         "(re-run it with a new run instead).")
     if not store.claim(run_id, pid=os.getpid(), host=socket.gethostname()):
         return store.get_run(run_id)["status"]   # another process took it first
+    reserve_end(store, run_id)   # room for how the run ends, taken while the disk has some
     writer = store.writer(run_id)
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -357,21 +370,26 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
                          primary_metric=crun.stream.primary_metric)
         summary = crun.run()
         save_adapters(crun, store.adapter_path(run_id))
-        store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), progress=1.0)
+        store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), **crun.position())
+        clear_end(store, run_id)
         return "finished"
     except Cancelled:
-        status, error = "cancelled", f"cancelled at step {crun.step if crun else 0}"
+        status, error = "cancelled", f"cancelled at step {crun.done if crun else 0}"
     except KeyboardInterrupt:
-        status, error = "interrupted", f"interrupted (Ctrl-C) at step {crun.step if crun else 0}"
+        status, error = "interrupted", f"interrupted (Ctrl-C) at step {crun.done if crun else 0}"
     except RunFailed as exc:
         status, error = "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 - any crash is recorded with its reason
-        where = f" at step {crun.step}" if crun else " before training started"
-        error = f"{type(exc).__name__}{where}: {exc}\n\n{traceback.format_exc()}"
+        refused = write_failure(exc)
+        if refused:   # a full disk, a read-only store: one sentence, the traceback says nothing more
+            error = f"{refused}; the run stopped " + (f"at step {crun.done}" if crun else "before training started")
+        else:
+            where = f" at step {crun.step}" if crun else " before training started"
+            error = f"{type(exc).__name__}{where}: {exc}\n\n{traceback.format_exc()}"
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
-    _finish_unclean(store, writer, run_id, status, error)
+    _finish_unclean(store, writer, run_id, {"status": status, "error": error, **(crun.position() if crun else {})})
     return status
 
 
@@ -412,13 +430,29 @@ def load_adapted_model(store: Store, run_id: int):
     return resolved, stream, model.eval(), method
 
 
-def _finish_unclean(store: Store, writer, run_id: int, status: str, error: str) -> None:
-    """Keep whatever was buffered, then record how the run ended (signals are ignored meanwhile)."""
+def _finish_unclean(store: Store, writer, run_id: int, end: dict) -> bool:
+    """Record how the run ended (`end`: status, error, and the step, progress and task of the last step
+    that completed) with whatever was buffered, in one transaction; False if the store never took it.
+
+    The end goes to the run's end file first, so that it survives a store that cannot take it (a full
+    disk): the status write is then tried again a few times, and failing that, reconcile reads the
+    file once this process is gone (`cldash run` says so).
+    """
+    end = {**end, "finished_at": time.time()}
+    record_end(store, run_id, end)
     try:
-        writer.flush()
-    except Exception:  # noqa: BLE001 - the buffered rows are lost, the status must still land
-        pass
-    store.update_run(run_id, status=status, error=error, finished_at=time.time())
+        writer.flush(**end)
+    except Exception:  # noqa: BLE001 - the buffered rows are lost, the end must still land
+        for pause in END_RETRIES:
+            try:
+                store.update_run(run_id, **end)
+                break
+            except Exception:  # noqa: BLE001
+                time.sleep(pause)
+        else:
+            return False
+    clear_end(store, run_id)
+    return True
 
 
 def _in_main_thread() -> bool:

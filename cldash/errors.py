@@ -20,3 +20,12 @@ class ConfigError(UserError, ValueError):
 
 class RunFailed(Exception):
     """A run stopped itself (diverged, say); the message is stored as the run's error."""
+
+
+class StoreWriteError(UserError):
+    """A write the run store refused (a read-only store, a full disk). `reason` is the cause on its own
+    ("the disk is full (sqlite3: database or disk is full)"), for messages that name the run."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason

@@ -1,16 +1,25 @@
 """Runs in the background: launch, schedule, cancel, reconcile.
 
-A run is a separate OS process, ``python -m cldash --db URL execute RUN_ID`` (an argument list,
-never a shell string), in its own process group (session), writing straight to the store with
-a heartbeat. `launch` records queued runs (idempotently, by launch key); `schedule` starts
-queued runs while fewer than the concurrency limit are active (the dashboard calls it on every
-refresh, and every run process calls it when it ends, so the queue drains with the browser
-closed); `reconcile` makes the store agree with the processes: a run whose process is gone is
-marked interrupted, so nothing shows as running forever.
+A run is a separate OS process, ``python -m cldash execute RUN_ID`` (an argument list, never a
+shell string; the store's URL goes in its environment as CLDASH_DB, since any local user can read
+a command line and a URL may hold a password), in its own process group (session), writing
+straight to the store with a heartbeat. `launch` records queued runs (idempotently, by launch
+key); `schedule` starts queued runs while fewer than the concurrency limit are active (the
+dashboard calls it on every refresh, every cldash command that reads the store calls it, and
+every run process calls it when it ends, so the queue drains with the browser closed, also
+after a run was killed); `reconcile` makes the store agree with the processes: a run whose
+process is gone is marked interrupted, so nothing shows as running forever. A foreground
+`cldash run` is never started by the scheduler: its row is owned by its own process from the
+moment it is created (launcher "cli").
+
+A run's process records how the run ended in a small end file next to its log before it tells
+the store, so that a store that cannot take it (a full disk) does not lose the reason: reconcile
+reads the file once the process is gone. A store that refuses writes (read-only) is left as it is.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,15 +30,71 @@ import time
 from pathlib import Path
 
 from cldash.backbones.base import cache_dir, cache_key, file_lock
-from cldash.errors import UserError
-from cldash.store import Store
+from cldash.errors import StoreWriteError, UserError
+from cldash.store import ENDED, Store
 
 STALE_SECONDS = 300   # a run on another host with no heartbeat for this long is interrupted
+END_ROOM = 4096       # bytes an end file is created with (a reason, a step and a few numbers fit)
+END_FIELDS = ("status", "error", "finished_at", "step", "progress", "task")
 
 
 def log_path(store: Store, run_id: int) -> Path:
     """Where a background run's output goes (per store, so two stores' run 1 do not collide)."""
     return cache_dir() / "logs" / cache_key({"store": store.url}) / f"run-{run_id}.log"
+
+
+def end_path(store: Store, run_id: int) -> Path:
+    """Where a run's process records how the run ended before it tells the store (next to its log)."""
+    return log_path(store, run_id).with_suffix(".end")
+
+
+def reserve_end(store: Store, run_id: int) -> None:
+    """Create the run's end file blank at its full size as the run starts: recording the end later
+    overwrites bytes the file already has, so it needs no new room on a disk that has filled up since."""
+    path = end_path(store, run_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b" " * END_ROOM)
+    except OSError:
+        pass   # no room even now: record_end tries again at the end
+
+
+def record_end(store: Store, run_id: int, end: dict) -> bool:
+    """Write how the run ended (`END_FIELDS`) to its end file, with this process's pid; False if it cannot."""
+    end = {**{k: end[k] for k in END_FIELDS if k in end}, "pid": os.getpid()}
+    blob = json.dumps(end).encode()
+    if len(blob) > END_ROOM and end.get("error"):   # a crash's traceback: its first line says what happened
+        end["error"] = end["error"].splitlines()[0][:1000]
+        blob = json.dumps(end).encode()
+    path = end_path(store, run_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = path.stat().st_size if path.exists() else 0
+        with open(path, "r+b" if size else "wb") as fh:
+            fh.write(blob.ljust(size, b" "))   # blanks past the end: the file keeps its size and its blocks
+        return True
+    except OSError:
+        return False
+
+
+def recorded_end(store: Store, run: dict) -> dict | None:
+    """How the run's process recorded the run's end in its end file, if it did (the same pid), else None."""
+    try:
+        text = end_path(store, run["id"]).read_text().strip()
+        end = json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(end, dict) or end.get("pid") != run["pid"] or end.get("status") not in ENDED:
+        return None
+    return {k: end[k] for k in END_FIELDS if k in end}
+
+
+def clear_end(store: Store, run_id: int) -> None:
+    """Remove the run's end file once the store holds how the run ended."""
+    try:
+        end_path(store, run_id).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def gpu_count() -> int:
@@ -66,28 +131,46 @@ def launch(store: Store, configs: list[dict], launch_keys: list[str] | None = No
     return ids
 
 
+def queue(store: Store) -> tuple[list[dict], list[dict]]:
+    """The runs holding a slot (running, or started and not claimed yet, a foreground `cldash run`
+    included) and the runs waiting for one, in the order `schedule` starts them."""
+    queued = store.runs(status=["queued"])
+    active = sorted(store.runs(status=["running"]) + [r for r in queued if r["pid"]], key=lambda r: r["id"])
+    waiting = [r for r in queued if not r["pid"] and r["launcher"] != "cli"]   # cli: its own process runs it
+    return active, waiting
+
+
 def schedule(store: Store) -> list[int]:
-    """Start queued runs while fewer than `max_concurrent` runs are active; returns the started ids."""
+    """Start queued runs while fewer than `max_concurrent` runs are active; returns the started ids.
+    A store that refuses writes (read-only) starts nothing."""
     started = []
     with file_lock(cache_dir() / "locks" / f"{cache_key({'store': store.url})}.lock"):
         reconcile(store)
         limit = max_concurrent(store)
-        active = store.runs(status=["running"]) + [r for r in store.runs(status=["queued"]) if r["pid"]]
-        waiting = [r for r in store.runs(status=["queued"]) if not r["pid"]]
+        active, waiting = queue(store)
         threads = max(1, (os.cpu_count() or 1) // max(1, min(limit, len(active) + len(waiting))))
         for run in waiting[:max(0, limit - len(active))]:
+            try:   # a write before starting anything: a process could not claim a run in a read-only store
+                store.update_run(run["id"], host=socket.gethostname())
+            except StoreWriteError:
+                break
             spawn(store, run["id"], extra_env={"CLDASH_THREADS": str(threads)})
             started.append(run["id"])
     return started
 
 
 def spawn(store: Store, run_id: int, extra_env: dict | None = None) -> subprocess.Popen:
-    """Start the process that executes a queued run; it claims the run itself."""
+    """Start the process that executes a queued run; it claims the run itself. The store's URL goes in
+    its environment (CLDASH_DB), not on its command line, which every local user can read."""
     path = log_path(store, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
-    with open(path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "cldash", "--db", store.url, "execute", str(run_id)],
+    env = {**os.environ, **(extra_env or {}), "CLDASH_DB": store.url, "PYTHONUNBUFFERED": "1"}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(path, "ab")
+    except OSError as exc:
+        raise UserError(f"cannot start run {run_id}: cannot write its log {path} ({exc.strerror or exc}).") from None
+    with log:
+        proc = subprocess.Popen([sys.executable, "-m", "cldash", "execute", str(run_id)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env, close_fds=True)
     store.update_run(run_id, pid=proc.pid, host=socket.gethostname())
@@ -133,30 +216,41 @@ def is_run_process(pid: int | None) -> bool:
 
 
 def reconcile(store: Store, now: float | None = None) -> list[int]:
-    """Mark runs whose process is gone as interrupted; returns their ids."""
+    """Mark runs whose process is gone as ended, with the reason; returns their ids. A run whose
+    process recorded its end in its end file (the store could not take it) ends as recorded there.
+    A store that refuses writes (read-only) is left as it is."""
     now = now or time.time()
     host = socket.gethostname()
-    changed = []
+    ends = {}
     for run in store.runs(status=["queued"]):
-        # a queued run whose process was started but died before claiming it
+        # a queued run whose process was started (or is the foreground `cldash run` that created it) but
+        # died before claiming it
         if run["pid"] and run["host"] == host and not is_run_process(run["pid"]):
-            store.update_run(run["id"], status="failed", finished_at=now,
-                             error=f"the run's process (pid {run['pid']}) exited before starting; "
-                                   f"see {log_path(store, run['id'])}")
-            changed.append(run["id"])
+            if run["launcher"] == "cli":
+                ends[run["id"]] = {"status": "interrupted", "error": f"the cldash run process (pid {run['pid']}) "
+                                   "ended before the run started"}
+            else:
+                ends[run["id"]] = {"status": "failed", "error": f"the run's process (pid {run['pid']}) exited "
+                                   f"before starting; see {log_path(store, run['id'])}"}
     for run in store.runs(status=["running"]):
         beat = run["heartbeat_at"] or run["started_at"] or run["created_at"]
         if run["host"] == host:
             if is_run_process(run["pid"]):
                 continue
-            reason = (f"the run's process (pid {run['pid']}) ended without recording an end; last heartbeat "
-                      f"{now - beat:.0f} s before, at step {run['step']}")
+            ends[run["id"]] = recorded_end(store, run) or {
+                "status": "interrupted", "error": f"the run's process (pid {run['pid']}) ended without recording "
+                f"an end; last heartbeat {now - beat:.0f} s before, at step {run['step']}"}
         elif now - beat > STALE_SECONDS:
-            reason = f"no heartbeat from host {run['host']} for {now - beat:.0f} s (last at step {run['step']})"
-        else:
-            continue
-        store.update_run(run["id"], status="interrupted", error=reason, finished_at=now)
-        changed.append(run["id"])
+            ends[run["id"]] = {"status": "interrupted", "error": f"no heartbeat from host {run['host']} for "
+                               f"{now - beat:.0f} s (last at step {run['step']})"}
+    changed = []
+    for run_id, end in ends.items():
+        try:
+            store.update_run(run_id, **{"finished_at": now, **end})
+        except StoreWriteError:
+            break   # read-only (or a full disk): the runs read as they were recorded until it can be written
+        clear_end(store, run_id)
+        changed.append(run_id)
     return changed
 
 

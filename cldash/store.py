@@ -19,6 +19,8 @@ new revision there, and opening an older store upgrades it (a SQLite file is bac
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -35,11 +37,11 @@ import pandas as pd
 from sqlalchemy import (Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, create_engine,
                         delete, event, func, insert, make_url, select, update)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cldash import migrations
-from cldash.errors import UserError
+from cldash.errors import StoreWriteError, UserError
 
 ACTIVE = ("queued", "running")
 ENDED = ("finished", "failed", "interrupted", "cancelled")
@@ -79,6 +81,7 @@ class Run(Base):
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
     weights: Mapped[str | None] = mapped_column(Text)    # JSON: the backbone weights used (revision 0002)
+    launcher: Mapped[str | None] = mapped_column(String(16))   # "cli" (foreground) or "local" (revision 0003)
 
 
 class TaskRow(Base):
@@ -176,12 +179,90 @@ def default_db() -> str:
     return os.environ.get("CLDASH_DB") or "runs.db"
 
 
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_PLAIN_PATH = re.compile(r"^(/|\\|\.{1,2}[/\\]|~|[a-zA-Z]:[/\\])")   # /x ./x ../x ~/x C:/x, and with backslashes
+
+
 def to_url(db: str | os.PathLike | None) -> str:
-    """A path (``runs.db``) or a SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``) as a URL."""
+    """A path (``runs.db``) or a SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``) as a URL.
+
+    A value is a URL when it starts with a scheme and ``://``. Any other value with a colon in it
+    looks like a mistyped URL (``postgresql:/x``, ``sqlite:x.db``, ``not a url::``) and is refused in
+    one sentence rather than made into a SQLite file of that name, unless it is plainly a path: it
+    starts with ``/``, ``./``, ``../``, ``~`` or a drive (``C:\\``), so ``./a:b.db`` is the file ``a:b.db``.
+    """
     db = str(db) if db is not None else default_db()
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", db):
+    if _URL.match(db):
         return db
+    if ":" in db and not _PLAIN_PATH.match(db):
+        raise UserError(f"the run store {mask_url(db)!r} looks like a database URL but is not one (a URL starts "
+                        "with its scheme and ://, as in sqlite:///runs.db or postgresql+psycopg://user@host/db); "
+                        f"for a file of that name, write it as a path: ./{mask_url(db)}.")
     return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)([^&]*)", re.IGNORECASE)
+
+
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where the password in `url` is, also when `url` does not parse: from the colon after the user
+    name to the last ``@`` (a password may hold any character, ``@`` and ``/`` included)."""
+    at = url.rfind("@")
+    if at <= 0 or url.startswith("sqlite"):   # a SQLite URL holds no password; an @ there is in a path
+        return None
+    start = url.find("://") + 3 if "://" in url[:at] else 0
+    colon = url.find(":", start, at)
+    return (colon + 1, at) if colon >= 0 else None
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password masked: ``user:secret@host`` -> ``user:***@host``, ``?password=secret``
+    -> ``?password=***``."""
+    span = _password_span(url)
+    if span:
+        url = url[:span[0]] + "***" + url[span[1]:]
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+def _secrets(url: str) -> list[str]:
+    """The passwords `mask_url` hides in `url` (to mask them wherever else a message repeats them)."""
+    span = _password_span(url)
+    found = ([url[span[0]:span[1]]] if span else []) + [value for _, value in _QUERY_PASSWORD.findall(url)]
+    return [f for f in found if len(f) >= 3]   # a shorter one would mask letters all over the message
+
+
+# Writes a store can refuse for reasons outside cldash: a full disk, a file size limit, a read-only file
+# or server. `write_failure` names them in a few words; anything else is a bug to report with its traceback.
+_OS_REFUSALS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                errno.EFBIG: "the file size limit was reached", errno.EROFS: "the file system is read-only"}
+_DB_REFUSALS = (("database or disk is full", "the disk is full"), ("no space left on device", "the disk is full"),
+                ("readonly database", "the store is read-only"), ("read-only transaction", "the store is read-only"),
+                ("disk i/o error", "the disk refused a write"), ("disk quota exceeded", "the disk quota is exceeded"))
+
+
+def write_failure(exc: BaseException | None) -> str | None:
+    """What refused a write, in a few words with the error it came from ("the disk is full (OSError 28
+    writing /x/runs.db-wal)"), when `exc` or an exception behind it is a full disk, a file size limit or a
+    read-only store; None for any other exception."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, StoreWriteError):
+            return exc.reason
+        if isinstance(exc, OSError) and exc.errno in _OS_REFUSALS:
+            where = f" writing {exc.filename}" if exc.filename else ""
+            return f"{_OS_REFUSALS[exc.errno]} (OSError {exc.errno}{where})"
+        if isinstance(exc, DBAPIError):
+            exc = exc.orig
+            continue
+        text = (str(exc).strip().splitlines() or [""])[0]
+        module = type(exc).__module__.split(".")[0]
+        if module not in ("builtins", "sqlalchemy", "cldash"):   # an exception of a database driver
+            for pattern, what in _DB_REFUSALS:
+                if pattern in text.lower():
+                    return f"{what} ({module}: {text})"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -261,31 +342,58 @@ class Store:
 
     def __init__(self, db: str | os.PathLike | None = None, *, migrate: bool = True):
         self.url = to_url(db)
+        self.refused: str | None = None   # why the last write was refused (a read-only store, a full disk)
         try:
             self.engine = _engine(self.url)
             if _schema_token(self.url) not in _READY and migrations.ensure(self, migrate) == migrations.HEAD:
                 _READY.add(_schema_token(self.url))
         except UserError:
             raise
-        except ArgumentError as exc:
-            raise UserError(f"cannot open the run store {self.url}: not a valid database URL ({exc}).") from None
+        except (ArgumentError, ValueError) as exc:   # ValueError: make_url's, for a port that is not a number
+            raise UserError(f"cannot open the run store {self.display}: not a valid database URL "
+                            f"({self.mask(str(exc))}).") from None
         except ModuleNotFoundError as exc:
-            raise UserError(f"cannot open the run store {self.url}: its database driver is not installed "
+            raise UserError(f"cannot open the run store {self.display}: its database driver is not installed "
                             f"({exc.name}).") from None
         except (OperationalError, DatabaseError) as exc:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            raise UserError(f"cannot open the run store {self.display}: {reason}.") from None
+            raise UserError(f"cannot open the run store {self.display}: {self.mask(reason)}.") from None
 
     @property
     def display(self) -> str:
-        return self.url.replace("sqlite:///", "") if self.url.startswith("sqlite:///") else \
-            re.sub(r"//([^:/@]+):[^@]+@", r"//\1:***@", self.url)
+        """The store as messages name it: a SQLite file's path, else the URL with its password masked."""
+        return self.url[len("sqlite:///"):] if self.url.startswith("sqlite:///") else mask_url(self.url)
+
+    def mask(self, text: str) -> str:
+        """`text` with this store's URL shown as `display` and its password masked wherever it appears."""
+        text = text.replace(self.url, self.display)
+        for secret in _secrets(self.url):
+            text = text.replace(secret, "***")
+        return text
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Turn a write the store refuses (read-only, a full disk) into one sentence (StoreWriteError)."""
+        try:
+            yield
+        except (DBAPIError, OSError) as exc:
+            reason = write_failure(exc)
+            if reason is None:
+                raise
+            self.refused = f"cannot write to the run store {self.display}: {self.mask(reason)}"
+            raise StoreWriteError(self.refused + ".", self.mask(reason)) from None
 
     # -- runs ---------------------------------------------------------------------------------
     def create_run(self, config: dict, *, status: str = "queued", launch_key: str | None = None,
-                   group_key: str | None = None, name: str = "") -> int:
-        """Insert a run row. With a `launch_key` already used, returns the existing run (idempotent)."""
-        with self.engine.begin() as conn:
+                   group_key: str | None = None, name: str = "", launcher: str = "local",
+                   pid: int | None = None, host: str | None = None) -> int:
+        """Insert a run row. With a `launch_key` already used, returns the existing run (idempotent).
+
+        `launcher` "cli" is a foreground `cldash run`: its row is created owned by its process (`pid`,
+        `host` in the same INSERT), so there is no moment when the scheduler could take it for a
+        queued background run, and reconcile can end it if the process dies before claiming it.
+        """
+        with self._writing(), self.engine.begin() as conn:
             if launch_key:
                 found = conn.execute(select(Run.id).where(Run.launch_key == launch_key)).first()
                 if found:
@@ -294,19 +402,19 @@ class Store:
                 launch_key=launch_key, group_key=group_key, name=name or config.get("name") or "",
                 method=config["method"], stream=config["stream"], backbone=config["backbone"],
                 policy=config.get("policy"), seed=config["seed"], config=_j(config), status=status,
-                created_at=_now()))
+                launcher=launcher, pid=pid, host=host, created_at=_now()))
             return result.inserted_primary_key[0]
 
     def update_run(self, run_id: int, **fields) -> None:
         for key in ("versions", "summary", "weights"):
             if key in fields and not isinstance(fields[key], (str, type(None))):
                 fields[key] = _j(fields[key])
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             conn.execute(update(Run).where(Run.id == run_id).values(**fields))
 
     def claim(self, run_id: int, *, pid: int, host: str | None = None) -> bool:
         """Atomically move a queued run to running under this process; False if someone else has it."""
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             res = conn.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(
                 status="running", pid=pid, host=host or socket.gethostname(), started_at=_now(),
                 heartbeat_at=_now()))
@@ -335,7 +443,7 @@ class Store:
 
     def delete_run(self, run_id: int) -> None:
         """Remove a run and every row that belongs to it, in one transaction (and its saved adapters)."""
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             for table in (Spectrum, Scalar, Evaluation, ModuleRow, TaskRow):
                 conn.execute(delete(table).where(table.run_id == run_id))
             conn.execute(delete(Run).where(Run.id == run_id))
@@ -354,7 +462,7 @@ class Store:
 
     # -- static run structure -------------------------------------------------------------------
     def write_structure(self, run_id: int, tasks: list[dict], modules: list[dict]) -> None:
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             conn.execute(delete(TaskRow).where(TaskRow.run_id == run_id))
             conn.execute(delete(ModuleRow).where(ModuleRow.run_id == run_id))
             if tasks:
@@ -475,7 +583,7 @@ class Store:
         """Store one `cldash.orders.measure` result; returns its id."""
         config = {k: result[k] for k in ("stream_options", "backbone_options", "targets", "modules", "batches",
                                          "batch_size", "seed") if k in result}
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             res = conn.execute(insert(OrderRow).values(
                 stream=result["stream"], backbone=result["backbone"], config=_j(config), tasks=_j(result["tasks"]),
                 matrix=_j(result["matrix"]), order=_j(result["order"]), cost=result["cost"],
@@ -502,7 +610,7 @@ class Store:
         return row[0] if row else default
 
     def set_setting(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
+        with self._writing(), self.engine.begin() as conn:
             conn.execute(delete(Meta).where(Meta.key == f"setting:{key}"))
             conn.execute(insert(Meta).values(key=f"setting:{key}", value=str(value)))
 
@@ -594,7 +702,7 @@ class RunWriter:
 
     def flush(self, **run_fields) -> None:
         run_fields["heartbeat_at"] = _now()
-        with self.store.engine.begin() as conn:
+        with self.store._writing(), self.store.engine.begin() as conn:
             if self._evals:
                 conn.execute(insert(Evaluation), self._evals)
             if self._scalars:

@@ -12,7 +12,7 @@ import streamlit as st
 from cldash.errors import UserError
 from cldash.figures import PLOTLY_CONFIG
 from cldash.launch import default_limit, max_concurrent, schedule
-from cldash.store import Store, default_db
+from cldash.store import Store, default_db, mask_url
 from cldash.views import run_label
 
 ACTIVE = ("queued", "running")
@@ -34,7 +34,10 @@ def through_app() -> None:
 
 
 def db_location() -> str:
-    return st.session_state.get("db_location") or default_db()
+    """The store the sidebar names. The default ($CLDASH_DB) is shown with its password masked, so
+    that masked text stands for the default itself."""
+    typed = st.session_state.get("db_location")
+    return default_db() if not typed or typed == mask_url(default_db()) else typed
 
 
 def get_store() -> Store:
@@ -68,7 +71,7 @@ def set_selected(ids: list[int]) -> None:
 def sidebar() -> Store | None:
     """Store location and health, active runs, concurrency limit, the selected runs."""
     with st.sidebar:
-        st.text_input("Run store", value=db_location(), key="db_location",
+        st.text_input("Run store", value=mask_url(db_location()), key="db_location",
                       help="A path to a SQLite file or any SQLAlchemy URL (default: $CLDASH_DB or ./runs.db).")
         try:
             store = Store(db_location())
@@ -87,8 +90,11 @@ def sidebar() -> Store | None:
                                     help=f"Concurrency limit for background runs (default {default_limit()}: "
                                          "one per GPU, else one per CPU core). Queued runs start when a slot frees.")
         if new_limit != limit:
-            store.set_setting("max_concurrent", str(int(new_limit)))
-            schedule(store)
+            try:
+                store.set_setting("max_concurrent", str(int(new_limit)))
+                schedule(store)
+            except UserError as exc:   # a read-only store
+                st.error(str(exc))
         runs = store.runs()
         labels = {r["id"]: run_label(r) for r in runs}
         chosen = [i for i in selected_ids() if i in labels]

@@ -39,3 +39,23 @@ def seeded_store(tmp_path_factory):
         assert main(["--db", path, "run", "--method", method, "--stream", "digits-rotate",
                      "--stream-angles", "45,90,135", *SHORT]) == 0
     return Store(path)
+
+
+@pytest.fixture
+def read_only_copy(seeded_store, tmp_path):
+    """A copy of the seeded store with a run whose process is gone (still "running") and a queued run,
+    as (its path, the queued run's id); open it read-only as ``sqlite:///file:PATH?mode=ro&uri=true``
+    (the tests run as root, for whom chmod 0444 does not stop a write)."""
+    import socket
+    import sqlite3
+
+    from cldash.store import Store, _engine
+
+    path = tmp_path / "read-only.db"
+    with sqlite3.connect(seeded_store.display) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)
+    store = Store(str(path))
+    store.update_run(1, status="running", pid=2 ** 22 + 5, host=socket.gethostname())
+    queued = store.create_run(store.get_run(2)["config"])
+    _engine(store.url).dispose()   # the last connection closing moves the WAL into the file
+    return path, queued

@@ -214,6 +214,27 @@ def test_unopenable_store_shows_an_error_box(tmp_path, monkeypatch):
     assert any("does not exist" in e.value for e in at.error)
 
 
+def test_a_store_password_is_never_on_the_page(monkeypatch):
+    url = "postgresql+psycopg://cl:s3cret@localhost:1/runs"   # nothing listens on port 1: an error box
+    monkeypatch.setenv("CLDASH_DB", url)
+    v2_navigation(monkeypatch)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.sidebar.text_input[0].value == "postgresql+psycopg://cl:***@localhost:1/runs"
+    assert any("cannot open the run store postgresql+psycopg://cl:***@localhost:1/runs" in e.value for e in at.error)
+    texts = [e.value for e in at.error] + [t.value for t in at.text_input] + [m.value for m in at.markdown] + \
+        [c.value for c in at.caption]
+    assert not any("s3cret" in str(t) for t in texts)
+
+
+def test_a_read_only_store_renders_and_starts_nothing(read_only_copy, monkeypatch):
+    path, queued = read_only_copy
+    at = app(f"sqlite:///file:{path}?mode=ro&uri=true", monkeypatch)   # the sidebar reconciles and schedules
+    assert not at.error
+    store = Store(str(path))
+    assert store.get_run(1)["status"] == "running" and store.get_run(queued)["pid"] is None
+
+
 def test_a_page_opened_in_streamlits_old_multipage_mode_is_routed_through_app(seeded_store, monkeypatch):
     """Without the test shim: the page notices it ran without app.py and re-runs through it."""
     monkeypatch.setenv("CLDASH_DB", seeded_store.display)

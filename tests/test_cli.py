@@ -251,3 +251,32 @@ def test_mistake_exit_code_from_the_shell(tmp_path):
     assert done.stderr == "error: unknown option --staus for cldash list; did you mean --status? " \
                           "(cldash list --help lists them)\n"
     assert not (tmp_path / "r.db").exists()
+
+
+SECRET_URLS = [("postgresql+psycopg2://u:s3cret@host/db", "its database driver is not installed (psycopg2)"),
+               ("postgresql+psycopg://u:s3cret@host:x/db", "not a valid database URL"),
+               ("postgresql+psycopg://u:s3cret@localhost:1/db", "cannot open the run store "
+                                                                 "postgresql+psycopg://u:***@localhost:1/db: "),
+               ("postgresql+psycopg://u:s3cret@x@localhost:1/db", "u:***@localhost:1/db"),   # an @ in the password
+               ("postgresql:u:s3cret@host/db", "looks like a database URL but is not one")]
+
+
+@pytest.mark.parametrize("url,message", SECRET_URLS, ids=[u.split("//")[0] + m[:12] for u, m in SECRET_URLS])
+def test_a_store_password_appears_in_no_message(url, message, capsys):
+    assert main(["--db", url, "list"]) == 2
+    out, err = capsys.readouterr()
+    assert "s3cret" not in out + err and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("value", ["not a url::", "postgresql:/x", "sqlite:/x.db", "sqlite:runs.db"])
+def test_a_value_that_looks_like_a_broken_url_is_one_sentence_and_creates_no_file(tmp_path, monkeypatch, value,
+                                                                                   capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--db", value, "list"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: the run store {value!r} looks like a database URL but is not one (a URL starts with its " \
+                  "scheme and ://, as in sqlite:///runs.db or postgresql+psycopg://user@host/db); for a file of that " \
+                  f"name, write it as a path: ./{value}.\n"
+    assert list(tmp_path.iterdir()) == []
+    assert main(["--db", "./a:b.db", "list"]) == 0   # plainly a path: a file with a colon in its name
+    assert (tmp_path / "a:b.db").exists()

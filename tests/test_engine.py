@@ -99,6 +99,7 @@ def test_crash_is_recorded_with_its_reason(tmp_path, monkeypatch):
     assert status == "failed"
     assert run["error"].startswith("RuntimeError at step 13: simulated crash")
     assert store.scalars(run_id, names=["loss"]).step.max() == 12   # step 13 never completed
+    assert (run["step"], run["progress"], run["task"]) == (12, 12 / 40, 1)   # the end names the last completed step
 
 
 @pytest.mark.parametrize("method,policy", [("lora", "single"), ("lora", "merge"), ("lora", "stack"),
@@ -165,3 +166,71 @@ def test_train_head_option_trains_the_pretrained_classifier():
     before = crun.model.net.classifier.weight.detach().clone()
     crun.run()
     assert not torch.equal(crun.model.net.classifier.weight, before)
+
+
+def test_a_cancelled_run_stores_the_step_its_reason_names(tmp_path, monkeypatch):
+    """The final status write carries the step, progress and task of the last completed step, so a
+    run cancelled at step 30 reads step 30 (not the step of the last periodic flush)."""
+    import os
+    import signal
+
+    from cldash.store import RunWriter
+
+    monkeypatch.setattr(RunWriter, "due", lambda self: False)   # no periodic flush: only the end moves the step
+    store = Store(str(tmp_path / "end.db"))
+    run_id = store.create_run(resolve({"method": "lora", **SMALL}).to_dict())
+
+    def progress(p):
+        if p.step == 30:
+            os.kill(os.getpid(), signal.SIGTERM)   # what `cldash cancel` sends; the engine's handler catches it
+
+    assert execute(store, run_id, progress=progress) == "cancelled"
+    run = store.get_run(run_id)
+    assert run["error"] == "cancelled at step 30"
+    assert (run["step"], run["progress"], run["task"]) == (30, 30 / 40, 2)
+    assert store.scalars(run_id, names=["loss"]).step.max() == 30   # the buffered rows landed with the end
+
+
+def test_a_full_disk_mid_run_keeps_its_reason(tmp_path, monkeypatch, capsys):
+    """Every write fails from some point on (SQLite's "database or disk is full"), the final status
+    write included: `cldash run` says why in one line, and reconcile later records that reason from
+    the run's end file instead of "interrupted at step 0"."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    import cldash.launch as launch
+    from cldash.cli import main
+    from cldash.store import RunWriter, _engine, to_url
+
+    from conftest import SHORT
+
+    db = str(tmp_path / "full.db")
+    store = Store(db)
+    monkeypatch.setattr(RunWriter, "due", lambda self: len(self._scalars) >= 20)   # a flush every 10 steps
+    monkeypatch.setattr("cldash.engine.END_RETRIES", (0.01, 0.01))
+    scalar_flushes = []
+
+    def disk_full(conn, cursor, statement, params, context, executemany):
+        if statement.startswith("INSERT INTO scalars"):
+            scalar_flushes.append(1)
+        if len(scalar_flushes) > 2 and statement.startswith(("INSERT", "UPDATE")):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    engine = _engine(to_url(db))
+    event.listen(engine, "before_cursor_execute", disk_full)
+    try:
+        assert main(["--db", db, "run", "--method", "lora", "--stream-angles", "45,90", *SHORT]) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", disk_full)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("run 1: "), err    # the run's name, then how it ended
+    assert err[1].startswith("run 1 failed: the disk is full (sqlite3: database or disk is full); the run "
+                             "stopped at step 30 (the store could not record this; it is kept in "), err
+    assert store.get_run(1)["status"] == "running"   # what the store could take: the end never landed
+    monkeypatch.setattr(launch, "is_run_process", lambda pid: False)   # as once `cldash run` has exited
+    assert launch.reconcile(store) == [1]
+    run = store.get_run(1)
+    assert run["status"] == "failed" and run["step"] == 30 and run["task"] == 1
+    assert run["error"] == "the disk is full (sqlite3: database or disk is full); the run stopped at step 30"
+    assert not launch.end_path(store, 1).exists()

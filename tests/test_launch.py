@@ -6,9 +6,11 @@ import time
 import pytest
 
 from cldash.config import resolve
-from cldash.launch import demo_configs, launch, log_path, rerun, reconcile, schedule
+from cldash.launch import demo_configs, is_run_process, launch, log_path, rerun, reconcile, schedule, spawn
 from cldash.methods import REGISTRY
 from cldash.store import Store
+
+from test_store import _wait
 
 QUICK = {"method": "lora", "steps_per_task": 15, "eval_interval": 0, "stream_options": {"angles": [90]}}
 
@@ -90,3 +92,77 @@ def test_gpu_count_follows_cuda_visible_devices(monkeypatch, visible, expected):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert gpu_count() == expected
     assert default_limit() == (expected or __import__("os").cpu_count())
+
+
+def test_spawn_keeps_the_store_url_off_the_command_line(db, monkeypatch):
+    """`ps` shows every local user a process's arguments: the URL (which may hold a password) goes
+    in the run process's environment, which only its owner can read."""
+    import subprocess
+
+    store = Store(db)
+    (rid,) = launch(store, [resolve(QUICK).to_dict()], start=False)
+    url = "postgresql+psycopg://cl:s3cret@db.example/runs"
+    monkeypatch.setattr(store, "url", url)   # a SQLite URL cannot hold a password; the rows stay in `db`
+    seen = {}
+
+    class FakePopen:
+        pid = 2 ** 22 + 11
+
+        def __init__(self, argv, **kwargs):
+            seen.update(argv=argv, env=kwargs["env"])
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    spawn(store, rid)
+    assert seen["argv"][1:] == ["-m", "cldash", "execute", str(rid)]
+    assert "s3cret" not in " ".join(seen["argv"]) and seen["env"]["CLDASH_DB"] == url
+
+
+def test_a_killed_background_run_frees_its_slot_for_the_next_cldash_command(db, capsys):
+    """With one slot, the second run waits; the first is killed (SIGKILL: it cannot start the next
+    one itself); the next `cldash list` reconciles and starts the waiting run, no dashboard open."""
+    import os
+    import signal
+
+    from cldash.cli import main
+    from cldash.launch import cancel
+
+    store = Store(db)
+    store.set_setting("max_concurrent", "1")
+    long = resolve(dict(QUICK, steps_per_task=4000)).to_dict()
+    first, second = launch(store, [long, resolve(QUICK).to_dict()])
+    run = _wait(store, first, lambda r: r["status"] == "running")
+    assert store.get_run(second)["pid"] is None
+    os.killpg(run["pid"], signal.SIGKILL)
+    _wait(store, first, lambda r: not is_run_process(r["pid"]))
+    assert main(["--db", db, "list"]) == 0
+    assert store.get_run(first)["status"] == "interrupted"
+    waiting = store.get_run(second)
+    assert waiting["pid"] and waiting["status"] in ("queued", "running")   # started by `cldash list`
+    cancel(store, second)
+    capsys.readouterr()
+
+
+def test_cldash_queue_shows_the_order_and_starts_what_the_limit_allows(db, capsys):
+    from cldash.cli import main
+    from cldash.launch import cancel
+
+    store = Store(db)
+    store.set_setting("max_concurrent", "1")
+    ids = launch(store, [resolve(dict(QUICK, steps_per_task=4000, seed=s)).to_dict() for s in range(3)], start=False)
+    assert main(["--db", db, "queue", "--no-start"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{db}: 0 active, 3 waiting; at most 1 run(s) at once (set in the store)"
+    assert [line.split()[:3] for line in out[2:]] == [["1", str(ids[0]), "queued"], ["2", str(ids[1]), "queued"],
+                                                       ["3", str(ids[2]), "queued"]]
+    assert all(r["pid"] is None for r in store.runs())
+    assert main(["--db", db, "queue"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{db}: 1 active, 2 waiting; at most 1 run(s) at once (set in the store)"
+    assert [line.split()[:2] for line in out[2:5]] == [["active", str(ids[0])], ["1", str(ids[1])], ["2", str(ids[2])]]
+    assert out[5] == f"started run(s) {ids[0]} in the free slot(s)"
+    assert main(["--db", db, "cancel", str(ids[0])]) == 0   # its slot goes to the next one
+    assert store.get_run(ids[0])["status"] == "cancelled" and store.get_run(ids[1])["pid"]
+    cancel(store, ids[1])

@@ -181,7 +181,7 @@ def test_upgrade_from_0001_keeps_the_data_on_sqlite(tmp_path, capsys):
     insert_run_at_0001(f"sqlite:///{path}")
     assert revision_of(path) == "0001"
     store = Store(str(path))
-    assert "from revision 0001 to 0002" in capsys.readouterr().err
+    assert f"from revision 0001 to {migrations.HEAD}" in capsys.readouterr().err
     assert revision_of(path) == migrations.HEAD and (tmp_path / "runs.db.bak-0001").exists()
     assert_run_kept(store)
 
@@ -304,7 +304,7 @@ def test_cldash_db_current_and_upgrade(tmp_path, capsys):
         f"revision  0001\n"
         f"head      {migrations.HEAD} (this cldash {__version__})\n"
         f"cldash    not recorded\n"
-        f"pending   0002: `cldash db upgrade` (or any command) applies it, after copying the file to "
+        f"pending   0002, 0003: `cldash db upgrade` (or any command) applies them, after copying the file to "
         f"{path}.bak-0001\n")
     assert revision_of(path) is None and not (tmp_path / "runs.db.bak-0001").exists()   # current changes nothing
     assert main([*db, "upgrade"]) == 0

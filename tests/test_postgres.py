@@ -74,7 +74,7 @@ def test_upgrading_a_postgres_store_from_0001_keeps_its_runs(empty_pg_url, recor
             conn.exec_driver_sql("INSERT INTO meta VALUES ('schema_version', '1')")
         engine.dispose()
     store = Store(empty_pg_url, migrate=False)
-    assert migrations.current(store)["pending"] == ["0002"]
+    assert migrations.current(store)["pending"] == ["0002", "0003"]
     store = Store(empty_pg_url)
     assert capsys.readouterr().err == f"upgraded the run store {store.display} from revision 0001 to " \
                                       f"{migrations.HEAD} (cldash {migrations.__version__}).\n"
@@ -134,3 +134,33 @@ def test_a_postgres_upgrade_waits_for_the_one_under_way(empty_pg_url, capsys):
     assert not opened.is_alive()
     assert capsys.readouterr().err == ""   # it found the store upgraded and did nothing
     assert migrations.current(Store(empty_pg_url))["revision"] == migrations.HEAD
+
+
+def test_a_background_run_on_postgres_keeps_the_password_off_its_command_line(empty_pg_url):
+    """The run process gets the store's URL in its environment: `ps` (any local user) never shows the
+    password. The test server trusts local connections, so any password in the URL is accepted."""
+    import time
+    from pathlib import Path
+
+    from sqlalchemy import make_url
+
+    from cldash.config import resolve
+    from cldash.launch import launch, schedule
+    from cldash.store import Store, _engine
+
+    url = make_url(empty_pg_url).set(password="s3cret").render_as_string(hide_password=False)
+    store = Store(url)
+    (rid,) = launch(store, [resolve({"method": "lora", "steps_per_task": 15, "eval_interval": 0,
+                                     "stream_options": {"angles": [90]}}).to_dict()])
+    pid = store.get_run(rid)["pid"]
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        assert b"s3cret" not in cmdline.read_bytes() and b"cldash" in cmdline.read_bytes()
+    deadline = time.time() + 180
+    while store.get_run(rid)["status"] in ("queued", "running"):
+        assert time.time() < deadline, store.get_run(rid)
+        schedule(store)
+        time.sleep(0.3)
+    run = store.get_run(rid)
+    assert run["status"] == "finished", run["error"]
+    _engine(url).dispose()   # before the fixture drops the database

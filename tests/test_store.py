@@ -137,3 +137,37 @@ def test_cancel_stops_the_process_group_within_two_seconds(db):
     assert run["status"] == "cancelled" and run["error"].startswith("cancelled at step")
     with pytest.raises(UserError, match="nothing to cancel"):
         cancel(store, run_id)
+
+
+def test_writes_a_store_refuses_are_named_in_a_few_words():
+    import errno
+
+    from sqlalchemy.exc import OperationalError
+
+    from cldash.errors import StoreWriteError
+    from cldash.store import mask_url, write_failure
+
+    def db_error(message):
+        return OperationalError("INSERT INTO scalars ...", {}, sqlite3.OperationalError(message))
+
+    assert write_failure(OSError(errno.ENOSPC, "No space left on device", "/x/runs.db-wal")) == \
+        "the disk is full (OSError 28 writing /x/runs.db-wal)"
+    assert write_failure(OSError(errno.EFBIG, "File too large")) == "the file size limit was reached (OSError 27)"
+    assert write_failure(db_error("database or disk is full")) == "the disk is full (sqlite3: database or disk is full)"
+    assert write_failure(db_error("disk I/O error")) == "the disk refused a write (sqlite3: disk I/O error)"
+    assert write_failure(db_error("attempt to write a readonly database")) == \
+        "the store is read-only (sqlite3: attempt to write a readonly database)"
+    assert write_failure(StoreWriteError("cannot write ...", "the disk is full (x)")) == "the disk is full (x)"
+    try:   # the reason behind the exception that surfaced
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("while saving") from exc
+    except RuntimeError as exc:
+        assert write_failure(exc) == "the disk is full (OSError 28)"
+    assert write_failure(db_error("no such table: runs")) is None and write_failure(ValueError("x")) is None
+    assert mask_url("postgresql+psycopg://cl:s3cret@db/runs?sslmode=require") == \
+        "postgresql+psycopg://cl:***@db/runs?sslmode=require"
+    assert mask_url("postgresql://cl:p@ss/w0rd@db/runs") == "postgresql://cl:***@db/runs"
+    assert mask_url("postgresql://db/runs?user=cl&password=s3cret") == "postgresql://db/runs?user=cl&password=***"
+    assert mask_url("postgresql://cl@db:5432/runs") == "postgresql://cl@db:5432/runs"
