@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from cldash.backbones.base import cache_dir, cache_key, file_lock
+from cldash.cache import cache_dir, cache_key, file_lock
 from cldash.errors import StoreWriteError, UserError
 from cldash.store import ENDED, Store
 

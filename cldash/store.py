@@ -455,7 +455,7 @@ class Store:
         db = sqlite_path(self.url)
         if db is not None:
             return db.with_name(db.stem + ".adapters") / f"run-{run_id}.pt"
-        from cldash.backbones.base import cache_dir
+        from cldash.cache import cache_dir
 
         key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         return cache_dir() / "adapters" / key / f"run-{run_id}.pt"

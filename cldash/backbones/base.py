@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from cldash.backbones.weights import cache_path, cached, shipped
-from cldash.cache import cache_dir, cache_key, file_lock  # noqa: F401 - used from here by launch and store
 from cldash.errors import ConfigError
 from cldash.methods.layer import is_linear, linear_shape
 
