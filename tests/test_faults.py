@@ -3,9 +3,9 @@ a reader, a full disk and a read-only store. After each, the store passes SQLite
 every run reads as what happened to it (with the reason), and nothing comes back from the dead.
 
 Kill moments: between creating a foreground run's row and claiming it, during backbone
-pre-training, mid-task, and right after a task's final evaluation. (A damaged backbone cache is
-covered in test_backbone_weights.py.) Every wait is on something observable (a row, a file, a
-process gone), bounded, and says what it waited for when it gives up.
+pre-training, mid-task, and right after a task's final evaluation. A damaged backbone cache heals
+inside a run (its table of damages: test_backbone_weights.py). Every wait is on something
+observable (a row, a file, a process gone), bounded, and says what it waited for when it gives up.
 """
 
 import os
@@ -117,6 +117,26 @@ def test_kill_9_during_backbone_pretraining(tmp_path, monkeypatch, capsys):
     assert main(argv) == 0
     assert store.get_run(2)["status"] == "finished" and store.get_run(2)["weights"]["source"] == "local"
     assert weights.exists() and "damaged" not in capsys.readouterr().err
+
+
+def test_a_corrupted_backbone_cache_heals_inside_a_run(tmp_path, monkeypatch, capsys):
+    """A run whose backbone cache file was cut short still finishes, on the same weights and with the
+    same numbers, and says so in one line (the damage table itself: test_backbone_weights.py)."""
+    monkeypatch.setenv("CLDASH_CACHE", str(tmp_path / "cache"))
+    db = str(tmp_path / "runs.db")
+    argv = ["--db", db, "run", "--method", "lora", "--stream-angles", "90", "--steps-per-task", "5",
+            "--eval-interval", "0", "--quiet", *TINY_BACKBONE[2:], "--backbone-pretrain-steps", "3"]
+    assert main(argv) == 0
+    (weights,) = (tmp_path / "cache" / "backbones").glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
+    assert len(err) == 1 and str(weights) in err[0]
+    store = Store(db)
+    first, second = store.get_run(1), store.get_run(2)
+    assert second["status"] == "finished" and second["weights"]["sha256"] == first["weights"]["sha256"]
+    np.testing.assert_array_equal(store.accuracy_matrix(1)["R"], store.accuracy_matrix(2)["R"])
 
 
 @pytest.mark.slow
