@@ -12,6 +12,7 @@ allows, so the queue drains with no dashboard open (`cldash queue` shows it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import math
@@ -276,16 +277,27 @@ def format_metrics(summary: dict | None) -> str:
 
 
 def _read_config_file(name: str) -> dict:
+    """The run options of a JSON file, each known field of the right type (flags may still override them)."""
+    from cldash.config import RunConfig
+    from cldash.options import check_types
+
     path = Path(name)
+    if path.is_dir():
+        raise UserError(f"the config file {path} is a folder; give a JSON file of run options.")
     if not path.is_file():
         raise UserError(f"the config file {path} does not exist.")
     try:
-        base = json.loads(path.read_text())
+        base = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UserError(f"the config file {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    except UnicodeDecodeError:
+        raise UserError(f"the config file {path} is not text (JSON is UTF-8 text); give a JSON file of run "
+                        "options.") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the config file {path}: {exc.strerror or exc}.") from None
     if not isinstance(base, dict):
         raise UserError(f"the config file {path} must hold a JSON object of run options.")
-    return base
+    return check_types(RunConfig, base)
 
 
 def cmd_run(args, rest: list[str]) -> int:
@@ -380,6 +392,9 @@ def cmd_order(args, rest: list[str]) -> int:
         parser.print_help()
         return 0
     ns = parser.parse_args(rest)
+    for name, value in (("--batches", ns.batches), ("--batch-size", ns.batch_size)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1 (got {value}).")
     store = Store(args.db)
     if ns.list:
         orders = store.orders()
@@ -393,9 +408,6 @@ def cmd_order(args, rest: list[str]) -> int:
     if ns.show is not None:
         print(format_order(store.get_order(ns.show), ns.method))
         return 0
-    for name, value in (("--batches", ns.batches), ("--batch-size", ns.batch_size)):
-        if value < 1:
-            raise UserError(f"{name} must be at least 1 (got {value}).")
     values = _collect(ns, {})
     values.pop("method", None)
     if ns.targets:
@@ -474,6 +486,8 @@ def cmd_pretrain(args, rest: list[str]) -> int:
 
 
 def _report(store, run_id: int, status: str) -> int:
+    from cldash.text import printable
+
     run = store.get_run(run_id)
     if status == "finished":
         print(f"\nrun {run_id} finished. Accuracy matrix R[i][j] ({run['primary_metric']}):")
@@ -496,7 +510,9 @@ def _end_line(store, run: dict, status: str) -> str:
         error = end.get("error")
         kept = f" (the store could not record this; it is kept in {end_path(store, run['id'])}, and any cldash " \
                "command records it once the store can be written)"
-    return f"run {run['id']} {status}: {error.splitlines()[0] if error else ''}{kept}"
+    from cldash.text import printable
+
+    return f"run {run['id']} {status}: {printable(error.splitlines()[0]) if error else ''}{kept}"
 
 
 def cmd_execute(args) -> int:
@@ -537,6 +553,7 @@ def _start_queued(store) -> None:
 
 def cmd_list(args) -> int:
     from cldash.metrics import fmt
+    from cldash.text import printable
 
     store = _store_reconciled(args.db)
     runs = store.runs(status=[args.status] if args.status else None, method=args.method, stream=args.stream)
@@ -548,9 +565,11 @@ def cmd_list(args) -> int:
     print(header)
     for r in runs:
         s = r["summary"] or {}
-        print(f"{r['id']:>4}  {r['status']:<11} {100 * (r['progress'] or 0):7.1f}%  {r['method']:<10} "
-              f"{r['stream']:<16} {r['seed']:>4}  {fmt(s.get('acc', math.nan)):>6} {fmt(s.get('bwt', math.nan)):>7} "
-              f"{fmt(s.get('forgetting', math.nan)):>6} {fmt(s.get('general_retention', math.nan)):>7}  {r['name']}")
+        # what users typed is printed escaped: a store written by an older cldash may hold control characters
+        print(f"{r['id']:>4}  {r['status']:<11} {100 * (r['progress'] or 0):7.1f}%  {printable(r['method']):<10} "
+              f"{printable(r['stream']):<16} {r['seed']:>4}  {fmt(s.get('acc', math.nan)):>6} "
+              f"{fmt(s.get('bwt', math.nan)):>7} {fmt(s.get('forgetting', math.nan)):>6} "
+              f"{fmt(s.get('general_retention', math.nan)):>7}  {printable(r['name'])}")
     return 0
 
 
@@ -558,18 +577,19 @@ def cmd_show(args) -> int:
     from cldash.config import aids_label
     from cldash.store import count_rows
     from cldash.tables import weights_label
+    from cldash.text import printable
 
     store = _store_reconciled(args.db)
     run = store.get_run(args.run)
     cfg = run["config"]
-    print(f"run {run['id']}: {run['name']}")
+    print(f"run {run['id']}: {printable(run['name'])}")
     print(f"  status    {run['status']} ({100 * (run['progress'] or 0):.1f}%, step {run['step']}/{run['total_steps']})")
     if run["error"]:
-        print(f"  reason    {run['error'].splitlines()[0]}")
-    print(f"  method    {cfg['method']} {json.dumps(cfg['method_options'])}" +
-          (f" policy={cfg['policy']}" if cfg.get("policy") else ""))
-    print(f"  stream    {cfg['stream']} {json.dumps(cfg['stream_options'])}")
-    print(f"  backbone  {cfg['backbone']} {json.dumps(cfg['backbone_options'])}")
+        print(f"  reason    {printable(run['error'].splitlines()[0])}")
+    print(f"  method    {printable(cfg['method'])} {json.dumps(cfg['method_options'])}" +
+          (f" policy={printable(cfg['policy'])}" if cfg.get("policy") else ""))
+    print(f"  stream    {printable(cfg['stream'])} {json.dumps(cfg['stream_options'])}")
+    print(f"  backbone  {printable(cfg['backbone'])} {json.dumps(cfg['backbone_options'])}")
     print(f"  training  {cfg['steps_per_task']} steps/task, batch {cfg['batch_size']}, lr {cfg['lr']:g}, "
           f"seed {cfg['seed']}, device {run['device']}")
     if aids_label(cfg):
@@ -627,7 +647,8 @@ def cmd_export(args) -> int:
         out_dir = Path(args.out)
         if out_dir.exists() and not out_dir.is_dir():
             raise UserError(f"--out {out_dir} is a file; give a folder to write the tables into.")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        with _writing(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         if name == "config":
             text = json.dumps(table, indent=2, default=str)
@@ -640,9 +661,20 @@ def cmd_export(args) -> int:
             sys.stdout.write(text)
         else:
             path = Path(args.out) / f"run-{args.run}-{name}.{suffix}"
-            path.write_text(text)
+            with _writing(path):
+                path.write_text(text)
             print(path)
     return 0
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """An export that cannot be written (no such place, no permission, a full or read-only disk) is one sentence."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or path} ({exc.strerror or exc}); give --out a folder that "
+                        "you can write to.") from None
 
 
 def export_peft(store, args) -> int:
@@ -654,7 +686,9 @@ def export_peft(store, args) -> int:
         raise UserError("a PEFT adapter is a folder of files; give one with --out (e.g. --out adapter/).")
     resolved, _, _, method = load_adapted_model(store, args.run)
     folder = Path(args.out) / f"run-{args.run}-peft" if args.out == "." else Path(args.out)
-    save_peft(method, folder, base_model=f"cldash {resolved.config.backbone} {json.dumps(resolved.config.backbone_options)}")
+    with _writing(folder):
+        save_peft(method, folder, base_model=f"cldash {resolved.config.backbone} "
+                  f"{json.dumps(resolved.config.backbone_options)}")
     print(folder)
     return 0
 

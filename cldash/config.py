@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from cldash.errors import ConfigError
 from cldash.options import as_dict, build, option
+from cldash.text import with_article
 
 
 @dataclass
@@ -33,13 +34,15 @@ class RunConfig:
     lr: float | None = option(None, "learning rate; empty: the method's default", low=0.0, low_open=True, high=10.0)
     weight_decay: float = option(0.0, "AdamW weight decay", low=0.0, high=10.0)
     lr_schedule: str = option("constant", "learning-rate schedule within each task", choices=("constant", "cosine"))
-    warmup_steps: int = option(0, "linear warm-up steps at the start of each task", low=0)
-    max_grad_norm: float = option(0.0, "clip the gradient norm to this value; 0: no clipping", low=0.0)
-    eval_interval: int = option(50, "evaluate every task every this many steps; 0: only at task ends", low=0)
+    warmup_steps: int = option(0, "linear warm-up steps at the start of each task", low=0, high=10_000_000)
+    max_grad_norm: float = option(0.0, "clip the gradient norm to this value; 0: no clipping", low=0.0, high=1_000_000)
+    eval_interval: int = option(50, "evaluate every task every this many steps; 0: only at task ends", low=0,
+                                high=10_000_000)
     spectra_interval: int = option(10, "log low-rank update spectra every this many steps; 0: only at task ends",
-                                   low=0)
+                                   low=0, high=10_000_000)
     dense_spectra_interval: int = option(50, "log dense update spectra (full fine-tuning, DoRA's effective "
-                                             "update) every this many steps; 0: only at task ends", low=0)
+                                             "update) every this many steps; 0: only at task ends", low=0,
+                                        high=10_000_000)
     eval_batch_size: int = option(1024, "batch size for evaluation", low=1, high=1_000_000)
     seed: int = option(0, "seed of everything random in the run (inits, batch order, dropout)",
                        low=0, high=2**31 - 1)
@@ -55,7 +58,7 @@ class RunConfig:
                               choices=("balanced", "reservoir"))
     replay_batch_size: int = option(0, "replayed examples per step; 0: the training batch size", low=0, high=65_536)
     ewc_lambda: float = option(0.0, "EWC strength lambda (the penalty is lambda/2 sum F (theta - theta*)^2); 0: no EWC",
-                               source="arXiv 1612.00796; TRACE's default is 400", low=0.0)
+                               source="arXiv 1612.00796; TRACE's default is 400", low=0.0, high=100_000_000)
     ewc_online: bool = option(False, "online EWC: one running Fisher gamma F + F_t anchored at the last task's end",
                               source="arXiv 1805.06370")
     ewc_gamma: float = option(1.0, "decay of the running Fisher in online EWC", low=0.0, high=1.0)
@@ -118,8 +121,8 @@ def resolve(values: dict | RunConfig) -> Resolved:
     cfg.backbone = cfg.backbone or stream_cls.default_backbone
     entry = get_backbone(cfg.backbone)
     if entry.kind not in stream_cls.backbone_kinds:
-        raise ConfigError(f"stream {cfg.stream} needs a {' or '.join(stream_cls.backbone_kinds)} backbone; "
-                          f"{cfg.backbone} is a {entry.kind} model.", "backbone")
+        raise ConfigError(f"stream {cfg.stream} needs {with_article(' or '.join(stream_cls.backbone_kinds))} "
+                          f"backbone; {cfg.backbone} is {with_article(entry.kind)} model.", "backbone")
     method_options = build(method_cls.Config, cfg.method_options, prefix=cfg.method)
     stream_options = build(stream_cls.Options, cfg.stream_options, prefix=cfg.stream)
     backbone_options = build(entry.Options, cfg.backbone_options, prefix=cfg.backbone)

@@ -48,6 +48,11 @@ from cldash.store import Store, write_failure
 END_RETRIES = (0.2, 0.5, 1.0)   # seconds between the tries of the final status write (a disk freeing up)
 
 
+# A loss above this stops the run as diverged even while it is finite: no working run's loss comes near it,
+# and it is within a few orders of float32's overflow (3.4e38), where the next step's sums turn into inf.
+HUGE_LOSS = 1e30
+
+
 class Cancelled(Exception):
     pass
 
@@ -255,10 +260,8 @@ class ContinualRun:
                 for part in aids.values():
                     total = total + part
                 value = total.item()
-                if not math.isfinite(value):
-                    raise RunFailed(f"the loss became {value} at step {self.step} (task {t}, {task.name}, step {s} "
-                                    f"of {cfg.steps_per_task}); lower the learning rate ({cfg.lr:g}) or clip "
-                                    f"gradients (max_grad_norm).")
+                if not math.isfinite(value) or abs(value) > HUGE_LOSS:
+                    raise RunFailed(self.divergence(value, {"task_loss": loss, "extra_loss": extra, **aids}, t, s))
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.max_grad_norm:
@@ -301,6 +304,33 @@ class ContinualRun:
     def position(self) -> dict:
         """The run row's step, progress and task after the last step that completed."""
         return {"step": self.done, "progress": self.done / max(1, self.total_steps), "task": self.done_task}
+
+    def divergence(self, value: float, terms: dict, t: int, s: int) -> str:
+        """Why the loss diverged, naming the term that did it where one can tell: the task loss itself (the
+        model diverged: the learning rate), else the term that is not finite, or the largest (the EWC penalty,
+        the replay loss or the method's own term)."""
+        cfg = self.cfg
+        where = (f"the loss became {value:.3g} at step {self.step} (task {t}, {self.tasks[t - 1].name}, step {s} of "
+                 f"{cfg.steps_per_task})")
+        parts = {k: float(v.detach()) for k, v in terms.items() if v is not None}
+        task_loss = parts.pop("task_loss")
+        culprit = None
+        if parts and math.isfinite(task_loss) and abs(task_loss) <= HUGE_LOSS:
+            culprit = next((k for k, v in parts.items() if not math.isfinite(v)), None) or \
+                max(parts, key=lambda k: abs(parts[k]))
+        if culprit == "ewc_penalty":
+            return (f"{where}: the EWC penalty is {parts[culprit]:.3g} with --ewc-lambda {cfg.ewc_lambda:g}; "
+                    "lower --ewc-lambda.")
+        if culprit == "replay_loss":
+            return (f"{where}: the replay loss (on finished tasks' examples) is {parts[culprit]:.3g}; lower the "
+                    f"learning rate ({cfg.lr:g}), clip gradients (--max-grad-norm) or turn replay off (--replay 0).")
+        if culprit == "extra_loss":
+            weights = ", ".join(f"--{n.replace('_', '-')} {getattr(self.resolved.method_options, n):g}"
+                                for n in self.resolved.method_cls.extra_loss_options)
+            return (f"{where}: {cfg.method}'s own loss term is {parts[culprit]:.3g}" +
+                    (f" with {weights}; lower {'it' if ',' not in weights else 'them'}." if weights else
+                     f"; lower the learning rate ({cfg.lr:g}) or clip gradients (--max-grad-norm)."))
+        return f"{where}; lower the learning rate ({cfg.lr:g}) or clip gradients (--max-grad-norm)."
 
     def consolidate(self, task, params, t: int) -> None:
         """EWC at a task's end: the diagonal Fisher of the parameters that trained, then the anchor."""

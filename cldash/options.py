@@ -13,6 +13,7 @@ import math
 from typing import Any, get_type_hints
 
 from cldash.errors import ConfigError
+from cldash.text import has_control_characters
 
 
 def option(default: Any, help: str, *, source: str = "", low: float | None = None,
@@ -93,13 +94,21 @@ def _coerce(value: Any, typ: Any, label: str, meta: dict) -> Any:
     if typ is str:
         if not isinstance(value, str):
             raise ConfigError(f"{label} must be text{hint} (got {value!r}).", label)
+        if has_control_characters(value):   # an escape or a line break would reach terminals (cldash.text)
+            raise ConfigError(f"{label} must be plain text, without control characters such as escapes, tabs or "
+                              f"line breaks (got {value!r}).", label)
         return value
     if typ is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{label} must be a mapping of names to values (got {value!r}).", label)
+            raise ConfigError(f"{label} must be a mapping of option names to values, a JSON object "
+                              f"(got {value!r}).", label)
         return value
     if origin in (list, tuple):
         (inner,) = set(typ.__args__) - {Ellipsis} or {str}
+        if not isinstance(value, (str, list, tuple)):
+            items = {int: "integers", float: "numbers"}.get(inner, "text values")
+            raise ConfigError(f"{label} must be a list of {items}, or {items} separated by commas "
+                              f"(got {value!r}).", label)
         items = value.split(",") if isinstance(value, str) else list(value)
         items = [i.strip() if isinstance(i, str) else i for i in items]
         items = [i for i in items if i != ""]
@@ -131,6 +140,16 @@ def _check_range(value: Any, label: str, meta: dict, kind: str = "") -> None:
         if too_low or too_high:
             what = f"{kind} {_range_text(meta)}" if kind else _range_text(meta)
             raise ConfigError(f"{label} must be {what} (got {v!r}).", label)
+
+
+def check_types(cls, values: dict, prefix: str = "") -> dict:
+    """`values` with each of `cls`'s fields turned into its type, or one sentence naming the field and
+    the type it needs; ranges and unknown keys are left to `build` (for values that others may still
+    override, such as a JSON config file's under the command line's flags)."""
+    hints = get_type_hints(cls)
+    meta = {f.name: f.metadata for f in dataclasses.fields(cls)}
+    return {name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name, meta[name])
+            if name in hints else value for name, value in values.items()}
 
 
 def build(cls, values: dict | None, prefix: str):

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from cldash.metrics import METRICS
+from cldash.text import printable
 
 KEY_METRICS = {"acc": "final acc", "bwt": "BWT", "forgetting": "forgetting", "general_retention": "general kept"}
 
@@ -18,12 +19,12 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         s = r.get("summary") or {}
         row = {"id": r["id"], "status": r["status"], "progress": float(r.get("progress") or 0.0),
                "method": r["method"], "policy": r.get("policy") or "", "stream": r["stream"], "seed": r["seed"],
-               "name": r.get("name") or ""}
+               "name": printable(r.get("name"))}   # escaped: a store written by an older cldash may hold controls
         for key, label in KEY_METRICS.items():
             v = s.get(key)
             row[label] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
         row["weights"] = weights_label(r.get("weights"), short=True)
-        row["error"] = (r.get("error") or "").split("\n", 1)[0]
+        row["error"] = printable((r.get("error") or "").split("\n", 1)[0])
         rows.append(row)
     columns = ["id", "status", "progress", "method", "policy", "stream", "seed", "name", *KEY_METRICS.values(),
                "weights", "error"]

@@ -59,3 +59,32 @@ def read_only_copy(seeded_store, tmp_path):
     queued = store.create_run(store.get_run(2)["config"])
     _engine(store.url).dispose()   # the last connection closing moves the WAL into the file
     return path, queued
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """A machine without network: every name lookup fails at once and is counted (the Hub probe of
+    cldash.hub makes one; a download attempt one per retry). HF_HUB_OFFLINE is unset, and the answers
+    cached from earlier loads (the probe's, the Hugging Face configs and streams) are forgotten."""
+    import socket
+    import sys
+
+    import huggingface_hub.constants
+
+    from cldash.backbones.hf import auto_config
+    from cldash.streams.hf import hf_stream
+
+    lookups = []
+
+    def lookup(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    if "cldash.hub" in sys.modules:
+        monkeypatch.setattr(sys.modules["cldash.hub"], "_probed", None)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    auto_config.cache_clear()
+    hf_stream.cache_clear()
+    return lookups

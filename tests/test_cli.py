@@ -75,7 +75,7 @@ def test_list_show_export(seeded_store, tmp_path, capsys):
 
 
 BAD = [
-    (["run", "--method", "lora", "--rank", "0"], "lora.rank must be an integer >= 1 (got 0)."),
+    (["run", "--method", "lora", "--rank", "0"], "lora.rank must be an integer between 1 and 65536 (got 0)."),
     (["run", "--method", "lora", "--rank", "100"], "lora.rank 100 is larger than layer vit.layers.0.attention.q_proj"),
     (["run", "--method", "lora", "--lr", "-1"], "lr must be a number > 0.0 and <= 10.0 (got -1.0)."),
     (["run", "--method", "lorax"], "unknown method 'lorax'"),
@@ -280,3 +280,26 @@ def test_a_value_that_looks_like_a_broken_url_is_one_sentence_and_creates_no_fil
     assert list(tmp_path.iterdir()) == []
     assert main(["--db", "./a:b.db", "list"]) == 0   # plainly a path: a file with a colon in its name
     assert (tmp_path / "a:b.db").exists()
+
+
+def test_names_already_in_a_store_are_printed_escaped(tmp_path, capsys):
+    """A store written by an older cldash (which took any --name) may hold escapes and line breaks:
+    list, show and the dashboard's runs table print them escaped, one line per run."""
+    from cldash.config import resolve
+    from cldash.tables import runs_table
+
+    store = Store(str(tmp_path / "old.db"))
+    config = resolve({"method": "lora"}).to_dict()
+    run_id = store.create_run(config, status="failed", name="\x1b[2J\x1b[31mred\nsecond line")
+    store.update_run(run_id, error="boom\x1b[0m in\rthe middle\nand a traceback")
+    assert main(["--db", store.display, "list"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and len(out.splitlines()) == 2      # the header and one run
+    assert out.splitlines()[1].endswith(r"  \x1b[2J\x1b[31mred\nsecond line")
+    assert main(["--db", store.display, "show", str(run_id)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    assert out.startswith(f"run {run_id}: \\x1b[2J\\x1b[31mred\\nsecond line\n")
+    assert r"  reason    boom\x1b[0m in" + "\n" in out      # the first line (\r ends one too)
+    row = runs_table(store.runs()).iloc[0]
+    assert row["name"] == r"\x1b[2J\x1b[31mred\nsecond line" and row["error"] == r"boom\x1b[0m in\rthe middle"

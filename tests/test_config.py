@@ -10,7 +10,7 @@ CASES = [
     ({"method": "nope"}, "method", ["unknown method 'nope'", "lora"]),
     ({"stream": "mnist"}, "stream", ["unknown stream 'mnist'", "digits-rotate"]),
     ({"backbone": "resnet"}, "backbone", ["unknown backbone 'resnet'", "vit-tiny"]),
-    ({"method_options": {"rank": 0}}, "lora.rank", ["lora.rank must be an integer >= 1 (got 0)."]),
+    ({"method_options": {"rank": 0}}, "lora.rank", ["lora.rank must be an integer between 1 and 65536 (got 0)."]),
     ({"method_options": {"rank": "eight"}}, "lora.rank", ["lora.rank must be an integer", "'eight'"]),
     ({"method_options": {"alpha": -1}}, "lora.alpha", ["lora.alpha must be a number > 0"]),
     ({"method_options": {"dropout": 1.5}}, "lora.dropout", ["lora.dropout", "between 0.0 and 0.9"]),
@@ -21,7 +21,7 @@ CASES = [
     ({"lr": "fast"}, "lr", ["lr must be a number"]),
     ({"steps_per_task": 0}, "steps_per_task", ["steps_per_task must be an integer between 1 and 10000000 (got 0)."]),
     ({"batch_size": 0}, "batch_size", ["batch_size must be an integer between 1 and 65536"]),
-    ({"eval_interval": -5}, "eval_interval", ["eval_interval", ">= 0"]),
+    ({"eval_interval": -5}, "eval_interval", ["eval_interval", "between 0 and 10000000"]),
     ({"spectra_interval": 2.5}, "spectra_interval", ["spectra_interval must be an integer"]),
     ({"seed": -1}, "seed", ["seed must be an integer between 0 and 2147483647 (got -1)."]),
     ({"weight_decay": -1}, "weight_decay", ["weight_decay"]),
@@ -97,3 +97,75 @@ def test_defaults_are_filled_and_recorded():
     assert r.method_options.scaling() == pytest.approx(16 / 2)
     assert resolve({"method": "full"}).config.lr == pytest.approx(1e-3)
     assert resolve({"method": "full"}).config.policy is None
+
+
+def _option_owners():
+    """Every options dataclass in the registries: the run's, each method's, each stream's, each backbone's."""
+    from cldash.backbones import BACKBONES
+    from cldash.backbones.hf import HFOptions
+    from cldash.config import RunConfig
+    from cldash.methods import REGISTRY
+    from cldash.streams import STREAMS
+    from cldash.streams.hf import HFStreamOptions
+
+    return {"run": RunConfig, **{f"method {n}": c.Config for n, c in REGISTRY.items()},
+            **{f"stream {n}": c.Options for n, c in STREAMS.items()}, "stream hf:": HFStreamOptions,
+            **{f"backbone {n}": e.Options for n, e in BACKBONES.items()}, "backbone hf:": HFOptions}
+
+
+@pytest.mark.parametrize("owner", list(_option_owners()))
+def test_every_numeric_option_has_a_low_and_a_high_bound(owner):
+    from cldash.options import describe
+
+    unbounded = []
+    for row in describe(_option_owners()[owner]):
+        typ = row["type"]
+        args = [a for a in getattr(typ, "__args__", ()) if a is not type(None) and a is not Ellipsis]
+        numeric = (typ in (int, float)) or (len(args) == 1 and args[0] in (int, float))
+        if numeric and not row["choices"] and (row["low"] is None or row["high"] is None):
+            unbounded.append(row["name"])
+    assert unbounded == [], f"{owner}: {unbounded} need both a low and a high bound"
+
+
+def test_a_backbone_of_the_wrong_kind_is_named_with_a_or_an():
+    with pytest.raises(ConfigError) as info:
+        resolve({"method": "lora", "backbone": "gpt2-tiny"})
+    assert str(info.value) == ("stream digits-rotate needs an image-classification backbone; gpt2-tiny is a "
+                               "causal-lm model.")
+    with pytest.raises(ConfigError) as info:
+        resolve({"method": "lora", "stream": "skills", "backbone": "vit-tiny"})
+    assert str(info.value) == "stream skills needs a causal-lm backbone; vit-tiny is an image-classification model."
+
+
+def test_with_article():
+    from cldash.text import with_article
+
+    assert [with_article(w) for w in ("image-classification", "causal-lm", "Embedding", "Conv2d", "")] == \
+        ["an image-classification", "a causal-lm", "an Embedding", "a Conv2d", "a "]
+
+
+# Each RunConfig field given values of another type (as a JSON file or a Python caller can): one
+# ConfigError naming the field, never a TypeError from deeper down.
+WRONG = {"method": [7, ["lora"]], "stream": [["a"], {}], "backbone": [7, True], "policy": [3, ["single"]],
+         "method_options": [[], 5, "rank=4", None], "stream_options": [5, ["angles"]], "backbone_options": [[], 1.5],
+         "targets": [7, {"q": 1}, True], "name": [5, ["x"]], "steps_per_task": [[1], {}], "lr": [[0.1], {}],
+         "train_head": [[True], "maybe"], "ewc_online": [{}, 2]}
+
+
+@pytest.mark.parametrize("field,value", [(f, v) for f, vs in WRONG.items() for v in vs],
+                         ids=[f"{f}={v!r}" for f, vs in WRONG.items() for v in vs])
+def test_a_field_of_the_wrong_type_is_one_sentence_naming_it(field, value):
+    with pytest.raises(ConfigError) as info:
+        resolve({"method": "lora", field: value})
+    assert info.value.field == field and str(info.value).startswith(f"{field} must be ")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["\x1b[31mred", "two\nlines", "nul\x00", "del\x7f", "c1\x9b2J", "sep\u2029"])
+def test_text_with_control_characters_is_refused(value):
+    with pytest.raises(ConfigError) as info:
+        resolve({"method": "lora", "name": value})
+    message = str(info.value)
+    assert info.value.field == "name" and "without control characters" in message
+    assert all(c.isprintable() for c in message)     # the value is quoted escaped, never raw
+    assert resolve({"method": "lora", "name": "rotation sweep · r=8 (ü)"}).config.name == "rotation sweep · r=8 (ü)"

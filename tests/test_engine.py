@@ -86,6 +86,38 @@ def test_non_finite_loss_fails_the_run_with_step_and_reason(tmp_path, monkeypatc
     assert run["summary"] is None
 
 
+def _huge(value: float):
+    return lambda *args, **kwargs: torch.tensor(value)
+
+
+# (patched term, its value, run options, the stored error): the message names the term that made the loss
+# explode and what to lower, rather than blaming the learning rate.
+CULPRITS = {
+    "ewc": ("cldash.rehearsal.EWC.penalty", 3.2e38, {"ewc_lambda": 100.0},
+            "the loss became 3.2e+38 at step 1 (task 1, rotate 60°, step 1 of 20): the EWC penalty is 3.2e+38 "
+            "with --ewc-lambda 100; lower --ewc-lambda."),
+    "replay": ("cldash.engine.replay_loss", float("inf"), {"replay": 50},
+               "the loss became inf at step 21 (task 2, rotate 120°, step 1 of 20): the replay loss (on finished "
+               "tasks' examples) is inf; lower the learning rate (0.005), clip gradients (--max-grad-norm) or turn "
+               "replay off (--replay 0)."),
+    "lora": ("cldash.methods.lora.LoRA.extra_loss", float("nan"), {},
+             "the loss became nan at step 1 (task 1, rotate 60°, step 1 of 20): lora's own loss term is nan; "
+             "lower the learning rate (0.005) or clip gradients (--max-grad-norm)."),
+    "olora": ("cldash.methods.olora.OLoRA.extra_loss", float("inf"), {"method": "olora"},
+              "the loss became inf at step 1 (task 1, rotate 60°, step 1 of 20): olora's own loss term is inf with "
+              "--lambda-1 0.5, --lambda-2 0; lower them."),
+}
+
+
+@pytest.mark.parametrize("culprit", list(CULPRITS))
+def test_a_diverging_loss_names_the_term_that_exploded(tmp_path, monkeypatch, culprit):
+    target, value, options, error = CULPRITS[culprit]
+    monkeypatch.setattr(target, _huge(value))
+    store, run_id, status = _run(str(tmp_path / "d.db"), **options)
+    run = store.get_run(run_id)
+    assert status == "failed" and run["error"] == error
+
+
 def test_crash_is_recorded_with_its_reason(tmp_path, monkeypatch):
     from cldash.methods.lora import LoRA
 

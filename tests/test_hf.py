@@ -189,3 +189,97 @@ def test_launch_page_launches_a_run_on_local_hf_files_and_model(hf_dir, tmp_path
     (run,) = Store(str(db)).runs()
     assert run["config"]["backbone"] == f"hf:{hf_dir / 'lm'}"
     assert run["config"]["stream"] == f"hf:{hf_dir / 'succ.csv'},{hf_dir / 'pred.csv'}"
+
+
+# -- no network (conftest.no_network): a Hub name is one sentence at once, and the downloader (five retries,
+# about 25 s) is never tried
+
+def test_a_hub_name_without_network_is_one_sentence_without_a_download(no_network, tmp_path, capfd):
+    db = tmp_path / "r.db"
+    code = main(["--db", str(db), "run", "--method", "lora", "--backbone", "hf:cldash-test/no-such-model",
+                 "--stream", "skills", "--quiet"])
+    out, err = capfd.readouterr()
+    assert code == 2 and out == ""
+    assert err == ("error: cannot load the Hugging Face model 'cldash-test/no-such-model': it is not a local model "
+                   "folder and not in the local Hugging Face cache, and cldash cannot reach the Hugging Face Hub "
+                   "(huggingface.co) from here (download it once with internet, or give the path of a folder "
+                   "written by save_pretrained).\n")
+    assert len(no_network) <= 1 and not db.exists()     # the probe's lookup at most: no download was tried
+
+
+def test_hf_hub_offline_is_honoured_even_when_set_after_huggingface_hub_was_imported(no_network, monkeypatch,
+                                                                                     tmp_path, capfd):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["--db", str(tmp_path / "r.db"), "run", "--method", "lora", "--backbone",
+                 "hf:cldash-test/no-such-model", "--stream", "skills", "--quiet"])
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "and HF_HUB_OFFLINE is set (unset it to download the model, or give the path of a folder" in err
+    assert no_network == []                             # not even the probe
+
+
+def test_a_hub_data_set_without_network_is_one_sentence_before_the_run_is_stored(no_network, hf_dir, monkeypatch,
+                                                                                 tmp_path, capfd):
+    import types
+
+    import cldash.streams.hf as hf_streams
+
+    loads = []
+
+    def load_dataset(name, *args, **kwargs):     # the slow path: the datasets package's Hub download
+        loads.append(name)
+        raise ConnectionError("no network")
+
+    fake = types.SimpleNamespace(load_dataset=load_dataset, load_from_disk=load_dataset, Dataset=type(None))
+    monkeypatch.setattr(hf_streams, "_datasets", lambda: fake)
+    db = tmp_path / "r.db"
+    code = main(["--db", str(db), "run", "--method", "lora", "--backbone", f"hf:{hf_dir / 'lm'}", "--stream",
+                 "hf:cldash-test/no-such-data", "--quiet"])
+    err = capfd.readouterr().err
+    assert code == 2 and err == ("error: cannot load the data set 'cldash-test/no-such-data': it is not a local file "
+                                 "or folder, and cldash cannot reach the Hugging Face Hub (huggingface.co) from here "
+                                 "(set HF_HUB_OFFLINE=1 to use a copy in the local Hugging Face cache, or give CSV, "
+                                 "JSON or Parquet files).\n")
+    assert loads == [] and len(no_network) <= 1 and not db.exists()
+
+
+def test_the_launch_form_answers_a_hub_name_without_network_under_its_field(no_network, tmp_path, monkeypatch):
+    from test_app import app
+
+    db = tmp_path / "hub.db"
+    at = app(db, monkeypatch, "pages/launch.py")
+    at.selectbox(key="launch-backbone").set_value("hf:").run()
+    at.text_input(key="launch-hf-backbone").set_value("cldash-test/no-such-model").run()
+    at.button(key="launch-button").click().run()
+    errors = [e.value for e in at.error]
+    assert any("cldash cannot reach the Hugging Face Hub" in e for e in errors), errors
+    assert len(no_network) <= 1 and Store(str(db)).runs() == []
+
+
+def test_the_hub_probe_gives_up_after_its_timeout_and_skips_local_folders(monkeypatch, tmp_path):
+    import socket
+    import threading
+
+    from cldash import hub
+
+    released = threading.Event()
+
+    def hanging(*args, **kwargs):       # a resolver that hangs until the test is over
+        released.wait()
+        raise OSError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", hanging)
+    assert hub.probe(("huggingface.co", 443), timeout=0.05) is False
+    released.set()
+
+    class Connection:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: Connection())
+    assert hub.probe(("huggingface.co", 443), timeout=5) is True
+    monkeypatch.setattr(hub, "reachable", lambda: pytest.fail("a local folder needs no probe"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert hub.why_not(str(tmp_path)) is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub._probe_address() == ("proxy.example", 3128)

@@ -78,7 +78,7 @@ CASES = [
 
 # Invalid hyper-parameters of each method and a phrase its one-sentence answer must contain.
 INVALID = {
-    "lora": [({"rank": 0}, "lora.rank must be an integer >= 1"), ({"alpha": -1}, "lora.alpha must be"),
+    "lora": [({"rank": 0}, "lora.rank must be an integer between 1 and 65536"), ({"alpha": -1}, "lora.alpha must be"),
              ({"rank": 100}, "larger than layer"), ({"dropout": 2}, "lora.dropout must be")],
     "full": [({"rank": 8}, "full has no option 'rank'")],
     "pissa": [({"rank": 65}, "larger than layer"), ({"svd_iterations": -1}, "pissa.svd_iterations must be")],

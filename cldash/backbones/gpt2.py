@@ -43,7 +43,8 @@ class GPT2TinyOptions:
     pretrain_batch: int = option(64, "batch size of pre-training", low=1, high=4096)
     in_context_share: float = option(0.25, "share of pre-training batches made of untagged few-shot sequences "
                                            "(what the in-context score measures)", low=0.0, high=1.0)
-    seed: int = option(0, "seed of the pre-training (shared by every run, whatever the run's seed)", low=0)
+    seed: int = option(0, "seed of the pre-training (shared by every run, whatever the run's seed)", low=0,
+                       high=2**31 - 1)
 
     def check(self, prefix: str) -> None:
         if self.n_embd % self.n_head:

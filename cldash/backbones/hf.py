@@ -1,9 +1,10 @@
 """Any Hugging Face model as a backbone: ``--backbone hf:NAME_OR_PATH``.
 
 NAME_OR_PATH is a local folder written by ``save_pretrained`` or a Hub name (downloaded once by
-transformers when there is internet, then read from its cache). What the model is follows its
-config's ``architectures``: ``*ForCausalLM`` / ``*LMHeadModel`` -> a causal language model (the
-`hf:` language streams), ``*ForSequenceClassification`` -> a text classifier, and
+transformers when there is internet, then read from its cache; without network, or with HF_HUB_OFFLINE
+set, only the cache is read, so a name that is not there is one sentence at once: cldash.hub). What the
+model is follows its config's ``architectures``: ``*ForCausalLM`` / ``*LMHeadModel`` -> a causal language
+model (the `hf:` language streams), ``*ForSequenceClassification`` -> a text classifier, and
 ``*ForImageClassification`` -> an image classifier. Remote code is never run
 (``trust_remote_code=False``): a model that needs it is refused with one sentence.
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cldash import hub
 from cldash.backbones.base import Backbone, linear_modules
 from cldash.errors import ConfigError
 from cldash.options import option
@@ -47,25 +49,33 @@ def _auto_classes():
             "image-classification": AutoModelForImageClassification}
 
 
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+
+
 @functools.lru_cache(maxsize=32)
 def auto_config(name: str):
     """The model's transformers config, or one sentence saying why it cannot be had."""
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(name, trust_remote_code=False)
+        with hub.cache_only_unless_reachable(name) as offline:
+            return AutoConfig.from_pretrained(name, trust_remote_code=False)
     except ValueError as exc:
         if "trust_remote_code" in str(exc) or "custom code" in str(exc):
             raise ConfigError(f"the Hugging Face model {name!r} needs its own Python code (trust_remote_code), "
                               "which cldash never runs; choose a model that transformers supports natively.",
                               "backbone") from None
-        raise ConfigError(f"cannot load the Hugging Face model {name!r}: {str(exc).splitlines()[0].rstrip('.')}.",
-                          "backbone") from None
-    except (OSError, ImportError, KeyError):
+        raise ConfigError(f"cannot load the Hugging Face model {name!r}: {_first_line(exc)}.", "backbone") from None
+    except (OSError, ImportError, KeyError) as exc:
+        if not offline:
+            raise ConfigError(f"cannot load the Hugging Face model {name!r}: {_first_line(exc)}.",
+                              "backbone") from None
+        todo = "unset it to download the model" if offline.startswith("HF_HUB_OFFLINE") else \
+            "download it once with internet"
         raise ConfigError(f"cannot load the Hugging Face model {name!r}: it is not a local model folder and not in "
-                          "the local Hugging Face cache, and the Hub cannot be reached from here (download it once "
-                          "with internet, or give the path of a folder written by save_pretrained).",
-                          "backbone") from None
+                          f"the local Hugging Face cache, and {offline} ({todo}, or give the path of a folder "
+                          "written by save_pretrained).", "backbone") from None
 
 
 def model_kind(config) -> str:
@@ -111,7 +121,8 @@ def tokenizer_for(name: str):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+        with hub.cache_only_unless_reachable(name):
+            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError, KeyError):
         raise ConfigError(f"cannot load the tokenizer of the Hugging Face model {name!r} (a text model needs its "
                           "tokenizer saved next to it).", "backbone") from None
@@ -159,7 +170,8 @@ def load(name: str, kind: str, o: HFOptions) -> Backbone:
     if o.num_labels and kind != "causal-lm":
         kwargs.update(num_labels=o.num_labels, ignore_mismatched_sizes=True)
     try:
-        net = cls.from_pretrained(name, **kwargs)
+        with hub.cache_only_unless_reachable(name):
+            net = cls.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the weights of the Hugging Face model {name!r}: "
                           f"{str(exc).splitlines()[0].rstrip('.')}.", "backbone") from None

@@ -37,7 +37,8 @@ class ViTTinyOptions:
     pretrain_steps: int = option(1000, "optimizer steps of pre-training on upright digits", low=1, high=100_000)
     pretrain_lr: float = option(3e-3, "peak learning rate of pre-training (one-cycle schedule)",
                                 low=0.0, low_open=True, high=1.0)
-    seed: int = option(0, "seed of the pre-training (shared by every run, whatever the run's seed)", low=0)
+    seed: int = option(0, "seed of the pre-training (shared by every run, whatever the run's seed)", low=0,
+                       high=2**31 - 1)
 
     def check(self, prefix: str) -> None:
         if self.hidden_size % self.heads:

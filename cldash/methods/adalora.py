@@ -87,11 +87,12 @@ class SVDBranch(Branch):
 
 @dataclass
 class AdaLoRAConfig:
-    init_r: int = option(12, "initial rank r0 of every adapter", source="PEFT AdaLoraConfig default", low=1)
+    init_r: int = option(12, "initial rank r0 of every adapter", source="PEFT AdaLoraConfig default", low=1,
+                         high=65_536)
     target_r: int = option(8, "average rank per adapter at the end of the budget schedule",
-                           source="PEFT AdaLoraConfig default", low=1)
+                           source="PEFT AdaLoraConfig default", low=1, high=65_536)
     alpha: float = option(8.0, "scale numerator: the update is alpha / r0 * P diag(lambda) Q",
-                          source="PEFT default lora_alpha 8", low=0, low_open=True)
+                          source="PEFT default lora_alpha 8", low=0, low_open=True, high=1_000_000)
     dropout: float = option(0.0, "dropout on the adapter's input", source="PEFT default 0.0", low=0.0, high=0.9)
     tinit: float = option(0.1, "share of each task's steps before pruning starts (t_init / T)",
                           source="reconstruction: the paper uses a warm-up (arXiv 2303.10512, App. A); PEFT's "
@@ -100,13 +101,13 @@ class AdaLoRAConfig:
                            source="reconstruction: the paper fixes the pattern for a final phase; PEFT's default "
                                   "is 0 steps", low=0.0, high=0.9)
     delta_t: int = option(1, "steps between two masking events", source="PEFT AdaLoraConfig default deltaT=1",
-                          low=1)
+                          low=1, high=10_000_000)
     beta1: float = option(0.85, "smoothing of the sensitivity", source="PEFT default; arXiv 2303.10512",
                           low=0.0, low_open=True, high=0.999)
     beta2: float = option(0.85, "smoothing of the uncertainty", source="PEFT default; arXiv 2303.10512",
                           low=0.0, low_open=True, high=0.999)
     orth_reg_weight: float = option(0.5, "weight gamma of the orthogonality regulariser",
-                                    source="PEFT AdaLoraConfig default", low=0.0)
+                                    source="PEFT AdaLoraConfig default", low=0.0, high=1_000_000)
 
     def check(self, prefix: str) -> None:
         if self.target_r > self.init_r:
@@ -241,6 +242,7 @@ class AdaLoRA(AdapterMethod):
     policies = ("merge", "stack", "single")
     policy_notes = {"single": "one adapter; the budget schedule restarts at every task"}
     default_lr = 5e-3
+    extra_loss_options = ("orth_reg_weight",)
     reconstruction = ("t_init and t_final are shares of each task's steps (our choice: 10 % and 20 %); "
                       "the budget restarts at every task (continual extension).")
 

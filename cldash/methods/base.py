@@ -85,6 +85,8 @@ class Method:
     # extra_updates() kinds that are updates of the module's own weight (out x in), so that their
     # share of energy in the pre-trained weight's top directions means something
     weight_space_kinds: ClassVar[tuple[str, ...]] = ()
+    # the Config options that weigh extra_loss (named when that term makes the loss diverge)
+    extra_loss_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, policy: str | None = None):
         self.config = config

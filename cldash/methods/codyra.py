@@ -78,9 +78,9 @@ class GatedBranch(Branch):
 @dataclass
 class CoDyRAConfig:
     rank: int = option(16, "rank r of each task's adapter (components before pruning)",
-                       source="runner_codyra.sh: r = 16", low=1)
+                       source="runner_codyra.sh: r = 16", low=1, high=65_536)
     kappa_max: float = option(0.005, "final soft-threshold kappa_max of the staircase (not scaled by the learning rate)",
-                              source="runner_codyra.sh and the project page: 0.005", low=0.0)
+                              source="runner_codyra.sh and the project page: 0.005", low=0.0, high=1000)
     dense_fraction: float = option(0.5, "share of each task's steps trained densely before thresholding starts",
                                    source="the code's default 0.5", low=0.0, high=1.0, low_open=False)
     levels: int = option(50, "number of kappa levels in the staircase (linspace(0, kappa_max, levels))",

@@ -155,14 +155,16 @@ class RiemannianAdamW(torch.optim.AdamW):
 
 @dataclass
 class EBLoRAConfig:
-    rank: int = option(16, "rank r of each task's update", source="UCIT configs: r = 16", low=1)
+    rank: int = option(16, "rank r of each task's update", source="UCIT configs: r = 16", low=1, high=65_536)
     alpha: float = option(32.0, "scale numerator: dW = (alpha / r) s U V^T", source="UCIT configs: alpha = 2r = 32",
-                          low=0, low_open=True)
+                          low=0, low_open=True, high=1_000_000)
     energy: float = option(0.99, "GPM energy threshold for growing the protected basis F",
                            source="the code's 0.99", low=0.0, high=1.0, low_open=True)
     init_a: float = option(0.0, "magnitude init s = -(a + b l / (L - 1)): a", source="UCIT configs: a = b = 0 "
-                                                                                     "(MLLM-DCL: 0.002)")
-    init_b: float = option(0.0, "magnitude init s = -(a + b l / (L - 1)): b", source="UCIT configs: 0 (MLLM-DCL: 0.006)")
+                                                                                     "(MLLM-DCL: 0.002)",
+                           low=-1000, high=1000)
+    init_b: float = option(0.0, "magnitude init s = -(a + b l / (L - 1)): b", source="UCIT configs: 0 (MLLM-DCL: 0.006)",
+                           low=-1000, high=1000)
     step_scale_dim: int = option(0, "D of the step rescale sqrt(D / r); 0: the layer's input size (the code's "
                                     "4096 is LLaVA's hidden size)", low=0, high=10_000_000)
     grad_batches: int = option(8, "batches used to estimate each task's gradient (for the init and for F)",

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from cldash.spectra import Dense, LowRank, Update, concat
+from cldash.text import with_article
 
 try:  # transformers' GPT-2 style linear (weight stored as (in, out))
     from transformers.pytorch_utils import Conv1D
@@ -79,7 +80,7 @@ class AdaptedLinear(nn.Module):
     def __init__(self, base: nn.Module, name: str):
         super().__init__()
         if not is_linear(base):
-            raise TypeError(f"{name} is a {type(base).__name__}, not a linear layer")
+            raise TypeError(f"{name} is {with_article(type(base).__name__)}, not a linear layer")
         self.base = base
         self.name = name
         self.transposed = Conv1D != () and isinstance(base, Conv1D)

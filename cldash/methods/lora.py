@@ -68,9 +68,9 @@ class LoRABranch(Branch):
 
 @dataclass
 class LoRAConfig:
-    rank: int = option(8, "rank r of the update B A", source="PEFT default r=8", low=1)
+    rank: int = option(8, "rank r of the update B A", source="PEFT default r=8", low=1, high=65_536)
     alpha: float = option(16.0, "scale numerator: the update is (alpha / r) B A",
-                          source="common practice alpha = 2r (PEFT default is 8)", low=0, low_open=True)
+                          source="common practice alpha = 2r (PEFT default is 8)", low=0, low_open=True, high=1_000_000)
     dropout: float = option(0.0, "dropout on the adapter's input", source="PEFT default 0.0", low=0.0, high=0.9)
     rslora: bool = option(False, "scale by alpha / sqrt(r) instead of alpha / r (rsLoRA)",
                           source="arXiv 2312.03732")

@@ -47,7 +47,8 @@ class LoRAGAConfig(LoRAConfig):
     scale: str = option("stable", "scaling of the initial factors", source="PEFT LoraGAConfig default",
                         choices=SCALES)
     stable_gamma: float = option(16.0, "gamma of the 'stable' scale: B0 is multiplied by d_out^(1/4) / sqrt(gamma)",
-                                 source="PEFT LoraGAConfig default; arXiv 2407.05000", low=0, low_open=True)
+                                 source="PEFT LoraGAConfig default; arXiv 2407.05000", low=0, low_open=True,
+                                 high=1_000_000)
     grad_batches: int = option(4, "batches used to estimate each task's gradient",
                                source="128 examples in all, as the authors' example (2 x 64)", low=1, high=10_000)
     grad_batch_size: int = option(32, "examples per gradient-estimation batch", low=1, high=65_536)

@@ -163,9 +163,9 @@ class LoRETTABranch(Branch):
 @dataclass
 class LoRETTAConfig:
     rank: int = option(8, "rank r of the update B A", source="LoRETTA_rep README example r=8 (arXiv 2402.11417)",
-                       low=1)
+                       low=1, high=65_536)
     alpha: float = option(16.0, "scale numerator: the update is (alpha / r) B A",
-                          source="LoRETTA_rep README example alpha=16", low=0, low_open=True)
+                          source="LoRETTA_rep README example alpha=16", low=0, low_open=True, high=1_000_000)
     tensor_rank: int = option(5, "inner rank R of each tensor train", source="LorettaRepConfig default 5",
                               low=1, high=256)
     dropout: float = option(0.05, "dropout on the adapter's input", source="LoRETTA_rep README example 0.05",

@@ -44,15 +44,16 @@ OVERLAPS = ("l1", "squared")
 
 @dataclass
 class OLoRAConfig:
-    rank: int = option(8, "rank r of each task's pair B_t A_t", source="O-LoRA scripts/order_1.sh (r=8)", low=1)
+    rank: int = option(8, "rank r of each task's pair B_t A_t", source="O-LoRA scripts/order_1.sh (r=8)", low=1,
+                       high=65_536)
     alpha: float = option(32.0, "scale numerator: every pair's update is (alpha / r) B A",
-                          source="O-LoRA scripts (lora_alpha=32)", low=0, low_open=True)
+                          source="O-LoRA scripts (lora_alpha=32)", low=0, low_open=True, high=1_000_000)
     dropout: float = option(0.1, "dropout on the adapter's input", source="O-LoRA scripts (lora_dropout=0.1)",
                             low=0.0, high=0.9)
     lambda_1: float = option(0.5, "weight of the overlap penalty between the old and the new down-projections",
-                             source="O-LoRA scripts (lamda_1=0.5), arXiv 2310.14152 eq. (7)", low=0.0)
+                             source="O-LoRA scripts (lamda_1=0.5), arXiv 2310.14152 eq. (7)", low=0.0, high=1_000_000)
     lambda_2: float = option(0.0, "weight of the L2 norm of the new pair's parameters",
-                             source="O-LoRA scripts (lamda_2=0)", low=0.0)
+                             source="O-LoRA scripts (lamda_2=0)", low=0.0, high=1_000_000)
     overlap: str = option("l1", "penalty on the entries of A_old A_t^T: their absolute values (the code) or squares "
                           "(the paper)", source="code: src/uie_trainer_lora.py; paper: arXiv 2310.14152",
                           choices=OVERLAPS)
@@ -90,6 +91,7 @@ class OLoRA(LoRA):
     Config = OLoRAConfig
     policies = ()
     default_lr = 5e-3
+    extra_loss_options = ("lambda_1", "lambda_2")
     presets = {
         "paper / code defaults (r=8, alpha=32, dropout 0.1, lambda_1=0.5)": {},
         "paper's squared penalty": {"overlap": "squared"},

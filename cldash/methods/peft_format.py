@@ -117,7 +117,7 @@ def peft_adapter(method) -> tuple[dict[str, torch.Tensor], dict]:
 
 def save_peft(method, folder: str | Path, base_model: str = "") -> Path:
     """Write ``adapter_model.safetensors`` and ``adapter_config.json`` into `folder`."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors, cfg = peft_adapter(method)
     cfg["base_model_name_or_path"] = base_model or None
@@ -125,6 +125,7 @@ def save_peft(method, folder: str | Path, base_model: str = "") -> Path:
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; give a folder to write the PEFT adapter into.")
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    # written by Python rather than by safetensors' own writer, so that a failing write is an OSError
+    (folder / "adapter_model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
     (folder / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     return folder

@@ -39,7 +39,7 @@ from cldash.options import option
 class PiSSAConfig(LoRAConfig):
     alpha: float = option(8.0, "scale numerator: the update is (alpha / r) B A",
                           source="PEFT's PiSSA examples use alpha = r (s = 1), arXiv 2404.02948",
-                          low=0, low_open=True)
+                          low=0, low_open=True, high=1_000_000)
     svd_iterations: int = option(0, "0: exact SVD (PEFT 'pissa'); K > 0: randomized SVD with K subspace "
                                     "iterations (PEFT 'pissa_niter_K')", source="PEFT init_lora_weights", low=0,
                                  high=64)

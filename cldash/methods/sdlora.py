@@ -136,9 +136,9 @@ class SDCurrentBranch(Branch):
 @dataclass
 class SDLoRAConfig:
     rank: int = option(10, "rank r of each task's pair B_t A_t", source="SD-LoRA exps/sdlora_c100.json (rank 10)",
-                       low=1)
+                       low=1, high=65_536)
     init_magnitude: float = option(0.8, "value every magnitude alpha_k is re-created at when a task starts",
-                                   source="SD-LoRA code and LibContinual (init_mag 0.8)")
+                                   source="SD-LoRA code and LibContinual (init_mag 0.8)", low=-1000, high=1000)
     normalizer: str = option("product", "N_k of the stored directions: ||B||_F ||A||_F (the code) or ||B A||_F "
                              "(the paper)", source="code backbone/lora.py; paper arXiv 2501.13198 eq. (4)",
                              choices=NORMALIZERS)
@@ -148,9 +148,10 @@ class SDLoRAConfig:
     rank_reduction: bool = option(False, "SD-LoRA-RR: later tasks get the smaller ranks rr_ranks",
                                   source="arXiv 2501.13198 section 3.3; the code's commented schedule")
     rr_tasks: list[int] = option([5, 9], "tasks (1-based) from which the ranks in rr_ranks apply",
-                                 source="the code's commented schedule (10 / 8 / 6 from tasks 1 / 5 / 9)")
+                                 source="the code's commented schedule (10 / 8 / 6 from tasks 1 / 5 / 9)", low=2,
+                                 high=1_000_000)
     rr_ranks: list[int] = option([8, 6], "ranks used from the tasks in rr_tasks on",
-                                 source="the code's commented schedule")
+                                 source="the code's commented schedule", low=1, high=65_536)
     kd: bool = option(False, "SD-LoRA-KD: absorb a new direction that the old ones explain (least squares) into "
                       "their magnitudes", source="arXiv 2501.13198 section 3.3; LibContinual after_task")
     kd_threshold: float = option(0.5, "SD-LoRA-KD: absorb when ||D_t - sum_k c_k D_k|| / ||D_t|| is below this",

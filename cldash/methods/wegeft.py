@@ -83,9 +83,9 @@ class WeGeFTBranch(Branch):
 @dataclass
 class WeGeFTConfig:
     rank: int = option(8, "rank r of the generator Phi^T Psi", source="WeGeFTConfig default r=8 (arXiv 2312.00700)",
-                       low=1)
+                       low=1, high=65_536)
     alpha: float = option(8.0, "scale numerator: the update is (alpha / r) W Phi^T Psi",
-                          source="WeGeFTConfig default wegeft_alpha=8", low=0, low_open=True)
+                          source="WeGeFTConfig default wegeft_alpha=8", low=0, low_open=True, high=1_000_000)
     tie: bool = option(True, "share one generator across all layers of the same module type (q_proj, fc1, ...)",
                        source="the authors' LLM configuration, one tied generator per module type (arXiv 2312.00700)")
 

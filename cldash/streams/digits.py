@@ -110,7 +110,7 @@ class DigitsRotate(DigitsStream):
 @dataclass
 class PermuteOptions:
     tasks: int = option(5, "number of tasks (one fixed pixel permutation each)", low=1, high=50)
-    permutation_seed: int = option(0, "seed of the pixel permutations", low=0)
+    permutation_seed: int = option(0, "seed of the pixel permutations", low=0, high=2**31 - 1)
 
 
 @register_stream

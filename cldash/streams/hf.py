@@ -2,8 +2,9 @@
 
 A SOURCE is a local CSV / JSON / JSON-lines / Parquet file (read with pandas), a folder written by
 ``datasets``' ``save_to_disk``, or a Hub data set name (both through the optional ``datasets``
-package: ``pip install 'cldash[hf]'``). Either every source is one task (in the order given), or
-one source holds several tasks in a task column (``--stream-task-column``). Which columns hold what
+package: ``pip install 'cldash[hf]'``; a Hub name is refused at once when the Hub cannot be reached,
+rather than after the downloader's retries: cldash.hub). Either every source is one task (in the order
+given), or one source holds several tasks in a task column (``--stream-task-column``). Which columns hold what
 is a stream option:
 
 - a causal language model learns ``prompt -> answer`` (loss on the answer tokens only; scored by
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from cldash import hub
 from cldash.errors import ConfigError
 from cldash.options import option
 from cldash.streams.base import Split, Stream, Task
@@ -51,7 +53,7 @@ class HFStreamOptions:
     max_length: int = option(128, "tokens per example at most (a long prompt loses its beginning)", low=4,
                              high=32_768)
     general: str = option("", "a source with the same columns scored as the general task throughout; empty: none")
-    seed: int = option(0, "seed of the file split and of the subsampling", low=0)
+    seed: int = option(0, "seed of the file split and of the subsampling", low=0, high=2**31 - 1)
 
 
 def source_name(src: str) -> str:
@@ -88,7 +90,8 @@ def read_source(src: str, o: HFStreamOptions) -> dict:
         return {"all": df}
     ds = _datasets()
     try:
-        data = ds.load_from_disk(str(p)) if p.is_dir() else ds.load_dataset(src)
+        with hub.cache_only_unless_reachable(src):
+            data = ds.load_from_disk(str(p)) if p.is_dir() else ds.load_dataset(src)
     except Exception as exc:  # noqa: BLE001 - any loader failure is one sentence naming the source
         raise ConfigError(f"cannot load the data set {src!r}: {str(exc).splitlines()[0].rstrip('.')}.",
                           "stream") from None
@@ -237,8 +240,16 @@ def hf_stream(spec: str) -> type[Stream]:
         raise ConfigError("a Hugging Face stream needs at least one data set after 'hf:' (a CSV/JSON file, a saved "
                           "data set folder or a Hub name).", "stream")
     for s in sources:
-        if Path(s).suffix in FILE_SUFFIXES and not Path(s).is_file():
-            raise ConfigError(f"the data file {s} does not exist.", "stream")
+        if Path(s).suffix in FILE_SUFFIXES:
+            if not Path(s).is_file():
+                raise ConfigError(f"the data file {s} does not exist.", "stream")
+            continue
+        _datasets()   # a saved or Hub data set: said now if the package is missing, not once the run has started
+        offline = hub.why_not(s)
+        if offline and not offline.startswith("HF_HUB_OFFLINE"):   # offline, datasets reads its cache at once
+            raise ConfigError(f"cannot load the data set {s!r}: it is not a local file or folder, and {offline} "
+                              "(set HF_HUB_OFFLINE=1 to use a copy in the local Hugging Face cache, or give CSV, "
+                              "JSON or Parquet files).", "stream")
     return type("HFStream", (HFStream,), {
         "name": spec, "label": f"Data sets: {', '.join(map(source_name, sources))}", "sources": sources,
         "summary": "Tasks from data sets for a Hugging Face model (prompt -> answer for a causal LM, text -> label "
