@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,53 @@ os.environ.setdefault("CLDASH_CACHE", str(ROOT / ".cldash-cache"))
 # (measured on 2 cores next to another test run); CLI subprocesses inherit the setting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# The from-scratch pre-trainings of the band tests (test_backbone_weights.py) take about 2.5 minutes on
+# one core. They start in a background process as soon as the tests are collected, on the core that the
+# suite's single-threaded tests leave mostly free, and the band tests themselves run last and read the
+# results.
+BAND_TEST = "test_pretraining_from_scratch_lands_in_the_documented_band"
+_BAND_SCRIPT = """
+import json, sys
+from pathlib import Path
+from cldash.backbones import BACKBONES
+out = Path(sys.argv[1])
+for name in sys.argv[2:]:
+    entry = BACKBONES[name]
+    state_dict, record = entry.pretrain(entry.Options())
+    (out / f"{name}.json").write_text(json.dumps({"scores": record["scores"], "keys": sorted(state_dict)}))
+"""
+_background: dict = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    band = [item for item in items if getattr(item, "originalname", "") == BAND_TEST]
+    if not band:
+        return
+    items[:] = [item for item in items if item not in band] + band
+    out = Path(tempfile.mkdtemp(prefix="cldash-band-"))
+    names = [item.callspec.params["name"] for item in band]
+    _background["out"] = out
+    _background["proc"] = subprocess.Popen([sys.executable, "-c", _BAND_SCRIPT, str(out), *names], cwd=ROOT,
+                                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    proc = _background.get("proc")
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def background_pretraining():
+    """`result(name)`: the scores and state-dict keys of the background from-scratch pre-training."""
+    def result(name: str) -> dict:
+        proc = _background["proc"]
+        assert proc.wait(timeout=1800) == 0, "the background pre-training failed (its traceback is above)"
+        return json.loads((_background["out"] / f"{name}.json").read_text())
+    return result
+
 
 # Short runs: enough steps for LoRA to learn each rotation, few enough for a fast suite.
 SHORT = ["--steps-per-task", "40", "--eval-interval", "20", "--spectra-interval", "10",

@@ -61,14 +61,15 @@ def test_shipped_weights_score_exactly_what_their_record_says(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODULES))
-def test_pretraining_from_scratch_lands_in_the_documented_band(name):
+def test_pretraining_from_scratch_lands_in_the_documented_band(name, background_pretraining):
     """The shipped files were made by this code; made again on another machine or library version
-    they may differ in the last bits, but must score inside the band."""
+    they may differ in the last bits, but must score inside the band. (The pre-training itself runs
+    in a background process started at collection: tests/conftest.py.)"""
     entry = BACKBONES[name]
-    state_dict, record = entry.pretrain(entry.Options())
+    result = background_pretraining(name)
     key, low, high = BANDS[name]
-    assert low <= record["scores"][key] <= high, record["scores"]
-    assert set(state_dict) == set(entry.build_net(entry.Options()).state_dict())
+    assert low <= result["scores"][key] <= high, result["scores"]
+    assert result["keys"] == sorted(entry.build_net(entry.Options()).state_dict())
 
 
 def _tiny(tmp_path, monkeypatch):
