@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cldash.errors import UserError
 
-RUN_FLAGS_SKIP = {"method", "stream", "backbone", "method_options", "stream_options", "backbone_options"}
+RUN_FLAGS_SKIP = {"method", "stream", "backbone", "method_options", "stream_options", "backbone_options", "regime"}
 
 # Options every command takes, before or after its name (main moves them in front of it); a new one is
 # one row: its flag and add_argument's keywords. No method, stream or backbone option may take these flags.
@@ -731,6 +731,65 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_presets(args) -> int:
+    """Each method's two regimes side by side: the common value, the authors', and where it comes from."""
+    from cldash.methods import get_method
+    from cldash.paper_presets import PAPER
+    from cldash.presets import regime_table
+
+    names = [args.method] if args.method else sorted(PAPER)
+    for name in names:
+        get_method(name)   # an unknown name gets its one sentence
+        if name not in PAPER:
+            raise UserError(f"{name} has no paper preset; the methods with one are: {', '.join(sorted(PAPER))}.")
+        preset = PAPER[name]
+        print(f"{name}: --preset paper, from {preset.paper}" + (f" (code: {preset.code})" if preset.code else ""))
+        print(f"  {'option':<22} {'common':>14} {'paper':>14}  source")
+        for row in regime_table(name):
+            print(f"  {row['option']:<22} {row['common'][:14]:>14} {row['paper'][:14]:>14}  {row['source']}")
+            if row["note"]:
+                print(f"  {'':<22} {'':>14} {'':>14}  translated: {row['note']}")
+        for note in preset.notes:
+            print(f"  note: {note}")
+        print()
+    return 0
+
+
+def cmd_claims(args) -> int:
+    """The seed papers' claims with their verdicts from the store; --launch queues the runs they still need."""
+    from cldash import claims as C
+    from cldash.store import Store
+
+    store = _store_reconciled(args.db)
+    chosen = tuple(C.get_claim(k) for k in args.claim) if args.claim else C.CLAIMS
+    regimes = C.REGIMES if args.regime == "both" else (args.regime,)
+    if args.launch:
+        ids = C.launch_missing(store, chosen, regimes)
+        print(f"queued {len(ids)} run(s)" + (f": {_id_ranges(ids)}" if ids else ": every run the claims need is "
+                                             "finished, queued or running") + f" -> {store.display}")
+        return 0
+    runs = store.runs()
+    for claim in chosen:
+        print(f"{claim.key} ({claim.paper})\n  {claim.statement}")
+        for regime in regimes:
+            v = C.verdict(store, claim, regime, [r for r in runs if r["stream"] == claim.stream])
+            todo = (f"; {v['missing']} run(s) to launch (cldash claims --launch --claim {claim.key} --regime {regime})"
+                    if v["missing"] else "") + (f"; {v['pending']} queued or running" if v["pending"] else "")
+            print(f"  {regime:<7} {v['verdict'].upper()}{todo}")
+            for c in v["checks"]:
+                mark = {"holds": "+", "does not hold": "-"}.get(c["verdict"], "?")
+                print(f"    {mark} {c['check']}: {c['verdict']} ({c['why']})")
+            for caveat in v["caveats"]:
+                print(f"    ! {caveat}")
+        print(f"  look at: {claim.look[0]} page, {claim.look[1]}\n")
+    return 0
+
+
+def _id_ranges(ids: list[int]) -> str:
+    return f"#{ids[0]}" if len(ids) == 1 else f"#{ids[0]} to #{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) \
+        else ", ".join(f"#{i}" for i in ids)
+
+
 def cmd_streams(args) -> int:
     from cldash.options import describe
     from cldash.streams import STREAMS
@@ -851,6 +910,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default=".", metavar="DIR", help="folder to write into, or - for standard output")
     sub.add_parser("methods", help="list the registered methods and their options")
     sub.add_parser("streams", help="list the task streams and their options")
+    cl = sub.add_parser("claims", help="the seed papers' claims, with verdicts computed from the stored runs; "
+                        "--launch queues the runs they still need")
+    cl.add_argument("--regime", choices=("common", "paper", "both"), default="both",
+                    help="common: every method on the shared defaults; paper: each claim in its paper's regime")
+    cl.add_argument("--claim", action="append", metavar="KEY", help="only this claim (repeatable)")
+    cl.add_argument("--launch", action="store_true", help="queue the missing runs (3 seeds each) and start them")
+    pr = sub.add_parser("presets", help="each method's paper preset next to the common regime, with the source of "
+                        "every value (cldash run --preset paper)")
+    pr.add_argument("--method", metavar="NAME", help="only this method")
     sub.add_parser("reconcile", help="mark runs whose process is gone as ended (and start queued runs)")
     q = sub.add_parser("queue", help="the runs running and waiting, in order, and the concurrency limit; starts "
                        "the queued runs the limit allows")
@@ -869,6 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
 STAGED = {"run": cmd_run, "order": cmd_order, "pretrain": cmd_pretrain}   # their flags depend on their values
 COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export": cmd_export,
             "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
+            "presets": cmd_presets, "claims": cmd_claims,
             "queue": cmd_queue, "reconcile": cmd_reconcile, "db": cmd_db}
 
 

@@ -23,6 +23,10 @@ class RunConfig:
     method: str = option("lora", "adapter method (see `cldash methods`)")
     stream: str = option("digits-rotate", "task stream (see `cldash streams`)")
     backbone: str = option("", "backbone; empty: the stream's default")
+    preset: str = option("common", "training regime: common (the shared defaults every comparison uses), paper "
+                                   "(the method's authors' published regime, each value cited; see `cldash presets`) "
+                                   "or paper:METHOD (METHOD's authors' training regime applied to this method, "
+                                   "for a baseline on the same schedule); values set explicitly win")
     policy: str | None = option(None, "task-boundary policy (single, merge, stack) where the method leaves it "
                                       "open; empty: the method's default")
     method_options: dict = option({}, "the method's hyper-parameters")
@@ -32,9 +36,20 @@ class RunConfig:
     steps_per_task: int = option(300, "optimizer steps on each task", low=1, high=10_000_000)
     batch_size: int = option(64, "training batch size", low=1, high=65_536)
     lr: float | None = option(None, "learning rate; empty: the method's default", low=0.0, low_open=True, high=10.0)
-    weight_decay: float = option(0.0, "AdamW weight decay", low=0.0, high=10.0)
+    optimizer: str = option("adamw", "optimizer of every task: adamw, adam (L2 weight decay in the gradient) or sgd "
+                                     "(with momentum); a method with its own optimizer (EBLoRA's Riemannian AdamW) "
+                                     "needs adamw", choices=("adamw", "adam", "sgd"))
+    momentum: float = option(0.9, "SGD momentum (optimizer sgd only)", source="SD-LoRA's models/sdlora.py: 0.9",
+                             low=0.0, high=0.999)
+    weight_decay: float = option(0.0, "weight decay (decoupled for adamw, L2 for adam and sgd)", low=0.0, high=10.0)
     lr_schedule: str = option("constant", "learning-rate schedule within each task", choices=("constant", "cosine"))
     warmup_steps: int = option(0, "linear warm-up steps at the start of each task", low=0, high=10_000_000)
+    warmup_ratio: float = option(0.0, "linear warm-up over this share of each task's steps (used when warmup_steps "
+                                      "is 0)", source="EBLoRA's scripts: warmup_ratio 0.03", low=0.0, high=1.0)
+    loss_classes: str = option("all", "classes in a class-incremental task's loss: all (every class of the head) or "
+                                      "current (only the task's own classes: earlier classes' logits are masked "
+                                      "out, as the CoDyRA, InfLoRA and SD-LoRA code trains); domain-incremental "
+                                      "tasks have every class either way", choices=("all", "current"))
     max_grad_norm: float = option(0.0, "clip the gradient norm to this value; 0: no clipping", low=0.0, high=1_000_000)
     eval_interval: int = option(50, "evaluate every task every this many steps; 0: only at task ends", low=0,
                                 high=10_000_000)
@@ -66,6 +81,8 @@ class RunConfig:
     train_head: bool | None = option(None, "also train the pre-trained classifier head; empty: only "
                                            "full fine-tuning does (new heads always train)")
     name: str = option("", "a label for the run")
+    regime: dict = option({}, "filled in by resolve, not an input: what the preset set, where each value comes "
+                              "from, what was translated, and which values the user's own overrode")
 
 
 @dataclass
@@ -77,6 +94,12 @@ class Resolved:
     stream_options: object
     backbone: object            # BackboneEntry
     backbone_options: object
+    regime: dict = dataclasses.field(default_factory=dict)   # cldash.presets.apply's record of the preset
+
+    def warmup(self) -> int:
+        """Warm-up steps of each task: warmup_steps, else warmup_ratio of the task's steps."""
+        c = self.config
+        return c.warmup_steps or round(c.warmup_ratio * c.steps_per_task)
 
     def make_method(self):
         return self.method_cls(self.method_options, policy=self.config.policy)
@@ -114,9 +137,17 @@ def resolve(values: dict | RunConfig) -> Resolved:
     from cldash.methods import get_method
     from cldash.streams import get_stream
 
+    from cldash.presets import apply
+
     raw = as_dict(values)
-    cfg = build(RunConfig, raw, prefix="")
+    cfg = build(RunConfig, raw, prefix="")     # every field checked before the preset reads any
     method_cls = get_method(cfg.method)
+    stored = raw.get("regime") or {}
+    raw, regime = apply({k: v for k, v in raw.items() if k != "regime"}, cfg.method)
+    if regime["values"]:
+        cfg = build(RunConfig, raw, prefix="")
+    # a stored, already resolved config sets every field itself: it keeps the record made when it was created
+    cfg.regime = stored if stored.get("preset") == regime["preset"] and not regime["values"] else regime
     stream_cls = get_stream(cfg.stream)
     cfg.backbone = cfg.backbone or stream_cls.default_backbone
     entry = get_backbone(cfg.backbone)
@@ -127,6 +158,9 @@ def resolve(values: dict | RunConfig) -> Resolved:
     stream_options = build(stream_cls.Options, cfg.stream_options, prefix=cfg.stream)
     backbone_options = build(entry.Options, cfg.backbone_options, prefix=cfg.backbone)
     method_cls(method_options, policy=cfg.policy)   # checks the policy against the method
+    if cfg.optimizer != "adamw" and method_cls.own_optimizer:
+        raise ConfigError(f"{cfg.method} trains with its own optimizer ({method_cls.own_optimizer}); "
+                          f"optimizer must be adamw (got {cfg.optimizer}).", "optimizer")
     _check_device(cfg.device)
     cfg.policy = cfg.policy or (method_cls.policies[0] if method_cls.policies else None)
     cfg.lr = cfg.lr if cfg.lr is not None else method_cls.default_lr
@@ -134,7 +168,7 @@ def resolve(values: dict | RunConfig) -> Resolved:
     cfg.method_options = as_dict(method_options)
     cfg.stream_options = as_dict(stream_options)
     cfg.backbone_options = as_dict(backbone_options)
-    return Resolved(cfg, method_cls, method_options, stream_cls, stream_options, entry, backbone_options)
+    return Resolved(cfg, method_cls, method_options, stream_cls, stream_options, entry, backbone_options, regime)
 
 
 def check_against_model(resolved: Resolved) -> dict[str, tuple[int, int]]:
@@ -168,6 +202,8 @@ def describe_run(cfg: RunConfig) -> str:
         bits.append(f"r={opts['rank']}")
     if cfg.policy and cfg.policy != "single":
         bits.append(cfg.policy)
+    if cfg.preset not in ("", "common"):
+        bits.append(f"[{cfg.preset}]")
     if aids_label(cfg):
         bits.append("+ " + aids_label(cfg))
     return f"{' '.join(bits)} · {cfg.stream} · seed {cfg.seed}"

@@ -116,6 +116,7 @@ class ContinualRun:
 
         self.backbone = resolved.backbone.load(resolved.backbone_options)
         self.stream = resolved.stream_cls(resolved.stream_options, self.backbone).to(self.device)
+        self.stream.loss_classes = cfg.loss_classes
         self.model = task_model(self.backbone, self.stream.heads)
         self.targets = check_against_model(resolved)
         self.method = resolved.make_method()
@@ -226,7 +227,8 @@ class ContinualRun:
             task_gen = torch.Generator().manual_seed(cfg.seed * 1000 + t)
             ctx = TaskContext(index=t, num_tasks=len(self.tasks), name=task.name, steps=cfg.steps_per_task,
                               model=self.model, loss_fn=lambda b, task=task: self.stream.loss(self.model, b, task),
-                              batches=self._batch_fn(task, task_gen), generator=self.generator, device=self.device)
+                              batches=self._batch_fn(task, task_gen), generator=self.generator, device=self.device,
+                              lr=cfg.lr)
             replaying = self.replay is not None and len(self.replay) > 0
             if replaying:
                 ctx.extras["replay"] = replace(
@@ -237,9 +239,9 @@ class ContinualRun:
             params = self.method.trainable_parameters() + [p for p in self.head_params if p.requires_grad]
             if not params:
                 raise RunFailed(f"{cfg.method} has nothing to train in task {t} ({task.name}).")
-            optimizer = self.method.make_optimizer(params, cfg.lr, cfg.weight_decay)
+            optimizer = self.make_optimizer(params)
             scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, _lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.steps_per_task))
+                optimizer, _lr_lambda(cfg.lr_schedule, self.resolved.warmup(), cfg.steps_per_task))
             batches = self.stream.batches(task, cfg.batch_size, task_gen)
             replays = self.replay.batches(cfg.replay_batch_size or cfg.batch_size, task_gen) \
                 if replaying and self.train_replay else None
@@ -300,6 +302,16 @@ class ContinualRun:
                     self.writer.scalar(self.step, "replay_buffer_size", float(len(self.replay)))
             self.flush(task=t)
         return self.summary()
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        """The run's optimizer: the method's AdamW (some methods set their own betas or a Riemannian AdamW),
+        or plain Adam / SGD with momentum, as some authors train (InfLoRA, SD-LoRA)."""
+        cfg = self.cfg
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return self.method.make_optimizer(params, cfg.lr, cfg.weight_decay)
 
     def position(self) -> dict:
         """The run row's step, progress and task after the last step that completed."""

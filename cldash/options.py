@@ -142,6 +142,16 @@ def _check_range(value: Any, label: str, meta: dict, kind: str = "") -> None:
             raise ConfigError(f"{label} must be {what} (got {v!r}).", label)
 
 
+def is_default(row: dict, value: Any) -> bool:
+    """Whether `value` (possibly a form's string) is the option row's default (cldash.options.describe)."""
+    if value == row["default"]:
+        return True
+    try:
+        return _coerce(value, row["type"], row["name"], row) == row["default"]
+    except ConfigError:
+        return False
+
+
 def check_types(cls, values: dict, prefix: str = "") -> dict:
     """`values` with each of `cls`'s fields turned into its type, or one sentence naming the field and
     the type it needs; ranges and unknown keys are left to `build` (for values that others may still

@@ -87,6 +87,16 @@ def preset_names(method: str) -> list[str]:
                          if method in PAPER else [f"paper:{m}" for m in sorted(PAPER)])
 
 
+def regime_label(name: str) -> str:
+    """A regime's name in words, for a select box or a legend."""
+    if name in COMMON:
+        return "common (the shared defaults)"
+    if name == "paper":
+        return "paper (each method's authors' regime)"
+    owner = name.split(":", 1)[1]
+    return f"{name} ({owner}'s authors' training regime for every method)"
+
+
 def get_preset(name: str, method: str) -> tuple[str, PaperPreset | None, bool]:
     """(the preset's owner method, its PaperPreset, whether only its training part applies), or a
     ConfigError in one sentence."""
@@ -137,3 +147,37 @@ def apply(raw: dict, method: str) -> tuple[dict, dict]:
     record = {"preset": name, "owner": owner, "paper": preset.paper, "code": preset.code, "values": values,
               "sources": sources, "notes": notes, "overridden": overridden}
     return out, record
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def regime_table(method: str) -> list[dict]:
+    """The two regimes of `method` side by side, one row per value the paper preset sets:
+    {"option", "common", "paper", "source", "note"} (no rows when it has no paper preset)."""
+    import dataclasses
+
+    from cldash.config import RunConfig
+    from cldash.methods import get_method
+    from cldash.paper_presets import PAPER
+
+    if method not in PAPER:
+        return []
+    cls = get_method(method)
+    run_defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                    for f in dataclasses.fields(RunConfig)}
+    run_defaults["lr"] = cls.default_lr
+    run_defaults["targets"] = "every linear module"
+    run_defaults["policy"] = cls.policies[0] if cls.policies else ""
+    option_defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
+    rows = []
+    for key, cited in PAPER[method].values.items():
+        common = option_defaults.get(key.split(".", 1)[1]) if key.startswith("method.") else run_defaults.get(key)
+        rows.append({"option": key, "common": _shown(common), "paper": _shown(cited.value), "source": cited.source,
+                     "note": cited.note})
+    return rows

@@ -13,7 +13,8 @@ from cldash.config import RunConfig, check_against_model, describe_run, resolve
 from cldash.errors import ConfigError
 from cldash.launch import launch
 from cldash.methods import POLICIES, REGISTRY
-from cldash.options import describe
+from cldash.options import describe, is_default
+from cldash.presets import preset_names, regime_label
 from cldash.streams import STREAMS, get_stream
 from pages.shared import get_store, option_widget, set_selected, through_app
 
@@ -29,6 +30,10 @@ def with_slot(key: str, widget_fn):
     value = widget_fn()
     slots[key] = st.empty()
     return value
+
+
+# what a launch always sends, whatever the regime (the rest is dropped where left at its default: the preset's)
+KEEP = {"preset", "method", "stream", "backbone", "seed", "method_options", "stream_options", "backbone_options"}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -104,6 +109,14 @@ if stream_error and stream != HF:
 rows = {r["name"]: r for r in describe(RunConfig)}
 run_values = {}
 with st.expander("Training", expanded=True):
+    regimes = preset_names("")
+    run_values["preset"] = with_slot("preset", lambda: st.selectbox(
+        "regime", ["common", "paper", *regimes[1:]], format_func=regime_label, key="run-preset",
+        help="common: the shared defaults below, the same for every method (a fair side-by-side comparison). "
+             "paper: each method's authors' published regime (optimizer, lr, schedule, targets, steps, loss "
+             "masking; each value cited on the Methods page). paper:METHOD: that method's authors' training "
+             "regime for every selected method (a baseline on the same schedule). A value you change below "
+             "wins over the preset's."))
     cols = st.columns(4)
     for i, name in enumerate(["steps_per_task", "batch_size", "eval_interval", "spectra_interval"]):
         with cols[i]:
@@ -150,14 +163,16 @@ if srows:
                                                    lambda r=row: option_widget(r, f"stream-{stream}-{r['name']}"))
 
 method_values: dict[str, dict] = {}
+option_rows = {name: {r["name"]: r for r in describe(REGISTRY[name].Config)} for name in methods}
 for name in methods:
     cls = REGISTRY[name]
     with st.expander(f"{method_label(name)} options", expanded=len(methods) == 1):
         st.caption(f"{cls.summary} — {cls.paper}")
         if cls.reconstruction:
             st.warning(f"Reconstruction: {cls.reconstruction}")
-        presets = {"paper / cldash defaults": {}, **cls.presets}
-        preset = st.selectbox("preset", list(presets), key=f"preset-{name}")
+        presets = {"cldash defaults": {}, **cls.presets}
+        preset = st.selectbox("option set", list(presets), key=f"preset-{name}",
+                              help="Named sets of this method's options (papers' and libraries' settings).")
         values = {}
         for row in describe(cls.Config):
             default = presets[preset].get(row["name"], row["default"])
@@ -197,6 +212,10 @@ if clicked:
                       "seed": seed, "method_options": method_values[name], "stream_options": stream_values,
                       "backbone_options": backbone_values}
             values["lr"] = values["lr"].strip() or None
+            if values["preset"] != "common":   # what the user left at its default is the preset's to set
+                values = {k: v for k, v in values.items() if k not in rows or k in KEEP or not is_default(rows[k], v)}
+                values["method_options"] = {k: v for k, v in method_values[name].items()
+                                            if not is_default(option_rows[name][k], v)}
             if not REGISTRY[name].policies:
                 values["policy"] = None
             try:

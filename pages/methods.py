@@ -6,6 +6,8 @@ import streamlit as st
 
 from cldash.methods import POLICIES, REGISTRY
 from cldash.options import describe
+from cldash.paper_presets import PAPER
+from cldash.presets import regime_table
 from pages.shared import through_app
 
 through_app()
@@ -36,6 +38,18 @@ for name in order:
                          f"; default {cls.policies[0]}")
         facts.append("trains every backbone weight" if cls.trains_backbone else "trains only its adapters")
         st.markdown("  \n".join(facts))
+        regime = regime_table(name)
+        if regime:
+            preset = PAPER[name]
+            st.markdown(f"**Two regimes.** *common* (the default, the same for every method) and *paper* (the "
+                        f"authors' published regime: `--preset paper`), from {preset.paper}"
+                        + (f", code `{preset.code}`" if preset.code else "") + ":")
+            st.dataframe(pd.DataFrame(regime), hide_index=True)
+            for note in preset.notes:
+                st.caption(note)
+        else:
+            st.caption("No paper preset: its authors published no training regime that carries over; it runs in "
+                       "the common regime, or in another method's with `--preset paper:METHOD`.")
 
 with st.container(border=True):
     st.markdown("### Replay and EWC · for any method")

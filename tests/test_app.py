@@ -145,7 +145,7 @@ def test_methods_page_has_a_card_per_registered_method(seeded_store, monkeypatch
 def test_launch_form_shows_errors_next_to_the_field_and_launches_nothing(tmp_path, monkeypatch):
     db = tmp_path / "launch.db"
     at = app(db, monkeypatch, "pages/launch.py")
-    at.number_input(key="m-lora-paper / cldash defaults-rank").set_value(100)
+    at.number_input(key="m-lora-cldash defaults-rank").set_value(100)
     at.button(key="launch-button").click().run()
     errors = [e.value for e in at.error]
     assert any("lora.rank 100 is larger than layer" in e for e in errors), errors

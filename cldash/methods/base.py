@@ -57,6 +57,7 @@ class TaskContext:
     batches: Callable[[int, int], Iterator[Any]]    # (n_batches, batch_size) -> train batches
     generator: torch.Generator
     device: torch.device
+    lr: float = 0.0                                  # the run's peak learning rate (before the schedule)
     extras: dict = field(default_factory=dict)      # "replay": a TaskContext over earlier tasks' examples
 
 
@@ -80,6 +81,7 @@ class Method:
     trains_backbone: ClassVar[bool] = False       # True: every backbone parameter trains
     low_rank: ClassVar[bool] = True               # False: updates are dense (sparser spectra)
     reconstruction: ClassVar[str] = ""            # non-empty: how the method was reconstructed
+    own_optimizer: ClassVar[str] = ""             # non-empty: the method's own optimizer (the run's must be adamw)
     presets: ClassVar[dict[str, dict]] = {}       # named option sets (papers' and libraries' settings)
     policy_notes: ClassVar[dict[str, str]] = {}   # what a policy means for this method, where it differs
     # extra_updates() kinds that are updates of the module's own weight (out x in), so that their

@@ -72,8 +72,17 @@ class Stream:
                 idx = order[i:i + batch_size]
                 yield Split(task.train.x[idx], task.train.y[idx])
 
+    loss_classes = "all"   # the run's loss_classes: "current" masks other classes out of a class-incremental task
+
     def loss(self, model, batch: Split, task: Task) -> torch.Tensor:
-        return F.cross_entropy(model(batch.x, task.head), batch.y)
+        logits = model(batch.x, task.head)
+        if self.loss_classes == "current" and task.classes is not None:
+            # the CoDyRA / InfLoRA / SD-LoRA training loss: only the task's own classes compete, so the
+            # step never pushes down the logits of earlier tasks' classes (which the class-IL score still uses)
+            keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+            keep[list(task.classes)] = True
+            logits = logits.masked_fill(~keep, float("-inf"))
+        return F.cross_entropy(logits, batch.y)
 
     # -- scoring ------------------------------------------------------------------------------
     @torch.no_grad()
