@@ -185,6 +185,7 @@ class EBLoRA(Method):
                 r"F_{t-1}^\top V_t = 0")
     Config = EBLoRAConfig
     default_lr = 5e-3
+    own_optimizer = "a Riemannian AdamW on the Stiefel manifold"
 
     def __init__(self, config, policy: str | None = None):
         super().__init__(config, policy)
