@@ -190,6 +190,30 @@ def test_launch_form_passes_replay_and_ewc_to_every_run(tmp_path, monkeypatch):
     assert all("replay 120" in r["name"] and "EWC 50" in r["name"] for r in runs)
 
 
+def test_launch_form_runs_every_method_in_one_papers_regime_and_keeps_what_the_user_changed(tmp_path, monkeypatch):
+    import cldash.launch as launch_module
+    from cldash.paper_presets import PAPER
+
+    monkeypatch.setattr(launch_module, "schedule", lambda store: [])   # store the runs, start none
+    owner = "codyra" if "codyra" in PAPER else sorted(PAPER)[0]
+    db = tmp_path / "regime.db"
+    at = app(db, monkeypatch, "pages/launch.py")
+    at.multiselect(key="launch-methods").select("full")
+    at.run()
+    at.selectbox(key="run-preset").set_value(f"paper:{owner}")
+    at.number_input(key="run-batch_size").set_value(32)
+    at.button(key="launch-button").click().run()
+    runs = Store(str(db)).runs()
+    assert sorted(r["method"] for r in runs) == ["full", "lora"]
+    for r in runs:
+        cfg = r["config"]
+        assert cfg["preset"] == f"paper:{owner}" and cfg["batch_size"] == 32
+        assert cfg["regime"]["values"] and "batch_size" not in cfg["regime"]["values"]
+        for key, value in cfg["regime"]["values"].items():
+            if key != "targets":
+                assert cfg[key] == value, key
+
+
 def test_empty_store_welcomes_and_launches_the_demo(tmp_path, monkeypatch):
     from cldash.launch import cancel
 
