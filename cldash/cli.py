@@ -590,8 +590,19 @@ def cmd_show(args) -> int:
           (f" policy={printable(cfg['policy'])}" if cfg.get("policy") else ""))
     print(f"  stream    {printable(cfg['stream'])} {json.dumps(cfg['stream_options'])}")
     print(f"  backbone  {printable(cfg['backbone'])} {json.dumps(cfg['backbone_options'])}")
-    print(f"  training  {cfg['steps_per_task']} steps/task, batch {cfg['batch_size']}, lr {cfg['lr']:g}, "
+    print(f"  training  {cfg['steps_per_task']} steps/task, batch {cfg['batch_size']}, "
+          f"{cfg.get('optimizer', 'adamw')} lr {cfg['lr']:g} {cfg.get('lr_schedule', 'constant')}, "
           f"seed {cfg['seed']}, device {run['device']}")
+    regime = cfg.get("regime") or {}
+    if regime.get("values"):
+        print(f"  regime    {printable(cfg['preset'])}: {printable(regime['paper'])}"
+              + (f" (code {printable(regime['code'])})" if regime.get("code") else ""))
+        for key, value in regime["values"].items():
+            print(f"            {key} = {printable(str(value))}  <- {printable(regime['sources'][key])}")
+        if regime.get("overridden"):
+            print(f"            yours instead of the preset's: {', '.join(regime['overridden'])}")
+    else:
+        print(f"  regime    {printable(cfg.get('preset') or 'common')}")
     if aids_label(cfg):
         print(f"  aids      {aids_label(cfg)}")
     print(f"  weights   {weights_label(run.get('weights'))}")
