@@ -1,0 +1,122 @@
+"""The method options the authors' regimes need, each shown changing what it should.
+
+- LoRA-GA's ``init_form = authors`` (Outsider565/LoRA-GA ``lora_ga_init``): A0 and B0 are the
+  gradient's unit singular vectors times ``d_out^(1/4) / sqrt(gamma)``, the base is offset so the
+  function is unchanged, and SLICE uses this form by default.
+Tiny ViT with random weights, real digits, a few steps each.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cldash.methods.loraga import loraga_factors
+from test_cl_methods_orthogonal import context, net_and_method
+
+
+# -- LoRA-GA: the authors' form ------------------------------------------------------------------
+
+def known_gradient(d_out=16, d_in=12, spectrum=(8.0, 4.0, 2.0, 1.0)):
+    """A gradient of rank 4 with known singular vectors (the randomized SVD recovers them exactly)."""
+    g = torch.Generator().manual_seed(5)
+    U, _ = torch.linalg.qr(torch.randn(d_out, len(spectrum), generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(d_in, len(spectrum), generator=g, dtype=torch.float64))
+    return (U @ torch.diag(torch.tensor(spectrum, dtype=torch.float64)) @ V.T).float(), U, V
+
+
+@pytest.mark.parametrize("form", ["peft", "authors"])
+def test_loraga_authors_form_is_the_unit_singular_vectors_both_scaled_by_the_stable_factor(form):
+    grad, U, V = known_gradient()
+    rank, gamma = 2, 16.0
+    factor = 16 ** 0.25 / gamma ** 0.5                    # d_out^(1/4) / sqrt(gamma) = 0.5
+    torch.manual_seed(0)
+    B0, A0 = loraga_factors(grad, torch.randn(16, 12), rank, 2.0, "ArB2r", "stable", gamma, form)
+    # ArB2r: A0 on the top-r right singular vectors, B0 on the next r left ones (signs are free)
+    a_coords = (A0.double() @ V).abs()                    # (r, 4): A0's rows in the basis of V
+    b_coords = (U.T @ B0.double()).abs()                  # (4, r): B0's columns in the basis of U
+    a_norms, b_norms = A0.double().norm(dim=1), B0.double().norm(dim=0)
+    if form == "authors":
+        torch.testing.assert_close(a_coords[:, :2], factor * torch.eye(2, dtype=torch.float64), atol=1e-6, rtol=0)
+        torch.testing.assert_close(b_coords[2:, :], factor * torch.eye(2, dtype=torch.float64), atol=1e-6, rtol=0)
+        torch.testing.assert_close(a_norms, torch.full((2,), factor, dtype=torch.float64), atol=1e-6, rtol=0)
+        torch.testing.assert_close(b_norms, torch.full((2,), factor, dtype=torch.float64), atol=1e-6, rtol=0)
+    else:   # PEFT: A0 unit rows, B0 columns carry S[r:2r] = (2, 1) times the factor
+        torch.testing.assert_close(a_norms, torch.ones(2, dtype=torch.float64), atol=1e-6, rtol=0)
+        torch.testing.assert_close(b_norms, factor * torch.tensor([2.0, 1.0], dtype=torch.float64),
+                                   atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("scale", ["unit", "gd_scale", "weight_svd"])
+def test_loraga_authors_form_scales_both_factors_by_one_number(scale):
+    grad, _, _ = known_gradient()
+    weight = torch.randn(16, 12, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    B0, A0 = loraga_factors(grad, weight, 2, 2.0, "ArB2r", scale, 16.0, "authors")
+    # unit: 1; gd: 1 / s; weightS: the mean of sqrt(S_W[:r] / s) (s = 2 here)
+    expected = {"unit": 1.0, "gd_scale": 0.5,
+                "weight_svd": float((torch.linalg.svdvals(weight)[:2] / 2.0).sqrt().mean())}[scale]
+    for norms in (A0.norm(dim=1), B0.norm(dim=0)):
+        assert norms.tolist() == pytest.approx([expected] * 2, rel=1e-3 if scale == "weight_svd" else 1e-5)
+
+
+@pytest.mark.parametrize("form", ["peft", "authors"])
+def test_loraga_random_direction_draws_disjoint_halves_in_the_authors_form(form):
+    grad, U, V = known_gradient()
+    torch.manual_seed(3)
+    B0, A0 = loraga_factors(grad, torch.randn(16, 12), 2, 2.0, "random", "unit", 16.0, form)
+    a_idx = set((A0.double() @ V).abs().argmax(dim=1).tolist())      # which singular direction each row is
+    b_idx = set((U.T @ B0.double()).abs().argmax(dim=0).tolist())
+    assert len(a_idx) == len(b_idx) == 2
+    assert (a_idx.isdisjoint(b_idx) if form == "authors" else a_idx == b_idx), (a_idx, b_idx)
+
+
+def test_loraga_authors_form_on_the_vit_keeps_the_function_and_has_the_data_free_norms():
+    results = {}
+    for form in ("peft", "authors"):
+        net, method = net_and_method("loraga", {"init_form": form})
+        x = next(context(net, 1, 0.0).batches(1, 8))[0]
+        net.eval()
+        before = net(pixel_values=x).logits.detach()
+        method.before_task(context(net, 1, 0.0))
+        net.eval()
+        torch.testing.assert_close(net(pixel_values=x).logits.detach(), before, atol=1e-5, rtol=1e-5)
+        r, gamma = method.config.rank, method.config.stable_gamma
+        b_norms = {}
+        for name, layer in method.layers.items():
+            branch = layer.branches[-1]
+            factor = layer.out_features ** 0.25 / gamma ** 0.5
+            b_norms[name] = float(branch.lora_B.detach().norm())
+            if form == "authors":    # every row of A0 and column of B0 has norm d_out^(1/4) / sqrt(gamma)
+                torch.testing.assert_close(branch.lora_A.detach().norm(dim=1), torch.full((r,), factor),
+                                           atol=1e-5, rtol=0)
+                torch.testing.assert_close(branch.lora_B.detach().norm(dim=0), torch.full((r,), factor),
+                                           atol=1e-5, rtol=0)
+            # the base is offset by s B0 A0 (s = alpha / r), so the update against W0 starts at zero
+            offset = layer.offset[-1].dense()
+            torch.testing.assert_close(offset, -branch.scaling * branch.lora_B.detach() @ branch.lora_A.detach())
+            assert float(layer.update().dense().norm()) < 1e-5 * float(offset.norm())
+        results[form] = sum(b_norms.values()) / len(b_norms)
+    # sqrt(8) 64^(1/4) / 4 = 2.0 on the 64-wide layers, 2.38 on the 128-wide fc1; PEFT's follows the gradient
+    assert results["authors"] == pytest.approx((10 * 2.0 + 2 * 8 ** 0.5 * 128 ** 0.25 / 4) / 12, rel=1e-5)
+    assert results["peft"] < 0.05
+
+
+def test_slice_defaults_to_the_authors_form_and_is_that_lora_ga_on_the_first_task():
+    from cldash.methods.loraga import LoRAGAConfig
+    from cldash.methods.slice import SLICEConfig
+    from cldash.options import build
+
+    assert build(LoRAGAConfig, {}, "loraga").init_form == "peft"     # the PEFT parity tests hold
+    assert build(SLICEConfig, {}, "slice").init_form == "authors"
+    net_s, slice_ = net_and_method("slice")
+    net_g, loraga = net_and_method("loraga", {"init_form": "authors"})
+    for net, method in ((net_s, slice_), (net_g, loraga)):
+        method.before_task(context(net, 1, 0.0))
+    for name, layer in slice_.layers.items():
+        a, b = layer.branches[-1], loraga.layers[name].branches[-1]
+        assert torch.equal(a.lora_A, b.lora_A) and torch.equal(a.lora_B, b.lora_B)
+        factor = layer.out_features ** 0.25 / 4.0
+        assert float(a.lora_B.detach().norm()) == pytest.approx(math.sqrt(8) * factor, rel=1e-5)
