@@ -2,7 +2,10 @@
 
 - LoRA-GA's ``init_form = authors`` (Outsider565/LoRA-GA ``lora_ga_init``): A0 and B0 are the
   gradient's unit singular vectors times ``d_out^(1/4) / sqrt(gamma)``, the base is offset so the
-  function is unchanged, and SLICE uses this form by default.
+  function is unchanged, and SLICE uses this form by default;
+- EBLoRA's ``basis_gradient = task_start`` (haodotgu/EBLoRA ``train_all.sh``): F grows from the
+  gradient that initialised the task's V, not from one taken after training; ``step_scale_dim``
+  sets the Riemannian step's rescale.
 Tiny ViT with random weights, real digits, a few steps each.
 """
 
@@ -13,8 +16,9 @@ import math
 import pytest
 import torch
 
-from cldash.methods.loraga import loraga_factors
-from test_cl_methods_orthogonal import context, net_and_method
+from cldash.methods.eblora import grow_basis
+from cldash.methods.loraga import loraga_factors, estimate_gradients
+from test_cl_methods_orthogonal import context, net_and_method, train
 
 
 # -- LoRA-GA: the authors' form ------------------------------------------------------------------
@@ -120,3 +124,55 @@ def test_slice_defaults_to_the_authors_form_and_is_that_lora_ga_on_the_first_tas
         assert torch.equal(a.lora_A, b.lora_A) and torch.equal(a.lora_B, b.lora_B)
         factor = layer.out_features ** 0.25 / 4.0
         assert float(a.lora_B.detach().norm()) == pytest.approx(math.sqrt(8) * factor, rel=1e-5)
+
+
+# -- EBLoRA: the gradient F grows from, and the step rescale --------------------------------------
+
+def eblora_after_one_task(basis_gradient):
+    net, method = net_and_method("eblora", {"rank": 4, "init_a": 0.01, "basis_gradient": basis_gradient})
+    c = method.config
+    # the gradient at task start, on the batches before_task will draw (the same seeded context)
+    start = estimate_gradients(net, method.layers, context(net, 1, 0.0), c.grad_batches, c.grad_batch_size)
+    ctx = context(net, 1, 0.0, steps=30)
+    method.before_task(ctx)
+    train(method, ctx, steps=30)
+    method.after_task(ctx)
+    return method, start
+
+
+def test_eblora_task_start_grows_F_from_the_gradient_that_initialised_V():
+    task_start, start = eblora_after_one_task("task_start")
+    merged, _ = eblora_after_one_task("merged")
+    cap = 64 - 4
+    differs = 0
+    for name, layer in task_start.layers.items():
+        expected = grow_basis(None, start[name].T, task_start.config.energy, layer.in_features - 4)
+        torch.testing.assert_close(task_start.bases[name], expected, atol=1e-6, rtol=0)
+        F_t, F_m = task_start.bases[name].double(), merged.bases[name].double()
+        assert 0 < F_m.shape[1] <= cap
+        if F_t.shape != F_m.shape or float((F_t @ F_t.T - F_m @ F_m.T).norm()) > 1e-3:
+            differs += 1
+    assert differs == len(task_start.layers)       # trained, merged weights give other directions everywhere
+    assert task_start.start_gradients == {}          # the kept gradient is dropped at the boundary
+
+
+def test_eblora_step_scale_dim_sets_the_riemannian_step():
+    """D = 0 means the layer's input size (64 here): the step is sqrt(64 / 4) = 4 times Adam's; the
+    authors' D = 4096 makes it sqrt(4096 / 4) = 32 times, 8 times larger (a small step, where the
+    polar retraction is the identity to first order)."""
+    steps = {}
+    for d in (0, 4096):
+        net, method = net_and_method("eblora", {"rank": 4, "init_a": 0.01, "step_scale_dim": d})
+        ctx = context(net, 1, 0.0)
+        method.before_task(ctx)
+        opt = method.make_optimizer(method.trainable_parameters(), 1e-6, 0.0)
+        layer = method.layers["vit.layers.0.attention.q_proj"]
+        U0 = layer.branches[-1].lora_B.detach().clone()
+        assert opt.manifold[layer.branches[-1].lora_B][2] == pytest.approx(math.sqrt((d or 64) / 4))
+        loss = ctx.loss_fn(next(ctx.batches(1, 32)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps[d] = float((layer.branches[-1].lora_B.detach() - U0).norm())
+    assert steps[0] > 0
+    assert steps[4096] / steps[0] == pytest.approx(8.0, rel=1e-2)
