@@ -5,7 +5,9 @@
   function is unchanged, and SLICE uses this form by default;
 - EBLoRA's ``basis_gradient = task_start`` (haodotgu/EBLoRA ``train_all.sh``): F grows from the
   gradient that initialised the task's V, not from one taken after training; ``step_scale_dim``
-  sets the Riemannian step's rescale.
+  sets the Riemannian step's rescale;
+- CoDyRA's ``kappa_per_lr`` (Artificer-AI-Lab/CoDyRA ``runner_codyra.sh``: 0.005 / 5e-4): the
+  threshold staircase follows the run's learning rate.
 Tiny ViT with random weights, real digits, a few steps each.
 """
 
@@ -16,6 +18,7 @@ import math
 import pytest
 import torch
 
+from cldash.methods import StepContext
 from cldash.methods.eblora import grow_basis
 from cldash.methods.loraga import loraga_factors, estimate_gradients
 from test_cl_methods_orthogonal import context, net_and_method, train
@@ -176,3 +179,64 @@ def test_eblora_step_scale_dim_sets_the_riemannian_step():
         steps[d] = float((layer.branches[-1].lora_B.detach() - U0).norm())
     assert steps[0] > 0
     assert steps[4096] / steps[0] == pytest.approx(8.0, rel=1e-2)
+
+
+# -- CoDyRA: the threshold relative to the learning rate ------------------------------------------
+
+def codyra_staircase(lr, options, steps=100):
+    """The kappas of one task's steps without training (the gates only shrink), the gates at start
+    and at the end."""
+    net, method = net_and_method("codyra", options)
+    ctx = context(net, 1, 0.0, steps=steps)
+    method.before_task(ctx)
+    method.make_optimizer(method.trainable_parameters(), lr, 0.0)
+    start = torch.cat([layer.branches[-1].gate.detach().clone() for layer in method.layers.values()])
+    kappas = []
+    for s in range(1, steps + 1):
+        method.after_step(StepContext(s, s, ctx))
+        kappas.append(method.kappa)
+    end = torch.cat([layer.branches[-1].gate.detach() for layer in method.layers.values()])
+    return kappas, start, end
+
+
+@pytest.mark.parametrize("lr,top", [(5e-4, 5e-3), (5e-3, 5e-2)])
+def test_codyra_kappa_per_lr_scales_the_staircase_with_the_learning_rate(lr, top):
+    kappas, _, _ = codyra_staircase(lr, {"kappa_per_lr": 10.0})
+    assert all(k == 0.0 for k in kappas[:50])                      # the dense phase
+    assert kappas[-1] == pytest.approx(top, rel=1e-12)
+    torch.testing.assert_close(torch.tensor(sorted(set(kappas)), dtype=torch.float64),
+                               torch.linspace(0, top, 50, dtype=torch.float64), atol=1e-15, rtol=1e-12)
+    absolute, _, _ = codyra_staircase(lr, {})                      # kappa_per_lr = 0: kappa_max as it is
+    assert absolute[-1] == pytest.approx(0.005, rel=1e-12)
+
+
+def test_codyra_kappa_per_lr_at_a_larger_learning_rate_zeroes_more_gates():
+    zeroed = {}
+    for lr in (5e-4, 5e-3):
+        kappas, start, end = codyra_staircase(lr, {"kappa_per_lr": 10.0})
+        shrink = sum(kappas)                                       # total soft-threshold over the task
+        assert shrink == pytest.approx(26 * 10.0 * lr)             # levels 1..49 once, then the top twice
+        # without training, a gate ends at max(|w0| - shrink, 0): zeroed exactly if it started below
+        dead = end == 0
+        assert bool((start[dead].abs() <= shrink + 1e-6).all())
+        torch.testing.assert_close(end[~dead].abs(), start[~dead].abs() - shrink, atol=1e-5, rtol=0)
+        zeroed[lr] = int(dead.sum())
+    # 0.13 at lr 5e-4, 1.3 at 5e-3, on N(0, 1) gates (12 modules x 16)
+    assert zeroed[5e-4] < 0.2 * 192 and zeroed[5e-3] > 0.6 * 192, zeroed
+
+
+def test_codyra_kappa_per_lr_learns_the_run_learning_rate(tmp_path):
+    from cldash.config import resolve
+    from cldash.engine import ContinualRun
+    from cldash.store import Store
+
+    store = Store(str(tmp_path / "s.db"))
+    resolved = resolve({"method": "codyra", "lr": 5e-4, "steps_per_task": 6, "eval_interval": 0,
+                        "spectra_interval": 0, "method_options": {"kappa_per_lr": 10.0},
+                        "stream_options": {"angles": [0, 90]}})
+    run_id = store.create_run(resolved.to_dict())
+    crun = ContinualRun(resolved, writer=store.writer(run_id))
+    crun.run()
+    crun.writer.flush()
+    kappa = store.scalars(run_id, ["codyra_threshold"])["value"]
+    assert len(kappa) > 0 and float(kappa.max()) == pytest.approx(5e-3, rel=1e-9)
