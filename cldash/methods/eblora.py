@@ -35,8 +35,9 @@ Where we differ from the released code, and why (all options):
   takes them at W0 (it loads ``model_base`` only; the lines that would load the earlier tasks'
   adapters are commented out). ``scripts/Train_UCIT/train_all.sh`` runs it twice per task, before
   training (``fixed_rank``: V's init) and after (``energy``: F) on the same 20 % of the task's data
-  (evenly spaced, unshuffled), so F grows from the same gradient that initialised V: ``basis_gradient = task_start`` does that
-  (at the task-start weights, which are W0 on the first task). The default stays ``merged``
+  (evenly spaced, unshuffled), so F grows from the same gradient that initialised V:
+  ``basis_gradient = task_start`` does that (at the task-start weights, which are W0 on the first
+  task; the code's are W0 on every task). The default stays ``merged``
   (after training, at the merged weights): the post-task configs (``train_post/task*.json``) name
   the trained adapters in ``model_path``, so the scripts may not do what was meant, and the paper
   pages we could read do not say (the reference note marks it unclear);
