@@ -4,7 +4,8 @@ CoDyRA's proximal step zeroes exactly the gates at or below the threshold, its t
 the dense-then-staircase schedule, and its active rank falls during the sparse phase; EBLoRA's U
 and V stay orthonormal and V orthogonal to the protected basis F over many Riemannian steps, its
 task update's spectrum is flat, and F grows only as far as the energy threshold asks; SLICE's
-reconciled gradient never points against the replay gradient, and without a buffer SLICE is LoRA-GA.
+reconciled gradient never points against the replay gradient, and without a buffer SLICE is LoRA-GA
+(in the authors' form).
 Tiny ViT with random weights, real digits, a few steps each.
 """
 
@@ -153,7 +154,7 @@ def test_slice_without_surgery_keeps_the_conflict():
 
 def test_slice_is_lora_ga_without_a_buffer_and_logs_the_conflict_with_one():
     net_s, slice_ = net_and_method("slice")
-    net_g, loraga = net_and_method("loraga")
+    net_g, loraga = net_and_method("loraga", {"init_form": "authors"})   # SLICE's default form
     for net, method in ((net_s, slice_), (net_g, loraga)):
         method.before_task(context(net, 1, 0.0))
     for name in slice_.layers:

@@ -12,11 +12,18 @@ step on A, B and w, then the proximal soft-threshold on every gate::
 
     w <- sign(w) max(|w| - kappa_t, 0)
 
-with ``kappa_t`` used as it is (not multiplied by the learning rate). ``kappa_t`` is 0 during the
-dense phase (the first ``dense_fraction`` of the task's steps), then climbs a staircase through
-``linspace(0, kappa_max, levels)``, one level per ``(T - T_dense) / levels`` steps, reaching
-``kappa_max`` at the task's end. A gate at exactly zero removes its rank-one component: the
-module's active rank is ``||w||_0``.
+with ``kappa_t`` used as it is (not multiplied by the learning rate). The authors' kappa_max 0.005
+at their learning rate 5e-4 (``runner_codyra.sh``) is ten times the change an Adam step makes to a
+gate (about lr): that ratio says how hard the threshold prunes against the gradient, so at another
+learning rate the same absolute kappa_max means a different thing. ``kappa_per_lr`` > 0 sets
+``kappa_max = kappa_per_lr x lr`` instead (the authors' ratio is 10), with lr the run's learning
+rate, which the method learns in ``make_optimizer`` (the peak rate: the schedule does not move
+kappa, as in the code).
+
+``kappa_t`` is 0 during the dense phase (the first ``dense_fraction`` of the task's steps), then
+climbs a staircase through ``linspace(0, kappa_max, levels)``, one level per ``(T - T_dense) /
+levels`` steps, reaching ``kappa_max`` at the task's end. A gate at exactly zero removes its
+rank-one component: the module's active rank is ``||w||_0``.
 
 At each task boundary the zeroed components are dropped, ``B diag(w) A`` is merged into the
 weight (its factors kept, so the cumulative update stays factored) and a fresh full-rank adapter
@@ -79,8 +86,11 @@ class GatedBranch(Branch):
 class CoDyRAConfig:
     rank: int = option(16, "rank r of each task's adapter (components before pruning)",
                        source="runner_codyra.sh: r = 16", low=1, high=65_536)
-    kappa_max: float = option(0.005, "final soft-threshold kappa_max of the staircase (not scaled by the learning rate)",
+    kappa_max: float = option(0.005, "final soft-threshold kappa_max of the staircase (absolute; see kappa_per_lr)",
                               source="runner_codyra.sh and the project page: 0.005", low=0.0, high=1000)
+    kappa_per_lr: float = option(0.0, "when > 0, kappa_max is this times the run's learning rate (replacing "
+                                      "kappa_max)",
+                                 source="runner_codyra.sh: MAX_KAPPA 0.005 / LR 5e-4 = 10", low=0.0, high=1_000_000)
     dense_fraction: float = option(0.5, "share of each task's steps trained densely before thresholding starts",
                                    source="the code's default 0.5", low=0.0, high=1.0, low_open=False)
     levels: int = option(50, "number of kappa levels in the staircase (linspace(0, kappa_max, levels))",
@@ -101,7 +111,7 @@ def threshold(task_step: int, task_steps: int, kappa_max: float, dense_fraction:
     if task_step <= start:
         return 0.0
     span = task_steps - start
-    level = min(levels - 1, int((task_step - start) / span * levels))
+    level = min(levels - 1, int((task_step - start) * levels / span))   # multiply first: 29 / 50 * 50 < 29
     return kappa_max * level / (levels - 1)
 
 
@@ -128,11 +138,22 @@ class CoDyRA(Method):
             layer.add_branch(branch)
 
     def make_optimizer(self, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        self.lr = lr        # the run's (peak) learning rate, for kappa_per_lr
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, self.config.beta2))
+
+    def kappa_max(self) -> float:
+        """The staircase's top: kappa_max, or kappa_per_lr times the learning rate when that is set."""
+        c = self.config
+        if c.kappa_per_lr <= 0:
+            return c.kappa_max
+        if getattr(self, "lr", None) is None:
+            raise RuntimeError("codyra.kappa_per_lr needs the run's learning rate: build the optimizer with "
+                               "make_optimizer before the first step.")
+        return c.kappa_per_lr * self.lr
 
     def after_step(self, ctx: StepContext) -> None:
         c = self.config
-        self.kappa = threshold(ctx.task_step, ctx.task.steps, c.kappa_max, c.dense_fraction, c.levels)
+        self.kappa = threshold(ctx.task_step, ctx.task.steps, self.kappa_max(), c.dense_fraction, c.levels)
         if self.kappa > 0:
             for layer in self.layers.values():
                 layer.branches[-1].proximal(self.kappa)

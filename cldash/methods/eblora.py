@@ -21,16 +21,26 @@ tasks' gradients.
   F for V), and retracted by the polar map ``X <- Y Z^T`` (thin SVD ``Y S Z^T`` of ``X_old + D``).
   ``s`` is updated by plain AdamW.
 - **Task boundary**: ``dW_t`` is merged into the weight (factored), then F grows GPM-style to the
-  energy threshold: with the task's mean gradient again, ``M = G^T``, the leading left singular
+  energy threshold: with a mean gradient of the task, ``M = G^T``, the leading left singular
   vectors of the residual ``(I - F F^T) M`` are appended one at a time until the captured share of
-  ``||M||^2`` reaches 0.99.
+  ``||M||^2`` reaches 0.99. Which gradient is ``basis_gradient``: ``merged`` (default) estimates it
+  again after training, at the merged weights; ``task_start`` reuses the gradient that initialised
+  the task's V, as the released scripts do.
 
 Where we differ from the released code, and why (all options):
 
 - the step-rescale constant D is 4096 in the code, LLaVA's hidden size; ``step_scale_dim = 0``
   (default) uses the layer's input size, the same ratio on a model of another width;
-- gradients are taken at the current (merged) weights; the released script takes them at W0
-  with the merging lines commented out, which the reference note marks as unclear;
+- gradients are taken at the current weights; the released ``llava/train/extract_gradients.py``
+  takes them at W0 (it loads ``model_base`` only; the lines that would load the earlier tasks'
+  adapters are commented out). ``scripts/Train_UCIT/train_all.sh`` runs it twice per task, before
+  training (``fixed_rank``: V's init) and after (``energy``: F) on the same 20 % of the task's data
+  (evenly spaced, unshuffled), so F grows from the same gradient that initialised V:
+  ``basis_gradient = task_start`` does that (at the task-start weights, which are W0 on the first
+  task; the code's are W0 on every task). The default stays ``merged``
+  (after training, at the merged weights): the post-task configs (``train_post/task*.json``) name
+  the trained adapters in ``model_path``, so the scripts may not do what was meant, and the paper
+  pages we could read do not say (the reference note marks it unclear);
 - the top-r vectors come from an exact SVD within the complement of F (so V is orthogonal to F
   to rounding even when the projected gradient has rank below r), not a randomized one;
 - F is capped at ``in - r`` columns (the code caps at ``in``), so that a V orthogonal to F exists.
@@ -50,6 +60,9 @@ from cldash.methods.layer import AdaptedLinear, Branch, layer_index
 from cldash.methods.loraga import estimate_gradients
 from cldash.options import option
 from cldash.spectra import LowRank
+
+
+BASIS_GRADIENTS = ("merged", "task_start")
 
 
 class FlatBranch(Branch):
@@ -166,7 +179,16 @@ class EBLoRAConfig:
     init_b: float = option(0.0, "magnitude init s = -(a + b l / (L - 1)): b", source="UCIT configs: 0 (MLLM-DCL: 0.006)",
                            low=-1000, high=1000)
     step_scale_dim: int = option(0, "D of the step rescale sqrt(D / r); 0: the layer's input size (the code's "
-                                    "4096 is LLaVA's hidden size)", low=0, high=10_000_000)
+                                    "4096 is LLaVA's hidden size)",
+                                 source="llava/train/llava_trainer.py: grad_scaling=4096; riemannian_adam.py "
+                                        "post_step divides the step by sqrt(r / 4096)", low=0, high=10_000_000)
+    basis_gradient: str = option("merged", "the gradient F grows from after a task: merged (estimated again after "
+                                           "training, at the merged weights) or task_start (the one that "
+                                           "initialised the task's V)",
+                                 source="merged: ours; task_start: scripts/Train_UCIT/train_all.sh runs "
+                                        "llava/train/extract_gradients.py at W0 on the same data before and "
+                                        "after each task",
+                                 choices=BASIS_GRADIENTS)
     grad_batches: int = option(8, "batches used to estimate each task's gradient (for the init and for F)",
                                source="the code uses 20 % of a task's data: 8 x 32 is 20 % of a digits task",
                                low=1, high=10_000)
@@ -210,6 +232,8 @@ class EBLoRA(Method):
     def before_task(self, ctx: TaskContext) -> None:
         c = self.config
         grads = estimate_gradients(ctx.model, self.layers, ctx, c.grad_batches, c.grad_batch_size)
+        # kept for the boundary when F grows from this gradient (dropped there)
+        self.start_gradients = grads if c.basis_gradient == "task_start" else {}
         depth = max(layer_index(n, 0) for n in self.layers) + 1
         for name, layer in self.layers.items():
             G = grads[name].double()                                          # (out, in)
@@ -241,7 +265,10 @@ class EBLoRA(Method):
         for layer in self.layers.values():
             layer.merge_branch(-1)
         c = self.config
-        grads = estimate_gradients(ctx.model, self.layers, ctx, c.grad_batches, c.grad_batch_size)
+        if c.basis_gradient == "task_start":
+            grads, self.start_gradients = self.start_gradients, {}
+        else:
+            grads = estimate_gradients(ctx.model, self.layers, ctx, c.grad_batches, c.grad_batch_size)
         for name, layer in self.layers.items():
             F = grow_basis(self.basis(name), grads[name].T, c.energy, layer.in_features - c.rank)
             self.bases[name] = F.to(layer.w0)

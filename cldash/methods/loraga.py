@@ -7,15 +7,21 @@ min(m, n))``, 4 power iterations) and split its first 2r triplets between the fa
 ``W_base = W - s B0 A0``, so the output is unchanged and the first step of LoRA approximates a
 step of full fine-tuning (the paper's eq. (9)-(11)).
 
-Which scaling we follow: **PEFT 0.21.2's** (``LoraLayer.lora_ga_init``), not the authors' fork.
-The two differ (reference note baseline-methods.md, section 2.5 step 4): PEFT multiplies B0 by
-``diag(S[r:2r])`` (the singular values of the B half) and then, for ``scale="stable"``, multiplies
-only B0 by ``d_out^(1/4) / sqrt(gamma)``; the authors' fork uses unit singular vectors and
-multiplies both A0 and B0 by that factor. The parity test checks our init against PEFT's on the
-same gradient and the same random draw. One deliberate difference: for the stable factor PEFT
-reads ``d_out`` as the raw weight's first dimension, which for a transformers ``Conv1D`` (stored
-``(in, out)``) is ``d_in``; we use the layer's real ``d_out`` (the paper's), so on Conv1D layers
-our B0 is PEFT's times ``(d_out / d_in)^(1/4)`` (tested).
+Which form we follow: **PEFT 0.21.2's** (``LoraLayer.lora_ga_init``) by default, the authors'
+on request (``init_form``). The two differ (reference note baseline-methods.md, section 2.5 step
+4): PEFT multiplies B0 by ``diag(S[r:2r])`` (the singular values of the B half) and then, for
+``scale="stable"``, multiplies only B0 by ``d_out^(1/4) / sqrt(gamma)``; the authors' code
+(Outsider565/LoRA-GA, ``peft/src/peft/tuners/lora/layer.py::lora_ga_init``) keeps the unit
+singular vectors and multiplies both A0 and B0 by that factor (``gd``: both divided by s,
+``weightS``: both times the mean of ``sqrt(S_W[:r] / s)``; ``random`` draws disjoint indices for A0
+and B0). Both then offset the base by ``s B0 A0`` (s = alpha / r, multiplied, not divided). So the
+authors' stable B0 has norm ``sqrt(r) d_out^(1/4) / sqrt(gamma)`` whatever the data (2.0 on a
+64-wide layer at r = 8), PEFT's the size of the gradient's singular values (0.003 on average on the
+tests' random-weight tiny ViT). The parity test checks the PEFT form against PEFT on the same
+gradient and the same random draw. One deliberate difference: for the stable factor PEFT (and the
+authors' code) read ``d_out`` as the raw weight's first dimension, which for a transformers
+``Conv1D`` (stored ``(in, out)``) is ``d_in``; we use the layer's real ``d_out`` (the paper's), so
+on Conv1D layers our B0 is PEFT's times ``(d_out / d_in)^(1/4)`` (tested).
 
 Continual extension (ours, not the paper's): the gradient is re-estimated on each new task's
 data and a fresh adapter initialised from it; ``merge`` (default) folds the previous adapter
@@ -38,6 +44,7 @@ from cldash.options import option
 
 DIRECTIONS = ("ArB2r", "ArBr", "A2rBr", "random")
 SCALES = ("stable", "weight_svd", "gd_scale", "unit")
+FORMS = ("peft", "authors")
 
 
 @dataclass
@@ -46,7 +53,12 @@ class LoRAGAConfig(LoRAConfig):
                             source="PEFT LoraGAConfig default; arXiv 2407.05000", choices=DIRECTIONS)
     scale: str = option("stable", "scaling of the initial factors", source="PEFT LoraGAConfig default",
                         choices=SCALES)
-    stable_gamma: float = option(16.0, "gamma of the 'stable' scale: B0 is multiplied by d_out^(1/4) / sqrt(gamma)",
+    init_form: str = option("peft", "whose lora_ga_init the factors follow: peft (B0 = U S, only B0 scaled) or authors "
+                                    "(unit singular vectors, A0 and B0 scaled alike)",
+                            source="PEFT 0.21.2 LoraLayer.lora_ga_init; Outsider565/LoRA-GA "
+                                   "peft/src/peft/tuners/lora/layer.py lora_ga_init", choices=FORMS)
+    stable_gamma: float = option(16.0, "gamma of the 'stable' scale: B0 (and A0 in the authors' form) is multiplied "
+                                       "by d_out^(1/4) / sqrt(gamma)",
                                  source="PEFT LoraGAConfig default; arXiv 2407.05000", low=0, low_open=True,
                                  high=1_000_000)
     grad_batches: int = option(4, "batches used to estimate each task's gradient",
@@ -55,8 +67,9 @@ class LoRAGAConfig(LoRAConfig):
 
 
 def loraga_factors(grad: torch.Tensor, weight: torch.Tensor, rank: int, scaling: float, direction: str,
-                   scale: str, stable_gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B0, A0)`` from an estimated gradient ``(out, in)``, op for op as PEFT 0.21.2's lora_ga_init.
+                   scale: str, stable_gamma: float, form: str = "peft") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B0, A0)`` from an estimated gradient ``(out, in)``, op for op as PEFT 0.21.2's lora_ga_init
+    (``form="peft"``) or as the authors' (``form="authors"``).
 
     Draws from the global random generator (``torch.svd_lowrank``, and ``randperm`` for the
     ``random`` direction); callers seed it.
@@ -71,9 +84,14 @@ def loraga_factors(grad: torch.Tensor, weight: torch.Tensor, rank: int, scaling:
         A0, B0, S_B = Vh[rank:2 * rank, :], U[:, :rank], S[:rank]
     elif direction == "ArB2r":
         A0, B0, S_B = Vh[:rank, :], U[:, rank:2 * rank], S[rank:2 * rank]
+    elif form == "authors":  # random: the authors draw disjoint halves of a permutation for A0 and B0
+        perm = torch.randperm(2 * rank)
+        A0, B0 = Vh[perm[:rank], :], U[:, perm[rank:]]
     else:  # random
         idx = torch.randperm(2 * rank)[:rank]
         A0, B0, S_B = Vh[idx, :], U[:, idx], S[idx]
+    if form == "authors":
+        return authors_scaled(B0, A0, weight, rank, scaling, scale, stable_gamma)
     B0 = B0 @ torch.diag(S_B)
     if scale == "stable":
         B0 = B0 * (weight.shape[0] ** 0.25 / stable_gamma ** 0.5)
@@ -84,6 +102,22 @@ def loraga_factors(grad: torch.Tensor, weight: torch.Tensor, rank: int, scaling:
     elif scale == "gd_scale":
         A0, B0 = A0 / scaling, B0 / scaling
     return B0.contiguous(), A0.contiguous()
+
+
+def authors_scaled(B0: torch.Tensor, A0: torch.Tensor, weight: torch.Tensor, rank: int, scaling: float, scale: str,
+                   stable_gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' scaling of the unit singular vectors: one factor for both A0 and B0
+    (Outsider565/LoRA-GA ``lora_ga_init``: ``stable``, ``gd``, ``weightS``, ``unit``)."""
+    if scale == "stable":   # the output's scale depends on d_out only (their comment)
+        factor = weight.shape[0] ** 0.25 / stable_gamma ** 0.5
+    elif scale == "gd_scale":
+        factor = 1.0 / scaling
+    elif scale == "weight_svd":
+        _, weight_S, _ = torch.svd_lowrank(weight.to(torch.float32), q=min(4 * rank, min(weight.shape)), niter=4)
+        factor = float((weight_S[:rank] / scaling).sqrt().mean())
+    else:   # unit
+        factor = 1.0
+    return (B0 * factor).contiguous(), (A0 * factor).contiguous()
 
 
 def estimate_gradients(model: torch.nn.Module, layers: dict[str, AdaptedLinear], ctx: TaskContext,
@@ -122,7 +156,7 @@ def estimate_gradients(model: torch.nn.Module, layers: dict[str, AdaptedLinear],
 class LoRAGA(LoRA):
     name = "loraga"
     label = "LoRA-GA"
-    paper = "Wang, Yu, Li, NeurIPS 2024, arXiv 2407.05000 (scaling as PEFT 0.21.2)"
+    paper = "Wang, Yu, Li, NeurIPS 2024, arXiv 2407.05000 (scaling as PEFT 0.21.2, or the authors' code)"
     summary = ("LoRA started on the top singular vectors of the task's estimated full gradient, with the "
                "base compensated, so its first step approximates a full fine-tuning step. Re-estimated per task.")
     equation = (r"G \approx U S V^\top,\ A_0 = V_{[:r]}^\top,\ B_0 = \gamma_s U_{[:,r:2r]} S_{[r:2r]},\quad "
@@ -163,7 +197,7 @@ class LoRAGA(LoRA):
         branch = LoRABranch(layer.in_features, layer.out_features, c.rank, c.scaling(), c.dropout)
         grad = self.gradients[layer.name]
         B0, A0 = loraga_factors(grad, layer.weight.detach(), c.rank, branch.scaling, c.direction, c.scale,
-                                c.stable_gamma)
+                                c.stable_gamma, c.init_form)
         branch.to(grad.device)
         # PEFT rounds the offset as s * (B0 @ A0); do the same so the base weight matches bit for bit
         self.start_from(layer, branch, B0, A0, offset=branch.scaling * (B0 @ A0))

@@ -14,7 +14,10 @@ section 2, "Reference design") proposes, on top of LoRA-GA, which SLICE compares
    variant also projects ``G_rep`` off ``G_cur``;
 3. ``G* = G_cur' + G_rep'`` (``combine = sum``) or ``G* = G_cur'`` (``combine = current``);
 4. LoRA-GA's init from ``G*`` (``ArB2r``, ``stable`` scaling, base offset so the function is
-   unchanged); task 1 has no buffer, so SLICE is LoRA-GA there;
+   unchanged) in the form of LoRA-GA's authors' code, as the reference design cites it (section 2
+   (b) 4): unit singular vectors, A0 and B0 both times ``d_out^(1/4) / sqrt(gamma)``
+   (``init_form = authors``; PEFT's form, ``peft``, gives B0 the gradient's singular values);
+   task 1 has no buffer, so SLICE is LoRA-GA of the same form there;
 5. merge at the boundary, re-initialise from the next task's reconciled gradient.
 
 The open choices are options: which gradient is projected (``surgery``: ``current``, ``symmetric``
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from cldash.methods.base import TaskContext, register
-from cldash.methods.loraga import LoRAGA, LoRAGAConfig, estimate_gradients
+from cldash.methods.loraga import FORMS, LoRAGA, LoRAGAConfig, estimate_gradients
 from cldash.options import option
 
 SURGERY = ("current", "symmetric", "none")
@@ -40,6 +43,10 @@ COMBINE = ("sum", "current")
 
 @dataclass
 class SLICEConfig(LoRAGAConfig):
+    init_form: str = option("authors", "whose lora_ga_init the factors follow: authors (unit singular vectors, A0 "
+                                       "and B0 scaled alike) or peft (B0 = U S, only B0 scaled)",
+                            source="reference design (seed-methods.md section 2 (b) 4), after Outsider565/LoRA-GA "
+                                   "peft/src/peft/tuners/lora/layer.py lora_ga_init", choices=FORMS)
     surgery: str = option("current", "which gradient is projected off the other when they conflict: current "
                                      "(G_cur off G_rep, PCGrad one-sided), symmetric (both), none",
                           source="reconstruction: the abstract names a projection operator only", choices=SURGERY)
@@ -78,7 +85,7 @@ class SLICE(LoRAGA):
     summary = ("LoRA-GA's gradient initialisation, but from the current task's gradient reconciled with a replay "
                "gradient of earlier tasks by gradient surgery, so the adapter does not start against old tasks.")
     equation = (r"G^* = G_{cur} - \frac{\min(0,\langle G_{cur}, G_{rep}\rangle)}{\|G_{rep}\|^2} G_{rep} + G_{rep}"
-                r"\approx U S V^\top,\ A_0 = V^\top_{[:r]},\ B_0 \propto U_{[:,r:2r]}")
+                r"\approx U S V^\top,\ A_0 = \gamma_s V^\top_{[:r]},\ B_0 = \gamma_s U_{[:,r:2r]}")
     reconstruction = ("the paper's abstract fixes only the four steps; the projection (PCGrad), the combination, "
                       "the factor split and scaling (LoRA-GA's) and the base offset are reconstructions, "
                       "exposed as options (reference note seed-methods.md, section 2).")
