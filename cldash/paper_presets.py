@@ -35,9 +35,9 @@ options that are not methods, replay and EWC, keyed "replay" and "ewc". Their ``
 only the aid's own RunConfig fields, so that they combine with any method's regime; TRACE's
 training regime (full fine-tuning of LLaMA-2-7B) is in their notes.
 
-Some options are being added separately and are not relied on here; the notes say where they
-matter: LoRA-GA's authors' scaling, EBLoRA's location of the gradient for F, and CoDyRA's
-threshold relative to the learning rate.
+LoRA-GA's preset uses the authors' form of the init (`init_form` "authors"), EBLoRA's grows F from
+the task-start gradient (`basis_gradient` "task_start"), and CoDyRA's keeps the code's absolute
+kappa_max at the code's learning rate (the same ratio kappa_max / lr = 10 as `kappa_per_lr` 10).
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ PAPER: dict[str, PaperPreset] = {
             "head, so only the image side carries over.",
             "The released loop soft-thresholds the gates by kappa itself after every step (models/codyra.py: "
             "p -= threshold), not by the learning rate times kappa; an option for a threshold relative to the "
-            "learning rate is being added separately, and this preset keeps the code's absolute kappa.",
+            "learning rate exists (kappa_per_lr: 10 is the code's 0.005 / 5e-4), and this preset keeps the code's "
+            "absolute kappa at the code's learning rate, which is the same.",
             "The authors train 16 shots per class (main.py: --num_shots 16) for the 500 iterations; our tasks "
             "train on their whole training sets.",
         ),
@@ -127,6 +128,9 @@ PAPER: dict[str, PaperPreset] = {
             "method.energy": Cited(0.99, _UCIT + "train_post/task*.json: \"energy_threshold\": 0.99"),
             "method.init_a": Cited(0.0, _UCIT + "train/task*.json: \"init_alpha\": 0.0"),
             "method.init_b": Cited(0.0, _UCIT + "train/task*.json: \"init_beta\": 0.0"),
+            "method.basis_gradient": Cited("task_start", _EBLORA + "scripts/Train_UCIT/train_all.sh: "
+                                           "extract_gradients.py runs before a task (fixed_rank: V) and after it "
+                                           "(energy: F) on the same data, both loading only model_base"),
             "method.step_scale_dim": Cited(4096, _EBLORA + "llava/train/llava_trainer.py: RiemannianAdamW(..., "
                                            "grad_scaling=float(4096)); llava/train/riemannian_adam.py divides each "
                                            "U / V displacement by sqrt(r / 4096)",
@@ -144,7 +148,9 @@ PAPER: dict[str, PaperPreset] = {
             "The gradients for the init and for growing F are taken at the pre-trained weights "
             "(llava/train/extract_gradients.py loads only model_base; the lines loading earlier tasks' LoRA are "
             "commented out) on 20 % of the task's data (scripts/Train_UCIT/train_all.sh: 0.2); ours are taken at "
-            "the current merged weights, and an option for that location is being added separately.",
+            "the current merged weights in the common regime; this preset takes both from the gradient at the "
+            "task's start (basis_gradient task_start), which is W0 on the first task and the merged weights of "
+            "the earlier tasks after it (we keep no second copy of W0 to take gradients at).",
             "The MLLM-DCL benchmark uses rank 32, lr 2e-5 and init a 0.002, b 0.006 "
             "(configs/model_configs/LLaVA/MLLM-DCL/train/task*.json); this preset follows UCIT.",
         ),
@@ -267,12 +273,14 @@ PAPER: dict[str, PaperPreset] = {
                                   "default \"stable\""),
             "method.stable_gamma": Cited(16.0, _LORAGA + "peft/src/peft/tuners/lora/config.py: LoraGAConfig "
                                          "stable_gamma default 16"),
+            "method.init_form": Cited("authors", _LORAGA + "peft/src/peft/tuners/lora/layer.py: lora_ga_init keeps "
+                                      "the unit singular vectors (A = V[:r], B = U[:, r:2r]) and scales both by "
+                                      "d_out^(1/4) / sqrt(gamma), then W -= scaling * B @ A"),
         },
         notes=(
             "The authors' \"stable\" scale (peft/src/peft/tuners/lora/layer.py) multiplies both A0 and B0 by "
             "d_out^(1/4) / sqrt(gamma) and drops the gradient's singular values; ours follows PEFT 0.21.2 (B0 "
-            "carries diag(S) and only B0 is rescaled). An option for the authors' scaling is being added "
-            "separately; this preset does not set it.",
+            "carries diag(S) and only B0 is rescaled) unless init_form is \"authors\", which this preset sets.",
             "The gradient is estimated on 128 examples (examples/float_t5_sst2.py: sample_size=128, iters 64 x "
             "bsz 2); our default of 4 batches of 32 is the same 128 examples.",
             "One epoch (num_train_epochs=1); " + _EPOCHS + ".",
