@@ -18,7 +18,8 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
     for r in runs:
         s = r.get("summary") or {}
         row = {"id": r["id"], "status": r["status"], "progress": float(r.get("progress") or 0.0),
-               "method": r["method"], "policy": r.get("policy") or "", "stream": r["stream"], "seed": r["seed"],
+               "method": r["method"], "policy": r.get("policy") or "",
+               "regime": (r.get("config") or {}).get("preset") or "common", "stream": r["stream"], "seed": r["seed"],
                "name": printable(r.get("name"))}   # escaped: a store written by an older cldash may hold controls
         for key, label in KEY_METRICS.items():
             v = s.get(key)
@@ -26,7 +27,7 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         row["weights"] = weights_label(r.get("weights"), short=True)
         row["error"] = printable((r.get("error") or "").split("\n", 1)[0])
         rows.append(row)
-    columns = ["id", "status", "progress", "method", "policy", "stream", "seed", "name", *KEY_METRICS.values(),
+    columns = ["id", "status", "progress", "method", "policy", "regime", "stream", "seed", "name", *KEY_METRICS.values(),
                "weights", "error"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -34,15 +34,22 @@ if not all_runs:
     st.stop()
 
 with st.expander("Filters", expanded=False):
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     f_status = c1.multiselect("status", sorted({r["status"] for r in all_runs}))
     f_method = c2.multiselect("method", sorted({r["method"] for r in all_runs}))
     f_stream = c3.multiselect("stream", sorted({r["stream"] for r in all_runs}))
+    f_regime = c4.multiselect("regime", sorted({regime(r) for r in all_runs}),
+                              help="common: the shared defaults; paper / paper:METHOD: an authors' regime")
+
+
+def regime(run: dict) -> str:
+    return (run.get("config") or {}).get("preset") or "common"
 
 
 def visible(runs):
     return [r for r in runs if (not f_status or r["status"] in f_status) and
-            (not f_method or r["method"] in f_method) and (not f_stream or r["stream"] in f_stream)]
+            (not f_method or r["method"] in f_method) and (not f_stream or r["stream"] in f_stream) and
+            (not f_regime or regime(r) in f_regime)]
 
 
 any_active = any(r["status"] in ACTIVE for r in all_runs)
