@@ -33,6 +33,10 @@ if not all_runs:
             "`cldash run --method lora --stream digits-rotate --seed 0`.")
     st.stop()
 
+def regime(run: dict) -> str:
+    return (run.get("config") or {}).get("preset") or "common"
+
+
 with st.expander("Filters", expanded=False):
     c1, c2, c3, c4 = st.columns(4)
     f_status = c1.multiselect("status", sorted({r["status"] for r in all_runs}))
@@ -40,10 +44,6 @@ with st.expander("Filters", expanded=False):
     f_stream = c3.multiselect("stream", sorted({r["stream"] for r in all_runs}))
     f_regime = c4.multiselect("regime", sorted({regime(r) for r in all_runs}),
                               help="common: the shared defaults; paper / paper:METHOD: an authors' regime")
-
-
-def regime(run: dict) -> str:
-    return (run.get("config") or {}).get("preset") or "common"
 
 
 def visible(runs):
