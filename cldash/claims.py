@@ -41,8 +41,9 @@ IGNORED = ("name", "device", "threads", "eval_interval", "spectra_interval", "de
            "eval_batch_size", "regime")
 
 # the adversarial order of digits-rotate: the permutation of its five rotations with the most opposed consecutive
-# gradients on the shipped vit-tiny, as `cldash order --stream digits-rotate` measures it (SLICE's setting)
-ADVERSARIAL_ROTATIONS = [144.0, 36.0, 72.0, 180.0, 108.0]
+# gradients on the shipped vit-tiny, as `cldash order --stream digits-rotate` measures it (SLICE's setting; sum of
+# consecutive cosines 0.216 against the natural order's 1.290). A test measures it again on the shipped weights.
+ADVERSARIAL_ROTATIONS = [72.0, 180.0, 108.0, 36.0, 144.0]
 
 METRICS = {
     "acc": "final average accuracy (ACC)",
@@ -151,7 +152,8 @@ CLAIMS: tuple[Claim, ...] = (
            Check("general_retention", "SLICE", "keeps", "LoRA", margin=0.05)),
           ("Orders", "the adversarial order's gradient conflicts; then Compare for the three runs"),
           paper_preset="paper:loraga", stream_options=ADV["stream_options"],
-          note="The order 144°, 36°, 72°, 180°, 108° is the one `cldash order --stream digits-rotate` measures."),
+          note="The order 72°, 180°, 108°, 36°, 144° is the one `cldash order --stream digits-rotate` measures on the "
+               "shipped backbone."),
     Claim("study-pissa", "On catastrophic forgetting in low-rank PEFT, arXiv 2603.09684",
           "PiSSA, which trains the pre-trained weight's principal directions, forgets most.",
           "digits-rotate",

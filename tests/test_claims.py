@@ -173,3 +173,11 @@ def test_claims_cli(tmp_path, capsys):
     assert "common  DOES NOT HOLD" in out and "the opposite holds" in out
     assert main(["--db", db, "claims", "--claim", "nope"]) == 2
     assert "unknown claim 'nope'" in capsys.readouterr().err
+
+
+def test_the_adversarial_order_is_the_one_cldash_order_measures_on_the_shipped_backbone():
+    from cldash.orders import measure
+
+    result = measure({"stream": "digits-rotate"})
+    assert result["ordered_options"]["angles"] == C.ADVERSARIAL_ROTATIONS
+    assert result["cost"] < result["natural_cost"]
