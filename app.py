@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/launch.py", title="Launch", icon="🚀"),
     st.Page("pages/live.py", title="Live", icon="📈"),
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/claims.py", title="Claims", icon=":material/fact_check:"),
     st.Page("pages/spectra.py", title="Spectra", icon="🌈"),
     st.Page("pages/ranks.py", title="Ranks", icon="🪜"),
     st.Page("pages/orders.py", title="Orders", icon="🔀"),

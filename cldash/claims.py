@@ -207,14 +207,27 @@ def run_preset(claim: Claim, method: str, regime: str) -> str:
 
 def config(claim: Claim, label: str, regime: str, seed: int) -> dict:
     """The resolved configuration of one of a claim's runs (what is launched and what is matched)."""
-    from cldash.config import resolve
+    import copy
+    import json
 
     spec = claim.runs[label]
     values = {"method": spec.method, "stream": claim.stream, "seed": seed, "method_options": dict(spec.options),
               "preset": run_preset(claim, spec.method, regime), **spec.run}
-    cfg = resolve(values).to_dict()
+    cfg = copy.deepcopy(_resolved(json.dumps(values, sort_keys=True, default=str)))
     cfg["name"] = f"{label} · {claim.key} · {regime} · seed {seed}"
     return cfg
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(text: str) -> dict:
+    """resolve() of a configuration given as JSON, cached: the claims' 200-odd configurations took about a
+    second to resolve at every verdict, and the Claims page recomputes its verdicts every two seconds while
+    runs are on their way (callers get a deep copy)."""
+    import json
+
+    from cldash.config import resolve
+
+    return resolve(json.loads(text)).to_dict()
 
 
 def _key(cfg: dict) -> str:
@@ -362,16 +375,17 @@ def verdict(store, claim: Claim, regime: str = "common", runs: list[dict] | None
             "values": values}
 
 
-def verdicts(store, regimes: tuple[str, ...] = REGIMES) -> list[dict]:
-    """Every claim's verdict under each regime, from one read of the store's runs."""
-    runs = store.runs()
+def verdicts(store, regimes: tuple[str, ...] = REGIMES, runs: list[dict] | None = None) -> list[dict]:
+    """Every claim's verdict under each regime, from one read of the store's runs (or these runs)."""
+    runs = store.runs() if runs is None else runs
     return [verdict(store, c, regime, [r for r in runs if r["stream"] == c.stream]) for c in CLAIMS
             for regime in regimes]
 
 
-def to_launch(store, claims: tuple[Claim, ...] = CLAIMS, regimes: tuple[str, ...] = REGIMES) -> list[dict]:
+def to_launch(store, claims: tuple[Claim, ...] = CLAIMS, regimes: tuple[str, ...] = REGIMES,
+              runs: list[dict] | None = None) -> list[dict]:
     """The missing configurations of these claims under these regimes, each once (claims share runs)."""
-    runs = store.runs()
+    runs = store.runs() if runs is None else runs
     out, seen = [], set()
     for claim in claims:
         for regime in regimes:

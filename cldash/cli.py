@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from cldash.errors import UserError
+from cldash.text import id_ranges as _id_ranges
 
 RUN_FLAGS_SKIP = {"method", "stream", "backbone", "method_options", "stream_options", "backbone_options", "regime"}
 
@@ -794,11 +795,6 @@ def cmd_claims(args) -> int:
                 print(f"    ! {caveat}")
         print(f"  look at: {claim.look[0]} page, {claim.look[1]}\n")
     return 0
-
-
-def _id_ranges(ids: list[int]) -> str:
-    return f"#{ids[0]}" if len(ids) == 1 else f"#{ids[0]} to #{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) \
-        else ", ".join(f"#{i}" for i in ids)
 
 
 def cmd_streams(args) -> int:

@@ -36,3 +36,9 @@ def with_article(word: str) -> str:
     cldash puts after an article are model kinds and class names, none of which starts with a
     vowel that sounds like a consonant)."""
     return f"{'an' if word[:1].lower() in ('a', 'e', 'i', 'o', 'u') else 'a'} {word}"
+
+
+def id_ranges(ids: list[int]) -> str:
+    """'#4', '#4 to #9' (consecutive ids) or '#4, #7, #9': run ids as the CLI and the dashboard print them."""
+    return f"#{ids[0]}" if len(ids) == 1 else f"#{ids[0]} to #{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) \
+        else ", ".join(f"#{i}" for i in ids)

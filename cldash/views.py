@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cldash import claims
+from cldash.claims import Claim
 from cldash.metrics import METRICS, summarize
 from cldash.store import Store
 
@@ -129,3 +131,52 @@ def module_grid(modules: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*spectra.columns, "layer", "module_type"])
     mods = modules[["name", "layer", "kind"]].rename(columns={"name": "module", "kind": "module_type"})
     return spectra.merge(mods, on="module", how="left")
+
+
+# -- claims --------------------------------------------------------------------------------------
+def claims_board(store: Store, regimes: tuple[str, ...]) -> tuple[list[dict], int]:
+    """Every claim's verdict under these regimes and how many distinct runs are still to launch for all of
+    them (claims share runs), from one read of the store's runs."""
+    runs = store.runs()
+    return claims.verdicts(store, regimes, runs), len(claims.to_launch(store, claims.CLAIMS, regimes, runs))
+
+
+def claim_seeds(verdict: dict) -> int:
+    """The seeds of cldash.claims.SEEDS at which every run of the claim has finished (the 'n' of 'n of 3 seeds')."""
+    runs = verdict["runs"]
+    return sum(1 for s in claims.SEEDS if runs and all(s in by_seed for by_seed in runs.values()))
+
+
+def paper_is_common(claim: Claim) -> bool:
+    """Whether a claim's paper regime runs every one of its runs in the common regime (none of its methods has a
+    paper preset that applies), so that the same runs decide both regimes."""
+    return all(claims.run_preset(claim, spec.method, "paper") == "common" for spec in claim.runs.values())
+
+
+def claim_run_ids(verdict: dict) -> list[int]:
+    """The finished runs a verdict rests on, in id order."""
+    return sorted(i for by_seed in verdict["runs"].values() for i in by_seed.values())
+
+
+def claim_values_table(claim: Claim, verdict: dict) -> pd.DataFrame:
+    """The metric values behind a verdict: one row per metric and run label, one column per seed, the mean and
+    standard deviation over the seeds that have a value, and the run ids (metrics in the order of the claim's
+    checks, then the others)."""
+    values, run_ids = verdict["values"], verdict["runs"]
+    checked = list(dict.fromkeys(c.metric for c in claim.checks))
+    metrics = checked + sorted({m for by_metric in values.values() for m in by_metric} - set(checked))
+    seeds = sorted(set(claims.SEEDS) | {s for by_metric in values.values() for v in by_metric.values() for s in v})
+    rows = []
+    for metric in metrics:
+        for label in claim.runs:
+            by_seed = values.get(label, {}).get(metric, {})
+            have = [by_seed[s] for s in seeds if s in by_seed and math.isfinite(by_seed[s])]
+            mean = float(np.mean(have)) if have else math.nan
+            sd = float(np.std(have, ddof=1)) if len(have) > 1 else math.nan
+            rows.append({"metric": metric, "what": claims.METRICS[metric], "run": label,
+                         **{f"seed {s}": by_seed.get(s, math.nan) for s in seeds},
+                         "mean": mean, "sd": sd,
+                         "mean ± sd": "" if not have else f"{mean:.3f}" if sd != sd else f"{mean:.3f} ± {sd:.3f}",
+                         "run ids": ", ".join(f"#{i}" for i in run_ids.get(label, {}).values())})
+    return pd.DataFrame(rows, columns=["metric", "what", "run", *[f"seed {s}" for s in seeds], "mean", "sd",
+                                       "mean ± sd", "run ids"])

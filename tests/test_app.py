@@ -14,8 +14,8 @@ from cldash.methods import REGISTRY
 from cldash.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["pages/runs.py", "pages/launch.py", "pages/live.py", "pages/compare.py", "pages/spectra.py",
-         "pages/ranks.py", "pages/methods.py", "pages/orders.py"]
+PAGES = ["pages/runs.py", "pages/launch.py", "pages/live.py", "pages/compare.py", "pages/claims.py",
+         "pages/spectra.py", "pages/ranks.py", "pages/methods.py", "pages/orders.py"]
 
 
 def v2_navigation(monkeypatch) -> None:
@@ -304,3 +304,130 @@ def test_launch_form_offers_the_skills_stream_on_the_tiny_gpt2(tmp_path, monkeyp
     assert not at.exception and not at.error, [e.value for e in at.error]
     backbone = [s for s in at.selectbox if s.label == "Backbone"][0]
     assert backbone.options == ["Tiny GPT-2 (generated skills, 2 layers, width 64)", "Hugging Face model (hf:…)"]
+
+
+def no_starts(monkeypatch) -> None:
+    """Queue runs but start none: the launcher's and the sidebar's schedule do nothing."""
+    import cldash.launch as launch_module
+    import pages.shared as shared
+
+    monkeypatch.setattr(launch_module, "schedule", lambda store: [])
+    monkeypatch.setattr(shared, "schedule", lambda store: [])
+
+
+def regime_lines(at) -> dict[str, list[str]]:
+    """{claim statement: its regime lines ('*common* :gray-badge[...] 0 of 3 seeds · ...')}."""
+    from cldash.claims import CLAIMS
+
+    texts = [m.value for m in at.markdown]
+    out = {}
+    for claim in CLAIMS:
+        i = texts.index(f"**{claim.statement}**")
+        out[claim.key] = [t for t in texts[i + 1:i + 3] if t.startswith("*common*") or t.startswith("*paper*")]
+    return out
+
+
+def test_claims_page_on_an_empty_store_launches_the_missing_runs_once(tmp_path, monkeypatch):
+    from cldash import claims as C
+    from cldash.views import paper_is_common
+
+    no_starts(monkeypatch)
+    db = tmp_path / "claims.db"
+    at = app(db, monkeypatch, "pages/claims.py")
+    assert [t.value for t in at.title] == ["Claims"] and not at.error
+    lines = regime_lines(at)
+    assert set(lines) == {c.key for c in C.CLAIMS}
+    for claim in C.CLAIMS:
+        need = len(claim.runs) * len(C.SEEDS)
+        same = " · the same runs as common: no paper preset applies" if paper_is_common(claim) else ""
+        assert lines[claim.key] == [f"*{r}* :gray-badge[:material/help: not enough evidence] 0 of 3 seeds · "
+                                    f"0 queued or running · {need} to launch" + (same if r == "paper" else "")
+                                    for r in C.REGIMES]
+    total = len(C.to_launch(Store(str(db))))
+    button = at.button(key="claims-launch-all")
+    assert button.label == f"Launch the {total} missing runs" and not button.disabled
+    button.click().run()
+    assert not at.exception
+    runs = Store(str(db)).runs()
+    assert len(runs) == total and all(r["status"] == "queued" and r["group_key"] == "claims" for r in runs)
+    assert [s.value for s in at.success] == [f"Queued {total} runs: #1 to #{total}. They start as slots free "
+                                             "(sidebar: runs at once); the verdicts below update as they finish."]
+    assert [t.value for t in at.toast] == [f"Queued {total} runs."]
+    assert at.button(key="claims-launch-all").label == "Launch the 0 missing runs"
+    assert at.button(key="claims-launch-all").disabled
+    eblora = regime_lines(at)["eblora-spectrum"]
+    assert eblora[0].endswith("0 of 3 seeds · 6 queued or running · 0 to launch")
+
+
+def test_claims_page_filters_by_regime_and_launches_one_claim(tmp_path, monkeypatch):
+    no_starts(monkeypatch)
+    db = tmp_path / "claims.db"
+    at = app(db, monkeypatch, "pages/claims.py")
+    at.radio(key="claims-regime").set_value("paper").run()
+    assert all(len(v) == 1 and v[0].startswith("*paper*") for v in regime_lines(at).values())
+    assert at.button(key="launch-study-rank-paper").label == "Launch the 9 missing runs of this claim (paper)"
+    at.button(key="launch-study-rank-paper").click().run()
+    runs = Store(str(db)).runs()
+    assert len(runs) == 9 and {r["config"]["preset"] for r in runs} == {"common"}   # LoRA has no paper preset
+    assert all(r["method"] == "lora" for r in runs)
+
+
+def test_claims_page_shows_a_claim_that_holds_with_its_evidence(tmp_path, monkeypatch):
+    from cldash import claims as C
+
+    no_starts(monkeypatch)
+    db = tmp_path / "claims.db"
+    store = Store(str(db))
+    claim = C.get_claim("study-rank")        # a higher LoRA rank forgets less
+    forgetting = {"LoRA r=1": [0.60, 0.70, 0.65], "LoRA r=4": [0.50, 0.61, 0.54], "LoRA r=16": [0.40, 0.52, 0.41]}
+    ids = {}
+    for label, values in forgetting.items():
+        for seed, f in zip(C.SEEDS, values):
+            cfg = C.config(claim, label, "common", seed)
+            rid = store.create_run(cfg, status="finished", name=cfg["name"])
+            store.update_run(rid, summary={"acc": 0.5, "la": 0.9, "forgetting": f, "general_retention": 0.8,
+                                           "bwt": -f})
+            ids.setdefault(label, []).append(rid)
+    at = app(db, monkeypatch, "pages/claims.py")
+    assert not at.error, [e.value for e in at.error]
+    common, paper = regime_lines(at)["study-rank"]
+    assert common == "*common* :green-badge[:material/check_circle: holds] 3 of 3 seeds · 0 queued or running · " \
+                     "0 to launch"
+    # LoRA has no paper preset and the study no code: its paper regime is the common one, decided by the same runs
+    assert paper == common.replace("*common*", "*paper*") + " · the same runs as common: no paper preset applies"
+    # claims share runs: CoDyRA's claim finds the same LoRA r=4 and r=16 runs, but not its own CoDyRA runs
+    assert regime_lines(at)["codyra-rank"][0].endswith("0 of 3 seeds · 0 queued or running · 3 to launch")
+
+    k = [c.key for c in C.CLAIMS].index("study-rank")
+    evidence = at.expander[2 * k]
+    assert evidence.label == "Evidence · common regime"
+    checks = [m.value for m in evidence.markdown]
+    assert checks[0] == (":green-badge[:material/check_circle: holds] **forgetting: LoRA r=4 is below LoRA r=1** — "
+                         "difference -0.100, 95 % interval [-0.125, -0.075] over 3 seeds")
+    assert checks[1].startswith(":green-badge[:material/check_circle: holds] **forgetting: LoRA r=16 is below "
+                                "LoRA r=4** — difference -0.107")
+    table = evidence.dataframe[0].value.set_index(["what", "run"])
+    row = table.loc[("forgetting", "LoRA r=16")]
+    assert [row[f"seed {s}"] for s in C.SEEDS] == pytest.approx(forgetting["LoRA r=16"])
+    assert row["mean ± sd"] == f"{np.mean([0.40, 0.52, 0.41]):.3f} ± {np.std([0.40, 0.52, 0.41], ddof=1):.3f}"
+    assert table.loc[("learning accuracy (LA)", "LoRA r=1"), "mean ± sd"] == "0.900 ± 0.000"
+    assert [b.label for b in evidence.button][:4] == ["Compare these 9 runs"] + [
+        f"{label}: " + ", ".join(f"#{i}" for i in ids[label]) for label in forgetting]     # the run ids, as links
+    assert evidence.button[-1].label == "Launch the 0 missing runs of this claim (common)"
+    assert evidence.button[-1].disabled
+
+    evidence.button[1].click().run()       # LoRA r=1's runs, selected for the Compare page
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Compare"]
+    assert at.sidebar.multiselect[0].value == ids["LoRA r=1"]
+
+
+def test_claims_page_on_a_read_only_store_says_nothing_was_launched(tmp_path, monkeypatch):
+    no_starts(monkeypatch)
+    path = tmp_path / "ro.db"
+    Store(str(path)).runs()
+    at = app(f"sqlite:///file:{path}?mode=ro&uri=true", monkeypatch, "pages/claims.py")
+    at.button(key="claims-launch-all").click().run()
+    assert not at.exception
+    assert any(e.value.startswith("Nothing was launched: cannot write to the run store") for e in at.error)
+    assert Store(str(path)).runs() == []

@@ -1,7 +1,8 @@
 """A real browser: headless Chromium (Debian's package) driven by Playwright against
 `streamlit run app.py` on a free localhost port with a temporary store. It launches a short run
-from the Launch page, waits until the Runs page shows it finished, and checks that the Compare
-page draws its accuracy matrix. A screenshot of each step goes to the test's temporary folder."""
+from the Launch page, waits until the Runs page shows it finished, checks that the Compare
+page draws its accuracy matrix and that the Claims page lists the claims with a verdict badge.
+A screenshot of each step goes to the test's temporary folder."""
 
 import os
 import shutil
@@ -88,6 +89,14 @@ def test_launch_a_run_watch_it_finish_and_compare(server):
         expect(plot).to_be_visible(timeout=60_000)
         expect(plot.get_by_text("after T1").first).to_be_attached(timeout=30_000)
         page.screenshot(path=str(tmp / "3-compare.png"), full_page=True)
+
+        # the Claims page: every claim with a verdict badge per regime (the one finished run decides none)
+        page.get_by_role("link", name="Claims").click()
+        expect(page.get_by_text("A higher LoRA rank forgets less.")).to_be_visible(timeout=30_000)
+        line = page.get_by_text("of 3 seeds ·").first      # "*common* [badge] 0 of 3 seeds · ... to launch"
+        expect(line).to_contain_text("not enough evidence")
+        expect(page.get_by_role("button", name="missing runs").first).to_be_enabled()
+        page.screenshot(path=str(tmp / "4-claims.png"))
         browser.close()
     from cldash.store import Store
 

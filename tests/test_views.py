@@ -68,3 +68,43 @@ def test_live_cache_reads_only_new_rows(db):
     cache.update(store)
     assert cache.loss.step.tolist() == list(range(1, 9))
     assert cache.last_eval_step == 8 and len(cache.evals) == 4
+
+
+def test_claim_values_table_has_a_row_per_metric_and_label_with_mean_and_sd():
+    from cldash.claims import Check, Claim, RunSpec
+    from cldash.views import claim_run_ids, claim_seeds, claim_values_table
+
+    claim = Claim("t", "a paper", "B forgets less than A.", "digits-rotate",
+                  {"A": RunSpec("lora"), "B": RunSpec("lora", {"rank": 1})},
+                  (Check("forgetting", "B", "less", "A"),), ("Compare", "forgetting"))
+    verdict = {"runs": {"A": {0: 3, 1: 5, 2: 7}, "B": {0: 4, 2: 8}},
+               "values": {"A": {"forgetting": {0: 0.6, 1: 0.7, 2: 0.65}, "acc": {0: 0.5, 1: 0.4, 2: 0.6}},
+                          "B": {"forgetting": {0: 0.5, 2: float("nan")}, "acc": {0: 0.3, 2: 0.2}}}}
+    table = claim_values_table(claim, verdict)
+    # the checked metric first, then the others; one row per label
+    assert list(zip(table["metric"], table["run"])) == [("forgetting", "A"), ("forgetting", "B"), ("acc", "A"),
+                                                        ("acc", "B")]
+    a = table.iloc[0]
+    assert [a["seed 0"], a["seed 1"], a["seed 2"]] == [0.6, 0.7, 0.65]
+    assert a["mean"] == pytest.approx(0.65) and a["sd"] == pytest.approx(0.05)
+    assert a["mean ± sd"] == "0.650 ± 0.050" and a["run ids"] == "#3, #5, #7"
+    b = table.iloc[1]     # a missing seed and a NaN value: the mean of what there is, no sd from one value
+    assert math.isnan(b["seed 1"]) and b["mean"] == pytest.approx(0.5) and math.isnan(b["sd"])
+    assert b["mean ± sd"] == "0.500" and b["run ids"] == "#4, #8"
+    assert table.iloc[2]["what"] == "final average accuracy (ACC)"
+    assert claim_seeds(verdict) == 2 and claim_run_ids(verdict) == [3, 4, 5, 7, 8]
+    assert claim_seeds({"runs": {"A": {}, "B": {}}}) == 0
+
+
+def test_paper_is_common_when_no_paper_preset_applies():
+    from cldash.claims import get_claim
+    from cldash.views import paper_is_common
+
+    assert paper_is_common(get_claim("study-rank"))          # LoRA only, each method its own authors' preset
+    assert not paper_is_common(get_claim("eblora-spectrum"))  # paper:eblora for every run
+
+
+def test_id_ranges():
+    from cldash.text import id_ranges
+
+    assert [id_ranges([4]), id_ranges([4, 5, 6]), id_ranges([4, 7, 9])] == ["#4", "#4 to #6", "#4, #7, #9"]
