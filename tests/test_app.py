@@ -140,6 +140,15 @@ def test_methods_page_has_a_card_per_registered_method(seeded_store, monkeypatch
     # one equation per method that has one, and the replay / EWC card's
     assert len(at.latex) == sum(1 for c in REGISTRY.values() if c.equation) + 1
     assert "Replay and EWC" in text and "SLICE (reconstruction) · reconstruction" not in text
+    # both regimes, for every method with a paper preset: a table of common against paper with the sources
+    from cldash.paper_presets import PAPER
+
+    assert text.count("**Two regimes.**") == len(PAPER)
+    tables = [t.value for t in at.dataframe if "paper" in t.value.columns]
+    assert len(tables) == len(PAPER)
+    codyra = next(t for t in tables if "runner_codyra.sh" in " ".join(t["source"]))
+    row = codyra[codyra.option == "lr"].iloc[0]
+    assert (row.common, row.paper) == ("0.005", "0.0005")
 
 
 def test_launch_form_shows_errors_next_to_the_field_and_launches_nothing(tmp_path, monkeypatch):
