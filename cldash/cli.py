@@ -749,11 +749,23 @@ def cmd_presets(args) -> int:
     from cldash.paper_presets import PAPER
     from cldash.presets import regime_table
 
-    names = [args.method] if args.method else sorted(PAPER)
+    from cldash.paper_presets import AIDS
+
+    names = [args.method] if args.method else sorted(PAPER) + sorted(AIDS)
     for name in names:
-        get_method(name)   # an unknown name gets its one sentence
-        if name not in PAPER:
+        if name not in AIDS:
+            get_method(name)   # an unknown name gets its one sentence
+        if name not in PAPER and name not in AIDS:
             raise UserError(f"{name} has no paper preset; the methods with one are: {', '.join(sorted(PAPER))}.")
+        if name in AIDS:
+            preset = AIDS[name]
+            print(f"{name}: --aid-preset {name}, from {preset.paper} (code: {preset.code})")
+            for key, cited in preset.values.items():
+                print(f"  {key:<22} {str(cited.value):>14}  {cited.source}")
+            for note in preset.notes:
+                print(f"  note: {note}")
+            print()
+            continue
         preset = PAPER[name]
         print(f"{name}: --preset paper, from {preset.paper}" + (f" (code: {preset.code})" if preset.code else ""))
         print(f"  {'option':<22} {'common':>14} {'paper':>14}  source")

@@ -66,6 +66,9 @@ class RunConfig:
                              "whatever its core count and however many runs share it (more threads sum in "
                              "another order); more can be faster for a large hf: model; 0: the launcher's share "
                              "of the cores", low=0, high=1024)
+    aid_preset: str = option("", "TRACE's settings for an aid, on top of the regime: replay (a buffer of 200, "
+                                 "balanced) or ewc (online EWC, lambda 400); each value cited (cldash presets); "
+                                 "empty: none")
     replay: int = option(0, "replay buffer size, in examples of finished tasks mixed into every step; 0: no replay",
                          source="experience replay, arXiv 1902.10486", low=0, high=10_000_000)
     replay_rule: str = option("balanced", "how the buffer is filled: balanced (an equal, class-balanced share per "
@@ -147,7 +150,8 @@ def resolve(values: dict | RunConfig) -> Resolved:
     if regime["values"]:
         cfg = build(RunConfig, raw, prefix="")
     # a stored, already resolved config sets every field itself: it keeps the record made when it was created
-    cfg.regime = stored if stored.get("preset") == regime["preset"] and not regime["values"] else regime
+    cfg.regime = stored if stored.get("preset") == regime["preset"] and stored.get("aid", "") == regime["aid"] \
+        and not regime["values"] else regime
     stream_cls = get_stream(cfg.stream)
     cfg.backbone = cfg.backbone or stream_cls.default_backbone
     entry = get_backbone(cfg.backbone)

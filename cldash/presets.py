@@ -118,18 +118,8 @@ def get_preset(name: str, method: str) -> tuple[str, PaperPreset | None, bool]:
     raise ConfigError(f"preset must be common, paper or paper:METHOD (got {name!r}).", "preset")
 
 
-def apply(raw: dict, method: str) -> tuple[dict, dict]:
-    """`raw` (a run configuration as given) with the named preset's values filled in where it sets
-    nothing, and the record of the regime: {"preset", "paper", "code", "values", "sources", "notes",
-    "overridden"} (empty values for the common regime)."""
-    name = raw.get("preset") or ""
-    owner, preset, training_only = get_preset(name, method)
-    if preset is None:
-        return raw, {"preset": "common", "values": {}, "sources": {}, "notes": [], "overridden": []}
-    out = dict(raw)
-    out["method_options"] = dict(raw.get("method_options") or {})
-    values, sources, notes, overridden = {}, {}, list(preset.notes), []
-    items = preset.training() if training_only else preset.values
+def _fill(out: dict, items: dict[str, Cited], record: dict) -> None:
+    """Fill `items` into the raw configuration `out` where the user set nothing, noting it in `record`."""
     for key, cited in items.items():
         if key.startswith("method."):
             opt, target = key.split(".", 1)[1], out["method_options"]
@@ -137,15 +127,42 @@ def apply(raw: dict, method: str) -> tuple[dict, dict]:
             opt, target = key, out
         value = role_patterns(cited.value) if key == "targets" else cited.value
         if opt in target and target[opt] not in (None, "", [], {}):
-            overridden.append(key)      # the user's own value wins
+            record["overridden"].append(key)      # the user's own value wins
             continue
         target[opt] = value
-        values[key] = list(cited.value) if key == "targets" else value
-        sources[key] = cited.source
+        record["values"][key] = list(cited.value) if key == "targets" else value
+        record["sources"][key] = cited.source
         if cited.note:
-            notes.append(f"{key}: {cited.note}")
-    record = {"preset": name, "owner": owner, "paper": preset.paper, "code": preset.code, "values": values,
-              "sources": sources, "notes": notes, "overridden": overridden}
+            record["notes"].append(f"{key}: {cited.note}")
+
+
+def apply(raw: dict, method: str) -> tuple[dict, dict]:
+    """`raw` (a run configuration as given) with the named preset's values filled in where it sets
+    nothing, and the record of the regime: {"preset", "owner", "paper", "code", "values", "sources",
+    "notes", "overridden", "aid"} (no values for the common regime without an aid preset).
+
+    ``aid_preset`` (replay or ewc) adds TRACE's settings for that aid (`cldash.paper_presets.AIDS`) on top
+    of any regime."""
+    from cldash.paper_presets import AIDS
+
+    name = raw.get("preset") or ""
+    owner, preset, training_only = get_preset(name, method)
+    aid = raw.get("aid_preset") or ""
+    if aid and aid not in AIDS:
+        raise ConfigError(f"aid_preset must be one of {', '.join(sorted(AIDS))}, or empty (got {aid!r}).",
+                          "aid_preset")
+    record = {"preset": name if preset is not None else "common", "owner": owner,
+              "paper": preset.paper if preset else "", "code": preset.code if preset else "", "values": {},
+              "sources": {}, "notes": list(preset.notes) if preset else [], "overridden": [], "aid": aid}
+    if preset is None and not aid:
+        return raw, record
+    out = dict(raw)
+    out["method_options"] = dict(raw.get("method_options") or {})
+    if preset is not None:
+        _fill(out, preset.training() if training_only else preset.values, record)
+    if aid:
+        record["notes"] += [f"{aid} ({AIDS[aid].paper}): {n}" for n in AIDS[aid].notes]
+        _fill(out, AIDS[aid].values, record)
     return out, record
 
 

@@ -33,7 +33,7 @@ def with_slot(key: str, widget_fn):
 
 
 # what a launch always sends, whatever the regime (the rest is dropped where left at its default: the preset's)
-KEEP = {"preset", "method", "stream", "backbone", "seed", "method_options", "stream_options", "backbone_options"}
+KEEP = {"preset", "aid_preset", "method", "stream", "backbone", "seed", "method_options", "stream_options", "backbone_options"}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -145,6 +145,12 @@ with st.expander("Training", expanded=True):
 with st.expander("Replay and EWC (for any method)", expanded=False):
     st.caption("Continual-learning aids that combine with every method: a buffer of finished tasks' examples "
                "replayed at every step, and the EWC penalty that anchors the trained parameters.")
+    run_values["aid_preset"] = with_slot("aid_preset", lambda: st.selectbox(
+        "TRACE's settings", ["", "replay", "ewc"], key="run-aid_preset",
+        format_func=lambda a: {"": "none (the values below)", "replay": "replay: a buffer of 200, balanced",
+                               "ewc": "ewc: online EWC, lambda 400"}[a],
+        help="The aid as the TRACE benchmark (arXiv 2310.06762) sets it, each value cited (`cldash presets`); a "
+             "value you change below wins."))
     cols = st.columns(3)
     for i, name in enumerate(["replay", "replay_rule", "replay_batch_size"]):
         with cols[i]:
@@ -212,7 +218,7 @@ if clicked:
                       "seed": seed, "method_options": method_values[name], "stream_options": stream_values,
                       "backbone_options": backbone_values}
             values["lr"] = values["lr"].strip() or None
-            if values["preset"] != "common":   # what the user left at its default is the preset's to set
+            if values["preset"] != "common" or values["aid_preset"]:   # what is left at its default: the preset's
                 values = {k: v for k, v in values.items() if k not in rows or k in KEEP or not is_default(rows[k], v)}
                 values["method_options"] = {k: v for k, v in method_values[name].items()
                                             if not is_default(option_rows[name][k], v)}

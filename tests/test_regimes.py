@@ -146,3 +146,18 @@ def test_each_paper_preset_resolves_runs_and_is_recorded(method, tmp_path):
     assert resolve(stored).config.regime == record          # re-resolving the stored config keeps its record
     rows = regime_table(method)
     assert [row["option"] for row in rows] == list(PAPER[method].values) and all(row["source"] for row in rows)
+
+
+def test_traces_aid_settings_go_on_top_of_any_regime_and_are_recorded():
+    from cldash.paper_presets import AIDS
+
+    r = resolve({"method": "codyra", "preset": "paper", "aid_preset": "ewc", "ewc_lambda": 100})
+    assert r.config.ewc_lambda == 100 and "ewc_lambda" in r.config.regime["overridden"]   # yours wins
+    assert r.config.ewc_online is True and r.config.regime["sources"]["ewc_online"] == \
+        AIDS["ewc"].values["ewc_online"].source
+    assert r.config.lr == PAPER["codyra"].values["lr"].value and r.config.regime["aid"] == "ewc"
+    assert resolve(r.to_dict()).config.regime == r.config.regime
+    plain = resolve({"method": "lora", "aid_preset": "replay"}).config
+    assert (plain.replay, plain.replay_rule, plain.preset) == (200, "balanced", "common")
+    with pytest.raises(ConfigError, match="aid_preset must be one of ewc, replay, or empty"):
+        resolve({"method": "lora", "aid_preset": "lwf"})
