@@ -335,6 +335,9 @@ def decide(check: Check, d: dict) -> tuple[str, str]:
         ok, opposite = lo > -m, hi < -m
     if ok:
         return "holds", interval
+    if check.relation == "keeps":
+        return "does not hold", interval + ("; it is lower by more than the margin" if opposite else
+                                            "; a drop beyond the margin cannot be ruled out")
     return "does not hold", interval + ("; the opposite holds" if opposite else "; no clear difference")
 
 

@@ -181,3 +181,8 @@ def test_the_adversarial_order_is_the_one_cldash_order_measures_on_the_shipped_b
     result = measure({"stream": "digits-rotate"})
     assert result["ordered_options"]["angles"] == C.ADVERSARIAL_ROTATIONS
     assert result["cost"] < result["natural_cost"]
+
+
+def test_keeps_says_whether_the_drop_is_beyond_the_margin_or_only_not_ruled_out(store):
+    fill(store, [0.50, 0.52, 0.49], [0.47, 0.44, 0.48], claim=KEEPS, key="general_retention")
+    assert "cannot be ruled out" in C.verdict(store, KEEPS)["checks"][0]["why"]   # 0.04 lower, interval past -0.05
