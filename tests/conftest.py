@@ -74,6 +74,29 @@ SHORT = ["--steps-per-task", "40", "--eval-interval", "20", "--spectra-interval"
          "--dense-spectra-interval", "20", "--quiet"]
 
 
+FEW_TEST_DIGITS = 64
+
+
+def use_few_test_digits(monkeypatch) -> None:
+    """Every digits stream evaluates on the first FEW_TEST_DIGITS of the 539 held-out digits (its tasks'
+    test splits and the general one are made from that split; training batches come from the full
+    training split as always). For tests of what a run stores and how it ends, never of how well it
+    scores: one evaluation of the whole split costs as much as about twelve training steps, and a
+    short run evaluates every task at least once per task boundary."""
+    from cldash.streams import digits
+    from cldash.streams.base import Split
+
+    train, test = digits.digits_splits()
+    few = (train, Split(test.x[:FEW_TEST_DIGITS], test.y[:FEW_TEST_DIGITS]))
+    monkeypatch.setattr(digits, "digits_splits", lambda: few)
+
+
+@pytest.fixture
+def few_test_digits(monkeypatch):
+    """use_few_test_digits for one test."""
+    use_few_test_digits(monkeypatch)
+
+
 @pytest.fixture
 def db(tmp_path) -> str:
     return str(tmp_path / "runs.db")
