@@ -72,6 +72,10 @@ def background_pretraining():
 # Short runs: enough steps for LoRA to learn each rotation, few enough for a fast suite.
 SHORT = ["--steps-per-task", "40", "--eval-interval", "20", "--spectra-interval", "10",
          "--dense-spectra-interval", "20", "--quiet"]
+# Shorter still, for runs that only have to finish (or fail) through the CLI: two steps a task, no
+# evaluation or spectra but the ones at each task boundary.
+TINY = ["--steps-per-task", "2", "--eval-interval", "0", "--spectra-interval", "0", "--dense-spectra-interval", "0",
+        "--quiet"]
 
 
 FEW_TEST_DIGITS = 64
