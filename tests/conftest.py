@@ -72,6 +72,33 @@ def background_pretraining():
 # Short runs: enough steps for LoRA to learn each rotation, few enough for a fast suite.
 SHORT = ["--steps-per-task", "40", "--eval-interval", "20", "--spectra-interval", "10",
          "--dense-spectra-interval", "20", "--quiet"]
+# Shorter still, for runs that only have to finish (or fail) through the CLI: two steps a task, no
+# evaluation or spectra but the ones at each task boundary.
+TINY = ["--steps-per-task", "2", "--eval-interval", "0", "--spectra-interval", "0", "--dense-spectra-interval", "0",
+        "--quiet"]
+
+
+FEW_TEST_DIGITS = 64
+
+
+def use_few_test_digits(monkeypatch) -> None:
+    """Every digits stream evaluates on the first FEW_TEST_DIGITS of the 539 held-out digits (its tasks'
+    test splits and the general one are made from that split; training batches come from the full
+    training split as always). For tests of what a run stores and how it ends, never of how well it
+    scores: one evaluation of the whole split costs as much as about twelve training steps, and a
+    short run evaluates every task at least once per task boundary."""
+    from cldash.streams import digits
+    from cldash.streams.base import Split
+
+    train, test = digits.digits_splits()
+    few = (train, Split(test.x[:FEW_TEST_DIGITS], test.y[:FEW_TEST_DIGITS]))
+    monkeypatch.setattr(digits, "digits_splits", lambda: few)
+
+
+@pytest.fixture
+def few_test_digits(monkeypatch):
+    """use_few_test_digits for one test."""
+    use_few_test_digits(monkeypatch)
 
 
 @pytest.fixture

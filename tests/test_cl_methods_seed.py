@@ -171,7 +171,7 @@ def test_slice_is_lora_ga_without_a_buffer_and_logs_the_conflict_with_one():
     assert all(-1.0 <= c <= 1.0 for c in cos.values())
 
 
-def test_slice_gets_a_buffer_from_the_engine_without_run_replay(tmp_path):
+def test_slice_gets_a_buffer_from_the_engine_without_run_replay(tmp_path, few_test_digits):
     from cldash.config import resolve
     from cldash.engine import ContinualRun
     from cldash.store import Store

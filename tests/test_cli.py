@@ -13,10 +13,16 @@ import pytest
 from cldash.cli import main
 from cldash.store import Store
 
-from conftest import SHORT
+from conftest import SHORT, TINY
 
 STREAMS = {"digits-rotate": ["--stream-angles", "45,90,135"], "digits-permute": ["--stream-tasks", "3"],
            "digits-split": []}
+# The rows that check learning (rotations; a fresh head on each pair of digits) train SHORT runs; the
+# others check what a finished run stores (shape, ranges, the general column, anytime evaluations of
+# every task), which ten steps a task with an evaluation and spectra halfway show as well as forty.
+LEARNS = {("lora", "digits-rotate"), ("full", "digits-rotate"), ("full", "digits-split")}
+STORES = ["--steps-per-task", "10", "--eval-interval", "5", "--spectra-interval", "5", "--dense-spectra-interval", "5",
+          "--quiet"]
 
 
 @pytest.mark.slow
@@ -24,7 +30,8 @@ STREAMS = {"digits-rotate": ["--stream-angles", "45,90,135"], "digits-permute": 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_each_method_on_each_stream(tmp_path, method, stream, capsys):
     db = str(tmp_path / "runs.db")
-    assert main(["--db", db, "run", "--method", method, "--stream", stream, *STREAMS[stream], *SHORT]) == 0
+    steps = SHORT if (method, stream) in LEARNS else STORES
+    assert main(["--db", db, "run", "--method", method, "--stream", stream, *STREAMS[stream], *steps]) == 0
     out = capsys.readouterr().out
     assert "Accuracy matrix R[i][j]" in out and "Backward transfer (BWT)" in out
     store = Store(db)
@@ -104,7 +111,7 @@ def test_unopenable_store_is_one_sentence(tmp_path, capsys):
 def test_console_script_end_to_end(tmp_path):
     """The installed entry point, as a user types it, with CLDASH_DB choosing the store."""
     env = {**os.environ, "CLDASH_DB": str(tmp_path / "env.db")}
-    cmd = [sys.executable, "-m", "cldash", "run", "--method", "lora", "--stream-angles", "90", *SHORT]
+    cmd = [sys.executable, "-m", "cldash", "run", "--method", "lora", "--stream-angles", "90", *TINY]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "run 1 finished" in done.stdout
@@ -146,11 +153,11 @@ def test_db_option_anywhere_for_list_and_show(seeded_store, place, argv, expecte
     assert not (tmp_path / "runs.db").exists()
 
 
-def test_db_option_after_run(tmp_path, monkeypatch, capsys):
+def test_db_option_after_run(tmp_path, monkeypatch, capsys, few_test_digits):
     monkeypatch.chdir(tmp_path)
     db = str(tmp_path / "after.db")
     # "db" as another flag's value stays that flag's value
-    assert main(["run", "--method", "lora", "--stream-angles", "90", "--name", "db", *SHORT, "--db", db]) == 0
+    assert main(["run", "--method", "lora", "--stream-angles", "90", "--name", "db", *TINY, "--db", db]) == 0
     (run,) = Store(db).runs()
     assert run["status"] == "finished" and run["name"] == "db"
     assert not (tmp_path / "runs.db").exists()

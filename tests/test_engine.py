@@ -1,4 +1,8 @@
-"""The continual loop: determinism, divergence handling, spectra equal to a dense SVD, policies."""
+"""The continual loop: determinism, divergence handling, spectra equal to a dense SVD, policies.
+
+No test here checks how well a run scores, so the in-process runs evaluate on 64 held-out digits
+(conftest.few_test_digits); the cross-process determinism test, whose child cannot be patched,
+evaluates on all of them in both processes."""
 
 import numpy as np
 import pytest
@@ -21,7 +25,7 @@ def _run(db, **overrides):
     return store, run_id, status
 
 
-def test_same_seed_same_numbers(tmp_path):
+def test_same_seed_same_numbers(tmp_path, few_test_digits):
     a_store, a, _ = _run(str(tmp_path / "a.db"), seed=3)
     b_store, b, _ = _run(str(tmp_path / "b.db"), seed=3)
     c_store, c, _ = _run(str(tmp_path / "c.db"), seed=4)
@@ -36,24 +40,43 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 @pytest.mark.slow
-def test_same_seed_same_matrix_whatever_the_thread_count_with_no_pretraining(tmp_path):
+def test_same_seed_same_matrix_whatever_the_thread_count_with_no_pretraining(tmp_path, monkeypatch, capsys):
     """Two people with the same cldash and seed get the same accuracy matrix on CPU: the backbone
     is the shipped file (an empty cache stays empty), and a run uses one intra-op thread unless told
-    otherwise, so neither the machine's core count nor the launcher's share of it changes the sums."""
+    otherwise, so neither the machine's core count nor the launcher's share of it changes the sums.
+
+    Two processes (each with its own hash seed and thread pool): a `cldash run` child started with
+    two threads, and this test process itself (one thread), which runs the same seed while the child
+    works."""
     import os
     import subprocess
     import sys
 
+    from cldash.cli import main
     from conftest import SHORT
 
+    def argv(threads):
+        return ["--db", str(tmp_path / f"t{threads}.db"), "run", "--method", "lora", "--seed", "5",
+                "--stream-angles", "60,120", *SHORT]
+
+    def env(threads):
+        return {"OMP_NUM_THREADS": threads, "CLDASH_THREADS": threads, "CLDASH_CACHE": str(tmp_path / f"cache{threads}")}
+
+    child = subprocess.Popen([sys.executable, "-m", "cldash", *argv("2")], env={**os.environ, **env("2")},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for key, value in env("1").items():
+            monkeypatch.setenv(key, value)
+        assert torch.get_num_threads() == 1    # conftest: this process runs on one intra-op thread
+        assert main(argv("1")) == 0
+    finally:
+        out, err = child.communicate(timeout=600)
+    assert child.returncode == 0, err
+    capsys.readouterr()
     matrices, losses = [], []
     for threads in ("1", "2"):
-        db, cache = str(tmp_path / f"t{threads}.db"), tmp_path / f"cache{threads}"
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "CLDASH_THREADS": threads, "CLDASH_CACHE": str(cache)}
-        subprocess.run([sys.executable, "-m", "cldash", "--db", db, "run", "--method", "lora", "--seed", "5",
-                        "--stream-angles", "60,120", *SHORT], env=env, check=True, capture_output=True)
-        assert not (cache / "backbones").exists()
-        store = Store(db)
+        assert not (tmp_path / f"cache{threads}" / "backbones").exists()
+        store = Store(str(tmp_path / f"t{threads}.db"))
         (run,) = store.runs()
         assert run["weights"]["source"] == "shipped" and run["config"]["threads"] == 1
         matrices.append(store.accuracy_matrix(run["id"])["R"])
@@ -62,7 +85,7 @@ def test_same_seed_same_matrix_whatever_the_thread_count_with_no_pretraining(tmp
     np.testing.assert_array_equal(losses[0], losses[1])
 
 
-def test_non_finite_loss_fails_the_run_with_step_and_reason(tmp_path, monkeypatch):
+def test_non_finite_loss_fails_the_run_with_step_and_reason(tmp_path, monkeypatch, few_test_digits):
     from cldash.streams.digits import DigitsRotate
 
     calls = {"n": 0}
@@ -110,7 +133,7 @@ CULPRITS = {
 
 
 @pytest.mark.parametrize("culprit", list(CULPRITS))
-def test_a_diverging_loss_names_the_term_that_exploded(tmp_path, monkeypatch, culprit):
+def test_a_diverging_loss_names_the_term_that_exploded(tmp_path, monkeypatch, culprit, few_test_digits):
     target, value, options, error = CULPRITS[culprit]
     monkeypatch.setattr(target, _huge(value))
     store, run_id, status = _run(str(tmp_path / "d.db"), **options)
@@ -118,7 +141,7 @@ def test_a_diverging_loss_names_the_term_that_exploded(tmp_path, monkeypatch, cu
     assert status == "failed" and run["error"] == error
 
 
-def test_crash_is_recorded_with_its_reason(tmp_path, monkeypatch):
+def test_crash_is_recorded_with_its_reason(tmp_path, monkeypatch, few_test_digits):
     from cldash.methods.lora import LoRA
 
     def boom(self, ctx):
@@ -136,7 +159,7 @@ def test_crash_is_recorded_with_its_reason(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("method,policy", [("lora", "single"), ("lora", "merge"), ("lora", "stack"),
                                            ("full", None)])
-def test_stored_spectra_equal_a_dense_svd_of_the_update(tmp_path, method, policy):
+def test_stored_spectra_equal_a_dense_svd_of_the_update(tmp_path, method, policy, few_test_digits):
     store = Store(str(tmp_path / "s.db"))
     resolved = resolve({"method": method, "policy": policy, **SMALL})
     run_id = store.create_run(resolved.to_dict())
@@ -160,7 +183,7 @@ def test_stored_spectra_equal_a_dense_svd_of_the_update(tmp_path, method, policy
     assert kinds == ({"Dense"} if method == "full" else {"LowRank"})
 
 
-def test_merge_and_stack_policies_keep_the_function_at_the_boundary(tmp_path):
+def test_merge_and_stack_policies_keep_the_function_at_the_boundary(tmp_path, few_test_digits):
     """Merging the stacked adapters changes no output (frozen adapters sum exactly into W)."""
     resolved = resolve({"method": "lora", "policy": "stack", **SMALL})
     crun = ContinualRun(resolved)
@@ -179,7 +202,7 @@ def test_merge_and_stack_policies_keep_the_function_at_the_boundary(tmp_path):
     torch.testing.assert_close(update_singular_values(layer.update()), sigma_before, rtol=1e-4, atol=1e-7)
 
 
-def test_lora_trains_only_adapters_and_full_trains_everything():
+def test_lora_trains_only_adapters_and_full_trains_everything(few_test_digits):
     lora = ContinualRun(resolve({"method": "lora", **SMALL}))
     w = {n: p.detach().clone() for n, p in lora.model.net.named_parameters() if "branches" not in n}
     lora.run()
@@ -193,14 +216,14 @@ def test_lora_trains_only_adapters_and_full_trains_everything():
     assert len(changed) == len(w)
 
 
-def test_train_head_option_trains_the_pretrained_classifier():
+def test_train_head_option_trains_the_pretrained_classifier(few_test_digits):
     crun = ContinualRun(resolve({"method": "lora", "train_head": True, **SMALL}))
     before = crun.model.net.classifier.weight.detach().clone()
     crun.run()
     assert not torch.equal(crun.model.net.classifier.weight, before)
 
 
-def test_a_cancelled_run_stores_the_step_its_reason_names(tmp_path, monkeypatch):
+def test_a_cancelled_run_stores_the_step_its_reason_names(tmp_path, monkeypatch, few_test_digits):
     """The final status write carries the step, progress and task of the last completed step, so a
     run cancelled at step 30 reads step 30 (not the step of the last periodic flush)."""
     import os
@@ -223,7 +246,7 @@ def test_a_cancelled_run_stores_the_step_its_reason_names(tmp_path, monkeypatch)
     assert store.scalars(run_id, names=["loss"]).step.max() == 30   # the buffered rows landed with the end
 
 
-def test_a_full_disk_mid_run_keeps_its_reason(tmp_path, monkeypatch, capsys):
+def test_a_full_disk_mid_run_keeps_its_reason(tmp_path, monkeypatch, capsys, few_test_digits):
     """Every write fails from some point on (SQLite's "database or disk is full"), the final status
     write included: `cldash run` says why in one line, and reconcile later records that reason from
     the run's end file instead of "interrupted at step 0"."""

@@ -8,6 +8,7 @@ inside a run (its table of damages: test_backbone_weights.py). Every wait is on 
 observable (a row, a file, a process gone), bounded, and says what it waited for when it gives up.
 """
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -24,12 +25,13 @@ try:
 except ImportError:   # not on Windows
     resource = None
 
+from cldash.backbones import vit
 from cldash.cli import main
 from cldash.config import resolve
 from cldash.launch import is_run_process, launch, reconcile, schedule
 from cldash.store import Store, _engine, count_rows
 
-from conftest import SHORT
+from conftest import SHORT, use_few_test_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BACKBONE = ["--backbone-pretrain-steps", "400", "--backbone-hidden-size", "16", "--backbone-layers", "1",
@@ -112,14 +114,26 @@ def test_kill_9_during_backbone_pretraining(tmp_path, monkeypatch, capsys):
     run = store.get_run(1)
     assert run["status"] == "interrupted" and f"pid {child.pid}" in run["error"] and "at step 0" in run["error"]
     assert integrity(db) == "ok"
-    # the same options again: the lock the killed process held is free, and pre-training starts over
+    # the same options again: the lock the killed process held is free, and pre-training starts over (here
+    # for 3 of the 400 steps: the child needed them to be killed mid-way, the cache entry's name and lock
+    # are those of the 400-step options all the same)
     monkeypatch.setenv("CLDASH_CACHE", str(cache))
+    started = []
+
+    def pretrain(options):
+        started.append(options.pretrain_steps)
+        return real(dataclasses.replace(options, pretrain_steps=3))
+
+    real = vit.pretrain
+    monkeypatch.setattr(vit, "pretrain", pretrain)
+    use_few_test_digits(monkeypatch)   # the run's scores are not checked
     assert main(argv) == 0
+    assert started == [400]
     assert store.get_run(2)["status"] == "finished" and store.get_run(2)["weights"]["source"] == "local"
     assert weights.exists() and "damaged" not in capsys.readouterr().err
 
 
-def test_a_corrupted_backbone_cache_heals_inside_a_run(tmp_path, monkeypatch, capsys):
+def test_a_corrupted_backbone_cache_heals_inside_a_run(tmp_path, monkeypatch, capsys, few_test_digits):
     """A run whose backbone cache file was cut short still finishes, on the same weights and with the
     same numbers, and says so in one line (the damage table itself: test_backbone_weights.py)."""
     monkeypatch.setenv("CLDASH_CACHE", str(tmp_path / "cache"))

@@ -11,6 +11,7 @@ A new method joins the battery by adding a row to CASES and its invalid options 
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 from dataclasses import dataclass, field
@@ -180,6 +181,17 @@ def two_tasks(case: Case, seed: int = 0):
     return net, method
 
 
+_TRAINED: dict[str, tuple] = {}
+
+
+def trained(case: Case):
+    """What two_tasks(case) returns, computed once per case for the three tests that start from it
+    (spectra, merge, save/load), each of which gets its own deep copy: they merge, save and train on."""
+    if case.id not in _TRAINED:
+        _TRAINED[case.id] = two_tasks(case)
+    return copy.deepcopy(_TRAINED[case.id])
+
+
 def probe():
     x, _ = data(45.0)
     return x[:64]
@@ -254,7 +266,7 @@ def test_update_at_init_is_zero_or_documented(case):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_spectra_are_finite_and_match_a_dense_svd(case):
-    net, method = two_tasks(case)
+    net, method = trained(case)
     updates = {(name, "cumulative"): u for name, u in method.updates().items()}
     updates.update(method.extra_updates())
     results = analyze(updates)
@@ -282,7 +294,7 @@ def test_spectra_are_finite_and_match_a_dense_svd(case):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_merge_keeps_the_outputs(case):
-    net, method = two_tasks(case)
+    net, method = trained(case)
     net.eval()
     x = probe()
     with torch.no_grad():
@@ -295,7 +307,7 @@ def test_merge_keeps_the_outputs(case):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_save_and_load_round_trip_exactly(case):
-    net, method = two_tasks(case)
+    net, method = trained(case)
     buffer = io.BytesIO()
     torch.save(method.state_dict(), buffer)
     buffer.seek(0)
@@ -323,7 +335,7 @@ def test_save_and_load_round_trip_exactly(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_engine_run_stores_finite_spectra_and_scalars(case, tmp_path):
+def test_engine_run_stores_finite_spectra_and_scalars(case, tmp_path, few_test_digits):
     from cldash.config import resolve
     from cldash.engine import ContinualRun
     from cldash.store import Store

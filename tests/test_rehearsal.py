@@ -115,7 +115,9 @@ def test_online_ewc_keeps_one_decayed_term():
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_replay_reduces_class_incremental_forgetting_through_the_engine(method, tmp_path):
     """On digits-split (class-IL) sequential training forgets earlier pairs almost entirely; a small
-    replay buffer keeps them. Both runs share everything else."""
+    replay buffer keeps them. Both runs share everything else. (12 steps a task are plenty: measured here,
+    forgetting 0.92 without replay and 0.08 with it for full fine-tuning, 0.98 and 0.03 for LoRA; accuracy
+    0.23 and 0.90, 0.18 and 0.94. With 25 steps the numbers were 0.98 / 0.05 and 0.96 / 0.07.)"""
     from cldash.config import resolve
     from cldash.engine import ContinualRun
     from cldash.store import Store
@@ -123,7 +125,7 @@ def test_replay_reduces_class_incremental_forgetting_through_the_engine(method, 
     store = Store(str(tmp_path / "r.db"))
     results = {}
     for replay in (0, 100):
-        resolved = resolve({"method": method, "stream": "digits-split", "steps_per_task": 25, "eval_interval": 0,
+        resolved = resolve({"method": method, "stream": "digits-split", "steps_per_task": 12, "eval_interval": 0,
                             "spectra_interval": 0, "dense_spectra_interval": 0, "replay": replay,
                             "ewc_lambda": 0.0})
         run_id = store.create_run(resolved.to_dict())
@@ -138,7 +140,7 @@ def test_replay_reduces_class_incremental_forgetting_through_the_engine(method, 
     assert results[100]["acc"] > results[0]["acc"] + 0.2, results
 
 
-def test_ewc_through_the_engine_logs_its_penalty_and_holds_lora_closer(tmp_path):
+def test_ewc_through_the_engine_logs_its_penalty_and_holds_lora_closer(tmp_path, few_test_digits):
     from cldash.config import resolve
     from cldash.engine import ContinualRun
     from cldash.store import Store
