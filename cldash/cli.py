@@ -784,8 +784,8 @@ def cmd_claims(args) -> int:
     from cldash import claims as C
     from cldash.store import Store
 
+    chosen = tuple(C.get_claim(k) for k in args.claim) if args.claim else C.CLAIMS   # before opening the store
     store = _store_reconciled(args.db)
-    chosen = tuple(C.get_claim(k) for k in args.claim) if args.claim else C.CLAIMS
     regimes = C.REGIMES if args.regime == "both" else (args.regime,)
     if args.launch:
         ids = C.launch_missing(store, chosen, regimes)
