@@ -108,14 +108,20 @@ def db(tmp_path) -> str:
 
 @pytest.fixture(scope="session")
 def seeded_store(tmp_path_factory):
-    """A store with one short finished LoRA run and one full fine-tuning run on digits-rotate."""
+    """A store with one short finished LoRA run and one full fine-tuning run on digits-rotate.
+
+    Its runs evaluate on FEW_TEST_DIGITS held-out digits (use_few_test_digits): the tests read its
+    numbers back through the CLI, the exports and the dashboard and compare them with the store, and
+    none asks how well these runs score (evaluation was half of their cost)."""
     from cldash.cli import main
     from cldash.store import Store
 
     path = str(tmp_path_factory.mktemp("seeded") / "runs.db")
-    for method in ("lora", "full"):
-        assert main(["--db", path, "run", "--method", method, "--stream", "digits-rotate",
-                     "--stream-angles", "45,90,135", *SHORT]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        use_few_test_digits(patch)
+        for method in ("lora", "full"):
+            assert main(["--db", path, "run", "--method", method, "--stream", "digits-rotate",
+                         "--stream-angles", "45,90,135", *SHORT]) == 0
     return Store(path)
 
 

@@ -342,8 +342,8 @@ def test_engine_run_stores_finite_spectra_and_scalars(case, tmp_path, few_test_d
 
     store = Store(str(tmp_path / "b.db"))
     resolved = resolve({"method": case.method, "policy": case.policy, "method_options": case.options,
-                        "steps_per_task": 6, "eval_interval": 0, "spectra_interval": 3, "dense_spectra_interval": 3,
-                        "stream_options": {"angles": [60, 120]}})
+                        "steps_per_task": 6, "batch_size": 16, "eval_interval": 0, "spectra_interval": 3,
+                        "dense_spectra_interval": 3, "stream_options": {"angles": [60, 120]}})
     assert resolved.config.policy == case.policy
     run_id = store.create_run(resolved.to_dict())
     crun = ContinualRun(resolved, writer=store.writer(run_id))

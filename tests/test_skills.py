@@ -121,8 +121,8 @@ def test_pretrained_gpt2_knows_the_general_skills(gpt2):
 def test_cli_run_on_skills_stores_a_matrix_with_general_columns(tmp_path, method, capsys):
     db = str(tmp_path / "runs.db")
     args = ["--db", db, "run", "--method", method, "--stream", "skills", "--stream-skills", "successor,add_mod",
-            "--stream-train-examples", "512", "--stream-test-examples", "100", "--steps-per-task", "120",
-            "--eval-interval", "60", "--spectra-interval", "60", "--dense-spectra-interval", "60", "--quiet"]
+            "--stream-train-examples", "512", "--stream-test-examples", "100", "--steps-per-task", "80",
+            "--eval-interval", "40", "--spectra-interval", "40", "--dense-spectra-interval", "40", "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "Accuracy matrix R[i][j] (exact_match)" in out and "general: pre-training skills" in out
@@ -136,6 +136,8 @@ def test_cli_run_on_skills_stores_a_matrix_with_general_columns(tmp_path, method
     general = m["general"]["general: pre-training skills"]
     assert len(general) == 3 and general[0] >= 0.85         # row 0: the pre-trained model
     # the new skills are learned (unknown before: 0), and learning them erodes the general skills
+    # (measured with 80 steps a task: R[1][0] 0.60 and 0.56, R[2][1] 0.12 and 0.26 for LoRA and full
+    # fine-tuning, general 0.90 -> 0.10 and 0.04; with 120 steps 0.69 / 0.64, 0.11 / 0.39, -> 0.05 / 0.06)
     assert m["R"][1, 0] > m["R"][0, 0] + 0.3 and m["R"][2, 1] > m["R"][0, 1] + 0.05, m["R"]
     assert general[-1] < general[0] - 0.2, general
     summary = run["summary"]
