@@ -240,13 +240,10 @@ def _key(cfg: dict) -> str:
 def _stored_key(text: str) -> str | None:
     """The match key of a stored configuration, resolved again so that options added since it ran read as their
     defaults (None if it no longer resolves: a method or option that is gone)."""
-    import json
-
-    from cldash.config import resolve
     from cldash.errors import ConfigError
 
     try:
-        return _key(resolve(json.loads(text)).to_dict())
+        return _key(_resolved(text))
     except ConfigError:
         return None
 
