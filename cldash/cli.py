@@ -516,6 +516,20 @@ def _end_line(store, run: dict, status: str) -> str:
     return f"run {run['id']} {status}: {printable(error.splitlines()[0]) if error else ''}{kept}"
 
 
+class LogLines:
+    """A background run's progress in its log: a line at every tenth of its steps."""
+
+    def __init__(self):
+        self.tenth = 0
+
+    def __call__(self, p) -> None:
+        tenth = 10 * p.step // max(1, p.total_steps)
+        if tenth != self.tenth:
+            print(f"step {p.step}/{p.total_steps} · task {p.task}/{p.num_tasks} ({p.task_name}) · loss {p.loss:.4f}",
+                  flush=True)
+        self.tenth = tenth
+
+
 def cmd_execute(args) -> int:
     from cldash.engine import execute
     from cldash.store import Store
@@ -523,9 +537,11 @@ def cmd_execute(args) -> int:
     from cldash.launch import schedule
 
     store = Store(args.db)
-    store.get_run(args.run)
+    run = store.get_run(args.run)
+    print(f"run {args.run} ({run['name'] or run['method']}) on host {socket.gethostname()}, pid {os.getpid()}, "
+          f"store {store.display}", flush=True)
     try:
-        status = execute(store, args.run, progress=None)
+        status = execute(store, args.run, progress=LogLines())
         if status != "finished":   # the reason, in one line, also in the run's log
             print(_end_line(store, store.get_run(args.run), status), file=sys.stderr)
     finally:
@@ -711,6 +727,90 @@ def cmd_cancel(args) -> int:
     store = _store_reconciled(args.db)
     print(f"run {args.run}: {cancel(store, args.run)}")
     _start_queued(store)   # its slot goes to the next queued run
+    return 0
+
+
+def _grid_values(text: str) -> list:
+    """A grid's values: ``4,8,16``, or a JSON list for values that hold commas (``[[45,90],[90,180]]``)."""
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"the grid values {text!r} are not a JSON list ({exc.msg}).") from None
+        if not isinstance(values, list) or not values:
+            raise UserError(f"the grid values {text!r} must be a non-empty JSON list.")
+        return values
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise UserError(f"give the grid's values separated by commas, e.g. rank=4,8,16 (got {text!r}).")
+    return values
+
+
+def cmd_sweep(args) -> int:
+    from cldash.launchers import Resources, parse
+    from cldash.sweeps import Sweep, launch_sweep, parse_list, parse_seeds, plan, split_option
+
+    grid, fixed = {}, {}
+    for text in args.grid or []:
+        name, values = split_option(text)
+        if name in grid:
+            raise UserError(f"--grid {name} is given twice; give its values once, separated by commas.")
+        grid[name] = _grid_values(values)
+    for text in args.set or []:
+        name, value = split_option(text)
+        fixed[name] = value
+    sweep = Sweep(methods=parse_list(args.methods, "method"), seeds=parse_seeds(args.seeds),
+                  presets=parse_list(args.presets, "preset"), grid=grid, fixed=fixed, stream=args.stream,
+                  backbone=args.backbone, name=args.name or "")
+    launcher = parse(args.launcher)
+    resources = Resources(cpus=args.cpus_per_run, gpus=args.gpus_per_run).check()
+    store = _store_reconciled(args.db)
+    p = plan(store, sweep)
+    print(p.summary())
+    if args.dry_run:
+        return 0
+    p, ids = launch_sweep(store, p, launcher=launcher, resources=resources)
+    where = "this machine" if launcher.name == "local" else f"the Ray cluster at {launcher.address}"
+    if ids:
+        print(f"queued {len(ids)} run{'s' * (len(ids) != 1)} (ids {_id_ranges(ids)}) on {where}, "
+              f"{resources.cpus:g} CPU{'s' * (resources.cpus != 1)}"
+              + (f" and {resources.gpus:g} GPU" if resources.gpus else "") + " each; group "
+              f"{p.sweep.group} (the Runs and Compare pages filter by it)")
+    else:
+        print(f"nothing to queue: every run of sweep {p.sweep.key()} is in the store already")
+    if args.wait:
+        return _wait_for(store, [*p.existing.values(), *ids])
+    return 0
+
+
+def _wait_for(store, ids: list[int], poll: float = 1.0) -> int:
+    """Wait until these runs have all ended, printing a line as each ends; 0 if all finished, else 1."""
+    from cldash.launch import reconcile
+    from cldash.store import ENDED
+    from cldash.text import printable
+
+    told, last = set(), 0.0
+    while True:
+        if time.monotonic() - last > 5:
+            reconcile(store)
+            last = time.monotonic()
+        runs = store.runs(ids=ids)
+        for r in runs:
+            if r["status"] in ENDED and r["id"] not in told:
+                told.add(r["id"])
+                why = f": {printable(r['error'].splitlines()[0])}" if r["error"] and r["status"] != "finished" else ""
+                print(f"run {r['id']} {r['status']}{why} ({len(told)}/{len(ids)})", flush=True)
+        if len(told) == len(ids):
+            return 0 if all(r["status"] == "finished" for r in runs) else 1
+        time.sleep(poll)
+
+
+def cmd_logs(args) -> int:
+    from cldash.launchers import logs
+
+    store = _store_reconciled(args.db)
+    text = logs(store, store.get_run(args.run), tail=args.tail)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
 
@@ -946,6 +1046,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "(cldash order --stream skills --help)", add_help=False)
     sub.add_parser("pretrain", help="pre-train one of cldash's own backbones and print its scores "
                    "(cldash pretrain --backbone gpt2-tiny --help)", add_help=False)
+    sw = sub.add_parser("sweep", help="queue the cross product of methods x presets x seeds x option lists as one "
+                        "group, locally or on a Ray cluster; repeating a sweep queues only what is not stored yet")
+    sw.add_argument("--methods", required=True, metavar="LIST", help="comma-separated methods (cldash methods)")
+    sw.add_argument("--seeds", default="0", metavar="SEEDS", help="seeds: 0-4, 0,1,2 or 0-2,7 (default 0)")
+    sw.add_argument("--presets", default="common", metavar="LIST",
+                    help="comma-separated regimes: common, paper, paper:METHOD (default common); a method without "
+                    "a paper preset is skipped under paper")
+    sw.add_argument("--grid", action="append", metavar="NAME=V1,V2", help="an option and its values, crossed with "
+                    "the rest (repeatable): a run option (lr, steps_per_task...), else the method's (rank...), else "
+                    "the stream's; a JSON list for values with commas")
+    sw.add_argument("--set", action="append", metavar="NAME=VALUE", help="an option with one value for every run "
+                    "(repeatable), e.g. --set steps_per_task=100")
+    sw.add_argument("--stream", default="digits-rotate", metavar="NAME", help="task stream (default digits-rotate)")
+    sw.add_argument("--backbone", default="", metavar="NAME", help="backbone; default: the stream's")
+    sw.add_argument("--name", metavar="NAME", help="the sweep's name (its group is sweep:NAME); default: a hash of "
+                    "what it sweeps, so the same command is the same sweep")
+    sw.add_argument("--launcher", default=os.environ.get("CLDASH_LAUNCHER", "local"), metavar="WHERE",
+                    help="local (default; env CLDASH_LAUNCHER), or a Ray cluster: ray://HEAD:10001 or "
+                    "http://HEAD:8265 (needs a PostgreSQL store on a cluster of several nodes)")
+    sw.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N", help="CPUs each run asks for (default 1)")
+    sw.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F",
+                    help="GPUs each run asks for on a Ray cluster; 0.125 lets eight tiny runs share one GPU "
+                    "(default 0)")
+    sw.add_argument("--dry-run", action="store_true", help="only print how many runs the sweep has and would queue")
+    sw.add_argument("--wait", action="store_true", help="wait until every run of the sweep has ended, a line each; "
+                    "exit 1 if any did not finish")
+    lg = sub.add_parser("logs", help="a run's output, from wherever it ran (this machine or a Ray cluster)")
+    lg.add_argument("run", **RUN_ID)
+    lg.add_argument("--tail", type=int, default=200, metavar="N", help="the last N lines (default 200)")
     d = sub.add_parser("db", help="the store's schema: `db current` shows its revision, `db upgrade` applies "
                        "pending upgrades (any command applies them on opening the store)")
     d.add_argument("action", choices=("current", "upgrade"),
@@ -957,7 +1086,7 @@ STAGED = {"run": cmd_run, "order": cmd_order, "pretrain": cmd_pretrain}   # thei
 COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export": cmd_export,
             "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
             "presets": cmd_presets, "claims": cmd_claims,
-            "queue": cmd_queue, "reconcile": cmd_reconcile, "db": cmd_db}
+            "queue": cmd_queue, "reconcile": cmd_reconcile, "db": cmd_db, "sweep": cmd_sweep, "logs": cmd_logs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@
 4. the metrics of R go into the run row.
 
 A non-finite loss stops the run as failed with the step and reason; SIGTERM (cancel) stops
-it as cancelled, Ctrl-C as interrupted; a write the store or the disk refuses (a full disk) as
+it as cancelled, and so does a cancel request on the run row, read back at each flush (a cancel
+from a host that cannot signal the process), Ctrl-C as interrupted; a write the store or the disk refuses (a full disk) as
 failed with that reason in one sentence; any other exception as failed with its traceback.
 Everything written before stays in the store, and the end is recorded with the step, progress
 and task of the last step that completed. The end goes to the run's end file first
@@ -217,6 +218,8 @@ class ContinualRun:
     def flush(self, **extra) -> None:
         if self.writer:
             self.writer.flush(step=self.step, progress=self.step / max(1, self.total_steps), **extra)
+            if self.writer.cancel_requested:
+                raise Cancelled()
 
     def run(self) -> dict:
         cfg = self.cfg

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -117,17 +116,33 @@ def max_concurrent(store: Store) -> int:
 
 
 def launch(store: Store, configs: list[dict], launch_keys: list[str] | None = None,
-           group_key: str | None = None, names: list[str] | None = None, start: bool = True) -> list[int]:
+           group_key: str | None = None, names: list[str] | None = None, start: bool = True,
+           launcher=None, resources=None) -> list[int]:
     """Queue one run per (already resolved) config and start as many as the limit allows.
 
     With launch keys, launching the same keys again returns the same runs (a double click
-    starts one run per config, not two).
+    starts one run per config, not two). `launcher` (cldash.launchers; default: the local one)
+    takes the queued runs: the local scheduler starts what its limit allows, a Ray cluster takes
+    them all as jobs with `resources` (cldash.launchers.Resources) each and queues what does not fit.
     """
+    from cldash.launchers import Resources
+
+    if launcher is None or launcher.name == "local":
+        ids = [store.create_run(cfg, status="queued", launch_key=(launch_keys or [None] * len(configs))[i],
+                                group_key=group_key, name=(names or [""] * len(configs))[i])
+               for i, cfg in enumerate(configs)]
+        if start:
+            schedule(store)
+        return ids
+    resources = (resources or Resources()).check()
+    launcher.check_store(store)
     ids = [store.create_run(cfg, status="queued", launch_key=(launch_keys or [None] * len(configs))[i],
-                            group_key=group_key, name=(names or [""] * len(configs))[i])
+                            group_key=group_key, name=(names or [""] * len(configs))[i], launcher=launcher.name,
+                            launcher_info=launcher.info(resources))
            for i, cfg in enumerate(configs)]
     if start:
-        schedule(store)
+        launcher.submit(store, [r for r in store.runs(ids=ids, status=["queued"]) if r["launcher"] == launcher.name],
+                        resources)
     return ids
 
 
@@ -135,8 +150,11 @@ def queue(store: Store) -> tuple[list[dict], list[dict]]:
     """The runs holding a slot (running, or started and not claimed yet, a foreground `cldash run`
     included) and the runs waiting for one, in the order `schedule` starts them."""
     queued = store.runs(status=["queued"])
-    active = sorted(store.runs(status=["running"]) + [r for r in queued if r["pid"]], key=lambda r: r["id"])
-    waiting = [r for r in queued if not r["pid"] and r["launcher"] != "cli"]   # cli: its own process runs it
+    local = (None, "local", "cli")   # a cluster's runs take the cluster's slots, not this machine's
+    active = sorted([r for r in store.runs(status=["running"]) + [r for r in queued if r["pid"]]
+                     if r["launcher"] in local], key=lambda r: r["id"])
+    # cli: its own process runs it; ray: the cluster's scheduler starts it
+    waiting = [r for r in queued if not r["pid"] and r["launcher"] in (None, "local")]
     return active, waiting
 
 
@@ -215,14 +233,22 @@ def is_run_process(pid: int | None) -> bool:
     return state == "alive" or state is None
 
 
+REMOTE_GRACE = 60.0   # s: a cluster's queued run whose job the cluster does not know by then was never submitted
+
+
 def reconcile(store: Store, now: float | None = None) -> list[int]:
     """Mark runs whose process is gone as ended, with the reason; returns their ids. A run whose
     process recorded its end in its end file (the store could not take it) ends as recorded there.
+    A cluster's runs (cldash.launchers) are decided from the cluster's job state and the heartbeat.
     A store that refuses writes (read-only) is left as it is."""
     now = now or time.time()
     host = socket.gethostname()
     ends = {}
-    for run in store.runs(status=["queued"]):
+    active = store.runs(status=["queued", "running"])
+    remote = [r for r in active if r["launcher"] not in (None, "local", "cli")]
+    for run in active:
+        if run["status"] != "queued" or run in remote:
+            continue
         # a queued run whose process was started (or is the foreground `cldash run` that created it) but
         # died before claiming it
         if run["pid"] and run["host"] == host and not is_run_process(run["pid"]):
@@ -232,7 +258,9 @@ def reconcile(store: Store, now: float | None = None) -> list[int]:
             else:
                 ends[run["id"]] = {"status": "failed", "error": f"the run's process (pid {run['pid']}) exited "
                                    f"before starting; see {log_path(store, run['id'])}"}
-    for run in store.runs(status=["running"]):
+    for run in active:
+        if run["status"] != "running":
+            continue
         beat = run["heartbeat_at"] or run["started_at"] or run["created_at"]
         if run["host"] == host:
             if is_run_process(run["pid"]):
@@ -240,9 +268,10 @@ def reconcile(store: Store, now: float | None = None) -> list[int]:
             ends[run["id"]] = recorded_end(store, run) or {
                 "status": "interrupted", "error": f"the run's process (pid {run['pid']}) ended without recording "
                 f"an end; last heartbeat {now - beat:.0f} s before, at step {run['step']}"}
-        elif now - beat > STALE_SECONDS:
+        elif run not in remote and now - beat > STALE_SECONDS:
             ends[run["id"]] = {"status": "interrupted", "error": f"no heartbeat from host {run['host']} for "
                                f"{now - beat:.0f} s (last at step {run['step']})"}
+    ends.update(_remote_ends(store, [r for r in remote if r["id"] not in ends], now))
     changed = []
     for run_id, end in ends.items():
         try:
@@ -252,6 +281,50 @@ def reconcile(store: Store, now: float | None = None) -> list[int]:
         clear_end(store, run_id)
         changed.append(run_id)
     return changed
+
+
+def _remote_ends(store: Store, runs: list[dict], now: float) -> dict[int, dict]:
+    """How a cluster's active runs ended, from the cluster's job states and their heartbeats. The rows are
+    read again after the cluster answered: a job that ended had recorded its run's end by then, so a run
+    that ended cleanly is never taken for a lost one."""
+    from cldash.launchers import for_run
+
+    by_launcher: dict[tuple, list[dict]] = {}
+    for run in runs:
+        by_launcher.setdefault((run["launcher"], (run["launcher_info"] or {}).get("address")), []).append(run)
+    ends = {}
+    for rows in by_launcher.values():
+        try:
+            launcher = for_run(rows[0])
+        except UserError as exc:
+            ends.update({r["id"]: {"status": "interrupted", "error": str(exc)} for r in rows})
+            continue
+        states = launcher.states(rows)
+        for run in store.runs(ids=[r["id"] for r in rows], status=["queued", "running"]):
+            state = states[run["id"]]
+            job = (run["launcher_info"] or {}).get("job")
+            beat = run["heartbeat_at"] or run["started_at"] or run["created_at"]
+            if run["status"] == "queued":
+                if state.state == "ended":
+                    ends[run["id"]] = {"status": "cancelled" if run["cancel_requested_at"] else "failed",
+                                       "error": f"its {launcher.name} job {job} ended before the run started "
+                                                f"({state.message}); `cldash logs {run['id']}` shows its output"}
+                elif state.state == "missing" and now - run["created_at"] > REMOTE_GRACE:
+                    ends[run["id"]] = {"status": "failed", "error": f"{state.message}: the run was never submitted "
+                                       "(the launching process stopped first); launch it again"}
+            elif state.state in ("ended", "missing"):
+                ends[run["id"]] = {"status": "interrupted", "error": f"its {launcher.name} job {job} ended "
+                                   f"({state.message}) without the run recording an end; last heartbeat "
+                                   f"{now - beat:.0f} s before, at step {run['step']}"}
+            elif now - beat > STALE_SECONDS:
+                where = f"host {run['host']}" if run["host"] else "its host"
+                said = {"running": f"; its {launcher.name} job was still running and is stopped",
+                        "unknown": f" ({state.message})" if state.message else ""}.get(state.state, "")
+                if state.state == "running":
+                    launcher.cancel(store, run)
+                ends[run["id"]] = {"status": "interrupted", "error": f"no heartbeat from {where} for "
+                                   f"{now - beat:.0f} s (last at step {run['step']}){said}"}
+    return ends
 
 
 def rerun(store: Store, run_id: int, seed: int, launch_key: str | None = None) -> int:
@@ -276,18 +349,26 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def cancel(store: Store, run_id: int, timeout: float = 2.0) -> str:
-    """Stop a run's process group (SIGTERM, then SIGKILL after `timeout`) and mark it cancelled."""
+    """Cancel a run wherever it runs: record the request on its row (the run polls it at every flush, on
+    any host), send its launcher's own stop (SIGTERM to a local process group, SIGKILL after `timeout`;
+    a Ray job's stop), give the run `timeout` to record its end itself, and else mark it cancelled."""
+    from cldash.launchers import for_run
+
     run = store.get_run(run_id)
     if run["status"] not in ("queued", "running"):
         raise UserError(f"run {run_id} is {run['status']}, not running; there is nothing to cancel.")
-    pid = run["pid"]
-    if pid and run["host"] == socket.gethostname() and is_run_process(pid) and pid != os.getpid():
-        _signal(pid, signal.SIGTERM)
+    store.update_run(run_id, cancel_requested_at=time.time())
+    try:
+        launcher = for_run(run)
+    except UserError:
+        launcher = None
+    if launcher is not None:
+        launcher.cancel(store, run, timeout)
+    ours = launcher is not None and launcher.name == "local" and run["host"] == socket.gethostname()
+    if run["status"] == "running" and not ours:   # another host's run, or a cluster's job, ends itself
         deadline = time.time() + timeout
-        while time.time() < deadline and is_run_process(pid):
-            time.sleep(0.05)
-        if is_run_process(pid):
-            _signal(pid, signal.SIGKILL)
+        while time.time() < deadline and store.get_run(run_id)["status"] == "running":
+            time.sleep(0.1)
     run = store.get_run(run_id)
     if run["status"] in ("queued", "running"):   # the process did not get to record it
         store.update_run(run_id, status="cancelled", error=f"cancelled at step {run['step']}",

@@ -81,7 +81,9 @@ class Run(Base):
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
     weights: Mapped[str | None] = mapped_column(Text)    # JSON: the backbone weights used (revision 0002)
-    launcher: Mapped[str | None] = mapped_column(String(16))   # "cli" (foreground) or "local" (revision 0003)
+    launcher: Mapped[str | None] = mapped_column(String(16))   # "cli" (foreground), "local" or "ray" (revision 0003)
+    cancel_requested_at: Mapped[float | None] = mapped_column(Float)   # polled by the run at its flushes (0004)
+    launcher_info: Mapped[str | None] = mapped_column(Text)   # JSON: the launcher's address, job, resources (0004)
 
 
 class TaskRow(Base):
@@ -386,7 +388,7 @@ class Store:
     # -- runs ---------------------------------------------------------------------------------
     def create_run(self, config: dict, *, status: str = "queued", launch_key: str | None = None,
                    group_key: str | None = None, name: str = "", launcher: str = "local",
-                   pid: int | None = None, host: str | None = None) -> int:
+                   pid: int | None = None, host: str | None = None, launcher_info: dict | None = None) -> int:
         """Insert a run row. With a `launch_key` already used, returns the existing run (idempotent).
 
         `launcher` "cli" is a foreground `cldash run`: its row is created owned by its process (`pid`,
@@ -402,11 +404,12 @@ class Store:
                 launch_key=launch_key, group_key=group_key, name=name or config.get("name") or "",
                 method=config["method"], stream=config["stream"], backbone=config["backbone"],
                 policy=config.get("policy"), seed=config["seed"], config=_j(config), status=status,
-                launcher=launcher, pid=pid, host=host, created_at=_now()))
+                launcher=launcher, pid=pid, host=host, created_at=_now(),
+                launcher_info=_j(launcher_info) if launcher_info else None))
             return result.inserted_primary_key[0]
 
     def update_run(self, run_id: int, **fields) -> None:
-        for key in ("versions", "summary", "weights"):
+        for key in ("versions", "summary", "weights", "launcher_info"):
             if key in fields and not isinstance(fields[key], (str, type(None))):
                 fields[key] = _j(fields[key])
         with self._writing(), self.engine.begin() as conn:
@@ -440,6 +443,15 @@ class Store:
             q = q.where(Run.stream == stream)
         with self.engine.connect() as conn:
             return [_run_dict(r) for r in conn.execute(q).mappings()]
+
+    def run_ids_for_launch_keys(self, keys: Iterable[str]) -> dict[str, int]:
+        """The runs already stored under these launch keys: {key: run id} (a sweep's plan)."""
+        keys, out = list(keys), {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(keys), 500):   # bounded IN lists
+                out.update({k: rid for k, rid in conn.execute(
+                    select(Run.launch_key, Run.id).where(Run.launch_key.in_(keys[i:i + 500])))})
+        return out
 
     def delete_run(self, run_id: int) -> None:
         """Remove a run and every row that belongs to it, in one transaction (and its saved adapters)."""
@@ -658,8 +670,8 @@ def _order_dict(row) -> dict:
 
 def _run_dict(row) -> dict:
     d = dict(row)
-    for key in ("config", "versions", "summary", "weights"):
-        d[key] = json.loads(d[key]) if d.get(key) else ({} if key in ("config", "versions") else None)
+    for key in ("config", "versions", "summary", "weights", "launcher_info"):
+        d[key] = json.loads(d[key]) if d.get(key) else ({} if key in ("config", "versions", "launcher_info") else None)
     return d
 
 
@@ -679,6 +691,7 @@ class RunWriter:
         self._evals: list[dict] = []
         self._scalars: list[dict] = []
         self._spectra: list[dict] = []
+        self.cancel_requested = False   # read back at every flush: a cancel asked for from any host
 
     def scalar(self, step: int, name: str, value: float, module: str = "") -> None:
         self._scalars.append({"run_id": self.run_id, "step": step, "name": name, "module": module,
@@ -710,6 +723,9 @@ class RunWriter:
             if self._spectra:
                 conn.execute(insert(Spectrum), self._spectra)
             conn.execute(update(Run).where(Run.id == self.run_id).values(**run_fields))
+            # the cancel request rides on the flush's own transaction: no extra round trip to the store
+            self.cancel_requested = conn.execute(select(Run.cancel_requested_at).where(
+                Run.id == self.run_id)).scalar() is not None
         self._evals, self._scalars, self._spectra = [], [], []
         self._last = time.monotonic()
 
