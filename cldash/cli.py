@@ -762,13 +762,21 @@ def cmd_sweep(args) -> int:
     sweep = Sweep(methods=parse_list(args.methods, "method"), seeds=parse_seeds(args.seeds),
                   presets=parse_list(args.presets, "preset"), grid=grid, fixed=fixed, stream=args.stream,
                   backbone=args.backbone, name=args.name or "")
+    from cldash.store import sqlite_path, to_url
+
     launcher = parse(args.launcher)
     resources = Resources(cpus=args.cpus_per_run, gpus=args.gpus_per_run).check()
-    store = _store_reconciled(args.db)
-    p = plan(store, sweep)
-    print(p.summary())
+    p = plan(None, sweep)   # every value checked before the store is opened (or created)
+    url = to_url(args.db)
     if args.dry_run:
+        if not (sqlite_path(url) and not sqlite_path(url).exists()):   # a dry run creates no store
+            p.existing = _store_reconciled(args.db).run_ids_for_launch_keys(p.keys)
+        print(p.summary())
         return 0
+    launcher.check_store(url)
+    store = _store_reconciled(args.db)
+    p.existing = store.run_ids_for_launch_keys(p.keys)
+    print(p.summary())
     p, ids = launch_sweep(store, p, launcher=launcher, resources=resources)
     where = "this machine" if launcher.name == "local" else f"the Ray cluster at {launcher.address}"
     if ids:

@@ -135,7 +135,7 @@ def launch(store: Store, configs: list[dict], launch_keys: list[str] | None = No
             schedule(store)
         return ids
     resources = (resources or Resources()).check()
-    launcher.check_store(store)
+    launcher.check_store(store.url)
     ids = [store.create_run(cfg, status="queued", launch_key=(launch_keys or [None] * len(configs))[i],
                             group_key=group_key, name=(names or [""] * len(configs))[i], launcher=launcher.name,
                             launcher_info=launcher.info(resources))

@@ -151,8 +151,9 @@ def _label(cfg: dict, options: dict) -> str:
 
 
 def plan(store, sweep: Sweep) -> Plan:
-    """Every run of the sweep, resolved, and which of them the store already holds. Raises one sentence for
-    a bad name, method, preset, option or value (naming the combination), before anything is stored."""
+    """Every run of the sweep, resolved, and which of them the store already holds (none looked up with no
+    store). Raises one sentence for a bad name, method, preset, option or value (naming the combination),
+    before anything is stored."""
     from cldash.config import resolve
     from cldash.methods import get_method
     from cldash.presets import get_preset
@@ -218,7 +219,7 @@ def plan(store, sweep: Sweep) -> Plan:
                      f"under {preset}")
     if not configs:
         raise UserError("the sweep has no runs: no method has the presets asked for.")
-    existing = store.run_ids_for_launch_keys(keys) if keys else {}
+    existing = store.run_ids_for_launch_keys(keys) if store is not None else {}
     return Plan(sweep, configs, keys, existing, notes)
 
 

@@ -26,7 +26,7 @@ class LocalLauncher:
     def info(self, resources: Resources) -> dict:
         return {}
 
-    def check_store(self, store) -> None:
+    def check_store(self, url: str) -> None:
         pass   # every local run shares this machine's disk: any store works
 
     def submit(self, store, runs: list[dict], resources: Resources | None = None) -> list[int]:

@@ -113,12 +113,12 @@ class RayLauncher:
         total = lambda key: float(sum((n.resources_total or {}).get(key, 0.0) for n in nodes))  # noqa: E731
         return {"nodes": len(nodes), "CPU": total("CPU"), "GPU": total("GPU"), "limit": None}
 
-    def check_store(self, store) -> None:
-        """Refuse a store that the cluster's nodes cannot all reach: a SQLite file on a cluster of several
-        nodes, or of one node on another host."""
+    def check_store(self, url: str) -> None:
+        """Refuse a store (its URL) that the cluster's nodes cannot all reach: a SQLite file on a cluster of
+        several nodes, or of one node on another host."""
         from cldash.store import sqlite_path
 
-        if sqlite_path(store.url) is None:
+        if sqlite_path(url) is None:
             return
         nodes = self.nodes()
         if len(nodes) > 1:
