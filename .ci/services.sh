@@ -1,6 +1,8 @@
 # Services the tests need, for .ci/run and .ci/latest (sourced, not run): Debian's Chromium
-# for the real-browser UI test (driven by Playwright; no browser download) and a throw-away
-# PostgreSQL server for the store tests on a second database. Both are stopped on exit.
+# for the real-browser UI test (driven by Playwright; no browser download), a throw-away
+# PostgreSQL server for the store tests on a second database, and a one-node Ray cluster
+# (`ray start --head`, from the test environment's ray) for the Ray launcher's tests. All are
+# stopped on exit.
 
 install_system_packages() {
   local need=()
@@ -31,7 +33,25 @@ start_postgres() {
   fi
 }
 
+start_ray() {
+  if ! command -v ray >/dev/null 2>&1; then
+    echo "ray is not installed; the Ray tests fail under CI"
+    return 0
+  fi
+  RAY_TMP="$(mktemp -d /tmp/ray-ci.XXXX)"
+  # 2 CPUs: the runs ask for 1 each, so two share the cluster at a time, as on the CI machine's cores
+  if ray start --head --num-cpus 2 --port 6390 --dashboard-host 127.0.0.1 --dashboard-port 8265 \
+      --ray-client-server-port 10001 --disable-usage-stats --temp-dir "$RAY_TMP" >"$RAY_TMP/start.log" 2>&1; then
+    export CLDASH_TEST_RAY="http://127.0.0.1:8265"
+  else
+    echo "ray could not be started; the Ray tests fail under CI"; tail -n 20 "$RAY_TMP/start.log"
+  fi
+}
+
 stop_services() {
+  if [ -n "${CLDASH_TEST_RAY:-}" ]; then
+    ray stop --force >/dev/null 2>&1 || true
+  fi
   if [ -n "${PG_DIR:-}" ]; then
     su postgres -c "$PG_BIN/pg_ctl -D $PG_DIR/data -m fast stop" >/dev/null 2>&1 || true
   fi
