@@ -40,6 +40,8 @@ class Sweep:
     stream: str = "digits-rotate"
     backbone: str = ""
     name: str = ""
+    base: dict = field(default_factory=dict)   # a partial run configuration under every run (the launch form's)
+    method_options: dict[str, dict] = field(default_factory=dict)   # method -> its own options, under the grid
 
     def key(self) -> str:
         """The sweep's name: the one given, else a short hash of what it sweeps (the same command, the same
@@ -127,8 +129,12 @@ def _where(name: str, method: str, stream: str) -> str | None:
 
 
 def _values(sweep: Sweep, method: str, options: dict) -> dict:
-    values = {"method": method, "stream": sweep.stream, "backbone": sweep.backbone, "method_options": {},
-              "stream_options": {}}
+    import copy
+
+    base = copy.deepcopy(sweep.base)
+    values = {**base, "method": method, "stream": sweep.stream, "backbone": sweep.backbone,
+              "method_options": dict(sweep.method_options.get(method, {})),
+              "stream_options": dict(base.get("stream_options") or {})}
     for name, value in options.items():
         where = _where(name, method, sweep.stream)
         if where == "run":

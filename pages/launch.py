@@ -3,6 +3,7 @@ one-line explanation; several methods and seeds side by side in one click."""
 
 import hashlib
 import json
+import os
 import time
 import uuid
 
@@ -10,12 +11,14 @@ import streamlit as st
 
 from cldash.backbones import BACKBONES
 from cldash.config import RunConfig, check_against_model, describe_run, resolve
-from cldash.errors import ConfigError
+from cldash.errors import ConfigError, UserError
 from cldash.launch import launch
+from cldash.launchers import Resources, parse
 from cldash.methods import POLICIES, REGISTRY
 from cldash.options import describe, is_default
 from cldash.presets import preset_names, regime_label
 from cldash.streams import STREAMS, get_stream
+from cldash.sweeps import Sweep, launch_sweep, plan, split_option
 from pages.shared import get_store, option_widget, set_selected, through_app
 
 through_app()
@@ -201,8 +204,108 @@ with st.expander(f"Backbone options ({backbone}, advanced)"):
         backbone_values[row["name"]] = with_slot(f"{backbone}.{row['name']}",
                                                  lambda r=row: option_widget(r, f"bb-{backbone}-{r['name']}"))
 
-clicked = st.button("🚀 Launch", type="primary", disabled=not methods, key="launch-button")
-if clicked:
+def form_values(name: str, seed: int, drop_defaults: bool) -> dict:
+    """The form's run configuration for one method and seed; with `drop_defaults`, only what the user changed
+    (and what a launch always sends), so that a preset fills the rest."""
+    values = {**run_values, "method": name, "stream": stream, "backbone": backbone,
+              "seed": seed, "method_options": method_values[name], "stream_options": stream_values,
+              "backbone_options": backbone_values}
+    values["lr"] = values["lr"].strip() or None
+    if drop_defaults:
+        values = {k: v for k, v in values.items() if k not in rows or k in KEEP or not is_default(rows[k], v)}
+        values["method_options"] = {k: v for k, v in method_values[name].items()
+                                    if not is_default(option_rows[name][k], v)}
+    if not REGISTRY[name].policies:
+        values["policy"] = None
+    return values
+
+
+def grid_of(text: str) -> dict[str, list]:
+    grid = {}
+    for line in [ln.strip() for ln in text.splitlines() if ln.strip()]:
+        key, values = split_option(line)
+        if key in grid:
+            raise UserError(f"{key} is in the grid twice; give its values on one line.")
+        grid[key] = json.loads(values) if values.startswith("[") else [v.strip() for v in values.split(",") if v.strip()]
+    return grid
+
+
+with st.expander("Sweep: a grid of runs as one group, on this machine or a Ray cluster", expanded=False):
+    st.caption("The methods and seeds above, crossed with the regimes and option lists here; every other value "
+               "is the form's. Repeating a sweep queues only the runs the store does not hold yet, and its runs "
+               "form one group that the Runs and Compare pages filter and aggregate by.")
+    sweeping = st.toggle("launch as a sweep", key="sweep-on")
+    c1, c2 = st.columns(2)
+    sweep_presets = c1.multiselect("regimes", ["common", "paper", *preset_names("")[1:]], default=["common"],
+                                   format_func=regime_label, key="sweep-presets",
+                                   help="A method without a paper preset is skipped under paper.")
+    sweep_name = c2.text_input("sweep name", "", key="sweep-name", placeholder="default: a hash of what it sweeps")
+    slots["sweep-name"] = c2.empty()
+    grid_text = st.text_area("option grid, one option per line", "", key="sweep-grid",
+                             placeholder="rank=4,8,16\nlr=0.001,0.005",
+                             help="NAME=V1,V2,...: a run option (lr, steps_per_task...), else each method's own "
+                                  "(rank...), else the stream's; a method without the option does not vary with "
+                                  "it. A JSON list for values with commas: angles=[[45,90],[90,180]].")
+    slots["sweep-grid"] = st.empty()
+    c1, c2, c3 = st.columns([2, 1, 1])
+    where = c1.selectbox("run on", ["local", "ray"], key="sweep-launcher",
+                         format_func={"local": "this machine (the local queue)", "ray": "a Ray cluster"}.get)
+    address = ""
+    if where == "ray":
+        address = c1.text_input("Ray address", os.environ.get("RAY_ADDRESS", "ray://127.0.0.1:10001"),
+                                 key="sweep-ray-address", help="ray://HEAD:10001 (Ray Client) or http://HEAD:8265 "
+                                 "(the Ray dashboard). The store must be one every node reaches: PostgreSQL.")
+    slots["sweep-launcher"] = c1.empty()
+    cpus = c2.number_input("CPUs per run", 0.25, 64.0, 1.0, 0.25, key="sweep-cpus")
+    gpus = c3.number_input("GPUs per run", 0.0, 8.0, 0.0, 0.125, key="sweep-gpus", disabled=where != "ray",
+                           help="On a Ray cluster: 0.125 lets eight tiny runs share one GPU.")
+    sweep_plan, sweep_error = None, None
+    if sweeping and methods:
+        try:
+            seeds = parse_seeds(seeds_text)
+            grid = grid_of(grid_text)
+            base = {k: v for k, v in form_values(methods[0], seeds[0], True).items()
+                    if k not in ("method", "seed", "method_options", "stream", "backbone", "preset")}
+            sweep = Sweep(methods=list(methods), seeds=seeds, presets=sweep_presets or ["common"], grid=grid,
+                          stream=stream, backbone=backbone, name=sweep_name.strip(), base=base,
+                          method_options={m: form_values(m, seeds[0], True)["method_options"] for m in methods})
+            sweep_plan = plan(store, sweep)
+        except UserError as exc:
+            sweep_error = str(exc)
+        if sweep_plan is not None:
+            st.info(sweep_plan.summary().replace("\n  ", "  \n· "))
+        elif sweep_error:
+            slots["sweep-grid"].error(sweep_error)
+    if where == "ray" and st.button("Check the cluster", key="sweep-check"):
+        try:
+            res = parse(address).resources()
+            slots["sweep-launcher"].success(f"{res['nodes']} node(s), {res['CPU']:g} CPUs, {res['GPU']:g} GPUs")
+        except UserError as exc:
+            slots["sweep-launcher"].error(str(exc))
+
+if sweeping:
+    count = len(sweep_plan.new) if sweep_plan is not None else 0
+    label = f"🚀 Queue the sweep's {count} new run{'s' * (count != 1)}" if sweep_plan is not None else "🚀 Queue the sweep"
+    clicked = st.button(label, type="primary", disabled=sweep_plan is None or not count, key="launch-button")
+else:
+    clicked = st.button("🚀 Launch", type="primary", disabled=not methods, key="launch-button")
+if clicked and sweeping and sweep_plan is not None:
+    try:
+        launcher = parse(address if where == "ray" else "local")
+        _, ids = launch_sweep(store, sweep_plan, launcher=launcher,
+                              resources=Resources(cpus=float(cpus), gpus=float(gpus)))
+    except UserError as exc:
+        slots["sweep-launcher"].error(str(exc))
+    else:
+        set_selected(ids)
+        st.session_state["sweep-queued"] = (
+            f"Queued {len(ids)} run{'s' * (len(ids) != 1)} of sweep {sweep_plan.sweep.key()} on "
+            f"{'this machine' if where == 'local' else launcher.address}; filter the Runs page by its group.")
+        st.rerun()   # the count and the button say what is left to queue now: nothing
+if "sweep-queued" in st.session_state:
+    st.success(st.session_state.pop("sweep-queued"))
+    st.page_link("pages/live.py", label="Watch them live", icon="📈")
+elif clicked and not sweeping:
     errors: dict[str, str] = {}
     if stream_error:
         errors["stream"] = stream_error
@@ -214,16 +317,7 @@ if clicked:
         seeds = []
     for name in methods:
         for seed in seeds:
-            values = {**run_values, "method": name, "stream": stream, "backbone": backbone,
-                      "seed": seed, "method_options": method_values[name], "stream_options": stream_values,
-                      "backbone_options": backbone_values}
-            values["lr"] = values["lr"].strip() or None
-            if values["preset"] != "common" or values["aid_preset"]:   # what is left at its default: the preset's
-                values = {k: v for k, v in values.items() if k not in rows or k in KEEP or not is_default(rows[k], v)}
-                values["method_options"] = {k: v for k, v in method_values[name].items()
-                                            if not is_default(option_rows[name][k], v)}
-            if not REGISTRY[name].policies:
-                values["policy"] = None
+            values = form_values(name, seed, run_values["preset"] != "common" or bool(run_values["aid_preset"]))
             try:
                 resolved = resolve(values)
                 check_against_model(resolved)

@@ -3,6 +3,7 @@ every two seconds with incremental queries (only rows newer than the last step s
 
 import streamlit as st
 
+from cldash.launchers import logs
 from cldash.figures import accuracy_matrix_figure, anytime_figure, series_figure
 from cldash.tables import weights_label
 from cldash.views import LiveCache, boundaries, run_label
@@ -35,6 +36,10 @@ def watch(run_ids):
                          f"{run['num_tasks']}")
         if run["error"]:
             (st.info if run["status"] == "cancelled" else st.error)(run["error"].splitlines()[0])
+        where = (run.get("launcher_info") or {}).get("address")
+        if st.toggle("show its log" + (f" (from the Ray cluster at {where})" if where else ""), key=f"log-{run['id']}",
+                     help="The run's output, wherever it runs: this machine's log file, or the cluster's job log."):
+            st.code(logs(store, run, tail=60), language=None)
         c1, c2, c3 = st.columns([1, 1, 1])
         with c1:
             if len(cache.loss):
