@@ -765,7 +765,7 @@ def cmd_sweep(args) -> int:
     from cldash.store import sqlite_path, to_url
 
     launcher = parse(args.launcher)
-    resources = Resources(cpus=args.cpus_per_run, gpus=args.gpus_per_run).check()
+    Resources(cpus=args.cpus_per_run, gpus=args.gpus_per_run or 0.0).check()
     p = plan(None, sweep)   # every value checked before the store is opened (or created)
     url = to_url(args.db)
     if args.dry_run:
@@ -774,6 +774,9 @@ def cmd_sweep(args) -> int:
         print(p.summary())
         return 0
     launcher.check_store(url)
+    gpus = args.gpus_per_run if args.gpus_per_run is not None else \
+        launcher.default_gpus(sorted({c["backbone"] for c in p.configs}))
+    resources = Resources(cpus=args.cpus_per_run, gpus=gpus).check()
     store = _store_reconciled(args.db)
     p.existing = store.run_ids_for_launch_keys(p.keys)
     print(p.summary())
@@ -1074,9 +1077,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local (default; env CLDASH_LAUNCHER), or a Ray cluster: ray://HEAD:10001 or "
                     "http://HEAD:8265 (needs a PostgreSQL store on a cluster of several nodes)")
     sw.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N", help="CPUs each run asks for (default 1)")
-    sw.add_argument("--gpus-per-run", type=float, default=0.0, metavar="F",
-                    help="GPUs each run asks for on a Ray cluster; 0.125 lets eight tiny runs share one GPU "
-                    "(default 0)")
+    sw.add_argument("--gpus-per-run", type=float, default=None, metavar="F",
+                    help="GPUs each run asks for on a Ray cluster (0.125 lets eight runs share one GPU); default: "
+                    "none on a cluster without GPUs, else 0.125 for cldash's tiny backbones and 1 for an hf: model")
     sw.add_argument("--dry-run", action="store_true", help="only print how many runs the sweep has and would queue")
     sw.add_argument("--wait", action="store_true", help="wait until every run of the sweep has ended, a line each; "
                     "exit 1 if any did not finish")

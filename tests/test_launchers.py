@@ -327,3 +327,12 @@ def test_a_local_sweep_runs_to_the_end_and_cldash_logs_reads_a_run(tmp_path, cap
     assert main(["--db", db, "logs", "1"]) == 0
     log = capsys.readouterr().out
     assert log.startswith("run 1 (lora r=8 · digits-rotate · seed 0") and "step 8/8" in log
+
+
+@pytest.mark.parametrize("gpus, backbones, want", [(0.0, ["vit-tiny"], 0.0), (1.0, ["vit-tiny"], 0.125),
+                                                   (4.0, ["vit-tiny", "hf:gpt2"], 1.0)])
+def test_gpus_per_run_default_to_a_share_of_one_for_tiny_models(gpus, backbones, want, monkeypatch):
+    ray = RayLauncher("http://h:8265")
+    monkeypatch.setattr(ray, "resources", lambda store=None: {"nodes": 1, "CPU": 8.0, "GPU": gpus})
+    assert ray.default_gpus(backbones) == want
+    assert LocalLauncher().default_gpus(backbones) == 0.0

@@ -137,3 +137,20 @@ def test_a_run_whose_worker_is_killed_is_reconciled_as_interrupted(store, cluste
     assert f"its ray job {run['launcher_info']['job']} ended (FAILED" in ended["error"]
     assert "without the run recording an end" in ended["error"]
     every_row_flushed(store, ended)
+
+
+def test_cldash_sweep_through_the_ray_client_address(store, capsys):
+    """The command of the README: `cldash --db postgresql://... sweep --launcher ray://HEAD:10001 ... --wait`.
+    The store's URL reaches the run in its environment, never on its command line."""
+    from cldash.cli import main
+
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    argv = ["--db", store.url, "sweep", "--launcher", "ray://127.0.0.1:10001", "--methods", "lora", "--name", name,
+            "--set", "steps_per_task=4", "--set", "eval_interval=0", "--set", "angles=45", "--wait"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "queued 1 run" in out and "the Ray cluster at ray://127.0.0.1:10001" in out and "finished (1/1)" in out
+    (run,) = [r for r in store.runs() if r["group_key"] == f"sweep:{name}"]
+    info = RayLauncher(RAY).client().get_job_info(run["launcher_info"]["job"])
+    assert info.entrypoint.endswith(f"-m cldash execute {run['id']}") and "postgres" not in info.entrypoint
+    assert run["launcher_info"]["resources"] == {"cpus": 1.0, "gpus": 0.0}   # a cluster without GPUs: none asked

@@ -29,6 +29,9 @@ class LocalLauncher:
     def check_store(self, url: str) -> None:
         pass   # every local run shares this machine's disk: any store works
 
+    def default_gpus(self, backbones: list[str]) -> float:
+        return 0.0   # the local scheduler runs one run per GPU (cldash.launch.default_limit)
+
     def submit(self, store, runs: list[dict], resources: Resources | None = None) -> list[int]:
         from cldash.launch import schedule
 

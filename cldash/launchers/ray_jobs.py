@@ -130,6 +130,13 @@ class RayLauncher:
                             f"runs on another host ({nodes[0].node_ip}); use a PostgreSQL store that it can reach "
                             "(--db postgresql://USER@HOST/DB).")
 
+    def default_gpus(self, backbones: list[str]) -> float:
+        """GPUs per run when the user named none: none on a cluster without GPUs; else 1/8 of one for cldash's
+        own tiny backbones (eight share a GPU) and a whole one for a Hugging Face model."""
+        if not self.resources()["GPU"]:
+            return 0.0
+        return 1.0 if any(b.startswith("hf:") for b in backbones) else 0.125
+
     # -- runs -----------------------------------------------------------------------------------------
     def info(self, resources: Resources) -> dict:
         """What a new run row records: the cluster, the job's submission id (chosen here, so the row and the
@@ -147,6 +154,8 @@ class RayLauncher:
             info = run.get("launcher_info") or {}
             ask = Resources(**info.get("resources", {})) if info.get("resources") else (resources or Resources())
             env = {"CLDASH_DB": store.url, "CLDASH_THREADS": str(max(1, int(ask.cpus))), "PYTHONUNBUFFERED": "1"}
+            if not ask.gpus:   # what a run asks for is what it gets: no GPU that Ray does not count
+                env["CUDA_VISIBLE_DEVICES"] = ""
             try:
                 client.submit_job(
                     entrypoint=f"{shlex.quote(python)} -m cldash execute {int(run['id'])}",
