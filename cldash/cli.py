@@ -538,8 +538,9 @@ def cmd_execute(args) -> int:
 
     store = Store(args.db)
     run = store.get_run(args.run)
-    print(f"run {args.run} ({run['name'] or run['method']}) on host {socket.gethostname()}, pid {os.getpid()}, "
-          f"store {store.display}", flush=True)
+    if run["status"] == "queued":   # else execute says in one sentence why it cannot run
+        print(f"run {args.run} ({run['name'] or run['method']}) on host {socket.gethostname()}, pid {os.getpid()}, "
+              f"store {store.display}", flush=True)
     try:
         status = execute(store, args.run, progress=LogLines())
         if status != "finished":   # the reason, in one line, also in the run's log
