@@ -68,11 +68,14 @@ def matrix_table(m: dict) -> pd.DataFrame:
 
 def matrices_table(items: list[dict]) -> pd.DataFrame:
     """Several accuracy matrices in one table for CSV export (views.matrix_items: one per run or per
-    setting): `matrix_table`'s rows with the matrix's title and run ids in front."""
-    frames = []
+    setting): `matrix_table`'s rows with the matrix's title and run ids in front. Built from plain rows
+    (a frame per matrix cost 1 ms each: a second for a sweep of 868 runs)."""
+    rows = []
     for item in items:
-        df = matrix_table(item["matrix"])
-        df.insert(0, "runs", " ".join(f"#{i}" for i in item["ids"]))
-        df.insert(0, "matrix", item["title"])
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["matrix", "runs"])
+        m, runs = item["matrix"], " ".join(f"#{i}" for i in item["ids"])
+        for i, trained_through in enumerate(m["rows"]):
+            row = {"matrix": item["title"], "runs": runs, "trained_through": trained_through}
+            row.update(zip(m["tasks"], (float(v) for v in m["R"][i])))
+            row.update((name, float(col[i])) for name, col in m["general"].items())
+            rows.append(row)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["matrix", "runs", "trained_through"])

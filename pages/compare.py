@@ -12,7 +12,7 @@ from cldash.figures import accuracy_matrix_figure, matrix_difference_figure, par
 from cldash.metrics import METRICS
 from cldash.tables import matrices_table, matrix_table, metric_help
 from cldash.views import compare_data, compare_summary, group_label, matrix_items, matrix_pages, run_label
-from pages.shared import download, get_store, plot, runs_for_page, through_app
+from pages.shared import download, download_later, get_store, plot, runs_for_page, through_app
 
 # Matrices drawn at once: each is a Plotly figure (about 8 ms of server time here, more in the browser), and
 # a sweep's 50 would make every change on the page wait for all of them.
@@ -108,7 +108,7 @@ def accuracy_matrices() -> list[dict]:
                 else:
                     st.caption(f"{item['title']}: nothing evaluated yet")
     if len(items) > 1:
-        download(matrices_table(items), "matrices", f"all {len(items)} matrices as CSV", key="dl-R-all")
+        download_later(lambda: matrices_table(items), "matrices", f"all {len(items)} matrices as CSV", key="dl-R-all")
     return items
 
 

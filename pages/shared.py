@@ -144,3 +144,10 @@ def plot(fig, key: str | None = None) -> None:
 def download(df, name: str, label: str = "Download CSV", key: str | None = None) -> None:
     st.download_button(label, df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
                        key=key or f"dl-{name}")
+
+
+def download_later(make_frame, name: str, label: str, key: str) -> None:
+    """A CSV download made only when clicked: for a table that costs more to write than the page does to
+    render (every matrix of a sweep)."""
+    st.download_button(label, lambda: make_frame().to_csv(index=False).encode(), file_name=f"{name}.csv",
+                       mime="text/csv", key=key)

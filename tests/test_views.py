@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cldash.config import resolve
@@ -227,3 +228,18 @@ def test_accuracy_matrices_of_read_runs_match_the_store_s(db):
         for name, col in m["general"].items():
             np.testing.assert_array_equal(np.asarray(fast[rid]["general"][name], float), np.asarray(col, float))
     assert fast[ids[1]]["rows"] == [0, 1] and fast[ids[2]]["R"].shape == (0, 0)
+
+
+def test_matrices_table_holds_every_matrix_as_matrix_table_does(db):
+    from cldash.tables import matrices_table, matrix_table
+    from cldash.views import matrix_items
+
+    store = Store(db)
+    ids = [grouped_run(store, s, FULL, group="sweep:x") for s in range(2)] + \
+        [grouped_run(store, 0, FULL[:2], status="running", rank=4)]
+    items = matrix_items(compare_data(store, ids), per_setting=False)
+    table = matrices_table(items)
+    assert table["runs"].tolist() == ["#1"] * 3 + ["#2"] * 3 + ["#3"] * 2
+    for item in items:
+        part = table[table["matrix"] == item["title"]].drop(columns=["matrix", "runs"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, matrix_table(item["matrix"]), check_dtype=False)
