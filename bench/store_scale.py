@@ -20,10 +20,12 @@ The big store (1,000 runs) is synthetic and shaped like a store after a few swee
     queued (behind them: the concurrency limit is full, so nothing is started) and failed.
 The values are random but shaped like R (high diagonal, forgetting below it); only sizes matter here.
 
-    python bench/store_scale.py [--rounds 5] [--runs 1000] [--label after] [--profile runs|compare]
+    python bench/store_scale.py [--rounds 5] [--runs 1000] [--against DIR] [--label after] [--profile runs|compare]
 
-``--label`` names the results (before / after an optimisation); each label's numbers are kept in the
-JSON next to the others. ``--profile`` prints the top of a cProfile of one render instead.
+``--against DIR`` measures another checkout's app in the same rounds, as "before" (the commit before
+this work: ``mkdir /tmp/before && git archive 5f5222b | tar -x -C /tmp/before``); each checkout renders
+in its own process, driven in turn. ``--label`` names this checkout's numbers (default "after"); the
+JSON keeps earlier labels next to new ones. ``--profile`` prints the top of a cProfile of one render instead.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import io
 import json
 import os
 import pstats
-import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +46,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT))
 from common import OUT, machine, median  # noqa: E402
 from dashboard_load import fill  # noqa: E402
 
@@ -173,6 +174,7 @@ def use_navigation_once() -> None:
     PagesManager.__init__ = patched
 
 
+APP = ROOT / "app.py"
 SCRIPT_SECONDS: list[float] = []
 PROFILE: list[cProfile.Profile] = []
 
@@ -205,7 +207,7 @@ def render(db: str, page: str, runs: list[int] | None = None) -> float:
     from streamlit.testing.v1 import AppTest
 
     os.environ["CLDASH_DB"] = db
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at = AppTest.from_file(str(APP), default_timeout=600)
     if runs:
         at.query_params["runs"] = ",".join(map(str, runs))
     if page != "pages/runs.py":
@@ -217,16 +219,51 @@ def render(db: str, page: str, runs: list[int] | None = None) -> float:
     return SCRIPT_SECONDS[-1]
 
 
+def cases(stores: dict) -> dict:
+    big, small = stores["big"], stores["small"]
+    return {"runs_page_big": lambda: render(big["db"], "pages/runs.py"),
+            "compare_page_big": lambda: render(big["db"], "pages/compare.py", big["compared"]),
+            "runs_page_small": lambda: render(small["db"], "pages/runs.py"),
+            "compare_page_small": lambda: render(small["db"], "pages/compare.py", small["compared"][:10])}
+
+
+def worker(root: Path, stores: dict, profile: str | None) -> None:
+    """Render the pages of the app in `root` on request: a case name per line in, "TIME seconds" out."""
+    global APP
+    APP = root / "app.py"
+    sys.path.insert(0, str(root))     # its cldash and pages, not this checkout's
+    use_navigation_once()
+    time_script_runs()
+    fns = cases(stores)
+    if profile:
+        for fn in fns.values():
+            fn()                      # warm-up
+        PROFILE.append(cProfile.Profile())
+        fns[f"{profile}_page_big"]()
+        s = io.StringIO()
+        pstats.Stats(PROFILE[0], stream=s).sort_stats("cumulative").print_stats(60)
+        print(s.getvalue())
+        return
+    for line in sys.stdin:
+        print("TIME", fns[line.strip()](), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--runs", type=int, default=1000)
     p.add_argument("--small", type=int, default=20)
-    p.add_argument("--label", default="after")
+    p.add_argument("--label", default="after", help="the name of this checkout's numbers")
+    p.add_argument("--against", type=Path, help="another checkout measured in the same rounds (label 'before')")
     p.add_argument("--profile", choices=["runs", "compare"])
     p.add_argument("--keep", help="build the stores in this folder (reused when they exist)")
+    p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)     # a checkout to render for the driver
+    p.add_argument("--stores", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.worker:
+        worker(args.worker, json.loads(args.stores), args.profile)
+        return
 
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="cldash-scale-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -238,45 +275,55 @@ def main() -> None:
             path.unlink(missing_ok=True)
             info_path.write_text(json.dumps(build_store(str(path), n)))
         stores[name] = {"db": str(path), **json.loads(info_path.read_text())}
-    big, small = stores["big"], stores["small"]
-    compared_small = small["compared"][:min(10, args.small)]
-    use_navigation_once()
-    time_script_runs()
-
-    cases = {"runs_page_big": lambda: render(big["db"], "pages/runs.py"),
-             "compare_page_big": lambda: render(big["db"], "pages/compare.py", big["compared"]),
-             "runs_page_small": lambda: render(small["db"], "pages/runs.py"),
-             "compare_page_small": lambda: render(small["db"], "pages/compare.py", compared_small)}
-    for fn in cases.values():
-        fn()                                   # warm-up: imports, Plotly's and Streamlit's first uses
     if args.profile:
-        PROFILE.append(cProfile.Profile())
-        cases[f"{args.profile}_page_big"]()
-        s = io.StringIO()
-        pstats.Stats(PROFILE[0], stream=s).sort_stats("cumulative").print_stats(60)
-        print(s.getvalue())
+        worker(ROOT, stores, args.profile)
         return
 
-    # alternating order, as common.interleaved does; each render times itself (not the session set-up)
-    times = {k: [] for k in cases}
-    for r in range(args.rounds):
-        for k in (cases if r % 2 == 0 else reversed(list(cases))):
-            times[k].append(cases[k]())
-    ms = {k: round(1000 * median(v), 1) for k, v in times.items()}
+    # One process per checkout (both import modules named cldash and pages), driven in turn from here: each
+    # render runs alone, and drift in the machine's load hits both checkouts alike.
+    checkouts = {args.label: ROOT, **({"before": args.against.resolve()} if args.against else {})}
+    workers = {label: subprocess.Popen([sys.executable, __file__, "--worker", str(root), "--stores", json.dumps(stores)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                       text=True, cwd=root) for label, root in checkouts.items()}
+
+    def ask(label: str, case: str) -> float:
+        w = workers[label]
+        w.stdin.write(case + "\n")
+        w.stdin.flush()
+        for line in w.stdout:
+            if line.startswith("TIME "):
+                return float(line.split()[1])
+        raise RuntimeError(f"the {label} worker stopped (run it with --profile to see its error)")
+
+    names = list(cases(stores))
+    for label in workers:
+        for case in names:
+            ask(label, case)          # warm-up: imports, Plotly's and Streamlit's first uses
+    times = {label: {case: [] for case in names} for label in workers}
+    loads = []
+    for r in range(args.rounds):      # alternating order, as common.interleaved does
+        for label in (list(workers) if r % 2 == 0 else list(workers)[::-1]):
+            for case in (names if r % 2 == 0 else names[::-1]):
+                times[label][case].append(ask(label, case))
+        loads.append(os.getloadavg()[0])
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
 
     path = OUT / "store_scale.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     # the load average says whether other work shared the cores during the rounds
-    results = {**old.get("results", {}), args.label: {"ms": ms, "rounds": args.rounds,
-                                                       "at": time.strftime("%Y-%m-%d %H:%M"),
-                                                       "load_average": round(os.getloadavg()[0], 2)}}
+    stamp = {"rounds": args.rounds, "at": time.strftime("%Y-%m-%d %H:%M"),
+             "load_average": round(median(loads), 2)}
+    results = {**old.get("results", {}), **{label: {"ms": {c: round(1000 * median(v), 1) for c, v in t.items()},
+                                                    "root": str(checkouts[label]), **stamp}
+                                            for label, t in times.items()}}
     payload = {"machine": machine(), "host_cores": os.cpu_count(),
-               "what": f"server time (AppTest.run of app.py) of the Runs page with {args.runs} runs in the store "
-                       f"and of the Compare page with 50 selected runs; the same pages on a store of "
-                       f"{args.small} runs ({len(compared_small)} compared); median of {args.rounds} rounds "
-                       "after a warm-up",
-               "big_store": {"runs": args.runs, "mb": big["mb"], "fill_seconds": big["seconds"]},
-               "small_store": {"runs": args.small, "mb": small["mb"]},
+               "what": f"server time (the script run of app.py under AppTest) of the Runs page with {args.runs} runs "
+                       f"in the store and of the Compare page with 50 selected runs; the same pages on a store of "
+                       f"{args.small} runs (10 compared); median of {args.rounds} rounds after a warm-up",
+               "big_store": {"runs": args.runs, "mb": stores["big"]["mb"], "fill_seconds": stores["big"]["seconds"]},
+               "small_store": {"runs": args.small, "mb": stores["small"]["mb"]},
                "results": results}
     OUT.mkdir(exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))

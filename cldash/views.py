@@ -210,7 +210,10 @@ def group_label(group_key: str | None) -> str:
 
 
 def run_regime(run: dict) -> str:
-    """"common" (the shared defaults) or the preset a run ran under ("paper", "paper:METHOD")."""
+    """"common" (the shared defaults) or the preset a run ran under ("paper", "paper:METHOD"); a row of
+    Store.run_listing carries it as "regime"."""
+    if "regime" in run:
+        return run["regime"]
     return (run.get("config") or {}).get("preset") or "common"
 
 

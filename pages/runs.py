@@ -14,7 +14,7 @@ through_app()
 
 store = get_store()
 st.title("Runs")
-all_runs = store.runs()
+all_runs = store.run_listing()     # without the configs: the table shows only their preset
 
 if not all_runs:
     st.subheader("Welcome to cldash")
@@ -61,7 +61,7 @@ listing = {"runs": all_runs}
 
 @st.fragment(run_every=2 if any_active else 10)   # quiet stores still notice runs started elsewhere
 def table():
-    runs = visible(listing.pop("runs", None) or store.runs())
+    runs = visible(listing.pop("runs", None) or store.run_listing())
     df = runs_table(runs)
     chosen = set(selected_ids())
     event = st.dataframe(

@@ -243,3 +243,18 @@ def test_matrices_table_holds_every_matrix_as_matrix_table_does(db):
     for item in items:
         part = table[table["matrix"] == item["title"]].drop(columns=["matrix", "runs"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(part, matrix_table(item["matrix"]), check_dtype=False)
+
+
+def test_run_listing_is_the_runs_without_their_configs(db):
+    from cldash.tables import runs_table
+    from cldash.views import run_regime
+
+    store = Store(db)
+    grouped_run(store, 0, FULL, group="sweep:x")
+    store.create_run(resolve({"method": "dora", "preset": "paper"}).to_dict(), status="queued")
+    listing, runs = store.run_listing(), store.runs()
+    assert [run_regime(r) for r in listing] == [run_regime(r) for r in runs] == ["common", "paper"]
+    for lean, full in zip(listing, runs):
+        assert "config" not in lean and {k: v for k, v in full.items() if k not in ("config", "versions")} == \
+            {k: v for k, v in lean.items() if k != "regime"}
+    pd.testing.assert_frame_equal(runs_table(listing), runs_table(runs))
