@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -202,11 +203,16 @@ def compare_summary(data: CompareData) -> str:
 
 # -- groups --------------------------------------------------------------------------------------
 def group_label(group_key: str | None) -> str:
-    """A run group as the pages name it: "sweep NAME" for a `cldash sweep` (group_key "sweep:NAME"), the
-    key itself for the others ("claims", a demo or launch's key), "" for a run in no group."""
+    """A run group as the pages name it: "sweep NAME" for a `cldash sweep` (group_key "sweep:NAME"),
+    "launch KEY" for a launch from the Launch page, the key itself for the others ("claims", a demo's
+    "demo-xxxxxxxx", an order's), "" for a run in no group."""
     if not group_key:
         return ""
-    return f"sweep {group_key[len('sweep:'):]}" if group_key.startswith("sweep:") else group_key
+    if group_key.startswith("sweep:"):
+        return f"sweep {group_key[len('sweep:'):]}"
+    if re.fullmatch(r"[0-9a-f]{12}", group_key):     # the Launch page keys a launch by 12 hex digits of a uuid4
+        return f"launch {group_key}"
+    return group_key
 
 
 def run_regime(run: dict) -> str:

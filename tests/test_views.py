@@ -199,8 +199,8 @@ def test_groups_labels_sizes_and_filters(db):
     from cldash.tables import runs_table
     from cldash.views import filter_runs, group_label, group_sizes
 
-    assert [group_label(k) for k in ("sweep:ranks", "claims", "demo-1f3a9c2e", None, "")] == \
-        ["sweep ranks", "claims", "demo-1f3a9c2e", "", ""]
+    assert [group_label(k) for k in ("sweep:ranks", "claims", "demo-1f3a9c2e", "0123456789ab", None, "")] == \
+        ["sweep ranks", "claims", "demo-1f3a9c2e", "launch 0123456789ab", "", ""]
     store = Store(db)
     a = grouped_run(store, 0, FULL, group="sweep:ranks")
     b = grouped_run(store, 0, FULL)
