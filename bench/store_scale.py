@@ -34,6 +34,7 @@ import argparse
 import cProfile
 import io
 import json
+import math
 import os
 import pstats
 import subprocess
@@ -202,8 +203,10 @@ def time_script_runs() -> None:
     LocalScriptRunner._run_script_thread = timed
 
 
-def render(db: str, page: str, runs: list[int] | None = None) -> float:
-    """Seconds of server time of one fresh session's render of `page` (pages/runs.py or pages/compare.py)."""
+def render(db: str, page: str, runs: list[int] | None = None, group: str | None = None) -> float:
+    """Seconds of server time of one fresh session's render of `page` (pages/runs.py or pages/compare.py).
+    With `group`: the render after choosing that group under "runs from" on the Compare page (NaN for an
+    app without that choice)."""
     from streamlit.testing.v1 import AppTest
 
     os.environ["CLDASH_DB"] = db
@@ -214,6 +217,11 @@ def render(db: str, page: str, runs: list[int] | None = None) -> float:
         at.run()
         at.switch_page(page)
     at.run()
+    if group:
+        choice = [s for s in at.selectbox if s.key == "compare_from_widget"]
+        if not choice:
+            return math.nan
+        choice[0].set_value(group).run()
     if at.exception:
         raise RuntimeError(f"{page} raised: {[e.value for e in at.exception]}")
     return SCRIPT_SECONDS[-1]
@@ -224,7 +232,9 @@ def cases(stores: dict) -> dict:
     return {"runs_page_big": lambda: render(big["db"], "pages/runs.py"),
             "compare_page_big": lambda: render(big["db"], "pages/compare.py", big["compared"]),
             "runs_page_small": lambda: render(small["db"], "pages/runs.py"),
-            "compare_page_small": lambda: render(small["db"], "pages/compare.py", small["compared"][:10])}
+            "compare_page_small": lambda: render(small["db"], "pages/compare.py", small["compared"][:10]),
+            # beyond the issue's bar: the Compare page of a whole sweep (868 runs in the 1,000), from "runs from"
+            "compare_group_big": lambda: render(big["db"], "pages/compare.py", group="sweep:wide")}
 
 
 def worker(root: Path, stores: dict, profile: str | None) -> None:
@@ -315,7 +325,8 @@ def main() -> None:
     # the load average says whether other work shared the cores during the rounds
     stamp = {"rounds": args.rounds, "at": time.strftime("%Y-%m-%d %H:%M"),
              "load_average": round(median(loads), 2)}
-    results = {**old.get("results", {}), **{label: {"ms": {c: round(1000 * median(v), 1) for c, v in t.items()},
+    ms = lambda v: None if any(math.isnan(x) for x in v) else round(1000 * median(v), 1)   # noqa: E731
+    results = {**old.get("results", {}), **{label: {"ms": {c: ms(v) for c, v in t.items()},
                                                     "root": str(checkouts[label]), **stamp}
                                             for label, t in times.items()}}
     payload = {"machine": machine(), "host_cores": os.cpu_count(),
@@ -338,17 +349,18 @@ def write_table(payload: dict) -> None:
     keep = ""
     if md.exists() and "<!-- notes -->" in md.read_text():
         keep = md.read_text().split("<!-- notes -->", 1)[1]
-    labels = list(payload["results"])
+    labels = sorted(payload["results"], key=lambda label: label != "before")     # before, then the others
     rows = [("Runs page", "runs_page_big", f"{payload['big_store']['runs']} runs"),
             ("Compare page, 50 runs", "compare_page_big", f"{payload['big_store']['runs']} runs"),
             ("Runs page", "runs_page_small", f"{payload['small_store']['runs']} runs"),
-            ("Compare page, 10 runs", "compare_page_small", f"{payload['small_store']['runs']} runs")]
+            ("Compare page, 10 runs", "compare_page_small", f"{payload['small_store']['runs']} runs"),
+            ("Compare page, all of sweep wide (868 runs)", "compare_group_big", f"{payload['big_store']['runs']} runs")]
     lines = ["# Dashboard at sweep scale (bench/store_scale.py)", "",
              f"Server time per render in ms (median); {payload['machine']}.", "",
              "| page | store | " + " | ".join(labels) + " |", "|---|---|" + "---:|" * len(labels)]
     for title, key, store in rows:
-        lines.append(f"| {title} | {store} | " + " | ".join(f"{payload['results'][l]['ms'][key]:,.0f}"
-                                                            for l in labels) + " |")
+        cells = [payload["results"][label]["ms"].get(key) for label in labels]
+        lines.append(f"| {title} | {store} | " + " | ".join("—" if c is None else f"{c:,.0f}" for c in cells) + " |")
     md.write_text("\n".join(lines) + "\n\n<!-- notes -->" + keep)
 
 

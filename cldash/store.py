@@ -660,6 +660,11 @@ class Store:
     def _preset(config: str) -> str:
         return (json.loads(config) if config else {}).get("preset") or "common"
 
+    def latest_run_ids(self, limit: int) -> list[int]:
+        """The ids of the `limit` newest runs, in id order (without reading every run to keep a few)."""
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(select(Run.id).order_by(Run.id.desc()).limit(limit)).scalars())
+
     def group_run_ids(self, group_key: str) -> list[int]:
         """The ids of a group's runs, in id order."""
         with self.engine.connect() as conn:

@@ -108,9 +108,10 @@ def sidebar() -> Store | None:
 
 
 def runs_for_page(store: Store, statuses: tuple[str, ...] | None = None, limit: int = 12) -> list[dict]:
-    """The selected runs (in the given statuses), or else the latest ones."""
-    ids = selected_ids()
-    runs = store.runs(ids=ids) if ids else store.runs()[-limit:]
+    """The selected runs (in the given statuses), or else the latest ones (read alone: a store of a few
+    sweeps holds thousands)."""
+    ids = selected_ids() or store.latest_run_ids(limit)
+    runs = store.runs(ids=ids)
     if statuses:
         runs = [r for r in runs if r["status"] in statuses]
     return runs

@@ -258,3 +258,10 @@ def test_run_listing_is_the_runs_without_their_configs(db):
         assert "config" not in lean and {k: v for k, v in full.items() if k not in ("config", "versions")} == \
             {k: v for k, v in lean.items() if k != "regime"}
     pd.testing.assert_frame_equal(runs_table(listing), runs_table(runs))
+
+
+def test_latest_run_ids_are_the_newest_in_id_order(db):
+    store = Store(db)
+    ids = [store.create_run(resolve({"method": "lora", "seed": s}).to_dict()) for s in range(5)]
+    assert store.latest_run_ids(3) == ids[2:] and store.latest_run_ids(12) == ids
+    assert Store(db + "-empty.db").latest_run_ids(12) == []
