@@ -1,31 +1,39 @@
 """The dashboard at sweep scale: server time of the Runs page with 1,000 runs in the store and of the
-Compare page with 50 selected runs, next to the same pages on a small store (20 runs: a store of today).
+Compare page with 50 selected runs, next to the same pages on a small store (20 runs: a store of today,
+a demo launch and a few `cldash run` rows, 10 of them compared), and the Compare page of a whole sweep
+of 868 runs chosen under "runs from".
 
-Server time is the wall time of one `AppTest.run()` of the real app (app.py: navigation, the sidebar,
-the page), in this process: the script run a browser would wait for, without the network and the
-browser's drawing. Each page is rendered once to warm up (the first render imports Streamlit's
-elements, Plotly and pandas' formatting), then timed in alternating rounds; the median is kept. Every
-timed render is a fresh session (a page load): the Runs page is the default page; the Compare page is
-reached from it (its render alone is timed) with the selection in the URL (``?runs=...``).
+Server time is the wall time of the script run of the real app (app.py: navigation, the sidebar, the
+page) under Streamlit's AppTest, taken in the thread that runs it: what a browser waits for before the
+network and its own drawing. AppTest's set-up around it is left out (at a session's first run it scans
+the installed packages for components, about 0.5 s here, which a real server does once at start-up).
+Each page is rendered once to warm up (the first render imports Streamlit's elements, Plotly and
+pandas' formatting), then timed in alternating rounds; the median is kept. Every timed render is a
+fresh session (a page load): the Runs page is the default page; the Compare page is reached from it
+(its render alone is timed) with the selection in the URL (``?runs=...``).
 
 The big store (1,000 runs) is synthetic and shaped like a store after a few sweeps (`cldash sweep`):
   - sweep:ranks, 50 runs: 5 methods x rank 4, 8 x 5 seeds, the runs the Compare page shows. These
     and 50 others are written in full by dashboard_load.fill (5 tasks x 300 steps: losses, spectra of
-    12 modules every 10 steps, anytime evaluations), with their own configs and stored summaries;
-  - the other 900 runs hold a run row, the task list and the final evaluations (R and the general
-    column) with the summary computed from them: all that the Runs and Compare pages read. Their step
-    series would only make the file larger (the pages never read them);
-  - sweep:wide (every method x seeds), sweep:lr, claims runs, a demo launch and plain `cldash run`
-    rows; most finished, a few running (on another host, so the sidebar's reconcile leaves them),
-    queued (behind them: the concurrency limit is full, so nothing is started) and failed.
-The values are random but shaped like R (high diagonal, forgetting below it); only sizes matter here.
+    12 modules every 10 steps, anytime evaluations; uniform random values), with their own configs
+    and the summaries of their stored matrices;
+  - the other 900 runs hold a run row, the task list and the final evaluations only (R and the general
+    column, shaped like R: a high diagonal, forgetting below it) with the summary computed from them:
+    all that the Runs and Compare pages read. Their step series would only make the file larger (the
+    pages never read them), and writing them would take minutes;
+  - sweep:wide (every method x seeds, 868 runs), sweep:lr, claims runs, a demo launch and plain
+    `cldash run` rows; most finished, a few running (on another host, so the sidebar's reconcile leaves
+    them), queued (behind them: the concurrency limit is full, so nothing is started) and failed.
+Building it takes about 15 s; the stores are kept with ``--keep DIR`` and reused.
 
-    python bench/store_scale.py [--rounds 5] [--runs 1000] [--against DIR] [--label after] [--profile runs|compare]
+    python bench/store_scale.py [--rounds 5] [--runs 1000] [--against DIR] [--label after] [--keep DIR]
+                                [--profile runs|compare]
 
 ``--against DIR`` measures another checkout's app in the same rounds, as "before" (the commit before
 this work: ``mkdir /tmp/before && git archive 5f5222b | tar -x -C /tmp/before``); each checkout renders
 in its own process, driven in turn. ``--label`` names this checkout's numbers (default "after"); the
-JSON keeps earlier labels next to new ones. ``--profile`` prints the top of a cProfile of one render instead.
+JSON keeps earlier labels next to new ones. ``--profile`` prints the top of a cProfile of one render
+(in the script's thread) instead.
 """
 
 from __future__ import annotations
@@ -292,9 +300,9 @@ def main() -> None:
     # One process per checkout (both import modules named cldash and pages), driven in turn from here: each
     # render runs alone, and drift in the machine's load hits both checkouts alike.
     checkouts = {args.label: ROOT, **({"before": args.against.resolve()} if args.against else {})}
-    workers = {label: subprocess.Popen([sys.executable, __file__, "--worker", str(root), "--stores", json.dumps(stores)],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                       text=True, cwd=root) for label, root in checkouts.items()}
+    workers = {label: subprocess.Popen(
+        [sys.executable, __file__, "--worker", str(root), "--stores", json.dumps(stores)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root) for label, root in checkouts.items()}
 
     def ask(label: str, case: str) -> float:
         w = workers[label]
