@@ -169,17 +169,18 @@ def mean_matrix(matrices: list[dict]) -> dict:
 def matrix_items(data: CompareData, per_setting: bool) -> list[dict]:
     """What the Compare page draws as accuracy matrices: one item per run ("R-<id>"), or one per setting
     ("S-<setting key>") with the mean of its runs' matrices (mean_matrix). Each item: key (for widgets),
-    title, matrix, ids (the runs behind it)."""
+    file (a CSV's name), title, matrix, ids (the runs behind it)."""
     if not per_setting:
-        return [{"key": f"R-{r['id']}", "title": run_label(r), "matrix": data.matrices[r["id"]], "ids": [r["id"]]}
-                for r in data.runs]
+        return [{"key": f"R-{r['id']}", "file": f"run-{r['id']}-matrix", "title": run_label(r),
+                 "matrix": data.matrices[r["id"]], "ids": [r["id"]]} for r in data.runs]
     items = []
     for (key, setting), g in data.metrics.groupby(["setting_key", "setting"], sort=False):
         ids = g["id"].tolist()
         have = [data.matrices[i] for i in ids if data.matrices[i]["rows"]]
         matrix = mean_matrix(have) if have else data.matrices[ids[0]]
         n = f"mean of {len(have)} seeds" if len(have) > 1 else f"seed {g['seed'].iloc[0]}"
-        items.append({"key": f"S-{key}", "title": f"{setting} · {n}", "matrix": matrix, "ids": ids})
+        items.append({"key": f"S-{key}", "file": f"setting-{key}-mean-matrix", "title": f"{setting} · {n}",
+                      "matrix": matrix, "ids": ids})
     return items
 
 

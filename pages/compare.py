@@ -11,7 +11,7 @@ import streamlit as st
 from cldash.figures import accuracy_matrix_figure, matrix_difference_figure, pareto_figure
 from cldash.metrics import METRICS
 from cldash.tables import matrices_table, matrix_table, metric_help
-from cldash.views import compare_data, compare_summary, group_label, matrix_items, matrix_pages, run_label
+from cldash.views import compare_data, compare_summary, group_label, matrix_items, matrix_pages
 from pages.shared import download, download_later, get_store, plot, runs_for_page, through_app
 
 # Matrices drawn at once: each is a Plotly figure (about 8 ms of server time here, more in the browser), and
@@ -38,7 +38,6 @@ if not ids:
     st.info("No runs yet: launch some on the Launch page, or select runs on the Runs page.")
     st.stop()
 data = compare_data(store, ids)
-labels = {r["id"]: run_label(r) for r in data.runs}
 seeded = bool((data.by_setting["seeds"] > 1).any())
 many = bool(source) or len(data.runs) > MATRICES_PER_PAGE
 helps = metric_help()
@@ -104,7 +103,7 @@ def accuracy_matrices() -> list[dict]:
                 m = item["matrix"]
                 if m["rows"]:
                     plot(accuracy_matrix_figure(m, title=item["title"], show_scale=False), key=f"cmp-{item['key']}")
-                    download(matrix_table(m), f"{item['key']}-matrix", "R as CSV", key=f"dl-{item['key']}")
+                    download(matrix_table(m), item["file"], "R as CSV", key=f"dl-{item['key']}")
                 else:
                     st.caption(f"{item['title']}: nothing evaluated yet")
     if len(items) > 1:

@@ -184,6 +184,7 @@ def test_a_group_compares_as_one_row_per_setting_with_its_seed_count(db):
     assert per_setting[1]["title"] == "lora r=8 single · digits-rotate · mean of 2 seeds"
     np.testing.assert_allclose(per_setting[0]["matrix"]["R"], np.array(FULL)[:, :2])
     assert [i["key"] for i in matrix_items(data, per_setting=False)] == [f"R-{i}" for i in ids]
+    assert matrix_items(data, per_setting=False)[0]["file"] == f"run-{ids[0]}-matrix"
 
 
 def test_matrix_pages_cover_every_item_once():
