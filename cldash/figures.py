@@ -60,14 +60,25 @@ def matrix_columns(m: dict) -> tuple[list[str], np.ndarray]:
 
 def accuracy_matrix_figure(m: dict, title: str = "", zmin: float = 0.0, zmax: float = 1.0,
                            show_scale: bool = True) -> go.Figure:
-    """R[i][j] as an annotated heatmap: rows 'before', 'after T1', ...; columns tasks, then general."""
+    """R[i][j] as an annotated heatmap: rows 'before', 'after T1', ...; columns tasks, then general.
+
+    A mean over seeds (views.mean_matrix: with "sd" and "n") shows each cell's standard deviation and
+    the row's number of seeds on hover."""
     labels, Z = matrix_columns(m)
     names = list(m["tasks"]) + list(m["general"])
     text = [["" if math.isnan(v) else f"{v:.2f}" for v in row] for row in Z]
+    hover = "%{y} · %{customdata}<br>" + m.get("metric", "score") + " %{z:.3f}"
+    if "sd" in m:
+        sd = np.asarray(m["sd"], dtype=float)
+        custom = [[[names[j], "" if math.isnan(sd[i, j]) else f" ± {sd[i, j]:.3f}", m["n"][i]]
+                   for j in range(Z.shape[1])] for i in range(Z.shape[0])]
+        hover = "%{y} · %{customdata[0]}<br>" + m.get("metric", "score") + \
+            " %{z:.3f}%{customdata[1]} (mean of %{customdata[2]} seeds)"
+    else:
+        custom = [[names[j] for j in range(Z.shape[1])] for _ in range(Z.shape[0])]
     fig = go.Figure(go.Heatmap(
         z=Z, x=labels, y=row_labels(m["rows"]), zmin=zmin, zmax=zmax, colorscale=SEQUENTIAL, text=text,
-        texttemplate="%{text}", customdata=[[names[j] for j in range(Z.shape[1])] for _ in range(Z.shape[0])],
-        hovertemplate="%{y} · %{customdata}<br>" + m.get("metric", "score") + " %{z:.3f}<extra></extra>",
+        texttemplate="%{text}", customdata=custom, hovertemplate=hover + "<extra></extra>",
         showscale=show_scale, colorbar={"title": m.get("metric", "")}, hoverongaps=False))
     fig.update_yaxes(autorange="reversed", title="trained through")
     fig.update_xaxes(side="top")

@@ -639,6 +639,87 @@ class Store:
     def writer(self, run_id: int, flush_seconds: float = 2.0) -> "RunWriter":
         return RunWriter(self, run_id, flush_seconds)
 
+    # -- the dashboard at sweep scale (issue 13): groups, and matrices of runs already read ---------------
+    def run_groups(self) -> list[tuple[str, int]]:
+        """Every run group (runs.group_key: "sweep:NAME", "claims", a launch's key) with its number of runs,
+        the group of the newest run first; one query, no run row read."""
+        newest = func.max(Run.id)
+        q = (select(Run.group_key, func.count(), newest).where(Run.group_key.is_not(None))
+             .group_by(Run.group_key).order_by(newest.desc()))
+        with self.engine.connect() as conn:
+            return [(key, n) for key, n, _ in conn.execute(q).all()]
+
+    def run_listing(self) -> list[dict]:
+        """Every run as the Runs page lists it: the run row without its config and versions, the summary
+        and weights parsed, and the config's preset as "regime" ("common" without one). Parsing each
+        config's JSON for that one key was most of the cost of listing 1,000 runs; a config is parsed
+        once per process (a run's config text does not change)."""
+        cols = [c for c in Run.__table__.columns if c.name not in ("config", "versions")]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*cols, Run.config).order_by(Run.id)).all()
+        names = [c.name for c in cols]
+        out = []
+        for row in rows:
+            d = dict(zip(names, row[:-1]))
+            for key in ("summary", "weights"):
+                d[key] = json.loads(d[key]) if d[key] else None
+            d["regime"] = Store._preset(row[-1])
+            out.append(d)
+        return out
+
+    @staticmethod
+    @functools.lru_cache(maxsize=8192)
+    def _preset(config: str) -> str:
+        return (json.loads(config) if config else {}).get("preset") or "common"
+
+    def latest_run_ids(self, limit: int) -> list[int]:
+        """The ids of the `limit` newest runs, in id order (without reading every run to keep a few)."""
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(select(Run.id).order_by(Run.id.desc()).limit(limit)).scalars())
+
+    def group_run_ids(self, group_key: str) -> list[int]:
+        """The ids of a group's runs, in id order."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(Run.id).where(Run.group_key == group_key).order_by(Run.id)).scalars())
+
+    def accuracy_matrices_of(self, runs: list[dict], metric: str | None = None) -> dict[int, dict]:
+        """`accuracy_matrices` of runs the caller has already read (their rows are not read again), built
+        from plain rows: for a sweep's hundreds of runs, pandas' per-run filtering in `build_matrix` cost
+        more than the queries (about 1.5 ms a run against 0.05 ms this way). Same result as `build_matrix`."""
+        ids = [int(r["id"]) for r in runs]
+        with self.engine.connect() as conn:
+            task_rows = conn.execute(select(TaskRow.run_id, TaskRow.position, TaskRow.name, TaskRow.kind)
+                                     .where(TaskRow.run_id.in_(ids))).all()
+            eval_rows = conn.execute(select(Evaluation.run_id, Evaluation.trained_through, Evaluation.task,
+                                            Evaluation.metric, Evaluation.value)
+                                     .where(Evaluation.run_id.in_(ids), Evaluation.final.is_(True))).all()
+        tasks_of: dict[int, list] = {}
+        for row in task_rows:
+            tasks_of.setdefault(row[0], []).append(row[1:])
+        evals_of: dict[int, list] = {}
+        for row in eval_rows:
+            evals_of.setdefault(row[0], []).append(row[1:])
+        out = {}
+        for r in runs:
+            m = metric or r["primary_metric"]
+            tasks = tasks_of.get(r["id"], [])
+            stream = sorted((p, name) for p, name, kind in tasks if kind == "stream")
+            general = sorted(((p, name) for p, name, kind in tasks if kind == "general"), reverse=True)
+            evals = [(tt, task, value) for tt, task, metric_, value in evals_of.get(r["id"], []) if metric_ == m]
+            rows = sorted({int(tt) for tt, _, _ in evals})
+            index = {row: i for i, row in enumerate(rows)}
+            col = {p: j for j, (p, _) in enumerate(stream)}
+            gname = dict(general)
+            R = np.full((len(rows), len(stream)), np.nan)
+            cols = {name: [np.nan] * len(rows) for _, name in general}
+            for tt, task, value in evals:
+                if task in col:
+                    R[index[int(tt)], col[task]] = value
+                elif task in gname:
+                    cols[gname[task]][index[int(tt)]] = value
+            out[r["id"]] = {"R": R, "general": cols, "rows": rows, "tasks": [name for _, name in stream], "metric": m}
+        return out
+
 
 def build_matrix(tasks: pd.DataFrame, evals: pd.DataFrame, metric: str) -> dict:
     """The accuracy matrix of one run from its task rows and its final evaluations of `metric`."""

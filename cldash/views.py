@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +49,42 @@ def run_label(run: dict) -> str:
     return f"#{run['id']} {setting_label(run['config'])} · seed {run['seed']}"
 
 
+def _flat(config: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def setting_labels(configs: list[dict]) -> list[str]:
+    """`setting_label` of each config, made distinct where different settings share one: a sweep over an
+    option the short label leaves out (lr, alpha, a stream option) gets that option's values appended
+    ("lora r=8 single · digits-rotate · lr=0.003"), so the rows of one sweep can be told apart.
+
+    The recorded regime (config["regime"]) is left out of the comparison: it describes the preset, which
+    is itself compared. Settings that still look alike get the start of their setting key."""
+    labels = [setting_label(c) for c in configs]
+    keys = [setting_key(c) for c in configs]
+    by_label: dict[str, dict[str, dict]] = {}
+    for label, key, config in zip(labels, keys, configs):
+        by_label.setdefault(label, {})[key] = config
+    extra: dict[str, str] = {}
+    for label, settings in by_label.items():
+        if len(settings) < 2:
+            continue
+        flat = {key: _flat({k: v for k, v in c.items() if k not in NOT_SETTING and k != "regime"})
+                for key, c in settings.items()}
+        fields = sorted(set().union(*flat.values()))
+        differing = [f for f in fields if len({json.dumps(d.get(f), default=str) for d in flat.values()}) > 1]
+        for key, d in flat.items():
+            bits = [f"{f.rsplit('.', 1)[-1]}={d.get(f)}" for f in differing]
+            extra[key] = " · " + (", ".join(bits) if bits else f"setting {key[:6]}")
+    return [label + extra.get(key, "") for label, key in zip(labels, keys)]
+
+
 def boundaries(run: dict) -> list[int]:
     """Global steps at which each task ended (for dotted lines on step axes)."""
     steps = run["config"]["steps_per_task"]
@@ -75,11 +113,12 @@ def run_metrics(run: dict, matrix: dict) -> dict[str, float]:
 
 def compare_data(store: Store, run_ids: list[int]) -> CompareData:
     runs = store.runs(ids=run_ids)
-    matrices = store.accuracy_matrices([r["id"] for r in runs]) if runs else {}
+    matrices = store.accuracy_matrices_of(runs) if runs else {}   # the run rows read once, not twice
     rows = []
-    for r in runs:
+    settings = setting_labels([r["config"] for r in runs])
+    for r, setting in zip(runs, settings):
         m = run_metrics(r, matrices[r["id"]])
-        rows.append({"id": r["id"], "label": run_label(r), "setting": setting_label(r["config"]),
+        rows.append({"id": r["id"], "label": run_label(r), "setting": setting,
                      "setting_key": setting_key(r["config"]), "method": r["method"], "seed": r["seed"],
                      "status": r["status"], **{k.key: m.get(k.key, math.nan) for k in METRICS}})
     metrics = pd.DataFrame(rows, columns=["id", "label", "setting", "setting_key", "method", "seed", "status",
@@ -97,6 +136,113 @@ def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     std = g[keys].std(ddof=1).add_suffix("_std")
     out = pd.concat([g.size().rename("seeds"), mean, std], axis=1).reset_index().drop(columns="setting_key")
     return out
+
+
+def mean_matrix(matrices: list[dict]) -> dict:
+    """The cell-wise mean of several runs' accuracy matrices (one setting's seeds), with the standard
+    deviation ("sd", NaN from a single value) and how many runs each row of R averages ("n"). A row is
+    averaged over the runs that have it, so an unfinished seed does not blank the others' rows."""
+    first = matrices[0]
+    rows = sorted({r for m in matrices for r in m["rows"]})
+    names = list(first["general"])
+
+    def stacked(m: dict) -> np.ndarray:   # (rows x (T + general)) on the shared rows, NaN where m lacks a row
+        Z = np.full((len(rows), len(first["tasks"]) + len(names)), np.nan)
+        at = [rows.index(r) for r in m["rows"]]
+        if at:
+            cols = [np.asarray(m["R"], dtype=float)] + [np.asarray(m["general"][g], dtype=float)[:, None]
+                                                        for g in names]
+            Z[at] = np.hstack(cols)
+        return Z
+
+    Z = np.stack([stacked(m) for m in matrices])
+    n = np.sum(np.isfinite(Z).any(axis=2), axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)    # all-NaN cells stay NaN
+        mean = np.nanmean(Z, axis=0)
+        sd = np.nanstd(Z, axis=0, ddof=1) if len(matrices) > 1 else np.full_like(mean, np.nan)
+    T = len(first["tasks"])
+    return {"R": mean[:, :T], "general": {g: list(mean[:, T + k]) for k, g in enumerate(names)}, "rows": rows,
+            "tasks": list(first["tasks"]), "metric": first["metric"], "sd": sd, "n": [int(x) for x in n]}
+
+
+def matrix_items(data: CompareData, per_setting: bool) -> list[dict]:
+    """What the Compare page draws as accuracy matrices: one item per run ("R-<id>"), or one per setting
+    ("S-<setting key>") with the mean of its runs' matrices (mean_matrix). Each item: key (for widgets),
+    file (a CSV's name), title, matrix, ids (the runs behind it)."""
+    if not per_setting:
+        return [{"key": f"R-{r['id']}", "file": f"run-{r['id']}-matrix", "title": run_label(r),
+                 "matrix": data.matrices[r["id"]], "ids": [r["id"]]} for r in data.runs]
+    items = []
+    for (key, setting), g in data.metrics.groupby(["setting_key", "setting"], sort=False):
+        ids = g["id"].tolist()
+        have = [data.matrices[i] for i in ids if data.matrices[i]["rows"]]
+        matrix = mean_matrix(have) if have else data.matrices[ids[0]]
+        n = f"mean of {len(have)} seeds" if len(have) > 1 else f"seed {g['seed'].iloc[0]}"
+        items.append({"key": f"S-{key}", "file": f"setting-{key}-mean-matrix", "title": f"{setting} · {n}",
+                      "matrix": matrix, "ids": ids})
+    return items
+
+
+def matrix_pages(count: int, size: int) -> list[slice]:
+    """`count` items in pages of at most `size` (at least one page, empty when there is nothing)."""
+    return [slice(start, min(count, start + size)) for start in range(0, count, size)] or [slice(0, 0)]
+
+
+def compare_summary(data: CompareData) -> str:
+    """One line on what is compared: "50 runs · 10 settings × 5 seeds · 46 finished, 4 running"."""
+    n, settings = len(data.runs), len(data.by_setting)
+    seeds = sorted(set(data.by_setting["seeds"])) if settings else []
+    per = "" if not seeds or seeds == [1] else f" × {seeds[0]} seeds" if len(seeds) == 1 else \
+        f" × {seeds[0]} to {seeds[-1]} seeds"
+    counts: dict[str, int] = {}
+    for r in data.runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    statuses = ", ".join(f"{k} {s}" for s, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{n} run{'s' * (n != 1)} · {settings} setting{'s' * (settings != 1)}{per} · {statuses}"
+
+
+# -- groups --------------------------------------------------------------------------------------
+def group_label(group_key: str | None) -> str:
+    """A run group as the pages name it: "sweep NAME" for a `cldash sweep` (group_key "sweep:NAME"),
+    "launch KEY" for a launch from the Launch page, the key itself for the others ("claims", a demo's
+    "demo-xxxxxxxx", an order's), "" for a run in no group."""
+    if not group_key:
+        return ""
+    if group_key.startswith("sweep:"):
+        return f"sweep {group_key[len('sweep:'):]}"
+    if re.fullmatch(r"[0-9a-f]{12}", group_key):     # the Launch page keys a launch by 12 hex digits of a uuid4
+        return f"launch {group_key}"
+    return group_key
+
+
+def run_regime(run: dict) -> str:
+    """"common" (the shared defaults) or the preset a run ran under ("paper", "paper:METHOD"); a row of
+    Store.run_listing carries it as "regime"."""
+    if "regime" in run:
+        return run["regime"]
+    return (run.get("config") or {}).get("preset") or "common"
+
+
+def group_sizes(runs: list[dict]) -> list[tuple[str, int]]:
+    """Each group of these runs with its number of runs, the group of the newest run first (as
+    Store.run_groups answers from the store)."""
+    sizes: dict[str, int] = {}
+    newest: dict[str, int] = {}
+    for r in runs:
+        key = r.get("group_key")
+        if key:
+            sizes[key] = sizes.get(key, 0) + 1
+            newest[key] = max(newest.get(key, 0), r["id"])
+    return sorted(sizes.items(), key=lambda kv: -newest[kv[0]])
+
+
+def filter_runs(runs: list[dict], status=(), method=(), stream=(), regime=(), group=()) -> list[dict]:
+    """The runs passing every filter that has values (an empty one passes all); in `group`, "" stands for
+    the runs in no group."""
+    return [r for r in runs if (not status or r["status"] in status) and (not method or r["method"] in method)
+            and (not stream or r["stream"] in stream) and (not regime or run_regime(r) in regime)
+            and (not group or (r.get("group_key") or "") in group)]
 
 
 # -- live ----------------------------------------------------------------------------------------

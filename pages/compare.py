@@ -1,62 +1,52 @@
 """Compare: accuracy matrices side by side (one colour scale) and as a difference, every metric
-with its formula at hand, mean and spread over seeds, and accuracy against forgetting."""
+with its formula at hand, mean and spread over seeds, and accuracy against forgetting.
+
+The runs are the selected ones or a group's (a sweep from `cldash sweep`, the claims' runs, a launch).
+Many runs (a group, or more than a page of matrices) read as a sweep does: first one row per setting with
+its mean ± sd over seeds and the accuracy-forgetting plot, then every run's metrics, then the matrices, a
+page at a time or one mean matrix per setting. A few selected runs keep the matrices first."""
 
 import streamlit as st
 
 from cldash.figures import accuracy_matrix_figure, matrix_difference_figure, pareto_figure
 from cldash.metrics import METRICS
-from cldash.tables import matrix_table, metric_help
-from cldash.views import compare_data, run_label
-from pages.shared import download, get_store, plot, runs_for_page, through_app
+from cldash.tables import matrices_table, matrix_table, metric_help
+from cldash.views import compare_data, compare_summary, group_label, matrix_items, matrix_pages
+from pages.shared import download, download_later, get_store, plot, runs_for_page, through_app
+
+# Matrices drawn at once: each is a Plotly figure (about 8 ms of server time here, more in the browser), and
+# a sweep's 50 would make every change on the page wait for all of them.
+MATRICES_PER_PAGE = 12
 
 through_app()
 
 store = get_store()
 st.title("Compare")
-runs = runs_for_page(store)
-if not runs:
+groups = dict(store.run_groups())
+source = ""
+if groups:
+    options = ["", *groups]
+    remembered = st.session_state.get("compare_from", "")   # widget state does not survive a page switch
+    source = st.selectbox("runs from", options, index=options.index(remembered) if remembered in options else 0,
+                          format_func=lambda k: f"{group_label(k)} · {groups[k]} runs" if k else "the selected runs",
+                          key="compare_from_widget",
+                          help="The selected runs (sidebar, Runs page) or every run of a group: a sweep, the "
+                               "claims' runs, a launch from the Launch page.")
+    st.session_state.compare_from = source
+ids = store.group_run_ids(source) if source else [r["id"] for r in runs_for_page(store)]
+if not ids:
     st.info("No runs yet: launch some on the Launch page, or select runs on the Runs page.")
     st.stop()
-data = compare_data(store, [r["id"] for r in runs])
-labels = {r["id"]: run_label(r) for r in data.runs}
-
-st.subheader("Accuracy matrices")
-st.caption("R[i][j]: score on task j after training through task i; row 'before' is the pre-trained model, "
-           "the last column the general (pre-training) task. One colour scale, 0 to 1, for every run.")
-per_row = st.select_slider("matrices per row", options=[1, 2, 3, 4], value=min(3, len(data.runs)))
-for start in range(0, len(data.runs), per_row):
-    cols = st.columns(per_row)
-    for col, run in zip(cols, data.runs[start:start + per_row]):
-        with col:
-            m = data.matrices[run["id"]]
-            if m["rows"]:
-                plot(accuracy_matrix_figure(m, title=labels[run["id"]], show_scale=False), key=f"cmp-R-{run['id']}")
-                download(matrix_table(m), f"run-{run['id']}-matrix", "R as CSV", key=f"dl-R-{run['id']}")
-            else:
-                st.caption(f"{labels[run['id']]}: nothing evaluated yet")
-
-if len(data.runs) >= 2:
-    st.subheader("Difference")
-    c1, c2 = st.columns(2)
-    ids = [r["id"] for r in data.runs]
-    a = c1.selectbox("run A", ids, index=0, format_func=labels.get)
-    b = c2.selectbox("run B", ids, index=1, format_func=labels.get)
-    ma, mb = data.matrices[a], data.matrices[b]
-    if ma["tasks"] != mb["tasks"]:
-        st.warning("These two runs have different task lists; pick two runs of the same stream.")
-    elif ma["rows"] and mb["rows"]:
-        plot(matrix_difference_figure(ma, mb, title="A − B (blue: A scores higher)"), key="cmp-diff")
-
-st.subheader("Metrics")
+data = compare_data(store, ids)
+seeded = bool((data.by_setting["seeds"] > 1).any())
+many = bool(source) or len(data.runs) > MATRICES_PER_PAGE
 helps = metric_help()
-config = {m.key: st.column_config.NumberColumn(m.label, help=helps[m.key], format="%.3f") for m in METRICS}
-table = data.metrics.drop(columns=["setting_key", "setting"])
-st.dataframe(table, hide_index=True, column_config=config)
-download(table, "metrics", key="dl-metrics")
-with st.expander("How each metric is computed"):
-    st.markdown("\n".join(f"- **{m.label}** = `{m.formula}` — uses {m.cells}." for m in METRICS))
+st.caption(compare_summary(data))
 
-if (data.by_setting["seeds"] > 1).any():
+
+def over_seeds() -> None:
+    if not seeded:
+        return
     st.subheader("Mean ± standard deviation over seeds")
     shown = data.by_setting.copy()
     for m in METRICS:
@@ -66,12 +56,84 @@ if (data.by_setting["seeds"] > 1).any():
                  column_config={m.key: st.column_config.TextColumn(m.label, help=helps[m.key]) for m in METRICS})
     download(data.by_setting, "metrics-over-seeds", key="dl-seeds")
 
-st.subheader("Accuracy against forgetting")
-grouped = st.toggle("one point per setting (mean over seeds, bars: standard deviation)",
-                    value=bool((data.by_setting["seeds"] > 1).any()))
-if grouped:
-    fig = pareto_figure(data.by_setting.assign(label=data.by_setting["setting"]), x_err="forgetting_std",
-                        y_err="acc_std")
+
+def accuracy_against_forgetting() -> None:
+    st.subheader("Accuracy against forgetting")
+    grouped = st.toggle("one point per setting (mean over seeds, bars: standard deviation)", value=seeded)
+    if grouped:
+        fig = pareto_figure(data.by_setting.assign(label=data.by_setting["setting"]), x_err="forgetting_std",
+                            y_err="acc_std")
+    else:
+        fig = pareto_figure(data.metrics.assign(label=data.metrics["setting"]))
+    plot(fig, key="cmp-pareto")
+
+
+def metrics_per_run() -> None:
+    st.subheader("Metrics")
+    config = {m.key: st.column_config.NumberColumn(m.label, help=helps[m.key], format="%.3f") for m in METRICS}
+    table = data.metrics.drop(columns=["setting_key", "setting"])
+    st.dataframe(table, hide_index=True, column_config=config)
+    download(table, "metrics", key="dl-metrics")
+    with st.expander("How each metric is computed"):
+        st.markdown("\n".join(f"- **{m.label}** = `{m.formula}` — uses {m.cells}." for m in METRICS))
+
+
+def accuracy_matrices() -> list[dict]:
+    st.subheader("Accuracy matrices")
+    st.caption("R[i][j]: score on task j after training through task i; row 'before' is the pre-trained model, "
+               "the last column the general (pre-training) task. One colour scale, 0 to 1, for every run.")
+    per_setting = seeded and st.radio(
+        "draw", ["one per run", "one per setting: the mean over its seeds"], index=int(many), horizontal=True,
+        key="cmp-matrix-kind", help="A setting's mean matrix averages each cell over its seeds; hover a cell "
+                                    "for the standard deviation.") != "one per run"
+    items = matrix_items(data, per_setting)
+    pages = matrix_pages(len(items), MATRICES_PER_PAGE)
+    shown = items
+    if len(pages) > 1:
+        page = st.selectbox("matrices", range(len(pages)), key="cmp-matrix-page",
+                            format_func=lambda p: f"{pages[p].start + 1} to {pages[p].stop} of {len(items)}")
+        shown = items[pages[page]]
+        st.caption(f"{MATRICES_PER_PAGE} matrices at a time, in run order, so that the page stays quick; the "
+                   "metrics cover every run, and the CSV below holds every matrix.")
+    per_row = st.select_slider("matrices per row", options=[1, 2, 3, 4], value=min(3, len(shown)))
+    for start in range(0, len(shown), per_row):
+        cols = st.columns(per_row)
+        for col, item in zip(cols, shown[start:start + per_row]):
+            with col:
+                m = item["matrix"]
+                if m["rows"]:
+                    plot(accuracy_matrix_figure(m, title=item["title"], show_scale=False), key=f"cmp-{item['key']}")
+                    download(matrix_table(m), item["file"], "R as CSV", key=f"dl-{item['key']}")
+                else:
+                    st.caption(f"{item['title']}: nothing evaluated yet")
+    if len(items) > 1:
+        download_later(lambda: matrices_table(items), "matrices", f"all {len(items)} matrices as CSV", key="dl-R-all")
+    return items
+
+
+def difference(items: list[dict]) -> None:
+    if len(items) < 2:
+        return
+    st.subheader("Difference")
+    c1, c2 = st.columns(2)
+    what = "setting" if items[0]["key"].startswith("S-") else "run"
+    titles = [item["title"] for item in items]
+    a = c1.selectbox(f"{what} A", range(len(items)), index=0, format_func=titles.__getitem__, key=f"cmp-a-{what}")
+    b = c2.selectbox(f"{what} B", range(len(items)), index=1, format_func=titles.__getitem__, key=f"cmp-b-{what}")
+    ma, mb = items[a]["matrix"], items[b]["matrix"]
+    if ma["tasks"] != mb["tasks"]:
+        st.warning(f"These two {what}s have different task lists; pick two {what}s of the same stream.")
+    elif ma["rows"] and mb["rows"]:
+        plot(matrix_difference_figure(ma, mb, title="A − B (blue: A scores higher)"), key="cmp-diff")
+
+
+if many:       # a sweep: the summary first, every run's numbers next, the matrices to look into last
+    over_seeds()
+    accuracy_against_forgetting()
+    metrics_per_run()
+    difference(accuracy_matrices())
 else:
-    fig = pareto_figure(data.metrics.assign(label=data.metrics["setting"]))
-plot(fig, key="cmp-pareto")
+    difference(accuracy_matrices())
+    metrics_per_run()
+    over_seeds()
+    accuracy_against_forgetting()

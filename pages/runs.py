@@ -1,4 +1,5 @@
-"""Runs: every stored run with status, progress and key metrics; select, cancel, re-run, delete."""
+"""Runs: every stored run with status, progress, group and key metrics; filter; select runs one by one or a
+whole group (a sweep) at once; cancel, re-run, delete."""
 
 import uuid
 
@@ -6,13 +7,14 @@ import streamlit as st
 
 from cldash.launch import cancel, launch_demo, rerun
 from cldash.tables import runs_table
+from cldash.views import filter_runs, group_label, group_sizes, run_regime
 from pages.shared import ACTIVE, download, get_store, selected_ids, set_selected, through_app
 
 through_app()
 
 store = get_store()
 st.title("Runs")
-all_runs = store.runs()
+all_runs = store.run_listing()     # without the configs: the table shows only their preset
 
 if not all_runs:
     st.subheader("Welcome to cldash")
@@ -33,31 +35,33 @@ if not all_runs:
             "`cldash run --method lora --stream digits-rotate --seed 0`.")
     st.stop()
 
-def regime(run: dict) -> str:
-    return (run.get("config") or {}).get("preset") or "common"
-
-
+groups = group_sizes(all_runs)
 with st.expander("Filters", expanded=False):
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4, c5 = st.columns(5)
     f_status = c1.multiselect("status", sorted({r["status"] for r in all_runs}))
     f_method = c2.multiselect("method", sorted({r["method"] for r in all_runs}))
     f_stream = c3.multiselect("stream", sorted({r["stream"] for r in all_runs}))
-    f_regime = c4.multiselect("regime", sorted({regime(r) for r in all_runs}),
+    f_regime = c4.multiselect("regime", sorted({run_regime(r) for r in all_runs}),
                               help="common: the shared defaults; paper / paper:METHOD: an authors' regime")
+    f_group = c5.multiselect("group", [key for key, _ in groups] + [""] * any(not r["group_key"] for r in all_runs),
+                             format_func=lambda k: f"{group_label(k)} ({dict(groups)[k]})" if k else "no group",
+                             key="runs_group_filter",
+                             help="The runs launched together: a sweep (`cldash sweep`), the claims' runs, a "
+                                  "launch from the Launch page or the demo.")
 
 
 def visible(runs):
-    return [r for r in runs if (not f_status or r["status"] in f_status) and
-            (not f_method or r["method"] in f_method) and (not f_stream or r["stream"] in f_stream) and
-            (not f_regime or regime(r) in f_regime)]
+    return filter_runs(runs, f_status, f_method, f_stream, f_regime, f_group)
 
 
 any_active = any(r["status"] in ACTIVE for r in all_runs)
+# The full run's listing, for the fragment's first call; a fragment rerun (every few seconds) reads its own.
+listing = {"runs": all_runs}
 
 
 @st.fragment(run_every=2 if any_active else 10)   # quiet stores still notice runs started elsewhere
 def table():
-    runs = visible(store.runs())
+    runs = visible(listing.pop("runs", None) or store.run_listing())
     df = runs_table(runs)
     chosen = set(selected_ids())
     event = st.dataframe(
@@ -85,9 +89,27 @@ def table():
 
 table()
 
+
+def select_group(group_key: str) -> None:
+    """Select every run of a group. The table's own selection is dropped so that it shows the new one
+    (its selection_default applies only when it holds none)."""
+    set_selected(store.group_run_ids(group_key))
+    st.session_state.pop("runs_table", None)
+
+
+if groups:
+    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+    pick = c1.selectbox("group", [key for key, _ in groups], key="runs_group_pick",
+                        format_func=lambda k: f"{group_label(k)} · {dict(groups)[k]} runs")
+    c2.button(f"Select the {dict(groups)[pick]} runs of {group_label(pick)}", key="runs_group_select",
+              on_click=select_group, args=(pick,),
+              help="Replaces the selection; the Compare page then shows them with the mean ± sd over seeds "
+                   "of each setting.")
+
 ids = selected_ids()
-if ids:
-    sel = store.runs(ids=ids)
+chosen = set(ids)
+sel = [r for r in all_runs if r["id"] in chosen]    # this render's listing: no second read of the store
+if sel:
     st.markdown(f"**{len(sel)} selected:** " + ", ".join(f"#{r['id']}" for r in sel))
     c1, c2, c3 = st.columns(3)
     active = [r for r in sel if r["status"] in ACTIVE]
@@ -108,5 +130,7 @@ if ids:
         set_selected([i for i in ids if i not in {r["id"] for r in ended}])
         st.rerun()
     errors = [r for r in sel if r["error"]]
-    for r in errors:
+    for r in errors[:5]:     # a sweep's selection may hold dozens: the table's error column has them all
         st.warning(f"#{r['id']} {r['status']}: {r['error'].splitlines()[0]}")
+    if len(errors) > 5:
+        st.caption(f"… and {len(errors) - 5} more runs with an error (the table's error column).")

@@ -108,9 +108,10 @@ def sidebar() -> Store | None:
 
 
 def runs_for_page(store: Store, statuses: tuple[str, ...] | None = None, limit: int = 12) -> list[dict]:
-    """The selected runs (in the given statuses), or else the latest ones."""
-    ids = selected_ids()
-    runs = store.runs(ids=ids) if ids else store.runs()[-limit:]
+    """The selected runs (in the given statuses), or else the latest ones (read alone: a store of a few
+    sweeps holds thousands)."""
+    ids = selected_ids() or store.latest_run_ids(limit)
+    runs = store.runs(ids=ids)
     if statuses:
         runs = [r for r in runs if r["status"] in statuses]
     return runs
@@ -144,3 +145,10 @@ def plot(fig, key: str | None = None) -> None:
 def download(df, name: str, label: str = "Download CSV", key: str | None = None) -> None:
     st.download_button(label, df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
                        key=key or f"dl-{name}")
+
+
+def download_later(make_frame, name: str, label: str, key: str) -> None:
+    """A CSV download made only when clicked: for a table that costs more to write than the page does to
+    render (every matrix of a sweep)."""
+    st.download_button(label, lambda: make_frame().to_csv(index=False).encode(), file_name=f"{name}.csv",
+                       mime="text/csv", key=key)

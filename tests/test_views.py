@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cldash.config import resolve
@@ -108,3 +109,160 @@ def test_id_ranges():
     from cldash.text import id_ranges
 
     assert [id_ranges([4]), id_ranges([4, 5, 6]), id_ranges([4, 7, 9])] == ["#4", "#4 to #6", "#4, #7, #9"]
+
+
+# -- sweeps and groups ----------------------------------------------------------------------------
+def grouped_run(store, seed, scores, group=None, status="finished", **cfg):
+    """fake_run with a group key, a status and config values (rank=..., lr=...), and its summary stored."""
+    from cldash.metrics import summarize
+
+    opts = {"rank": cfg.pop("rank")} if "rank" in cfg else {}
+    config = resolve({"method": "lora", "seed": seed, "steps_per_task": 10, "method_options": opts,
+                      "stream_options": {"angles": [45, 90]}, **cfg}).to_dict()
+    rid = store.create_run(config, status=status, group_key=group)
+    store.write_structure(rid, [{"position": 1, "name": "a", "kind": "stream"},
+                                {"position": 2, "name": "b", "kind": "stream"},
+                                {"position": 0, "name": "general", "kind": "general"}], [])
+    w = store.writer(rid)
+    for i, row in enumerate(scores):
+        for pos, v in zip([1, 2, 0], row):
+            w.evaluation(10 * i, i, pos, {"accuracy": v}, True)
+    w.flush(num_tasks=2)
+    if status == "finished":
+        R = np.array([row[:2] for row in scores])
+        store.update_run(rid, summary=summarize(R, {"general": [row[2] for row in scores]}))
+    return rid
+
+
+FULL = [[0.1, 0.2, 0.9], [0.8, 0.3, 0.7], [0.5, 0.9, 0.6]]
+
+
+def test_setting_labels_tell_apart_settings_that_differ_only_in_an_unlabelled_option():
+    from cldash.views import setting_labels
+
+    cfg = lambda **kw: resolve({"method": "lora", **kw}).to_dict()   # noqa: E731
+    configs = [cfg(lr=1e-3), cfg(lr=1e-2), cfg(lr=1e-3, seed=1), cfg(method_options={"rank": 4})]
+    assert setting_labels(configs) == ["lora r=8 single · digits-rotate · lr=0.001",
+                                       "lora r=8 single · digits-rotate · lr=0.01",
+                                       "lora r=8 single · digits-rotate · lr=0.001",   # a seed of the first
+                                       "lora r=4 single · digits-rotate"]
+    assert setting_labels(configs[:1]) == ["lora r=8 single · digits-rotate"]        # nothing to tell apart
+
+
+def test_mean_matrix_averages_each_cell_over_the_runs_that_have_its_row(db):
+    from cldash.views import mean_matrix
+
+    store = Store(db)
+    a = grouped_run(store, 0, FULL)
+    b = grouped_run(store, 1, [[0.3, 0.4, 0.9], [0.6, 0.5, 0.5], [0.7, 0.7, 0.8]])
+    c = grouped_run(store, 2, [[0.2, 0.3, 0.9]], status="running")       # only row 0 so far
+    m = mean_matrix([store.accuracy_matrix(i) for i in (a, b, c)])
+    assert m["rows"] == [0, 1, 2] and m["n"] == [3, 2, 2] and m["tasks"] == ["a", "b"]
+    np.testing.assert_allclose(m["R"], [[0.2, 0.3], [0.7, 0.4], [0.6, 0.8]])
+    np.testing.assert_allclose(m["general"]["general"], [0.9, 0.6, 0.7])
+    assert m["sd"][0, 0] == pytest.approx(0.1) and m["sd"][1, 0] == pytest.approx(np.std([0.8, 0.6], ddof=1))
+
+
+def test_a_group_compares_as_one_row_per_setting_with_its_seed_count(db):
+    from cldash.views import compare_summary, matrix_items
+
+    store = Store(db)
+    r4 = [grouped_run(store, s, FULL, group="sweep:ranks", rank=4) for s in range(3)]
+    r8 = [grouped_run(store, s, [[0.1, 0.2, 0.9], [0.9, 0.3, 0.8], [0.7, 0.9, 0.7]], group="sweep:ranks", rank=8)
+          for s in range(2)]
+    grouped_run(store, 0, FULL, group="claims")
+    ids = store.group_run_ids("sweep:ranks")
+    assert ids == r4 + r8
+    data = compare_data(store, ids)
+    rows = data.by_setting.set_index("setting")
+    assert rows["seeds"].to_dict() == {"lora r=4 single · digits-rotate": 3, "lora r=8 single · digits-rotate": 2}
+    assert rows.loc["lora r=8 single · digits-rotate", "bwt"] == pytest.approx(0.7 - 0.9)
+    assert rows.loc["lora r=4 single · digits-rotate", "bwt_std"] == pytest.approx(0.0)
+    assert compare_summary(data) == "5 runs · 2 settings × 2 to 3 seeds · 5 finished"
+    per_setting = matrix_items(data, per_setting=True)
+    assert [(i["key"][:2], i["ids"]) for i in per_setting] == [("S-", r4), ("S-", r8)]
+    assert per_setting[1]["title"] == "lora r=8 single · digits-rotate · mean of 2 seeds"
+    np.testing.assert_allclose(per_setting[0]["matrix"]["R"], np.array(FULL)[:, :2])
+    assert [i["key"] for i in matrix_items(data, per_setting=False)] == [f"R-{i}" for i in ids]
+    assert matrix_items(data, per_setting=False)[0]["file"] == f"run-{ids[0]}-matrix"
+
+
+def test_matrix_pages_cover_every_item_once():
+    from cldash.views import matrix_pages
+
+    pages = matrix_pages(50, 12)
+    assert [(p.start, p.stop) for p in pages] == [(0, 12), (12, 24), (24, 36), (36, 48), (48, 50)]
+    assert [(p.start, p.stop) for p in matrix_pages(0, 12)] == [(0, 0)]
+    assert len(matrix_pages(12, 12)) == 1
+
+
+def test_groups_labels_sizes_and_filters(db):
+    from cldash.tables import runs_table
+    from cldash.views import filter_runs, group_label, group_sizes
+
+    assert [group_label(k) for k in ("sweep:ranks", "claims", "demo-1f3a9c2e", "0123456789ab", None, "")] == \
+        ["sweep ranks", "claims", "demo-1f3a9c2e", "launch 0123456789ab", "", ""]
+    store = Store(db)
+    a = grouped_run(store, 0, FULL, group="sweep:ranks")
+    b = grouped_run(store, 0, FULL)
+    c = grouped_run(store, 1, FULL, group="claims")
+    d = grouped_run(store, 1, FULL, group="sweep:ranks", status="failed")
+    runs = store.runs()
+    # the group of the newest run first, from the listing and from the store alike
+    assert group_sizes(runs) == store.run_groups() == [("sweep:ranks", 2), ("claims", 1)]
+    assert [r["id"] for r in filter_runs(runs, group=["sweep:ranks"])] == [a, d]
+    assert [r["id"] for r in filter_runs(runs, group=["", "claims"])] == [b, c]
+    assert [r["id"] for r in filter_runs(runs, status=["finished"], group=["sweep:ranks"])] == [a]
+    assert filter_runs(runs) == runs
+    assert runs_table(runs)["group"].tolist() == ["sweep ranks", "", "claims", "sweep ranks"]
+
+
+def test_accuracy_matrices_of_read_runs_match_the_store_s(db):
+    store = Store(db)
+    ids = [grouped_run(store, 0, FULL), grouped_run(store, 1, FULL[:2], status="running"),
+           store.create_run(resolve({"method": "lora"}).to_dict())]      # queued: no tasks, no evaluations
+    fast = store.accuracy_matrices_of(store.runs(ids=ids))
+    for rid, m in store.accuracy_matrices(ids).items():
+        assert (fast[rid]["rows"], fast[rid]["tasks"], list(fast[rid]["general"])) == \
+            (m["rows"], m["tasks"], list(m["general"]))
+        np.testing.assert_array_equal(fast[rid]["R"], m["R"])
+        for name, col in m["general"].items():
+            np.testing.assert_array_equal(np.asarray(fast[rid]["general"][name], float), np.asarray(col, float))
+    assert fast[ids[1]]["rows"] == [0, 1] and fast[ids[2]]["R"].shape == (0, 0)
+
+
+def test_matrices_table_holds_every_matrix_as_matrix_table_does(db):
+    from cldash.tables import matrices_table, matrix_table
+    from cldash.views import matrix_items
+
+    store = Store(db)
+    ids = [grouped_run(store, s, FULL, group="sweep:x") for s in range(2)] + \
+        [grouped_run(store, 0, FULL[:2], status="running", rank=4)]
+    items = matrix_items(compare_data(store, ids), per_setting=False)
+    table = matrices_table(items)
+    assert table["runs"].tolist() == ["#1"] * 3 + ["#2"] * 3 + ["#3"] * 2
+    for item in items:
+        part = table[table["matrix"] == item["title"]].drop(columns=["matrix", "runs"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, matrix_table(item["matrix"]), check_dtype=False)
+
+
+def test_run_listing_is_the_runs_without_their_configs(db):
+    from cldash.tables import runs_table
+    from cldash.views import run_regime
+
+    store = Store(db)
+    grouped_run(store, 0, FULL, group="sweep:x")
+    store.create_run(resolve({"method": "dora", "preset": "paper"}).to_dict(), status="queued")
+    listing, runs = store.run_listing(), store.runs()
+    assert [run_regime(r) for r in listing] == [run_regime(r) for r in runs] == ["common", "paper"]
+    for lean, full in zip(listing, runs):
+        assert "config" not in lean and {k: v for k, v in full.items() if k not in ("config", "versions")} == \
+            {k: v for k, v in lean.items() if k != "regime"}
+    pd.testing.assert_frame_equal(runs_table(listing), runs_table(runs))
+
+
+def test_latest_run_ids_are_the_newest_in_id_order(db):
+    store = Store(db)
+    ids = [store.create_run(resolve({"method": "lora", "seed": s}).to_dict()) for s in range(5)]
+    assert store.latest_run_ids(3) == ids[2:] and store.latest_run_ids(12) == ids
+    assert Store(db + "-empty.db").latest_run_ids(12) == []
