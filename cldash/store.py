@@ -663,6 +663,7 @@ class Store:
             d = dict(zip(names, row[:-1]))
             for key in ("summary", "weights"):
                 d[key] = json.loads(d[key]) if d[key] else None
+            d["launcher_info"] = json.loads(d["launcher_info"]) if d["launcher_info"] else {}
             d["regime"] = Store._preset(row[-1])
             out.append(d)
         return out
