@@ -27,11 +27,14 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
             v = s.get(key)
             row[label] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
         row["weights"] = weights_label(r.get("weights"), short=True)
+        # where it ran: "vm · cpu", "node-3 · cuda:0 · ray" (a Ray cluster's run says so)
+        row["where"] = printable(" · ".join(x for x in (r.get("host"), r.get("device"),
+                                                        "ray" if r.get("launcher") == "ray" else "") if x))
         row["error"] = printable((r.get("error") or "").split("\n", 1)[0])
         rows.append(row)
     columns = ["id", "status", "progress", "method", "policy", "regime", "stream", "seed", "group", "name",
                *KEY_METRICS.values(),
-               "weights", "error"]
+               "weights", "where", "error"]
     return pd.DataFrame(rows, columns=columns)
 
 

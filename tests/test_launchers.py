@@ -336,3 +336,14 @@ def test_gpus_per_run_default_to_a_share_of_one_for_tiny_models(gpus, backbones,
     monkeypatch.setattr(ray, "resources", lambda store=None: {"nodes": 1, "CPU": 8.0, "GPU": gpus})
     assert ray.default_gpus(backbones) == want
     assert LocalLauncher().default_gpus(backbones) == 0.0
+
+
+def test_the_runs_table_says_where_each_run_ran(db):
+    from cldash.tables import runs_table
+
+    store = Store(db)
+    rid = _remote_row(store, host="node-3")
+    store.update_run(rid, device="cuda:0")
+    local = store.create_run(resolve(TINY_RUN).to_dict(), status="finished", host="laptop")
+    store.update_run(local, device="cpu")
+    assert runs_table(store.run_listing())["where"].tolist() == ["node-3 · cuda:0 · ray", "laptop · cpu"]
