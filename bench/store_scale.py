@@ -335,7 +335,7 @@ def main() -> None:
              "load_average": round(median(loads), 2)}
     ms = lambda v: None if any(math.isnan(x) for x in v) else round(1000 * median(v), 1)   # noqa: E731
     results = {**old.get("results", {}), **{label: {"ms": {c: ms(v) for c, v in t.items()},
-                                                    "root": str(checkouts[label]), **stamp}
+                                                    **stamp}   # no checkout paths: results are committed
                                             for label, t in times.items()}}
     payload = {"machine": machine(), "host_cores": os.cpu_count(),
                "what": f"server time (the script run of app.py under AppTest) of the Runs page with {args.runs} runs "
