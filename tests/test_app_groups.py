@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from cldash.config import resolve
 from cldash.metrics import summarize
 from cldash.store import Store
+
+from test_app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,28 +47,6 @@ def sweep_store(tmp_path_factory):
     stored_run(store, 0, matrix(1), [0.9, 0.5, 0.4], "claims")
     stored_run(store, 0, matrix(2), [0.9, 0.6, 0.5])
     return store
-
-
-def app(db, monkeypatch, page=None, runs=None) -> AppTest:
-    """The app as tests/test_app.py drives it: after the first page load, routed through app.py."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    init = PagesManager.__init__
-
-    def patched(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", patched)
-    monkeypatch.setenv("CLDASH_DB", str(db))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    if runs:
-        at.query_params["runs"] = ",".join(map(str, runs))
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def heatmaps(at) -> list[dict]:

@@ -11,11 +11,13 @@ from cldash.store import Store
 from cldash.views import LiveCache, compare_data, setting_key, setting_label
 
 
-def fake_run(store, seed, scores, steps=10):
-    """A stored run with a given final matrix (rows 0..T) and general column."""
-    cfg = resolve({"method": "lora", "seed": seed, "steps_per_task": steps,
-                   "stream_options": {"angles": [45, 90]}}).to_dict()
-    rid = store.create_run(cfg, status="running")
+def fake_run(store, seed, scores, steps=10, group=None, status="running", **cfg):
+    """A stored run with a given final matrix (rows 0..T) and general column; config values (rank=..., lr=...)
+    and a group key as given."""
+    opts = {"rank": cfg.pop("rank")} if "rank" in cfg else {}
+    config = resolve({"method": "lora", "seed": seed, "steps_per_task": steps, "method_options": opts,
+                      "stream_options": {"angles": [45, 90]}, **cfg}).to_dict()
+    rid = store.create_run(config, status=status, group_key=group)
     store.write_structure(rid, [{"position": 1, "name": "a", "kind": "stream"},
                                 {"position": 2, "name": "b", "kind": "stream"},
                                 {"position": 0, "name": "general", "kind": "general"}], [])
@@ -113,21 +115,10 @@ def test_id_ranges():
 
 # -- sweeps and groups ----------------------------------------------------------------------------
 def grouped_run(store, seed, scores, group=None, status="finished", **cfg):
-    """fake_run with a group key, a status and config values (rank=..., lr=...), and its summary stored."""
+    """fake_run, finished by default, with its summary stored."""
     from cldash.metrics import summarize
 
-    opts = {"rank": cfg.pop("rank")} if "rank" in cfg else {}
-    config = resolve({"method": "lora", "seed": seed, "steps_per_task": 10, "method_options": opts,
-                      "stream_options": {"angles": [45, 90]}, **cfg}).to_dict()
-    rid = store.create_run(config, status=status, group_key=group)
-    store.write_structure(rid, [{"position": 1, "name": "a", "kind": "stream"},
-                                {"position": 2, "name": "b", "kind": "stream"},
-                                {"position": 0, "name": "general", "kind": "general"}], [])
-    w = store.writer(rid)
-    for i, row in enumerate(scores):
-        for pos, v in zip([1, 2, 0], row):
-            w.evaluation(10 * i, i, pos, {"accuracy": v}, True)
-    w.flush(num_tasks=2)
+    rid = fake_run(store, seed, scores, group=group, status=status, **cfg)
     if status == "finished":
         R = np.array([row[:2] for row in scores])
         store.update_run(rid, summary=summarize(R, {"general": [row[2] for row in scores]}))
