@@ -38,7 +38,7 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 
 # configuration fields that do not change what a run learns: a stored run matches a claim's run whatever they are
 IGNORED = ("name", "device", "threads", "eval_interval", "spectra_interval", "dense_spectra_interval",
-           "eval_batch_size", "regime")
+           "eval_batch_size", "regime", "checkpoints")
 
 # the adversarial order of digits-rotate: the permutation of its five rotations with the most opposed consecutive
 # gradients on the shipped vit-tiny, as `cldash order --stream digits-rotate` measures it (SLICE's setting; sum of

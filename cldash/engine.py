@@ -35,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from cldash import checkpoints
 from cldash import metrics as M
 from cldash.backbones import linear_modules, task_model
 from cldash.config import Resolved, check_against_model, resolve
@@ -124,13 +125,7 @@ class ContinualRun:
         self.model.net.requires_grad_(resolved.method_cls.trains_backbone)
         self.method.attach(self.model.net, list(self.targets))
         self.model.to(self.device)
-        train_head = cfg.train_head if cfg.train_head is not None else resolved.method_cls.trains_backbone
-        self.head_params = [p for p in self.model.heads.parameters()]
-        if train_head and not resolved.method_cls.trains_backbone:
-            heads = tuple(f"{m}." for m in self.backbone.head_modules)
-            self.head_params += [p for n, p in self.model.net.named_parameters() if n.startswith(heads)]
-            for p in self.head_params:
-                p.requires_grad_(True)
+        self._set_heads()
         # W0's top left singular vectors: the "stays in the pre-trained subspace" indicator.
         self.w0_basis = {name: top_left_singular_vectors(layer.w0, max(1, min(layer.w0.shape) // 8))
                          for name, layer in self.method.layers.items()}
@@ -150,6 +145,18 @@ class ContinualRun:
         self.total_steps = cfg.steps_per_task * len(self.tasks)
         self.latest_scores: dict[int, float] = {}
         self.final_scores: dict[tuple[int, int], float] = {}   # (trained through i, task position) -> score
+        self.checkpoint: Callable[[int, dict], None] | None = None   # called with (task, state) at task ends
+
+    def _set_heads(self) -> None:
+        """The head parameters that train: every new head, and the pre-trained classifier with train_head."""
+        cfg, resolved = self.cfg, self.resolved
+        train_head = cfg.train_head if cfg.train_head is not None else resolved.method_cls.trains_backbone
+        self.head_params = [p for p in self.model.heads.parameters()]
+        if train_head and not resolved.method_cls.trains_backbone:
+            heads = tuple(f"{m}." for m in self.backbone.head_modules)
+            self.head_params += [p for n, p in self.model.net.named_parameters() if n.startswith(heads)]
+            for p in self.head_params:
+                p.requires_grad_(True)
 
     # -- structure for the store -------------------------------------------------------------------
     def structure(self) -> tuple[list[dict], list[dict]]:
@@ -221,12 +228,17 @@ class ContinualRun:
             if self.writer.cancel_requested:
                 raise Cancelled()
 
-    def run(self) -> dict:
+    def run(self, after_task: int = 0) -> dict:
+        """Train through the tasks after `after_task` (0: all, from the pre-trained model; else the state was
+        restored from the checkpoint after that task) and return the metrics of the accuracy matrix."""
         cfg = self.cfg
         spectra_every = cfg.spectra_interval if self.resolved.method_cls.low_rank else cfg.dense_spectra_interval
-        self.evaluate(trained_through=0, final=True)     # row 0: the pre-trained model
-        self.flush(task=0)
+        if not after_task:
+            self.evaluate(trained_through=0, final=True)     # row 0: the pre-trained model
+            self.flush(task=0)
         for t, task in enumerate(self.tasks, start=1):
+            if t <= after_task:
+                continue
             task_gen = torch.Generator().manual_seed(cfg.seed * 1000 + t)
             ctx = TaskContext(index=t, num_tasks=len(self.tasks), name=task.name, steps=cfg.steps_per_task,
                               model=self.model, loss_fn=lambda b, task=task: self.stream.loss(self.model, b, task),
@@ -304,7 +316,60 @@ class ContinualRun:
                 if self.writer:
                     self.writer.scalar(self.step, "replay_buffer_size", float(len(self.replay)))
             self.flush(task=t)
+            if self.checkpoint is not None and t < len(self.tasks):
+                self.checkpoint(t, self.state())
         return self.summary()
+
+    # -- checkpoints (cldash.checkpoints) ---------------------------------------------------------
+    def state(self) -> dict:
+        """Everything needed to continue exactly after the task that just ended, as one object graph (the
+        method's references into the model, EWC's into the parameters, survive together)."""
+        return {"config": self.resolved.to_dict(), "model": self.model, "method": self.method,
+                "replay": self.replay, "ewc": self.ewc, "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "step": self.step, "done": self.done, "done_task": self.done_task,
+                "latest_scores": dict(self.latest_scores), "final_scores": dict(self.final_scores)}
+
+    def restore(self, state: dict, after_task: int) -> None:
+        """Continue from a checkpoint's `state`: the same method goes on where it was; another method, or the
+        same one with other options (a fork), starts on the checkpoint's merged weights."""
+        from cldash.checkpoints import continues_method
+
+        model = state["model"].to(self.device)
+        if continues_method(state["config"], self.resolved.to_dict()):
+            self.model, self.method = model, state["method"]
+        else:
+            merge_into_base(model, state["method"])
+            self.model = model
+            self.method = self.resolved.make_method()
+            self.model.net.requires_grad_(self.resolved.method_cls.trains_backbone)
+            self.method.attach(self.model.net, list(self.targets))
+            self.model.to(self.device)
+        self._set_heads()
+        self.w0_basis = {name: top_left_singular_vectors(layer.w0, max(1, min(layer.w0.shape) // 8))
+                         for name, layer in self.method.layers.items()}
+        saved = state["replay"]
+        if self.replay is not None:
+            if saved is not None and saved.capacity == self.replay.capacity and saved.rule == self.replay.rule:
+                self.replay = saved
+            else:   # replay switched on (or resized) at a fork: the buffer it would hold after these tasks
+                for task in self.tasks[:after_task]:
+                    self.replay.add(task)
+        if self.ewc is not None:
+            if state["ewc"] is not None and continues_method(state["config"], self.resolved.to_dict()):
+                self.ewc.terms = state["ewc"].terms
+            else:   # switched on at a fork: the finished tasks consolidated on the weights at the fork
+                params = self.method.trainable_parameters() + [p for p in self.head_params if p.requires_grad]
+                for t, task in enumerate(self.tasks[:after_task], start=1):
+                    self.consolidate(task, params, t)
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step, self.done, self.done_task = state["step"], state["done"], state["done_task"]
+        self.latest_scores = dict(state["latest_scores"])
+        self.final_scores = dict(state["final_scores"])
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         """The run's optimizer: the method's AdamW (some methods set their own betas or a Riemannian AdamW),
@@ -383,6 +448,18 @@ class ContinualRun:
         return M.summarize(R, general)
 
 
+@torch.no_grad()
+def merge_into_base(model, method) -> None:
+    """Replace each of the method's adapted layers in `model` by its base module holding the layer's effective
+    weight (base plus every branch): the model computes the same function with no adapter left."""
+    for name, layer in method.layers.items():
+        w = layer.effective_weight().detach()
+        layer.base.weight.copy_(w.T if layer.transposed else w)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.net.get_submodule(parent_name) if parent_name else model.net
+        setattr(parent, child, layer.base)
+
+
 def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | None = None) -> str:
     """Run a stored run to its end and record how it ended. Returns the final status."""
     run = store.get_run(run_id)
@@ -413,9 +490,18 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
         store.write_structure(run_id, tasks, modules)
         store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),
                          primary_metric=crun.stream.primary_metric)
-        summary = crun.run()
+        after = run["resume_task"] or 0
+        if after:
+            crun.restore(checkpoints.load(store, run_id, after), after)
+        if resolved.config.checkpoints != "none":
+            def keep(task: int, state: dict) -> None:
+                checkpoints.save(store, run_id, task, state, keep=resolved.config.checkpoints)
+                store.update_run(run_id, checkpoint_task=task)
+            crun.checkpoint = keep
+        summary = crun.run(after_task=after)
         save_adapters(crun, store.adapter_path(run_id))
-        store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), **crun.position())
+        store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), resume_task=None,
+                         **crun.position())
         clear_end(store, run_id)
         return "finished"
     except Cancelled:

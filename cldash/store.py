@@ -84,6 +84,11 @@ class Run(Base):
     launcher: Mapped[str | None] = mapped_column(String(16))   # "cli" (foreground), "local" or "ray" (revision 0003)
     cancel_requested_at: Mapped[float | None] = mapped_column(Float)   # polled by the run at its flushes (0004)
     launcher_info: Mapped[str | None] = mapped_column(Text)   # JSON: the launcher's address, job, resources (0004)
+    parent_id: Mapped[int | None] = mapped_column(Integer)         # a fork's parent run (0005)
+    fork_task: Mapped[int | None] = mapped_column(Integer)         # ... and the task after which it branched
+    resume_task: Mapped[int | None] = mapped_column(Integer)       # waiting to continue after this task
+    checkpoint_task: Mapped[int | None] = mapped_column(Integer)   # the last task end checkpointed
+    resumes: Mapped[int | None] = mapped_column(Integer)           # times resumed
 
 
 class TaskRow(Base):
@@ -454,12 +459,47 @@ class Store:
         return out
 
     def delete_run(self, run_id: int) -> None:
-        """Remove a run and every row that belongs to it, in one transaction (and its saved adapters)."""
+        """Remove a run and every row that belongs to it, in one transaction (and its saved adapters and
+        checkpoints)."""
+        import shutil
+
         with self._writing(), self.engine.begin() as conn:
             for table in (Spectrum, Scalar, Evaluation, ModuleRow, TaskRow):
                 conn.execute(delete(table).where(table.run_id == run_id))
             conn.execute(delete(Run).where(Run.id == run_id))
         self.adapter_path(run_id).unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoint_dir(run_id), ignore_errors=True)
+
+    def checkpoint_dir(self, run_id: int) -> Path:
+        """Where a run's task-boundary checkpoints are kept: next to its saved adapters
+        (``runs.db`` -> ``runs.checkpoints/run-<id>/``)."""
+        db = sqlite_path(self.url)
+        if db is not None:
+            return db.with_name(db.stem + ".checkpoints") / f"run-{run_id}"
+        from cldash.cache import cache_dir
+
+        return cache_dir() / "checkpoints" / hashlib.sha256(self.url.encode()).hexdigest()[:16] / f"run-{run_id}"
+
+    def truncate_after(self, run_id: int, after_step: int, **run_fields) -> None:
+        """Delete the run's evaluations, scalars and spectra after `after_step` and update its row, in one
+        transaction (a resume replaces what the interrupted task wrote)."""
+        with self._writing(), self.engine.begin() as conn:
+            for table in (Spectrum, Scalar, Evaluation):
+                conn.execute(delete(table).where(table.run_id == run_id, table.step > after_step))
+            conn.execute(update(Run).where(Run.id == run_id).values(**run_fields))
+
+    def copy_rows(self, source: int, target: int, through_step: int) -> None:
+        """Copy a run's evaluations, scalars and spectra up to `through_step`, and its task and module rows,
+        to another run, in one transaction (a fork shares its parent's rows up to the fork point)."""
+        with self._writing(), self.engine.begin() as conn:
+            for table in (TaskRow, ModuleRow, Evaluation, Scalar, Spectrum):
+                cols = [c for c in table.__table__.columns if c.name not in ("id", "run_id")]
+                q = select(*cols).where(table.run_id == source)
+                if hasattr(table, "step"):
+                    q = q.where(table.step <= through_step)
+                rows = [{"run_id": target, **dict(zip([c.name for c in cols], r))} for r in conn.execute(q)]
+                if rows:
+                    conn.execute(insert(table), rows)
 
     def adapter_path(self, run_id: int) -> Path:
         """Where a finished run's final adapter state is kept (a small torch file, not in the database):

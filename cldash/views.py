@@ -23,7 +23,7 @@ from cldash.metrics import METRICS, summarize
 from cldash.store import Store
 
 # Fields that do not change what is being compared: runs differing only in these are seeds of one setting.
-NOT_SETTING = ("seed", "name")
+NOT_SETTING = ("seed", "name", "checkpoints")
 
 
 def setting_key(config: dict) -> str:

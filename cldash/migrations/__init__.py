@@ -35,8 +35,8 @@ from cldash import __version__
 from cldash.errors import UserError
 from cldash.cache import file_lock
 
-HEAD = "0004"
-REVISIONS = ("0001", "0002", "0003", "0004")     # oldest first; any other revision comes from a newer cldash
+HEAD = "0005"
+REVISIONS = ("0001", "0002", "0003", "0004", "0005")     # oldest first; any other revision comes from a newer cldash
 VERSION_KEY = "cldash_version"   # meta: the cldash that last created or upgraded the store
 _PG_LOCK = 0x636C64617368        # "cldash" in ASCII: the advisory-lock key held while upgrading
 _META = table("meta", column("key", Text), column("value", Text))
