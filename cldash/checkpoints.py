@@ -34,9 +34,8 @@ import hashlib
 import os
 from pathlib import Path
 
-import torch
-
-from cldash.errors import UserError
+from cldash.errors import UserError   # torch is imported where a checkpoint is written or read: the
+                                      # dashboard's scheduler imports this module and never trains
 
 RESUMABLE = ("interrupted", "failed", "cancelled")
 AUTO_RESUME_SETTING = "auto_resume"
@@ -69,6 +68,8 @@ def save(store, run_id: int, task: int, state: dict, keep: str = "latest") -> Pa
     earlier tasks' afterwards. Returns its path."""
     target = path(store, run_id, task)
     target.parent.mkdir(parents=True, exist_ok=True)
+    import torch
+
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)
     with open(tmp, "rb") as fh:   # on disk before the rename names it
@@ -117,6 +118,8 @@ def load(store, run_id: int, task: int) -> dict:
     if want is None or _sha256(file) != want:
         raise UserError(f"the checkpoint of run {run_id} after task {task} ({file}) does not match the checksum "
                         "recorded when it was written; it is not loaded (resume from an earlier task, or run again).")
+    import torch
+
     return torch.load(file, map_location="cpu", weights_only=False)
 
 

@@ -826,6 +826,66 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_resume(args) -> int:
+    from cldash.checkpoints import resume
+
+    store = _store_reconciled(args.db)
+    run = store.get_run(args.run)
+    task = resume(store, args.run)
+    steps = run["config"]["steps_per_task"]
+    print(f"run {args.run}: continues after task {task} of {run['num_tasks'] or '?'}" + (
+        f" from its checkpoint (step {task * steps}); what it wrote after that step was removed" if task else
+        ": it has no checkpoint, so it starts again from the first task"))
+    return _wait_for(store, [args.run]) if args.wait else 0
+
+
+def cmd_fork(args, rest: list[str]) -> int:
+    from cldash.checkpoints import fork
+    from cldash.store import Store
+
+    pre = _Parser(prog="cldash fork", add_help=False, allow_abbrev=False)
+    pre.add_argument("run", type=_run_id, nargs="?")
+    pre.add_argument("--after-task", type=int)
+    pre.add_argument("--method")
+    pre.add_argument("--wait", action="store_true")
+    known, options = pre.parse_known_args(rest)
+    wants_help = any(a in ("-h", "--help") for a in rest)
+    if known.run is None and not wants_help:
+        raise UserError("name the run to fork: cldash fork RUN --after-task K [options to change].")
+    store = Store(args.db) if known.run is not None else None
+    parent = store.get_run(known.run) if store else {"method": known.method or "lora", "stream": "digits-rotate",
+                                                      "backbone": "", "config": {}}
+    method = known.method or parent["method"]
+    parser = _run_parser(method, parent["stream"], parent["backbone"])
+    parser.prog = "cldash fork RUN --after-task K"
+    parser.description = ("Start a new run from RUN's checkpoint after task K, with the options given here "
+                          "changed (every other value is RUN's). Another method starts on RUN's merged weights.")
+    if wants_help:
+        parser.print_help()
+        return 0
+    if known.after_task is None:
+        raise UserError(f"say after which task to fork: cldash fork {known.run} --after-task K.")
+    ns = parser.parse_args(options)
+    changes: dict = {"method": method} if known.method else {}
+    for dest, value in vars(ns).items():
+        if value is None or ":" not in dest:
+            continue
+        group, name = dest.split(":", 1)
+        if group == "run":
+            changes[name] = value
+        else:
+            changes.setdefault(f"{group}_options", {})[name] = value
+    if ns.stream != parent["stream"]:
+        changes["stream"] = ns.stream
+    new = fork(store, known.run, known.after_task, changes)
+    child = store.get_run(new)
+    changed = ", ".join(f"{k}={v}" for k, v in changes.items()) or "nothing changed"
+    print(f"run {new}: fork of run {known.run} after task {known.after_task} ({changed})" + (
+        f"; {child['method']} starts on run {known.run}'s merged weights" if child["method"] != parent["method"]
+        else ""))
+    return _wait_for(store, [new]) if known.wait else 0
+
+
 def cmd_delete(args) -> int:
     store = _store_reconciled(args.db)
     run = store.get_run(args.run)
@@ -952,7 +1012,11 @@ def cmd_queue(args) -> int:
     from cldash.launch import gpu_count, max_concurrent, queue, reconcile, schedule
     from cldash.store import Store
 
+    from cldash.checkpoints import AUTO_RESUME_SETTING
+
     store = Store(args.db)
+    if args.auto_resume:
+        store.set_setting(AUTO_RESUME_SETTING, args.auto_resume)
     if args.no_start:
         reconcile(store)
     started = [] if args.no_start else schedule(store)
@@ -960,7 +1024,8 @@ def cmd_queue(args) -> int:
     limit = max_concurrent(store)
     source = "set in the store" if store.get_setting("max_concurrent") else \
         f"the default: one per {'GPU' if gpu_count() else 'CPU core'}"
-    print(f"{store.display}: {len(active)} active, {len(waiting)} waiting; at most {limit} run(s) at once ({source})")
+    print(f"{store.display}: {len(active)} active, {len(waiting)} waiting; at most {limit} run(s) at once ({source}); "
+          f"automatic resume {store.get_setting(AUTO_RESUME_SETTING) or 'off'}")
     if active or waiting:
         print(f"{'position':>8}  {'id':>4}  {'status':<9} {'progress':>8}  {'pid':>7}  {'method':<10} name")
     for position, r in [("active", r) for r in active] + list(enumerate(waiting, start=1)):
@@ -1054,10 +1119,19 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("queue", help="the runs running and waiting, in order, and the concurrency limit; starts "
                        "the queued runs the limit allows")
     q.add_argument("--no-start", action="store_true", help="only show the queue; start nothing")
+    q.add_argument("--auto-resume", choices=("on", "off"), help="on: the scheduler resumes interrupted runs from "
+                   "their checkpoints by itself (a reboot or a lost node costs at most one task; at most 3 times a "
+                   "run); the store keeps the setting")
     sub.add_parser("order", help="measure gradient conflict between a stream's tasks and store the adversarial order "
                    "(cldash order --stream skills --help)", add_help=False)
     sub.add_parser("pretrain", help="pre-train one of cldash's own backbones and print its scores "
                    "(cldash pretrain --backbone gpt2-tiny --help)", add_help=False)
+    rs = sub.add_parser("resume", help="continue an interrupted, failed or cancelled run from its last task-end "
+                        "checkpoint (its rows after that task are replaced)")
+    rs.add_argument("run", **RUN_ID)
+    rs.add_argument("--wait", action="store_true", help="wait until the run has ended")
+    sub.add_parser("fork", help="start a new run from a run's checkpoint after task K with changed options "
+                   "(cldash fork RUN --after-task K --replay 200; --help for the options)", add_help=False)
     sw = sub.add_parser("sweep", help="queue the cross product of methods x presets x seeds x option lists as one "
                         "group, locally or on a Ray cluster; repeating a sweep queues only what is not stored yet")
     sw.add_argument("--methods", required=True, metavar="LIST", help="comma-separated methods (cldash methods)")
@@ -1094,11 +1168,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-STAGED = {"run": cmd_run, "order": cmd_order, "pretrain": cmd_pretrain}   # their flags depend on their values
+STAGED = {"run": cmd_run, "order": cmd_order, "pretrain": cmd_pretrain, "fork": cmd_fork}   # their flags depend on their values
 COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export": cmd_export,
             "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
             "presets": cmd_presets, "claims": cmd_claims,
-            "queue": cmd_queue, "reconcile": cmd_reconcile, "db": cmd_db, "sweep": cmd_sweep, "logs": cmd_logs}
+            "queue": cmd_queue, "reconcile": cmd_reconcile, "db": cmd_db, "sweep": cmd_sweep, "logs": cmd_logs,
+            "resume": cmd_resume}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,9 +161,15 @@ def queue(store: Store) -> tuple[list[dict], list[dict]]:
 def schedule(store: Store) -> list[int]:
     """Start queued runs while fewer than `max_concurrent` runs are active; returns the started ids.
     A store that refuses writes (read-only) starts nothing."""
+    from cldash.checkpoints import auto_resume
+
     started = []
     with file_lock(cache_dir() / "locks" / f"{cache_key({'store': store.url})}.lock"):
         reconcile(store)
+        try:
+            auto_resume(store)   # with the store's setting on: interrupted runs queue again from their checkpoint
+        except StoreWriteError:
+            pass
         limit = max_concurrent(store)
         active, waiting = queue(store)
         threads = max(1, (os.cpu_count() or 1) // max(1, min(limit, len(active) + len(waiting))))

@@ -167,3 +167,104 @@ def test_what_cannot_fork_is_one_sentence(after, changes, phrase, db, few_test_d
     with pytest.raises(UserError, match=phrase.replace("(", r"\(").replace(")", r"\)")):
         checkpoints.fork(store, parent, after, changes, start=False)
     assert len(store.runs()) == 1
+
+
+# -- the CLI, automatic resume, a real kill ---------------------------------------------------------
+
+def test_cldash_resume_and_fork(db, capsys, few_test_digits, monkeypatch):
+    import cldash.launch as launch_module
+    from cldash.cli import main
+
+    monkeypatch.setattr(launch_module, "schedule", lambda store: [])   # queue, start nothing: executed here
+    store = Store(db)
+    cut = store.create_run(resolve({"method": "lora", **BASE, "checkpoints": "all"}).to_dict())
+    assert execute(store, cut, progress=interrupt_in_task_2()) == "interrupted"
+    assert main(["--db", db, "resume", str(cut)]) == 0
+    assert capsys.readouterr().out == (f"run {cut}: continues after task 1 of 3 from its checkpoint (step {STEPS}); "
+                                       f"what it wrote after that step was removed\n")
+    assert execute(store, cut) == "finished"
+    assert main(["--db", db, "fork", str(cut), "--after-task", "2", "--method", "pissa", "--lr", "0.001"]) == 0
+    out = capsys.readouterr().out
+    assert out == f"run {cut + 1}: fork of run {cut} after task 2 (method=pissa, lr=0.001); pissa starts on run " \
+                  f"{cut}'s merged weights\n"
+    fork = store.get_run(cut + 1)
+    assert (fork["method"], fork["config"]["lr"], fork["parent_id"], fork["fork_task"]) == ("pissa", 0.001, cut, 2)
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["resume", "1"], "run 1 is finished; only an interrupted, failed or cancelled run can be resumed."),
+    (["fork", "1"], "say after which task to fork: cldash fork 1 --after-task K."),
+    (["fork"], "name the run to fork"),
+    (["fork", "1", "--after-task", "1", "--stream", "skills"], "stream cannot change at a fork"),
+    (["fork", "1", "--after-task", "1", "--rank", "0"], "lora.rank must be an integer"),
+    (["fork", "9", "--after-task", "1"], "there is no run 9"),
+])
+def test_resume_and_fork_bad_input_is_one_sentence(argv, phrase, db, capsys, few_test_digits):
+    from cldash.cli import main
+
+    store = Store(db)
+    _parent(store)
+    before = len(store.runs())
+    assert main(["--db", db, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and phrase in err
+    assert len(store.runs()) == before
+
+
+def test_automatic_resume_queues_interrupted_runs_at_most_three_times(db, few_test_digits):
+    store = Store(db)
+    rid = store.create_run(resolve({"method": "lora", **BASE}).to_dict())
+    assert execute(store, rid, progress=interrupt_in_task_2()) == "interrupted"
+    assert checkpoints.auto_resume(store) == []   # off unless asked for
+    store.set_setting(checkpoints.AUTO_RESUME_SETTING, "on")
+    for attempt in range(1, 4):
+        assert checkpoints.auto_resume(store) == [rid]
+        run = store.get_run(rid)
+        assert (run["status"], run["resume_task"], run["resumes"]) == ("queued", 1, attempt)
+        store.update_run(rid, status="interrupted")   # as if the machine went down again
+    assert checkpoints.auto_resume(store) == []   # three times is enough: a person should look
+
+
+@pytest.mark.slow
+def test_a_killed_background_run_resumes_by_itself_and_ends_as_if_never_killed(tmp_path):
+    """kill -9 in the second task; with automatic resume on, the next `cldash queue` resumes the run from its
+    checkpoint after task 1, and its rows end identical to a foreground run's of the same configuration."""
+    import os
+    import signal
+    import time
+
+    from cldash.cli import main
+    from cldash.launch import launch, reconcile
+
+    db = str(tmp_path / "runs.db")
+    cfg = {"method": "lora", "steps_per_task": 40, "batch_size": 16, "eval_interval": 20, "spectra_interval": 10,
+           "stream_options": {"angles": [45, 90, 135]}}
+    store = Store(db)
+    store.set_setting(checkpoints.AUTO_RESUME_SETTING, "on")
+    (rid,) = launch(store, [resolve(cfg).to_dict()])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        run = store.get_run(rid)
+        if run["checkpoint_task"] == 1 and run["step"] > 45:
+            break
+        time.sleep(0.1)
+    os.kill(run["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    reconcile(store)
+    assert store.get_run(rid)["status"] in ("interrupted", "queued")
+    assert main(["--db", db, "queue"]) == 0   # reconciles, resumes, starts it
+    while time.time() < deadline + 120 and store.get_run(rid)["status"] != "finished":
+        time.sleep(0.3)
+    run = store.get_run(rid)
+    assert (run["status"], run["resumes"]) == ("finished", 1), run["error"]
+    assert main(["--db", db, "run", "--config", _write(tmp_path, cfg), "--quiet"]) == 0
+    reference = store.runs()[-1]["id"]
+    assert rows(store, rid) == rows(store, reference)
+
+
+def _write(tmp_path, cfg) -> str:
+    import json
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)

@@ -154,13 +154,13 @@ def test_cldash_queue_shows_the_order_and_starts_what_the_limit_allows(db, capsy
     ids = launch(store, [resolve(dict(QUICK, steps_per_task=4000, seed=s)).to_dict() for s in range(3)], start=False)
     assert main(["--db", db, "queue", "--no-start"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"{db}: 0 active, 3 waiting; at most 1 run(s) at once (set in the store)"
+    assert out[0] == f"{db}: 0 active, 3 waiting; at most 1 run(s) at once (set in the store); automatic resume off"
     assert [line.split()[:3] for line in out[2:]] == [["1", str(ids[0]), "queued"], ["2", str(ids[1]), "queued"],
                                                        ["3", str(ids[2]), "queued"]]
     assert all(r["pid"] is None for r in store.runs())
     assert main(["--db", db, "queue"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"{db}: 1 active, 2 waiting; at most 1 run(s) at once (set in the store)"
+    assert out[0] == f"{db}: 1 active, 2 waiting; at most 1 run(s) at once (set in the store); automatic resume off"
     assert [line.split()[:2] for line in out[2:5]] == [["active", str(ids[0])], ["1", str(ids[1])], ["2", str(ids[2])]]
     assert out[5] == f"started run(s) {ids[0]} in the free slot(s)"
     assert main(["--db", db, "cancel", str(ids[0])]) == 0   # its slot goes to the next one
