@@ -625,6 +625,14 @@ def cmd_show(args) -> int:
         print(f"  aids      {aids_label(cfg)}")
     print(f"  weights   {weights_label(run.get('weights'))}")
     print(f"  process   pid {run['pid']} on {run['host']}")
+    from cldash.checkpoints import available
+
+    lineage = [f"fork of run {run['parent_id']} after task {run['fork_task']}"] if run.get("parent_id") else []
+    if run.get("resumes"):
+        lineage.append(f"resumed {run['resumes']} time{'s' * (run['resumes'] != 1)}")
+    kept = available(store, run["id"])
+    lineage.append(f"checkpoints after task {', '.join(map(str, kept))}" if kept else "no checkpoint kept")
+    print(f"  lineage   {'; '.join(lineage)}")
     print(f"  stored    " + ", ".join(f"{v} {k}" for k, v in count_rows(store, run["id"]).items()))
     m = store.accuracy_matrix(run["id"])
     if m["rows"]:

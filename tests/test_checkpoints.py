@@ -189,6 +189,10 @@ def test_cldash_resume_and_fork(db, capsys, few_test_digits, monkeypatch):
                   f"{cut}'s merged weights\n"
     fork = store.get_run(cut + 1)
     assert (fork["method"], fork["config"]["lr"], fork["parent_id"], fork["fork_task"]) == ("pissa", 0.001, cut, 2)
+    assert main(["--db", db, "show", str(cut)]) == 0
+    assert "  lineage   resumed 1 time; checkpoints after task 1, 2\n" in capsys.readouterr().out
+    assert main(["--db", db, "show", str(cut + 1)]) == 0
+    assert f"  lineage   fork of run {cut} after task 2; checkpoints after task 2\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, phrase", [
