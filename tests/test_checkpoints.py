@@ -231,8 +231,8 @@ def test_automatic_resume_queues_interrupted_runs_at_most_three_times(db, few_te
 
 @pytest.mark.slow
 def test_a_killed_background_run_resumes_by_itself_and_ends_as_if_never_killed(tmp_path):
-    """kill -9 in the second task; with automatic resume on, the next `cldash queue` resumes the run from its
-    checkpoint after task 1, and its rows end identical to a foreground run's of the same configuration."""
+    """kill -9 after the first checkpoint; with automatic resume on, the next `cldash queue` resumes the run from its
+    checkpoint, and its rows end identical to a foreground run's of the same configuration."""
     import os
     import signal
     import time
