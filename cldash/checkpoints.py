@@ -219,16 +219,26 @@ def fork(store, run_id: int, after_task: int, changes: dict, start: bool = True,
         if cfg[key] != parent["config"].get(key, cfg[key]):
             raise UserError(_fixed(key, parent["config"].get(key), cfg[key]))
     label = describe_run(RunConfig(**cfg))
-    new = store.create_run(cfg, status="queued", name=f"{label} · fork of #{run_id} after task {after_task}",
+    # created ended, and queued only once its rows and its checkpoint are in place: a fork cut short by a crash
+    # reads as failed with the reason, never as a queued run that would start from the pre-trained model
+    new = store.create_run(cfg, status="failed", name=f"{label} · fork of #{run_id} after task {after_task}",
                            group_key=parent["group_key"], launch_key=launch_key)
-    if store.get_run(new)["parent_id"] == run_id:   # the same launch key again: that fork already exists
+    made = store.get_run(new)
+    if made["parent_id"] == run_id:   # the same launch key again: that fork already exists
         return new
+    store.update_run(new, parent_id=run_id, fork_task=after_task, finished_at=made["created_at"],
+                     error=f"the fork of run {run_id} after task {after_task} was not completed")
     steps = cfg["steps_per_task"]
     store.copy_rows(run_id, new, after_task * steps)
-    copy(store, run_id, new, after_task)
-    store.update_run(new, parent_id=run_id, fork_task=after_task, resume_task=after_task, checkpoint_task=after_task,
-                     step=after_task * steps, task=after_task, num_tasks=parent["num_tasks"],
-                     total_steps=parent["total_steps"], primary_metric=parent["primary_metric"],
+    try:
+        copy(store, run_id, new, after_task)
+    except OSError as exc:   # the parent, still running, replaced it with a later task's
+        raise UserError(f"cannot copy run {run_id}'s checkpoint after task {after_task} ({exc.strerror or exc}); "
+                        f"run {new} records the failed fork.") from None
+    store.update_run(new, status="queued", error=None, finished_at=None, resume_task=after_task,
+                     checkpoint_task=after_task, step=after_task * steps, task=after_task,
+                     num_tasks=parent["num_tasks"], total_steps=parent["total_steps"],
+                     primary_metric=parent["primary_metric"],
                      progress=after_task * steps / max(1, parent["total_steps"] or 1))
     if start:
         schedule(store)
