@@ -195,11 +195,13 @@ def what_if(run: dict) -> None:
     config, n = parent["config"], parent["num_tasks"] or 0
     tasks = [t for t in checkpoints.available(store, run["id"]) if t < n]   # after the last: nothing to train
     key = f"fork{run['id']}"   # widget keys per parent: another parent's form starts from its own values
-    with st.expander(f"What if… run #{run['id']} had gone on differently after one of its tasks", expanded=True):
+    with st.expander(f"What if… run #{run['id']} had gone on differently after one of its tasks",
+                     expanded=bool(tasks)):
         if not tasks:
-            st.caption(f"Run #{run['id']} kept no checkpoint before its last task (it ran with checkpoints "
-                       f"{config.get('checkpoints', 'latest')!r}), so it cannot fork; launch it with checkpoints "
-                       "'all' to fork after any task.")
+            why = (f"it ran with checkpoints {config['checkpoints']!r}" if "checkpoints" in config else
+                   "it ran before cldash kept checkpoints")
+            st.caption(f"Run #{run['id']} kept no checkpoint before its last task ({why}), so it cannot fork; "
+                       "launch it again with checkpoints 'all' to fork after any task.")
             return
         slots = {}
 
