@@ -59,11 +59,13 @@ def matrix_columns(m: dict) -> tuple[list[str], np.ndarray]:
 
 
 def accuracy_matrix_figure(m: dict, title: str = "", zmin: float = 0.0, zmax: float = 1.0,
-                           show_scale: bool = True) -> go.Figure:
+                           show_scale: bool = True, fork_after: int | None = None,
+                           fork_note: str = "") -> go.Figure:
     """R[i][j] as an annotated heatmap: rows 'before', 'after T1', ...; columns tasks, then general.
 
     A mean over seeds (views.mean_matrix: with "sd" and "n") shows each cell's standard deviation and
-    the row's number of seeds on hover."""
+    the row's number of seeds on hover. A fork's matrix (`fork_after` K) has a dashed line under row
+    'after TK', with `fork_note` ("fork of #3 after task 1") on it: the rows above are its parent's."""
     labels, Z = matrix_columns(m)
     names = list(m["tasks"]) + list(m["general"])
     text = [["" if math.isnan(v) else f"{v:.2f}" for v in row] for row in Z]
@@ -84,7 +86,20 @@ def accuracy_matrix_figure(m: dict, title: str = "", zmin: float = 0.0, zmax: fl
     fig.update_xaxes(side="top")
     fig.update_layout(title={"text": title, "y": 0.98, "yanchor": "top"}, height=140 + 40 * max(1, Z.shape[0]),
                       margin={"t": 90, "l": 10, "r": 10, "b": 10})
+    if fork_after is not None and fork_after in m["rows"]:
+        _fork_line(fig, m["rows"].index(fork_after), Z.shape[1], fork_note or f"fork after task {fork_after}")
     return fig
+
+
+def _fork_line(fig: go.Figure, row: int, columns: int, note: str) -> None:
+    """A dashed line between row `row` and the next (categories sit at 0, 1, ...: the gap is at row + 0.5)
+    across every column, its note right-aligned above it."""
+    y = row + 0.5
+    fig.add_shape(type="line", x0=-0.5, x1=columns - 0.5, y0=y, y1=y, xref="x", yref="y", name="fork point",
+                  line={"color": "#ff4b4b", "width": 3, "dash": "dash"})
+    fig.add_annotation(x=columns - 0.5, y=y, xref="x", yref="y", text=note, showarrow=False, xanchor="right",
+                       yanchor="bottom", font={"size": 11, "color": "#ff4b4b"}, bgcolor="rgba(255,255,255,0.8)",
+                       name="fork point")
 
 
 def matrix_difference_figure(a: dict, b: dict, title: str = "") -> go.Figure:

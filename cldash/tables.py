@@ -8,13 +8,14 @@ import pandas as pd
 
 from cldash.metrics import METRICS
 from cldash.text import printable
-from cldash.views import group_label, run_regime
+from cldash.views import group_label, lineage_label, run_regime
 
 KEY_METRICS = {"acc": "final acc", "bwt": "BWT", "forgetting": "forgetting", "general_retention": "general kept"}
 
 
 def runs_table(runs: list[dict]) -> pd.DataFrame:
-    """One row per run: id, status, progress, what ran, its group, and the key metrics once finished."""
+    """One row per run: id, status, progress, what ran, its group, where it comes from (a fork's parent and
+    fork point, how often it was resumed), and the key metrics once finished."""
     rows = []
     for r in runs:
         s = r.get("summary") or {}
@@ -22,7 +23,8 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
                "method": r["method"], "policy": r.get("policy") or "",
                "regime": run_regime(r), "stream": r["stream"], "seed": r["seed"],
                "group": printable(group_label(r.get("group_key"))),
-               "name": printable(r.get("name"))}   # escaped: a store written by an older cldash may hold controls
+               "name": printable(r.get("name")),   # escaped: a store written by an older cldash may hold controls
+               "lineage": lineage_label(r)}
         for key, label in KEY_METRICS.items():
             v = s.get(key)
             row[label] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
@@ -33,7 +35,7 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         row["error"] = printable((r.get("error") or "").split("\n", 1)[0])
         rows.append(row)
     columns = ["id", "status", "progress", "method", "policy", "regime", "stream", "seed", "group", "name",
-               *KEY_METRICS.values(),
+               "lineage", *KEY_METRICS.values(),
                "weights", "where", "error"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -169,10 +169,16 @@ def mean_matrix(matrices: list[dict]) -> dict:
 def matrix_items(data: CompareData, per_setting: bool) -> list[dict]:
     """What the Compare page draws as accuracy matrices: one item per run ("R-<id>"), or one per setting
     ("S-<setting key>") with the mean of its runs' matrices (mean_matrix). Each item: key (for widgets),
-    file (a CSV's name), title, matrix, ids (the runs behind it)."""
+    file (a CSV's name), title, matrix, ids (the runs behind it); a run's item also its lineage (the id of
+    its earliest ancestor compared), parent, fork_after (the fork point, None for a run that is no fork) and
+    fork_note. Runs come in lineage_order: a fork right after its parent."""
     if not per_setting:
+        roots = lineage_roots(data.runs)
         return [{"key": f"R-{r['id']}", "file": f"run-{r['id']}-matrix", "title": run_label(r),
-                 "matrix": data.matrices[r["id"]], "ids": [r["id"]]} for r in data.runs]
+                 "matrix": data.matrices[r["id"]], "ids": [r["id"]], "lineage": roots[r["id"]],
+                 "parent": r.get("parent_id"), "fork_after": r.get("fork_task") if r.get("parent_id") else None,
+                 "fork_note": fork_note(r)}
+                for r in lineage_order(data.runs)]
     items = []
     for (key, setting), g in data.metrics.groupby(["setting_key", "setting"], sort=False):
         ids = g["id"].tolist()
@@ -200,6 +206,160 @@ def compare_summary(data: CompareData) -> str:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     statuses = ", ".join(f"{k} {s}" for s, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return f"{n} run{'s' * (n != 1)} · {settings} setting{'s' * (settings != 1)}{per} · {statuses}"
+
+
+# -- lineage: resumed runs and forks --------------------------------------------------------------
+def fork_note(run: dict) -> str:
+    """"fork of #3 after task 1" for a fork (runs.parent_id, fork_task), "" for any other run."""
+    if not run.get("parent_id"):
+        return ""
+    return f"fork of #{run['parent_id']} after task {run.get('fork_task')}"
+
+
+def lineage_label(run: dict) -> str:
+    """Where a run comes from, for the Runs table: "fork of #3 after task 1", "resumed 2×", and, while a
+    resumed run waits in the queue, the task it continues after ("continues after task 1"); "" for a run
+    that started from scratch and was never resumed."""
+    bits = [fork_note(run)] if run.get("parent_id") else []
+    if run.get("resumes"):
+        bits.append(f"resumed {run['resumes']}×")
+        if run.get("status") == "queued" and run.get("resume_task") is not None:
+            bits.append(f"continues after task {run['resume_task']}" if run["resume_task"]
+                        else "starts over (no checkpoint)")
+    return " · ".join(bits)
+
+
+def lineage_roots(runs: list[dict]) -> dict[int, int]:
+    """For each run, the id of its earliest ancestor among `runs` (its own id when its parent is not among
+    them)."""
+    parent = {r["id"]: r.get("parent_id") for r in runs}
+    roots = {}
+    for r in runs:
+        at, seen = r["id"], {r["id"]}
+        while parent.get(at) in parent and parent[at] not in seen:   # `seen`: a damaged store cannot loop
+            at = parent[at]
+            seen.add(at)
+        roots[r["id"]] = at
+    return roots
+
+
+def lineage_order(runs: list[dict]) -> list[dict]:
+    """The runs in their order, except that each fork follows its parent (and the parent's earlier forks)
+    when that parent is among them, so a fork is drawn next to the run it branched from."""
+    roots = lineage_roots(runs)
+    children: dict[int, list[dict]] = {}
+    for r in runs:
+        if roots[r["id"]] != r["id"]:
+            children.setdefault(r["parent_id"], []).append(r)
+    out, placed = [], set()
+
+    def place(r: dict) -> None:
+        if r["id"] in placed:
+            return
+        placed.add(r["id"])
+        out.append(r)
+        for child in children.get(r["id"], []):
+            place(child)
+
+    for r in runs:
+        if roots[r["id"]] == r["id"]:
+            place(r)
+    for r in runs:   # only a cycle of parent ids (a damaged store) leaves a run unplaced
+        place(r)
+    return out
+
+
+def missing_parents(runs: list[dict]) -> dict[int, int]:
+    """{fork id: parent id} for the forks among `runs` whose parent is not among them (the Compare page
+    offers to add it)."""
+    ids = {r["id"] for r in runs}
+    return {r["id"]: r["parent_id"] for r in runs if r.get("parent_id") and r["parent_id"] not in ids}
+
+
+def matrix_rows(items: list[dict], per_row: int) -> list[list[dict]]:
+    """`items` (matrix_items, in lineage order) in rows of at most `per_row`. A run and its forks (the items
+    sharing a "lineage") start a new row rather than break over two, so a fork sits beside its parent; a
+    lineage longer than a row fills whole rows of its own."""
+    groups: list[list[dict]] = []
+    for item in items:
+        if groups and item.get("lineage") is not None and groups[-1][0].get("lineage") == item["lineage"]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    rows: list[list[dict]] = []
+    for group in groups:
+        if rows and len(group) > 1 and len(rows[-1]) + len(group) > per_row:
+            rows.append([])
+        for item in group:
+            if not rows or len(rows[-1]) >= per_row:
+                rows.append([])
+            rows[-1].append(item)
+        if len(group) > per_row:   # what follows would look like one more fork of it
+            rows.append([])
+    return [row for row in rows if row]
+
+
+def difference_defaults(items: list[dict]) -> tuple[int, int]:
+    """The Compare page's difference A − B at first: the first fork against its parent when both are drawn
+    (the rows up to the fork point are then 0, the rest is what the change did), else the first two."""
+    at = {item["ids"][0]: k for k, item in enumerate(items) if len(item["ids"]) == 1}
+    for k, item in enumerate(items):
+        if item.get("parent") in at:
+            return k, at[item["parent"]]
+    return 0, 1
+
+
+def fork_changes(parent: dict, fields: dict, other: str = "") -> dict:
+    """The changes a "What if…" form asks for, as checkpoints.fork takes them: each field of `fields` (run
+    options: method, lr, replay, ewc_lambda, seed ...) whose value differs from the parent's config, then
+    the options of `other`, a JSON object (which win over the fields; "method_options": {...} too). An
+    empty lr keeps the parent's (or, for another method, that method's default). Raises ConfigError (one
+    sentence, its field "other") for text that is not a JSON object."""
+    from cldash.errors import ConfigError
+
+    config = parent["config"]
+    changes = {}
+    for key, value in fields.items():
+        if isinstance(value, str):
+            value = value.strip()
+            if value == "":
+                continue
+            try:   # "0.001" from a text field equals a stored 0.001; anything else goes to validation as is
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and config.get(key) is not None and number == config.get(key):
+                continue
+        if value != config.get(key):
+            changes[key] = value
+    if other.strip():
+        try:
+            extra = json.loads(other)
+        except ValueError as exc:
+            raise ConfigError(f"other options must be a JSON object such as {{\"batch_size\": 32}}; this text "
+                              f"is not JSON ({exc.msg} at character {exc.pos}).", "other") from None
+        if not isinstance(extra, dict):
+            raise ConfigError(f"other options must be a JSON object such as {{\"batch_size\": 32}} (got "
+                              f"{type(extra).__name__}).", "other")
+        changes.update(extra)
+    return changes
+
+
+def starts_on_merged_weights(parent: dict, changes: dict) -> bool:
+    """Whether a fork with these changes starts a new method on the parent's merged weights (another
+    method, other method options or another policy) instead of continuing the parent's method."""
+    config = parent["config"]
+    if changes.get("method", config["method"]) != config["method"]:
+        return True
+    options = {**(config.get("method_options") or {}), **(changes.get("method_options") or {})}
+    return options != (config.get("method_options") or {}) or \
+        ("policy" in changes and changes["policy"] != config.get("policy"))
+
+
+def fork_launch_key(parent_id: int, after_task: int, changes: dict) -> str:
+    """One key per parent, fork point and changes: the same fork asked for twice (a double click) is one run."""
+    digest = hashlib.sha1(json.dumps(changes, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"fork:{parent_id}:{after_task}:{digest}"
 
 
 # -- groups --------------------------------------------------------------------------------------

@@ -4,15 +4,19 @@ with its formula at hand, mean and spread over seeds, and accuracy against forge
 The runs are the selected ones or a group's (a sweep from `cldash sweep`, the claims' runs, a launch).
 Many runs (a group, or more than a page of matrices) read as a sweep does: first one row per setting with
 its mean ± sd over seeds and the accuracy-forgetting plot, then every run's metrics, then the matrices, a
-page at a time or one mean matrix per setting. A few selected runs keep the matrices first."""
+page at a time or one mean matrix per setting. A few selected runs keep the matrices first.
+
+A fork (a "What if…" of the Runs page) is drawn beside its parent, its fork point marked on its matrix, and
+the difference shows fork − parent at first; a fork compared without its parent gets a button to add it."""
 
 import streamlit as st
 
 from cldash.figures import accuracy_matrix_figure, matrix_difference_figure, pareto_figure
 from cldash.metrics import METRICS
 from cldash.tables import matrices_table, matrix_table, metric_help
-from cldash.views import compare_data, compare_summary, group_label, matrix_items, matrix_pages
-from pages.shared import download, download_later, get_store, plot, runs_for_page, through_app
+from cldash.views import (compare_data, compare_summary, difference_defaults, group_label, matrix_items,
+                          matrix_pages, matrix_rows, missing_parents)
+from pages.shared import download, download_later, get_store, plot, runs_for_page, set_selected, through_app
 
 # Matrices drawn at once: each is a Plotly figure (about 8 ms of server time here, more in the browser), and
 # a sweep's 50 would make every change on the page wait for all of them.
@@ -38,6 +42,18 @@ if not ids:
     st.info("No runs yet: launch some on the Launch page, or select runs on the Runs page.")
     st.stop()
 data = compare_data(store, ids)
+orphans = missing_parents(data.runs) if not source else {}   # a fork joins its parent's group
+if orphans:   # ... and a deleted parent cannot be added
+    kept = {r["id"] for r in store.runs(ids=set(orphans.values()))}
+    orphans = {f: p for f, p in orphans.items() if p in kept}
+if orphans:
+    parents = sorted(set(orphans.values()))
+    c1, c2 = st.columns([3, 1], vertical_alignment="center")
+    c1.caption(" · ".join(f"#{f} is a fork of #{p}" for f, p in orphans.items()) + ": compare each with its "
+               "parent, beside it, with the fork point marked.")
+    if c2.button(f"Add {', '.join(f'#{p}' for p in parents)}", key="cmp-add-parents"):
+        set_selected([*ids, *parents])
+        st.rerun()
 seeded = bool((data.by_setting["seeds"] > 1).any())
 many = bool(source) or len(data.runs) > MATRICES_PER_PAGE
 helps = metric_help()
@@ -96,13 +112,15 @@ def accuracy_matrices() -> list[dict]:
         st.caption(f"{MATRICES_PER_PAGE} matrices at a time, in run order, so that the page stays quick; the "
                    "metrics cover every run, and the CSV below holds every matrix.")
     per_row = st.select_slider("matrices per row", options=[1, 2, 3, 4], value=min(3, len(shown)))
-    for start in range(0, len(shown), per_row):
+    for row in matrix_rows(shown, per_row):   # a run and its forks start a row together: side by side
         cols = st.columns(per_row)
-        for col, item in zip(cols, shown[start:start + per_row]):
+        for col, item in zip(cols, row):
             with col:
                 m = item["matrix"]
                 if m["rows"]:
-                    plot(accuracy_matrix_figure(m, title=item["title"], show_scale=False), key=f"cmp-{item['key']}")
+                    plot(accuracy_matrix_figure(m, title=item["title"], show_scale=False,
+                                                fork_after=item.get("fork_after"), fork_note=item.get("fork_note", "")),
+                         key=f"cmp-{item['key']}")
                     download(matrix_table(m), item["file"], "R as CSV", key=f"dl-{item['key']}")
                 else:
                     st.caption(f"{item['title']}: nothing evaluated yet")
@@ -118,8 +136,11 @@ def difference(items: list[dict]) -> None:
     c1, c2 = st.columns(2)
     what = "setting" if items[0]["key"].startswith("S-") else "run"
     titles = [item["title"] for item in items]
-    a = c1.selectbox(f"{what} A", range(len(items)), index=0, format_func=titles.__getitem__, key=f"cmp-a-{what}")
-    b = c2.selectbox(f"{what} B", range(len(items)), index=1, format_func=titles.__getitem__, key=f"cmp-b-{what}")
+    first_a, first_b = difference_defaults(items)   # a fork against its parent, when both are drawn
+    a = c1.selectbox(f"{what} A", range(len(items)), index=first_a, format_func=titles.__getitem__,
+                     key=f"cmp-a-{what}")
+    b = c2.selectbox(f"{what} B", range(len(items)), index=first_b, format_func=titles.__getitem__,
+                     key=f"cmp-b-{what}")
     ma, mb = items[a]["matrix"], items[b]["matrix"]
     if ma["tasks"] != mb["tasks"]:
         st.warning(f"These two {what}s have different task lists; pick two {what}s of the same stream.")

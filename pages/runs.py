@@ -1,13 +1,18 @@
-"""Runs: every stored run with status, progress, group and key metrics; filter; select runs one by one or a
-whole group (a sweep) at once; cancel, re-run, delete."""
+"""Runs: every stored run with status, progress, group, lineage and key metrics; filter; select runs one by
+one or a whole group (a sweep) at once; cancel, re-run, resume, delete; and "What if…": fork a finished run
+after one of its tasks with changed options."""
 
 import uuid
 
 import streamlit as st
 
-from cldash.launch import cancel, launch_demo, rerun
+from cldash import checkpoints
+from cldash.errors import ConfigError, UserError
+from cldash.launch import cancel, launch_demo, rerun, schedule
+from cldash.methods import REGISTRY
 from cldash.tables import runs_table
-from cldash.views import filter_runs, group_label, group_sizes, run_regime
+from cldash.views import (filter_runs, fork_changes, fork_launch_key, group_label, group_sizes, run_regime,
+                          starts_on_merged_weights)
 from pages.shared import ACTIVE, download, get_store, selected_ids, set_selected, through_app
 
 through_app()
@@ -106,6 +111,46 @@ if groups:
               help="Replaces the selection; the Compare page then shows them with the mean ± sd over seeds "
                    "of each setting.")
 
+
+def say_after_rerun(message: str, links: bool = False, errors: list[str] | None = None) -> None:
+    """Show `message` (links to Live and Compare, errors) on the next render, then rerun: the table and the
+    selection then show the new state (a queued run, a new fork selected next to its parent)."""
+    st.session_state["runs-said"] = {"message": message, "links": links, "errors": errors or []}
+    st.session_state.pop("runs_table", None)   # the table's own selection would hide the new one
+    st.rerun()
+
+
+def resume_runs(runs: list[dict]) -> None:
+    """Queue each run again from its last checkpoint; say which from which task, and why one could not."""
+    done, refused = [], []
+    for r in runs:
+        try:
+            task = checkpoints.resume(store, r["id"], start=False)
+        except UserError as exc:    # a run of a Ray cluster, a status changed meanwhile
+            refused.append(str(exc))
+            continue
+        done.append(f"#{r['id']} from its checkpoint after task {task}" if task else
+                    f"#{r['id']} from the start (it has no checkpoint)")
+    if done:
+        schedule(store)   # once for all of them, not once a run
+        say_after_rerun(f"Resumed {', '.join(done)}; the rows of each unfinished task were dropped, so nothing "
+                        "counts twice.", links=True, errors=refused)
+    for message in refused:
+        st.error(message)
+
+
+said = st.session_state.pop("runs-said", None)
+if said:
+    st.success(said["message"])
+    for message in said["errors"]:
+        st.error(message)
+    if said["links"]:
+        l1, l2, _ = st.columns([1, 1, 4])
+        with l1:
+            st.page_link("pages/live.py", label="Watch it live", icon="📈")
+        with l2:
+            st.page_link("pages/compare.py", label="Compare", icon="⚖️")
+
 ids = selected_ids()
 chosen = set(ids)
 sel = [r for r in all_runs if r["id"] in chosen]    # this render's listing: no second read of the store
@@ -117,6 +162,12 @@ if sel:
         for r in active:
             cancel(store, r["id"])
         st.rerun()
+    resumable = [r for r in sel if r["status"] in checkpoints.RESUMABLE]
+    if c1.button(f"▶ Resume {len(resumable)} stopped", disabled=not resumable, key="runs-resume",
+                 help="Continue each interrupted, failed or cancelled run from its last finished task (its "
+                      "task-end checkpoint); the rows of the task it did not finish are dropped. A run without "
+                      "a checkpoint starts over. It keeps its id."):
+        resume_runs(resumable)
     seed = c2.number_input("seed for re-runs", min_value=0, value=max(r["seed"] for r in sel) + 1, step=1)
     if c2.button("🔁 Re-run with this seed"):
         # the same run with the same seed would repeat itself exactly: a second click is a double click
@@ -134,3 +185,100 @@ if sel:
         st.warning(f"#{r['id']} {r['status']}: {r['error'].splitlines()[0]}")
     if len(errors) > 5:
         st.caption(f"… and {len(errors) - 5} more runs with an error (the table's error column).")
+
+
+# -- What if…: a fork of one finished run -----------------------------------------------------------
+def what_if(run: dict) -> None:
+    """A form for a new run from `run`'s state after task K with changed options (cldash.checkpoints.fork).
+    What cannot fork is said under the field it comes from, and nothing is created."""
+    parent = store.get_run(run["id"])   # with its config (the listing has none)
+    config, n = parent["config"], parent["num_tasks"] or 0
+    tasks = [t for t in checkpoints.available(store, run["id"]) if t < n]   # after the last: nothing to train
+    key = f"fork{run['id']}"   # widget keys per parent: another parent's form starts from its own values
+    with st.expander(f"What if… run #{run['id']} had gone on differently after one of its tasks",
+                     expanded=bool(tasks)):
+        if not tasks:
+            why = (f"it ran with checkpoints {config['checkpoints']!r}" if "checkpoints" in config else
+                   "it ran before cldash kept checkpoints")
+            st.caption(f"Run #{run['id']} kept no checkpoint before its last task ({why}), so it cannot fork; "
+                       "launch it again with checkpoints 'all' to fork after any task.")
+            return
+        slots = {}
+
+        def field(name: str, container, widget):
+            value = widget(container)
+            slots[name] = container.empty()    # this field's error, right under it
+            return value
+
+        st.caption(f"A new run starts from #{run['id']}'s state after the task you pick (its rows up to there "
+                   "are copied) and trains the remaining tasks with the options below.")
+        if len(tasks) < n - 1:
+            st.caption(f"Checkpoints kept after task{'s' * (len(tasks) > 1)} {', '.join(map(str, tasks))} only "
+                       "(checkpoints 'all' keeps one after every task).")
+        c1, c2, c3 = st.columns(3)
+        after = field("after_task", c1, lambda c: c.selectbox(
+            "after task", tasks, index=len(tasks) - 1, key=f"{key}-after",
+            format_func=lambda t: f"after task {t}"))
+        names = sorted(REGISTRY, key=lambda m: (m != config["method"], m))
+        method = field("method", c1, lambda c: c.selectbox(
+            "method", names, key=f"{key}-method", format_func=lambda m: REGISTRY[m].label))
+        default_lr = config.get("lr") or REGISTRY[method].default_lr
+        lr = field("lr", c2, lambda c: c.text_input(
+            "learning rate", key=f"{key}-lr", placeholder=f"{default_lr:g}",
+            help="Empty: the parent's learning rate, or the new method's default when the method changes."))
+        seed = field("seed", c2, lambda c: c.number_input(
+            "seed", min_value=0, value=int(config["seed"]), step=1, key=f"{key}-seed",
+            help="Each task's batches come from the seed and the task, so another seed changes the tasks "
+                 "after the fork only."))
+        replay = field("replay", c3, lambda c: c.number_input(
+            "replay buffer size", min_value=0, value=int(config.get("replay") or 0), step=50,
+            key=f"{key}-replay",
+            help="Examples of finished tasks mixed into every step; switched on at the fork, the buffer starts "
+                 "filled from the tasks up to the fork."))
+        ewc = field("ewc_lambda", c3, lambda c: c.number_input(
+            "EWC lambda", min_value=0.0, value=float(config.get("ewc_lambda") or 0.0), step=50.0,
+            key=f"{key}-ewc",
+            help="Switched on at the fork, EWC consolidates the tasks up to the fork on the weights there."))
+        other = field("other", st, lambda c: c.text_area(
+            "other run options (JSON)", key=f"{key}-other", height=68, placeholder='{"batch_size": 32, '
+            '"method_options": {"rank": 4}}',
+            help="Any run option (cldash run --help) and method_options; they win over the fields above. The "
+                 "stream, backbone, targets and steps per task stay the parent's."))
+        try:
+            changes = fork_changes(parent, {"method": method, "lr": lr, "seed": int(seed), "replay": int(replay),
+                                            "ewc_lambda": float(ewc)}, other)
+        except ConfigError as exc:
+            changes, bad_json = None, str(exc)
+        else:
+            bad_json = None
+        if changes is not None and starts_on_merged_weights(parent, changes):
+            new = changes.get("method", config["method"])
+            st.info(f"{REGISTRY[new].label} starts on run #{run['id']}'s merged weights after task {after}: each "
+                    "adapted layer's effective weight there becomes its base weight, with a fresh adapter, so "
+                    "its spectra measure the update since the fork. (The same method and options would go on "
+                    "with the parent's own adapters and memories.)")
+        elif changes == {}:
+            st.caption("Nothing changed yet: this fork would repeat the parent's remaining tasks exactly.")
+        if bad_json:
+            slots["other"].error(bad_json)
+        if not st.button("🔀 Start the fork", type="primary", key=f"{key}-button") or bad_json:
+            return
+        try:
+            new_id = checkpoints.fork(store, run["id"], int(after), changes,
+                                      launch_key=fork_launch_key(run["id"], int(after), changes))
+        except ConfigError as exc:
+            slots.get(exc.field or "", slots["other"]).error(str(exc))
+            return
+        except UserError as exc:
+            # what cannot change at a fork comes from the JSON options; the rest is about the fork point
+            fixed = any(option in changes for option in checkpoints.FIXED_AT_FORK)
+            slots["other" if fixed else "after_task"].error(str(exc))
+            return
+        set_selected([run["id"], new_id])
+        say_after_rerun(f"Started run #{new_id} from #{run['id']}'s state after task {after}"
+                        + (f" with {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else
+                           " with the same options") + "; parent and fork are selected.", links=True)
+
+
+if len(sel) == 1 and sel[0]["status"] == "finished":
+    what_if(sel[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cldash.checkpoints import AUTO_RESUME_LIMIT, AUTO_RESUME_SETTING
 from cldash.errors import UserError
 from cldash.figures import PLOTLY_CONFIG
 from cldash.launch import default_limit, max_concurrent, schedule
@@ -69,7 +70,7 @@ def set_selected(ids: list[int]) -> None:
 
 
 def sidebar() -> Store | None:
-    """Store location and health, active runs, concurrency limit, the selected runs."""
+    """Store location and health, active runs, concurrency limit, automatic resume, the selected runs."""
     with st.sidebar:
         st.text_input("Run store", value=mask_url(db_location()), key="db_location",
                       help="A path to a SQLite file or any SQLAlchemy URL (default: $CLDASH_DB or ./runs.db).")
@@ -95,6 +96,22 @@ def sidebar() -> Store | None:
                 schedule(store)
             except UserError as exc:   # a read-only store
                 st.error(str(exc))
+        auto = store.get_setting(AUTO_RESUME_SETTING) == "on"
+        # no key: the toggle shows the store's setting, also when the CLI or another browser changed it; the
+        # rerun after a change draws it with the new setting at once, so the next click reaches that toggle
+        wanted = st.toggle("Resume interrupted runs automatically", value=auto,
+                           help="When a run is interrupted (a reboot, a killed process, a lost node), queue it "
+                                "again from its last task-end checkpoint: it costs at most one task. A run is "
+                                f"resumed automatically at most {AUTO_RESUME_LIMIT} times; after that it waits "
+                                "for you (the Resume button on the Runs page). Stored with the runs, so it holds "
+                                "for every dashboard and `cldash` on this store.")
+        if wanted != auto:
+            try:
+                store.set_setting(AUTO_RESUME_SETTING, "on" if wanted else "off")
+            except UserError as exc:   # a read-only store
+                st.error(str(exc))
+            else:
+                st.rerun()
         runs = store.runs()
         labels = {r["id"]: run_label(r) for r in runs}
         chosen = [i for i in selected_ids() if i in labels]

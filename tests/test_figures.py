@@ -74,3 +74,15 @@ def test_layer_module_grid_and_measures():
 def test_spectrum_overlay_normalises_by_the_top_value():
     fig = F.spectrum_overlay({"lora": np.array([4.0, 2.0, 0.0]), "full": np.array([3.0, 3.0])}, normalize=True)
     assert list(fig.data[0].y) == [1.0, 0.5] and list(fig.data[1].y) == [1.0, 1.0]
+
+
+def test_a_fork_s_matrix_has_a_line_under_its_fork_row_and_a_note():
+    fig = F.accuracy_matrix_figure(M, fork_after=1, fork_note="fork of #3 after task 1")
+    (line,) = fig.layout.shapes
+    assert (line.y0, line.y1, line.x0, line.x1) == (1.5, 1.5, -0.5, 2.5)   # between 'after T1' and 'after T2'
+    (note,) = fig.layout.annotations
+    assert note.text == "fork of #3 after task 1" and note.y == 1.5
+    assert not F.accuracy_matrix_figure(M).layout.shapes
+    assert not F.accuracy_matrix_figure({**M, "R": M["R"][:1], "rows": [0], "general": {"upright": [0.95]}},
+                                        fork_after=1).layout.shapes   # a fork with no row 1 yet: no line
+    assert F.accuracy_matrix_figure(M, fork_after=2).layout.annotations[0].text == "fork after task 2"

@@ -257,3 +257,85 @@ def test_latest_run_ids_are_the_newest_in_id_order(db):
     ids = [store.create_run(resolve({"method": "lora", "seed": s}).to_dict()) for s in range(5)]
     assert store.latest_run_ids(3) == ids[2:] and store.latest_run_ids(12) == ids
     assert Store(db + "-empty.db").latest_run_ids(12) == []
+
+
+# -- lineage: resumed runs and forks --------------------------------------------------------------
+def lineage_run(rid, parent=None, fork_task=None, status="finished", resumes=None, resume_task=None):
+    return {"id": rid, "parent_id": parent, "fork_task": fork_task, "status": status, "resumes": resumes,
+            "resume_task": resume_task}
+
+
+def test_lineage_labels_say_where_a_run_comes_from():
+    from cldash.views import lineage_label
+
+    assert lineage_label(lineage_run(1)) == ""
+    assert lineage_label(lineage_run(4, parent=3, fork_task=1, status="queued", resume_task=1)) == \
+        "fork of #3 after task 1"    # a fork waiting to start: its fork point says where it continues
+    assert lineage_label(lineage_run(2, resumes=2)) == "resumed 2×"
+    assert lineage_label(lineage_run(2, status="queued", resumes=1, resume_task=2)) == \
+        "resumed 1× · continues after task 2"
+    assert lineage_label(lineage_run(2, status="queued", resumes=1, resume_task=0)) == \
+        "resumed 1× · starts over (no checkpoint)"
+    assert lineage_label(lineage_run(5, parent=4, fork_task=2, resumes=1)) == "fork of #4 after task 2 · resumed 1×"
+
+
+def test_lineage_order_puts_each_fork_after_its_parent_and_rows_keep_them_together():
+    from cldash.views import lineage_order, lineage_roots, matrix_rows, missing_parents
+
+    runs = [lineage_run(1), lineage_run(2), lineage_run(3, parent=1, fork_task=1), lineage_run(4),
+            lineage_run(5, parent=3, fork_task=2), lineage_run(6, parent=9, fork_task=1)]
+    assert [r["id"] for r in lineage_order(runs)] == [1, 3, 5, 2, 4, 6]   # a fork of a fork too
+    roots = lineage_roots(runs)
+    assert roots == {1: 1, 2: 2, 3: 1, 4: 4, 5: 1, 6: 6}   # #6's parent is not compared: it stands alone
+    assert missing_parents(runs) == {6: 9}
+    items = [{"ids": [r["id"]], "lineage": roots[r["id"]]} for r in lineage_order(runs)]
+
+    def ids(rows):
+        return [[item["ids"][0] for item in row] for row in rows]
+
+    assert ids(matrix_rows(items, 3)) == [[1, 3, 5], [2, 4, 6]]
+    assert ids(matrix_rows(items[3:] + items[:3], 3)) == [[2, 4, 6], [1, 3, 5]]
+    assert ids(matrix_rows([items[3], *items[:2], items[4]], 2)) == [[2], [1, 3], [4]]   # not split over two rows
+    assert ids(matrix_rows(items, 2)) == [[1, 3], [5], [2, 4], [6]]   # longer than a row: whole rows
+    assert ids(matrix_rows(items, 1)) == [[1], [3], [5], [2], [4], [6]]
+    assert [r["id"] for r in lineage_order([lineage_run(7, parent=8), lineage_run(8, parent=7)])] == [7, 8]
+
+
+def test_compare_items_mark_a_fork_and_the_difference_starts_with_fork_minus_parent(db):
+    from cldash.views import difference_defaults, matrix_items
+
+    store = Store(db)
+    other = fake_run(store, 0, [[0.1, 0.2, 0.9], [0.8, 0.3, 0.7], [0.5, 0.9, 0.6]], status="finished")
+    parent = fake_run(store, 1, [[0.1, 0.2, 0.9], [0.8, 0.3, 0.7], [0.5, 0.9, 0.6]], status="finished")
+    fork = fake_run(store, 1, [[0.1, 0.2, 0.9], [0.8, 0.3, 0.7], [0.7, 0.8, 0.6]], status="finished", replay=50)
+    store.update_run(fork, parent_id=parent, fork_task=1)
+    items = matrix_items(compare_data(store, [other, fork, parent]), per_setting=False)
+    assert [item["ids"] for item in items] == [[other], [parent], [fork]]
+    assert [(item["fork_after"], item["fork_note"]) for item in items] == [
+        (None, ""), (None, ""), (1, f"fork of #{parent} after task 1")]
+    assert difference_defaults(items) == (2, 1)             # A: the fork, B: its parent
+    assert difference_defaults(items[:2]) == (0, 1)
+
+
+def test_fork_changes_are_what_the_form_changed(db):
+    from cldash.errors import ConfigError
+    from cldash.views import fork_changes, fork_launch_key, starts_on_merged_weights
+
+    parent = {"config": resolve({"method": "lora", "lr": 0.001, "replay": 0, "seed": 0}).to_dict()}
+    same = {"method": "lora", "lr": "", "seed": 0, "replay": 0, "ewc_lambda": 0.0}
+    assert fork_changes(parent, same) == {}
+    assert fork_changes(parent, {**same, "lr": " 0.001 "}) == {}    # the parent's own value, typed
+    assert fork_changes(parent, {**same, "lr": "0.01", "replay": 200}) == {"lr": "0.01", "replay": 200}
+    assert fork_changes(parent, {**same, "seed": 1}, '{"batch_size": 32, "replay": 10}') == \
+        {"seed": 1, "batch_size": 32, "replay": 10}                    # the JSON wins over a field
+    for text, phrase in (('{"lr": ', "is not JSON"), ("[1, 2]", "(got list)")):
+        with pytest.raises(ConfigError, match=phrase.replace("(", r"\(").replace(")", r"\)")) as exc:
+            fork_changes(parent, same, text)
+        assert exc.value.field == "other"
+    assert not starts_on_merged_weights(parent, {"replay": 200, "lr": 0.01})
+    assert starts_on_merged_weights(parent, {"method": "dora"})
+    assert starts_on_merged_weights(parent, {"method_options": {"rank": 4}})
+    assert not starts_on_merged_weights(parent, {"method_options": {"rank": 8}})   # the parent's own rank
+    assert fork_launch_key(3, 1, {"replay": 200, "lr": 0.01}) == fork_launch_key(3, 1, {"lr": 0.01, "replay": 200})
+    assert fork_launch_key(3, 1, {"replay": 200}) != fork_launch_key(3, 2, {"replay": 200})
+    assert fork_launch_key(3, 1, {}).startswith("fork:3:1:")
