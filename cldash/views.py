@@ -42,6 +42,10 @@ def setting_label(config: dict) -> str:
             break
     if config.get("policy"):
         bits.append(str(config["policy"]))
+    from cldash.config import aids_label
+
+    if aids_label(config):   # replay and EWC change what a run is: a fork that switched replay on says so
+        bits.append(f"+ {aids_label(config)}")
     return f"{' '.join(bits)} · {config['stream']}"
 
 
