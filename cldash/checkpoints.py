@@ -120,7 +120,13 @@ def load(store, run_id: int, task: int) -> dict:
                         "recorded when it was written; it is not loaded (resume from an earlier task, or run again).")
     import torch
 
-    return torch.load(file, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint of another cldash or transformers: its classes moved
+        raise UserError(f"cannot load the checkpoint of run {run_id} after task {task} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}); it may come from another "
+                        f"version of cldash or transformers; remove {file} and resume to start from the first "
+                        "task.") from None
 
 
 def _listed(tasks: list[int]) -> str:

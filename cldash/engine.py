@@ -514,6 +514,8 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
         refused = write_failure(exc)
         if refused:   # a full disk, a read-only store: one sentence, the traceback says nothing more
             error = f"{refused}; the run stopped " + (f"at step {crun.done}" if crun else "before training started")
+        elif isinstance(exc, UserError):   # one sentence already: a checkpoint that cannot be loaded
+            error = str(exc)
         else:
             where = f" at step {crun.step}" if crun else " before training started"
             error = f"{type(exc).__name__}{where}: {exc}\n\n{traceback.format_exc()}"

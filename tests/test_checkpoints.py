@@ -272,3 +272,20 @@ def _write(tmp_path, cfg) -> str:
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
     return str(path)
+
+
+def test_a_checkpoint_that_cannot_be_unpickled_fails_the_resume_in_one_sentence(db, few_test_digits):
+    """What a checkpoint written by another version looks like: its checksum matches, its classes do not load."""
+    import json
+
+    store = Store(db)
+    rid = store.create_run(resolve({"method": "lora", **BASE}).to_dict())
+    assert execute(store, rid, progress=interrupt_in_task_2()) == "interrupted"
+    path = checkpoints.path(store, rid, 1)
+    path.write_bytes(b"not a pickle")
+    sums = store.checkpoint_dir(rid) / "sha256.json"
+    sums.write_text(json.dumps({"1": checkpoints._sha256(path)}))
+    checkpoints.resume(store, rid, start=False)
+    assert execute(store, rid) == "failed"
+    error = store.get_run(rid)["error"]
+    assert error.startswith(f"cannot load the checkpoint of run {rid} after task 1 (") and "\n" not in error
