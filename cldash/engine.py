@@ -28,6 +28,7 @@ import os
 import platform
 import signal
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -495,7 +496,12 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
             crun.restore(checkpoints.load(store, run_id, after), after)
         if resolved.config.checkpoints != "none":
             def keep(task: int, state: dict) -> None:
-                checkpoints.save(store, run_id, task, state, keep=resolved.config.checkpoints)
+                try:
+                    checkpoints.save(store, run_id, task, state, keep=resolved.config.checkpoints)
+                except (OSError, TypeError, AttributeError, RuntimeError) as exc:   # an aid, not the run itself
+                    print(f"cldash: no checkpoint after task {task} ({type(exc).__name__}: {exc}); the run goes on, "
+                          "and a resume would start from an earlier task", file=sys.stderr, flush=True)
+                    return
                 store.update_run(run_id, checkpoint_task=task)
             crun.checkpoint = keep
         summary = crun.run(after_task=after)

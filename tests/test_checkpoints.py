@@ -289,3 +289,15 @@ def test_a_checkpoint_that_cannot_be_unpickled_fails_the_resume_in_one_sentence(
     assert execute(store, rid) == "failed"
     error = store.get_run(rid)["error"]
     assert error.startswith(f"cannot load the checkpoint of run {rid} after task 1 (") and "\n" not in error
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_run(db, few_test_digits, monkeypatch, capsys):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "save", full_disk)
+    store = Store(db)
+    rid = store.create_run(resolve({"method": "lora", **BASE}).to_dict())
+    assert execute(store, rid) == "finished" and store.get_run(rid)["checkpoint_task"] is None
+    assert "cldash: no checkpoint after task 1 (OSError: [Errno 28] No space left on device); the run goes on" \
+        in capsys.readouterr().err

@@ -283,3 +283,23 @@ def test_the_hub_probe_gives_up_after_its_timeout_and_skips_local_folders(monkey
     assert hub.why_not(str(tmp_path)) is None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert hub._probe_address() == ("proxy.example", 3128)
+
+
+def test_a_run_on_a_local_hf_model_resumes_to_the_same_rows(hf_dir, tmp_path):
+    """The checkpoint pickles a Hugging Face model with its logits and features functions; resumed after task
+    1, the run stores what the uninterrupted one does."""
+    from test_checkpoints import interrupt_in_task_2, rows
+
+    from cldash import checkpoints
+    from cldash.config import resolve
+    from cldash.engine import execute
+
+    store = Store(str(tmp_path / "runs.db"))
+    cfg = resolve({"method": "lora", "backbone": f"hf:{hf_dir / 'lm'}", "stream": f"hf:{hf_dir / 'succ.csv'},"
+                   f"{hf_dir / 'pred.csv'}", "steps_per_task": 4, "batch_size": 8, "eval_interval": 0,
+                   "spectra_interval": 2}).to_dict()
+    whole, cut = store.create_run(cfg), store.create_run(cfg)
+    assert execute(store, whole) == "finished"
+    assert execute(store, cut, progress=interrupt_in_task_2(at_step=6)) == "interrupted"
+    assert checkpoints.resume(store, cut, start=False) == 1 and execute(store, cut) == "finished"
+    assert rows(store, whole) == rows(store, cut)

@@ -181,31 +181,45 @@ def load(name: str, kind: str, o: HFOptions) -> Backbone:
     if tokenizer is not None and getattr(net.config, "pad_token_id", None) is None:
         net.config.pad_token_id = pad    # sequence classifiers find each row's last token by it
 
+    # module-level functions (bound with partial), not closures: a run's checkpoint pickles the model with them
     if kind == "causal-lm":
-        # right padding and a causal mask: no real token attends to a pad, so no attention mask
-        # (which also keeps an EOS used as pad visible where it ends an answer)
-        def logits(net, x):
-            return net(input_ids=x).logits
-
-        def features(net, x):
-            return net(input_ids=x, output_hidden_states=True).hidden_states[-1]
+        logits, features = _lm_logits, _lm_features
     elif kind == "sequence-classification":
-        def logits(net, x):
-            return net(input_ids=x, attention_mask=(x != pad).long()).logits
-
-        def features(net, x):   # mean of the last hidden states over the real tokens
-            mask = (x != pad).unsqueeze(-1).to(torch.float32)
-            h = net(input_ids=x, attention_mask=mask[..., 0].long(), output_hidden_states=True).hidden_states[-1]
-            return (h * mask).sum(1) / mask.sum(1).clamp(min=1)
+        logits, features = functools.partial(_seq_logits, pad=pad), functools.partial(_seq_features, pad=pad)
     else:
-        def logits(net, x):
-            return net(pixel_values=x).logits
-
-        def features(net, x):   # a ViT's [CLS] token, or a convolutional net's pooled last feature map
-            h = net(pixel_values=x, output_hidden_states=True).hidden_states[-1]
-            return h.flatten(2).mean(-1) if h.dim() == 4 else h[:, 0]
+        logits, features = _image_logits, _image_features
     heads = tuple(sorted({n.split(".")[0] for n in linear_modules(net) if _is_head(n)})) or ("classifier",)
     return Backbone(name=f"{PREFIX}{name}", net=net, kind=kind, default_targets=default_target_patterns(net),
                     hidden_size=_hidden_size(net.config), num_labels=getattr(net.config, "num_labels", 0),
                     features=features, logits=logits, head_modules=heads, tokenizer=tokenizer,
                     info={"source": "hugging-face", "name": name})
+
+
+# How each kind of model gives logits and the features a new head reads.
+def _lm_logits(net, x):
+    # right padding and a causal mask: no real token attends to a pad, so no attention mask
+    # (which also keeps an EOS used as pad visible where it ends an answer)
+    return net(input_ids=x).logits
+
+
+def _lm_features(net, x):
+    return net(input_ids=x, output_hidden_states=True).hidden_states[-1]
+
+
+def _seq_logits(net, x, pad):
+    return net(input_ids=x, attention_mask=(x != pad).long()).logits
+
+
+def _seq_features(net, x, pad):   # mean of the last hidden states over the real tokens
+    mask = (x != pad).unsqueeze(-1).to(torch.float32)
+    h = net(input_ids=x, attention_mask=mask[..., 0].long(), output_hidden_states=True).hidden_states[-1]
+    return (h * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def _image_logits(net, x):
+    return net(pixel_values=x).logits
+
+
+def _image_features(net, x):   # a ViT's [CLS] token, or a convolutional net's pooled last feature map
+    h = net(pixel_values=x, output_hidden_states=True).hidden_states[-1]
+    return h.flatten(2).mean(-1) if h.dim() == 4 else h[:, 0]
