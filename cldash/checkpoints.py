@@ -30,7 +30,6 @@ tasks 1..K on the weights at the fork.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -56,11 +55,9 @@ def available(store, run_id: int) -> list[int]:
 
 
 def _sha256(file: Path) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from cldash.backbones.weights import sha256_file
+
+    return sha256_file(file)
 
 
 def save(store, run_id: int, task: int, state: dict, keep: str = "latest") -> Path:

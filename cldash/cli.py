@@ -200,13 +200,10 @@ def _help_command(prog: str, chosen: argparse.Namespace) -> str:
     return " ".join([prog, *(f"--{name} {value}" for name, value in vars(chosen).items() if value), "--help"])
 
 
-def _collect(ns: argparse.Namespace, base: dict) -> dict:
-    values = dict(base)
-    for key in ("method_options", "stream_options", "backbone_options"):
-        values[key] = dict(values.get(key) or {})
-    values["method"] = ns.method
-    values["stream"] = ns.stream
-    values["backbone"] = ns.backbone
+def _given(ns: argparse.Namespace) -> dict:
+    """The options given on the command line (flags left out stay out), run options at the top level and
+    method, stream and backbone options under their ``*_options`` keys."""
+    values: dict = {}
     for dest, value in vars(ns).items():
         if value is None or ":" not in dest:
             continue
@@ -214,7 +211,16 @@ def _collect(ns: argparse.Namespace, base: dict) -> dict:
         if group == "run":
             values[name] = value
         else:
-            values[f"{group}_options"][name] = value
+            values.setdefault(f"{group}_options", {})[name] = value
+    return values
+
+
+def _collect(ns: argparse.Namespace, base: dict) -> dict:
+    values = dict(base)
+    given = _given(ns)
+    for key in ("method_options", "stream_options", "backbone_options"):
+        values[key] = {**(values.get(key) or {}), **given.pop(key, {})}
+    values.update(given, method=ns.method, stream=ns.stream, backbone=ns.backbone)
     return values
 
 
@@ -874,15 +880,7 @@ def cmd_fork(args, rest: list[str]) -> int:
     if known.after_task is None:
         raise UserError(f"say after which task to fork: cldash fork {known.run} --after-task K.")
     ns = parser.parse_args(options)
-    changes: dict = {"method": method} if known.method else {}
-    for dest, value in vars(ns).items():
-        if value is None or ":" not in dest:
-            continue
-        group, name = dest.split(":", 1)
-        if group == "run":
-            changes[name] = value
-        else:
-            changes.setdefault(f"{group}_options", {})[name] = value
+    changes: dict = {**({"method": method} if known.method else {}), **_given(ns)}
     if ns.stream != parent["stream"]:
         changes["stream"] = ns.stream
     new = fork(store, known.run, known.after_task, changes)
