@@ -241,7 +241,7 @@ def test_a_killed_background_run_resumes_by_itself_and_ends_as_if_never_killed(t
     from cldash.launch import launch, reconcile
 
     db = str(tmp_path / "runs.db")
-    cfg = {"method": "lora", "steps_per_task": 24, "batch_size": 16, "eval_interval": 12, "spectra_interval": 6,
+    cfg = {"method": "lora", "steps_per_task": 16, "batch_size": 16, "eval_interval": 8, "spectra_interval": 4,
            "stream_options": {"angles": [45, 90, 135, 180]}}
     store = Store(db)
     store.set_setting(checkpoints.AUTO_RESUME_SETTING, "on")
@@ -249,7 +249,7 @@ def test_a_killed_background_run_resumes_by_itself_and_ends_as_if_never_killed(t
     deadline = time.time() + 120
     while time.time() < deadline:
         run = store.get_run(rid)
-        if (run["checkpoint_task"] or 0) >= 1 and run["step"] > 26 and run["status"] == "running":
+        if (run["checkpoint_task"] or 0) >= 1 and run["step"] > 18 and run["status"] == "running":
             break
         time.sleep(0.1)
     os.kill(run["pid"], signal.SIGKILL)

@@ -306,6 +306,7 @@ def test_cldash_sweep_shows_the_count_first_and_a_dry_run_stores_nothing(tmp_pat
     (["sweep", "--methods", "lora", "--gpus-per-run", "-1"], "GPUs per run must be between 0 and 64"),
     (["sweep", "--methods", "lora", "--grid", "targets=[oops"], "are not a JSON list"),
     (["sweep", "--methods", "lora", "--launcher", "http://127.0.0.1:9"], "cannot reach the Ray cluster"),
+    (["sweep", "--methods", "lora", "--launcher", "ray://127.0.0.2:9"], "cannot reach the Ray cluster at ray://127.0.0.2:9"),
 ])
 def test_cldash_sweep_bad_input_is_one_sentence_and_no_store(argv, phrase, tmp_path, capsys):
     db = tmp_path / "runs.db"

@@ -16,8 +16,8 @@ another host) with a SQLite store is refused in one sentence.
 The store's URL reaches the run in its environment (CLDASH_DB, in the job's runtime_env), never on its
 command line; Ray keeps a job's runtime_env in its job table, which users of the Ray dashboard can read.
 
-Addresses: ``ray://HEAD:10001`` (Ray Client's port; Ray resolves it to the dashboard once per process,
-about 3 s) or ``http://HEAD:8265`` (the dashboard's own, direct). The python that runs on the nodes is
+Addresses: ``ray://HEAD:10001`` (Ray Client's port: the dashboard on HEAD's default port 8265 is tried first,
+else Ray Client resolves it, about 3 s once per process) or ``http://HEAD:8265`` (the dashboard's own). The python that runs on the nodes is
 ``python`` on their PATH, as `ray start` found it, or CLDASH_RAY_PYTHON.
 """
 
@@ -85,13 +85,22 @@ class RayLauncher:
             except ImportError:
                 raise UserError("the Ray launcher needs Ray: pip install 'cldash[ray]' (ray[default]), on this "
                                 "machine and on the cluster's nodes.") from None
-            try:   # a bare TCP probe first: Ray's client has no timeout of its own for a host that is down
-                socket.create_connection((self.host, self.port), timeout=PROBE_SECONDS).close()
-                client = JobSubmissionClient(self.address)
-            except Exception as exc:  # noqa: BLE001 - refused, timed out, not a Ray head: all the same to a user
-                reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            # a ray:// (Ray Client) address is tried first as the same host's dashboard on its default port: that
+            # is where Ray Client would send us, without opening a Ray Client session on the head (a process
+            # there, about 3 s, and under load it can fail to start); Ray Client resolves it otherwise
+            tries = ([(self.host, 8265, f"http://{self.host}:8265")] if self.address.startswith("ray://") else []) \
+                + [(self.host, self.port, self.address)]
+            client, reason = None, ""
+            for host, port, address in tries:
+                try:   # a bare TCP probe first: Ray's client has no timeout of its own for a host that is down
+                    socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+                    client = JobSubmissionClient(address)
+                    break
+                except Exception as exc:  # noqa: BLE001 - refused, timed out, not a Ray head: the same to a user
+                    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            if client is None:
                 _down[self.address] = (time.monotonic(), reason)
-                raise Unreachable(reason) from None
+                raise Unreachable(reason)
             _clients[self.address] = client
             return client
 
