@@ -338,7 +338,8 @@ class ContinualRun:
         from cldash.checkpoints import continues_method
 
         model = state["model"].to(self.device)
-        if continues_method(state["config"], self.resolved.to_dict()):
+        same_method = continues_method(state["config"], self.resolved.to_dict())
+        if same_method:
             self.model, self.method = model, state["method"]
         else:
             merge_into_base(model, state["method"])
@@ -358,7 +359,7 @@ class ContinualRun:
                 for task in self.tasks[:after_task]:
                     self.replay.add(task)
         if self.ewc is not None:
-            if state["ewc"] is not None and continues_method(state["config"], self.resolved.to_dict()):
+            if state["ewc"] is not None and same_method:
                 self.ewc.terms = state["ewc"].terms
             else:   # switched on at a fork: the finished tasks consolidated on the weights at the fork
                 params = self.method.trainable_parameters() + [p for p in self.head_params if p.requires_grad]

@@ -127,20 +127,20 @@ def launch(store: Store, configs: list[dict], launch_keys: list[str] | None = No
     """
     from cldash.launchers import Resources
 
-    if launcher is None or launcher.name == "local":
-        ids = [store.create_run(cfg, status="queued", launch_key=(launch_keys or [None] * len(configs))[i],
-                                group_key=group_key, name=(names or [""] * len(configs))[i])
-               for i, cfg in enumerate(configs)]
-        if start:
-            schedule(store)
-        return ids
-    resources = (resources or Resources()).check()
-    launcher.check_store(store.url)
+    local = launcher is None or launcher.name == "local"
+    if not local:
+        resources = (resources or Resources()).check()
+        launcher.check_store(store.url)
+
+    def owner() -> dict:   # a cluster's run records its launcher and its own job id (launcher.info) from its INSERT
+        return {} if local else {"launcher": launcher.name, "launcher_info": launcher.info(resources)}
+
     ids = [store.create_run(cfg, status="queued", launch_key=(launch_keys or [None] * len(configs))[i],
-                            group_key=group_key, name=(names or [""] * len(configs))[i], launcher=launcher.name,
-                            launcher_info=launcher.info(resources))
+                            group_key=group_key, name=(names or [""] * len(configs))[i], **owner())
            for i, cfg in enumerate(configs)]
-    if start:
+    if start and local:
+        schedule(store)
+    elif start:   # a repeated launch returns runs already submitted: the launcher leaves those as they are
         launcher.submit(store, [r for r in store.runs(ids=ids, status=["queued"]) if r["launcher"] == launcher.name],
                         resources)
     return ids
@@ -252,8 +252,9 @@ def reconcile(store: Store, now: float | None = None) -> list[int]:
     ends = {}
     active = store.runs(status=["queued", "running"])
     remote = [r for r in active if r["launcher"] not in (None, "local", "cli")]
+    remote_ids = {r["id"] for r in remote}
     for run in active:
-        if run["status"] != "queued" or run in remote:
+        if run["status"] != "queued" or run["id"] in remote_ids:
             continue
         # a queued run whose process was started (or is the foreground `cldash run` that created it) but
         # died before claiming it
@@ -274,7 +275,7 @@ def reconcile(store: Store, now: float | None = None) -> list[int]:
             ends[run["id"]] = recorded_end(store, run) or {
                 "status": "interrupted", "error": f"the run's process (pid {run['pid']}) ended without recording "
                 f"an end; last heartbeat {now - beat:.0f} s before, at step {run['step']}"}
-        elif run not in remote and now - beat > STALE_SECONDS:
+        elif run["id"] not in remote_ids and now - beat > STALE_SECONDS:
             ends[run["id"]] = {"status": "interrupted", "error": f"no heartbeat from host {run['host']} for "
                                f"{now - beat:.0f} s (last at step {run['step']})"}
     ends.update(_remote_ends(store, [r for r in remote if r["id"] not in ends], now))

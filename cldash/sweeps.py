@@ -100,7 +100,7 @@ def parse_seeds(text: str) -> list[int]:
             raise UserError(f"the seed range {part} has more than {MAX_RUNS} seeds.")
         seeds += [s for s in range(lo, hi + 1) if s not in seeds]
     if not seeds:
-        raise UserError("give at least one seed, e.g. --seeds 0-4.")
+        raise UserError("give at least one seed, e.g. 0-4 or 0,1,2.")
     return seeds
 
 

@@ -19,6 +19,7 @@ from cldash.options import describe, is_default
 from cldash.presets import preset_names, regime_label
 from cldash.streams import STREAMS, get_stream
 from cldash.sweeps import Sweep, launch_sweep, plan, split_option
+from cldash.sweeps import parse_seeds as sweep_seeds
 from pages.shared import get_store, option_widget, set_selected, through_app
 
 through_app()
@@ -40,23 +41,11 @@ KEEP = {"preset", "aid_preset", "method", "stream", "backbone", "seed", "method_
 
 
 def parse_seeds(text: str) -> list[int]:
-    seeds = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            if not (lo.isdigit() and hi.isdigit()) or int(hi) < int(lo):
-                raise ConfigError(f"seeds: {part!r} is not a range like 0-2.", "seeds")
-            seeds.extend(range(int(lo), int(hi) + 1))
-        elif part.isdigit():
-            seeds.append(int(part))
-        else:
-            raise ConfigError(f"seeds must be whole numbers separated by commas, or a range like 0-2 "
-                              f"(got {part!r}).", "seeds")
-    if not seeds:
-        raise ConfigError("seeds: give at least one seed (for example 0, or 0-2).", "seeds")
-    return list(dict.fromkeys(seeds))
+    """The seeds field as cldash sweep reads --seeds (0, 0-2, 0,1,2), its error under the field."""
+    try:
+        return sweep_seeds(text)
+    except UserError as exc:
+        raise ConfigError(str(exc), "seeds") from None
 
 
 def method_label(name: str) -> str:
