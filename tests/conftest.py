@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -23,21 +25,38 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # The from-scratch pre-trainings of the band tests (test_backbone_weights.py) take about 2.5 minutes on
-# one core. They start in a background process as soon as the tests are collected, on the core that the
-# suite's single-threaded tests leave mostly free, and the band tests themselves run last and read the
-# results.
+# one core. They start in a background process as soon as the tests are collected, and the band tests
+# themselves run last and read the results. Under pytest-xdist (the default: pyproject's addopts) every
+# worker collects the tests: the first one to create the shared folder's "started" entry starts the
+# pre-training, the worker that gets the band tests waits for its files, and the controller, which
+# named the folder before the workers started (they inherit it through the environment), stops it at
+# the end.
 BAND_TEST = "test_pretraining_from_scratch_lands_in_the_documented_band"
+BAND_DIR = "CLDASH_TEST_BAND_DIR"
 _BAND_SCRIPT = """
-import json, sys
+import json, sys, traceback
 from pathlib import Path
-from cldash.backbones import BACKBONES
 out = Path(sys.argv[1])
-for name in sys.argv[2:]:
-    entry = BACKBONES[name]
-    state_dict, record = entry.pretrain(entry.Options())
-    (out / f"{name}.json").write_text(json.dumps({"scores": record["scores"], "keys": sorted(state_dict)}))
+try:
+    from cldash.backbones import BACKBONES
+    for name in sys.argv[2:]:
+        entry = BACKBONES[name]
+        state_dict, record = entry.pretrain(entry.Options())
+        (out / f"{name}.json.tmp").write_text(json.dumps({"scores": record["scores"], "keys": sorted(state_dict)}))
+        (out / f"{name}.json.tmp").rename(out / f"{name}.json")
+except BaseException:
+    (out / "failed").write_text(traceback.format_exc())
+    raise
 """
-_background: dict = {}
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config):
+    if not _is_worker(config):
+        os.environ[BAND_DIR] = tempfile.mkdtemp(prefix="cldash-band-")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,27 +64,56 @@ def pytest_collection_modifyitems(config, items):
     if not band:
         return
     items[:] = [item for item in items if item not in band] + band
-    out = Path(tempfile.mkdtemp(prefix="cldash-band-"))
+    out = Path(os.environ[BAND_DIR])
+    try:
+        (out / "started").mkdir()
+    except FileExistsError:   # another worker started it
+        return
     names = [item.callspec.params["name"] for item in band]
-    _background["out"] = out
-    _background["proc"] = subprocess.Popen([sys.executable, "-c", _BAND_SCRIPT, str(out), *names], cwd=ROOT,
-                                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen([sys.executable, "-c", _BAND_SCRIPT, str(out), *names], cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    (out / "pid").write_text(str(proc.pid))
 
 
 def pytest_sessionfinish(session, exitstatus):
-    proc = _background.get("proc")
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    if _is_worker(session.config) or BAND_DIR not in os.environ:
+        return
+    out = Path(os.environ[BAND_DIR])
+    pid = (out / "pid").read_text() if (out / "pid").exists() else ""
+    if pid:
+        try:
+            os.killpg(int(pid), 9)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)   # our own child: reap it once it ended
+    except ChildProcessError:                      # another worker's: is it still there?
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return waited == 0
 
 
 @pytest.fixture
 def background_pretraining():
     """`result(name)`: the scores and state-dict keys of the background from-scratch pre-training."""
     def result(name: str) -> dict:
-        proc = _background["proc"]
-        assert proc.wait(timeout=1800) == 0, "the background pre-training failed (its traceback is above)"
-        return json.loads((_background["out"] / f"{name}.json").read_text())
+        out = Path(os.environ[BAND_DIR])
+        pid = int((out / "pid").read_text())
+        deadline = time.time() + 1800
+        while not (out / f"{name}.json").exists():
+            assert not (out / "failed").exists(), "the background pre-training failed:\n" + \
+                (out / "failed").read_text()
+            assert _alive(pid) or (out / f"{name}.json").exists(), "the background pre-training ended without a result"
+            assert time.time() < deadline, "the background pre-training took more than 30 minutes"
+            time.sleep(1)
+        return json.loads((out / f"{name}.json").read_text())
     return result
 
 
