@@ -101,10 +101,13 @@ def _loss_figure(store: Store, runs: list[dict]) -> go.Figure | None:
     fig = series_figure(df, title="Training loss (log scale; dotted lines: task boundaries)", y_title="loss",
                         boundaries=boundaries(runs[0]) if same else None, log_y=True)
     values = df["value"][df["value"] > 0]
-    if len(values):   # labelled ticks at 1, 2, 5 × 10^k only: a log axis's minor ticks read as "4 3 2 1 9 8"
-        ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(values.min())), math.ceil(math.log10(values.max())) + 1)
-                 for m in (1, 2, 5) if values.min() / 2 <= m * 10.0 ** k <= values.max() * 2]
-        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    if len(values):   # a log axis's minor ticks read as "4 3 2 1 9 8": label 1, 2, 5 × 10^k or the powers of 10
+        low, high = math.floor(math.log10(values.min())), math.ceil(math.log10(values.max()))
+        steps = (1, 2, 5) if high - low <= 2 else (1,)
+        ticks = [m * 10.0 ** k for k in range(low, high + 1) for m in steps
+                 if values.min() / 2 <= m * 10.0 ** k <= values.max() * 2]
+        if len(ticks) <= 10:
+            fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig
 
 
@@ -157,14 +160,16 @@ def _definitions() -> str:
 
 
 def _runs_list(data: CompareData) -> str:
+    named = any(r.get("name") for r in data.runs)   # the name column only when some run has one
     rows = []
     for r, setting in zip(data.runs, data.metrics["setting"]):
         status = _e(r["status"]) if r["status"] == ENDED else f"<span class=\"badge\">{_e(r['status'])}</span>"
+        name = f"<td>{_e(r.get('name') or '')}</td>" if named else ""
         rows.append(f"<tr><td class=\"num\">#{r['id']}</td><td>{_e(setting)}</td><td class=\"num\">{r['seed']}</td>"
                     f"<td>{status}</td><td class=\"num\">{r.get('step') or 0}/{r.get('total_steps') or '?'}</td>"
-                    f"<td>{_e(r.get('name') or '')}</td></tr>")
+                    f"{name}</tr>")
     return ("<table class=\"runs\"><thead><tr><th>run</th><th>method and options · stream</th><th>seed</th>"
-            "<th>status</th><th>steps</th><th>name</th></tr></thead>"
+            f"<th>status</th><th>steps</th>{'<th>name</th>' if named else ''}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
@@ -226,9 +231,17 @@ def _styled(spec: dict) -> dict:
         layout.setdefault(key, {}).update(showgrid=True, gridcolor="#dddddd", linecolor="#444444", zeroline=False)
     for note in layout.get("annotations", []):
         note["font"] = {**note.get("font", {}), "size": FONT_SIZE}
-    legend = layout.get("legend", {})
-    if legend.get("orientation") == "h":   # below the plot, clear of the x axis's title at this font size
-        legend["y"] = -0.3
+    for key in axes:   # a log axis without chosen ticks: labels at the powers of 10 only, written as powers
+        axis = layout[key]
+        if axis.get("type") == "log" and "tickvals" not in axis:
+            axis.update(exponentformat="power", dtick=1)
+    entries = sum(1 for t in spec.get("data", []) if t.get("showlegend", True) is not False and t.get("name"))
+    if entries > 1:
+        # a legend beside the plot, and the figure as tall as its entries: below the plot, at this font size, it
+        # ran into the x axis's title, and a legend taller than its figure scrolled
+        if layout.get("legend", {}).get("orientation") == "h":
+            layout["legend"] = {"orientation": "v", "y": 1, "yanchor": "top", "x": 1.02, "xanchor": "left"}
+        layout["height"] = max(layout.get("height") or 360, 140 + 32 * entries)
     return spec
 
 
