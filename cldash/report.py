@@ -42,14 +42,20 @@ HEADLINE = ("acc", "forgetting", "general_retention", "la", "bwt")
 LOSS_POINTS = 400        # points per run's loss curve: enough for its shape, small for 14 runs
 SPECTRUM_MEASURES = ("top1_energy", "erank")
 FONT_SIZE = 16           # figure text that reads on a projector
-# Okabe and Ito's colour-blind-safe palette (the yellow left out: too pale on a projector), then darker shades;
-# the handout gives each run one colour on every chart.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#7F3C8D",
-           "#11A579", "#3969AC", "#E73F74", "#80BA5A", "#008695", "#CF1C90"]
+# Okabe and Ito's colour-blind-safe palette without its yellow (too pale on a projector), in the order the
+# dashboard gives runs by id (issue 15's figures part, views.RUN_PALETTE), then seven darker or lighter shades,
+# so that 14 runs (the full demo) get 14 colours. A run's colour goes by its id: the same run, the same colour.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#56B4E9", "#E69F00", "#CC79A7", "#000000",
+           "#7F3C8D", "#11A579", "#3969AC", "#E73F74", "#80BA5A", "#008695", "#A5AA99"]
 ENDED = "finished"
 
 
 # -- the parts -------------------------------------------------------------------------------------------
+def run_colour(run_id: int) -> str:
+    """A run's colour on every chart of the handout (by id; views.run_color once the dashboard has it)."""
+    return PALETTE[(int(run_id) - 1) % len(PALETTE)]
+
+
 def _metric(key: str):
     return next(m for m in METRICS if m.key == key)
 
@@ -310,9 +316,9 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
     when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
     title = title or f"cldash handout: runs {id_ranges([r['id'] for r in runs])}"
     unfinished = [r for r in runs if r["status"] != ENDED]
-    colours = {run_label(r): PALETTE[k % len(PALETTE)] for k, r in enumerate(runs)}
-    for k, setting in enumerate(dict.fromkeys(data.metrics["setting"])):
-        colours.setdefault(setting, PALETTE[k % len(PALETTE)])
+    colours = {run_label(r): run_colour(r["id"]) for r in runs}
+    for setting, rid in zip(data.metrics["setting"], data.metrics["id"]):   # a setting: its first run's colour
+        colours.setdefault(setting, run_colour(rid))
     page = _Page(colours)
 
     page.add(f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(when)} · {len(runs)} run{'s' * (len(runs) != 1)} "

@@ -13,6 +13,7 @@ import pytest
 from cldash.config import resolve
 from cldash.metrics import METRICS, summarize
 from cldash.store import Store
+from test_app import array
 
 EVIL = "<script>alert('handout')</script>"
 MODULES = ("vit.layers.0.attention.q_proj", "vit.layers.0.attention.v_proj")
@@ -111,6 +112,8 @@ def test_the_handout_holds_labels_definitions_configs_and_loads_nothing(store, p
 
 
 def test_the_handout_s_figures_hold_the_stored_numbers(store, page):
+    from cldash.report import PALETTE
+
     figures = [json.loads(f) for f in re.findall(r"^draw\(\"fig-\d+\", (.*)\);$", page, flags=re.M)]
     # headline bars, accuracy-forgetting, 3 matrices, loss, spectrum measures, last spectra
     assert len(figures) == 8
@@ -126,6 +129,7 @@ def test_the_handout_s_figures_hold_the_stored_numbers(store, page):
                 and f["layout"]["yaxis"]["title"]["text"] == "loss")
     assert len(loss["data"]) == 3 and loss["layout"]["yaxis"]["tickvals"][:3] == [0.1, 0.2, 0.5]
     colours = {t["name"]: t["line"]["color"] for t in loss["data"]}
+    assert list(colours.values()) == PALETTE[:3] and bars[0]["marker"]["color"] == PALETTE[:3]   # by run id
     pareto = figures[1]
     assert pareto["layout"]["xaxis"]["title"]["text"] == "forgetting (lower is better)"
     assert {t["name"]: t["marker"]["color"] for t in pareto["data"] if t["name"] in colours} == \
@@ -141,7 +145,8 @@ def test_long_series_are_thinned_and_unknown_runs_are_one_sentence(tmp_path, sto
     page = handout_html(alone, [stored_run(alone, "lora", MATRIX, steps=1500)])
     loss = next(json.loads(f) for f in re.findall(r"^draw\(\"fig-\d+\", (.*)\);$", page, flags=re.M)
                 if '"title":{"text":"loss"}' in f)
-    assert 3000 > LOSS_POINTS and len(loss["data"][0]["x"]["bdata"]) < 4 * 8 * LOSS_POINTS   # 3,000 steps drawn as ~400
+    steps = array(loss["data"][0]["x"])
+    assert len(steps) == LOSS_POINTS and steps[-1] == 3000      # 3,000 steps drawn as 400 points, to the last
     with pytest.raises(UserError, match=r"^there are no runs #7, #9 in .*; `cldash list` shows the runs\.$"):
         handout_html(store, [1, 7, 9])
     assert parse_run_ids(["3-5", "9,4", "#5"]) == [3, 4, 5, 9]
