@@ -165,6 +165,16 @@ def test_cldash_report_writes_the_file_and_refuses_bad_input_leaving_nothing(tmp
     printed = capsys.readouterr().out.strip()
     assert printed == f"{out} ({out.stat().st_size / 1e6:.1f} MB, 3 runs)"
     assert "<title>Lesson &lt;1&gt;</title>" in out.read_text()
+    for rid in (1, 2):
+        store.update_run(rid, group_key="sweep:class")
+    try:   # a group's runs: a sweep's, a lesson's, a demo's
+        assert main(["--db", store.display, "report", "--group", "sweep:class", "--out", str(out)]) == 0
+    finally:
+        for rid in (1, 2):
+            store.update_run(rid, group_key=None)
+    assert capsys.readouterr().out.strip().endswith(", 2 runs)")
+    text = out.read_text()
+    assert "<h1>cldash handout: runs #1 to #2</h1>" in text and "#3 eblora" not in text
     for bad in (["1", "42"], ["x"], [], ["1", "--group", "sweep:none"], ["1", "--out", str(tmp_path / "no" / "h.html")]):
         target = [] if "--out" in bad else ["--out", str(tmp_path / "bad.html")]
         assert main(["--db", store.display, "report", *bad, *target]) == 2
