@@ -13,6 +13,7 @@ half-written. `cldash report` and the Compare page's download button both call t
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
@@ -218,8 +219,6 @@ def _labelled_points(spec: dict, short: dict[str, str]) -> dict:
 
 def _values(x) -> list:
     if isinstance(x, dict) and "bdata" in x:   # plotly's typed array: only its length matters here
-        import base64
-
         return list(np.frombuffer(base64.b64decode(x["bdata"]), dtype=np.dtype(x["dtype"])))
     return list(x or [])
 

@@ -175,7 +175,8 @@ def test_cldash_report_writes_the_file_and_refuses_bad_input_leaving_nothing(tmp
     assert capsys.readouterr().out.strip().endswith(", 2 runs)")
     text = out.read_text()
     assert "<h1>cldash handout: runs #1 to #2</h1>" in text and "#3 eblora" not in text
-    for bad in (["1", "42"], ["x"], [], ["1", "--group", "sweep:none"], ["1", "--out", str(tmp_path / "no" / "h.html")]):
+    nowhere = str(tmp_path / "no" / "h.html")
+    for bad in (["1", "42"], ["x"], [], ["1", "--group", "sweep:none"], ["1", "--out", nowhere]):
         target = [] if "--out" in bad else ["--out", str(tmp_path / "bad.html")]
         assert main(["--db", store.display, "report", *bad, *target]) == 2
         err = capsys.readouterr().err.strip()
