@@ -892,6 +892,25 @@ def cmd_fork(args, rest: list[str]) -> int:
     return _wait_for(store, [new]) if known.wait else 0
 
 
+def cmd_report(args) -> int:
+    """One self-contained HTML handout of these runs (or a group's), opened offline: cldash.report."""
+    from cldash.report import handout_file_name, parse_run_ids, size_text, write_handout
+
+    store = _store_reconciled(args.db)
+    group = store.group_run_ids(args.group) if args.group else []
+    if args.group and not group:
+        groups = ", ".join(key for key, _ in store.run_groups()) or "none in this store"
+        raise UserError(f"there is no group {args.group!r} in {store.display}; the groups are: {groups}.")
+    ids = parse_run_ids(args.runs) + group
+    if not ids:
+        raise UserError("name the runs to put in the handout, e.g. cldash report 3-6 --out handout.html "
+                        "(or --group KEY); `cldash list` shows the runs.")
+    out = Path(args.out or handout_file_name(ids))
+    size = write_handout(store, ids, out, title=args.title)
+    print(f"{out} ({size_text(size)}, {len(set(ids))} run{'s' * (len(set(ids)) != 1)})")
+    return 0
+
+
 def cmd_delete(args) -> int:
     store = _store_reconciled(args.db)
     run = store.get_run(args.run)
@@ -1104,6 +1123,11 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("run", **RUN_ID)
         if name == "delete":
             c.add_argument("--yes", action="store_true", help="confirm the deletion")
+    rp = sub.add_parser("report", help="one self-contained HTML handout of a comparison, that opens offline")
+    rp.add_argument("runs", nargs="*", metavar="RUN", help="run ids or ranges: 3 5 or 3-6 or 3,5,9")
+    rp.add_argument("--group", metavar="KEY", help="every run of a group (a sweep:NAME, a demo's or a lesson's key)")
+    rp.add_argument("--out", metavar="FILE.html", help="where to write it (default: cldash-handout-runs-....html)")
+    rp.add_argument("--title", metavar="TEXT", help="the handout's title (default: the runs' ids)")
     x = sub.add_parser("export", help="write a run's tables as CSV or JSON, or its adapters in PEFT's format")
     x.add_argument("run", **RUN_ID)
     x.add_argument("--format", choices=("csv", "json", "peft"), default="csv",
@@ -1179,7 +1203,7 @@ COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export"
             "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
             "presets": cmd_presets, "claims": cmd_claims,
             "queue": cmd_queue, "reconcile": cmd_reconcile, "db": cmd_db, "sweep": cmd_sweep, "logs": cmd_logs,
-            "resume": cmd_resume}
+            "resume": cmd_resume, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,12 @@ seeded = bool((data.by_setting["seeds"] > 1).any())
 many = bool(source) or len(data.runs) > MATRICES_PER_PAGE
 helps = metric_help()
 st.caption(compare_summary(data))
+from cldash.report import handout_file_name, handout_html  # noqa: E402  (the handout: one offline HTML file)
+
+st.download_button("Download the handout (HTML)", lambda: handout_html(store, ids).encode(), key="cmp-handout",
+                   file_name=handout_file_name(ids), mime="text/html",
+                   help="One file that opens offline on any computer: these runs' headline metrics with their "
+                        "definitions, interactive matrices, loss, spectra and configs (`cldash report` makes it too).")
 
 
 def over_seeds() -> None:
