@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -28,6 +29,11 @@ TICK_FONT = {"size": 14}
 TITLE_FONT = {"size": 18}
 # The categorical palette of runs and module types (views.RUN_PALETTE: Okabe-Ito without its yellow).
 PALETTE = RUN_PALETTE
+# matplotlib's magma from its second-darkest colour up: Streamlit's chart theme repaints the near-black
+# "#000004" that starts Plotly's Magma as a pale pink, which made the smallest values look like the largest
+MAGMA = ["#0b0924", *plotly.colors.sequential.Magma[1:]]
+# Module types in the order a transformer block runs them (legends, grids); others follow in name order.
+KIND_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "c_attn", "c_proj", "c_fc")
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 # Colours below this share of the largest singular value shown are drawn as the lowest colour of a spectrum
 # heatmap: the float32 rounding floor of an update is about max(m, n) * eps * σ1 (3e-5 σ1 at 256 x 64, the
@@ -90,8 +96,7 @@ def _log_axis(fig: go.Figure, values, axis: str = "y") -> None:
     v = v[np.isfinite(v) & (v > 0)]
     ticks = log_ticks(float(v.min()), float(v.max())) if len(v) else []
     update = fig.update_yaxes if axis == "y" else fig.update_xaxes
-    update(type="log", tickvals=ticks or None, ticktext=[f"{t:g}" for t in ticks] or None,
-           minor={"showgrid": True, "gridcolor": "#f0f0f0"})
+    update(type="log", tickvals=ticks or None, ticktext=[f"{t:g}" for t in ticks] or None)
 
 
 def integer_dtick(span: float, ticks: int = 8) -> int:
@@ -148,12 +153,15 @@ def accuracy_matrix_figure(m: dict, title: str = "", zmin: float = 0.0, zmax: fl
         z=Z, x=labels, y=row_labels(m["rows"]), zmin=zmin, zmax=zmax, colorscale=SEQUENTIAL, text=text,
         texttemplate="%{text}", textfont={"size": 15}, customdata=custom, hovertemplate=hover + "<extra></extra>",
         showscale=show_scale, hoverongaps=False,
-        colorbar={"title": {"text": m.get("metric", ""), "side": "right"}, "thickness": 12, "len": 0.9,
+        # a slim horizontal bar under the matrix: it takes no width, so matrices side by side keep their cells
+        colorbar={"title": {"text": m.get("metric", ""), "side": "right"}, "orientation": "h", "thickness": 10,
+                  "len": 0.7, "y": -0.04, "yanchor": "top", "x": 0.5, "xanchor": "center",
                   "tickvals": [0, 0.25, 0.5, 0.75, 1.0] if (zmin, zmax) == (0.0, 1.0) else None}))
-    fig.update_yaxes(autorange="reversed", title="trained through")
+    fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(side="top")
-    _style(fig, title={"text": title, "y": 0.98, "yanchor": "top"}, height=150 + 44 * max(1, Z.shape[0]),
-           margin={"t": 100, "l": 10, "r": 10, "b": 10})
+    _style(fig, title={"text": title, "y": 0.98, "yanchor": "top"},
+           height=150 + 44 * max(1, Z.shape[0]) + (50 if show_scale else 0),
+           margin={"t": 100, "l": 10, "r": 10, "b": 60 if show_scale else 10})
     if fork_after is not None and fork_after in m["rows"]:
         _fork_line(fig, m["rows"].index(fork_after), Z.shape[1], fork_note or f"fork after task {fork_after}")
     return fig
@@ -278,7 +286,7 @@ def pareto_figure(table: pd.DataFrame, x: str = "forgetting", y: str = "acc", la
             marker["symbol"] = g[symbol].iloc[0]
         fig.add_trace(go.Scatter(
             x=g[x], y=g[y], mode="markers+text" if text else "markers", name=str(name), marker=marker,
-            text=[str(name)] * len(g) if text else None, textposition="top center",
+            text=[str(name)] * len(g) if text else None, textposition="top right",   # clear of the error bars
             textfont={"size": 14, "color": marker.get("color")}, cliponaxis=False,
             error_x={"type": "data", "array": g[x_err]} if x_err and x_err in g else None,
             error_y={"type": "data", "array": g[y_err]} if y_err and y_err in g else None))
@@ -286,8 +294,10 @@ def pareto_figure(table: pd.DataFrame, x: str = "forgetting", y: str = "acc", la
     if len(front) > 1:
         fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", line={"dash": "dash", "color": "grey",
                                                                               "shape": "hv"}, name="Pareto front"))
-    _style(fig, title=title, xaxis_title=f"{x} (lower is better)", yaxis_title=f"{y} (higher is better)",
-           height=460, margin={"t": 50, "l": 10, "r": 10, "b": 10})
+    names = {key: what for key, what, _ in HEADLINE}
+    _style(fig, title=title, xaxis_title=f"{names.get(x, x)} (lower is better)",
+           yaxis_title=f"{names.get(y, y)} (higher is better)", height=480, legend={"font": {"size": 14}},
+           margin={"t": 50, "l": 10, "r": 10, "b": 10})
     return fig
 
 
@@ -315,7 +325,7 @@ def headline_figure(table: pd.DataFrame, label: str = "name", color: str = "colo
     seeds) in the table's order from the top, each in the row's `color` with its value printed beside it;
     a `<metric>_std` column (views.seed_summary) adds ± one standard deviation as an error bar and to the
     printed value."""
-    titles = [f"{what} ({'higher' if up else 'lower'} is better)" for _, what, up in metrics]
+    titles = [f"<b>{what}</b><br>{'higher' if up else 'lower'} is better" for _, what, up in metrics]
     fig = make_subplots(rows=1, cols=len(metrics), shared_yaxes=True, subplot_titles=titles,
                         horizontal_spacing=0.03)
     names = [str(v) for v in table[label]] if len(table) else []
@@ -327,21 +337,21 @@ def headline_figure(table: pd.DataFrame, label: str = "name", color: str = "colo
         printed = ["n/a" if not math.isfinite(v) else f"{v:.3f}" if not math.isfinite(e) else f"{v:.3f} ± {e:.3f}"
                    for v, e in zip(values, sd)]
         fig.add_trace(go.Bar(x=values, y=names, orientation="h", marker={"color": colors}, name=what,
-                             error_x={"type": "data", "array": np.nan_to_num(sd), "visible": bool(np.isfinite(sd).any()),
+                             error_x={"type": "data", "array": sd, "visible": bool(np.isfinite(sd).any()),
                                       "thickness": 2, "width": 6, "color": "#333"},
                              customdata=printed, hovertemplate="%{y}<br>" + what + " %{customdata}<extra></extra>",
                              showlegend=False), row=1, col=c)
         # the printed values sit past the bar and its error bar, so neither hides them
-        fig.add_trace(go.Scatter(x=np.maximum(reach, 0), y=names, mode="text", text=printed,
+        top = float(np.nanmax(np.r_[reach, 1e-9])) if len(reach) else 1.0
+        fig.add_trace(go.Scatter(x=np.maximum(reach, 0) + 0.02 * max(top, 0.05), y=names, mode="text", text=printed,
                                  textposition="middle right", textfont={"size": 14}, hoverinfo="skip",
                                  showlegend=False, cliponaxis=False, name=f"{what} values"), row=1, col=c)
-        top = float(np.nanmax(np.r_[reach, 1e-9])) if len(reach) else 1.0
         low = float(min(0.0, np.nanmin(np.r_[values, 0.0])))
-        fig.update_xaxes(range=[low, top * 1.45 if top > 0 else 1.0], row=1, col=c, zeroline=True,
+        fig.update_xaxes(range=[low, top * 1.75 if top > 0 else 1.0], row=1, col=c, zeroline=True,
                          zerolinecolor="#999")
     fig.update_yaxes(autorange="reversed", type="category")
     _style(fig, title=title, height=150 + 40 * max(1, len(names)), bargap=0.25,
-           margin={"t": 70 if title else 50, "l": 10, "r": 10, "b": 10})
+           margin={"t": 100 if title else 70, "l": 10, "r": 10, "b": 10})
     fig.update_annotations(font={"size": 15})
     return fig
 
@@ -349,8 +359,9 @@ def headline_figure(table: pd.DataFrame, label: str = "name", color: str = "colo
 def spectrum_heatmap(spectra: pd.DataFrame, title: str = "", boundaries: list[int] | None = None,
                      max_columns: int = MAX_COLUMNS, log: bool = True, floor: float = SPECTRUM_FLOOR) -> go.Figure:
     """Singular values over steps for one module: x step, y index i (σ1 on top), colour log10 σ. The colour
-    scale runs from log10(floor · σmax) to log10 σmax, σmax the largest value over the steps shown (see
-    SPECTRUM_FLOOR): smaller values are drawn as the lowest colour, and the subtitle says so."""
+    scale runs up to log10 σmax, σmax the largest value over the steps shown, and down to the smallest value,
+    but no lower than log10(floor · σmax) (SPECTRUM_FLOOR): smaller values, float32 noise, are drawn as the
+    lowest colour, and the subtitle says so."""
     if spectra.empty:
         return _style(go.Figure(), title=title or "no spectra logged yet")
     s = spectra.sort_values("step")
@@ -366,20 +377,20 @@ def spectrum_heatmap(spectra: pd.DataFrame, title: str = "", boundaries: list[in
     zmin = zmax = None
     subtitle = ""
     if np.isfinite(Z).any():
-        top = float(np.nanmax(Z))
+        top, bottom = float(np.nanmax(Z)), float(np.nanmin(Z))
         zmax = top
-        zmin = top + math.log10(floor) if log else 0.0
-        if log:
+        zmin = max(bottom, top + math.log10(floor)) if log else 0.0
+        if log and bottom < zmin:
             subtitle = (f"values below 10<sup>{round(math.log10(floor))}</sup>·σ<sub>max</sub> (float32 noise) "
                         "are drawn in the lowest colour")
-    fig = go.Figure(go.Heatmap(z=Z, x=s["step"].tolist(), y=list(range(1, k + 1)), colorscale="Magma",
+    fig = go.Figure(go.Heatmap(z=Z, x=s["step"].tolist(), y=list(range(1, k + 1)), colorscale=MAGMA,
                                zmin=zmin, zmax=zmax, colorbar=colorbar,
                                hovertemplate="step %{x}, σ<sub>%{y}</sub><br>" + what + " %{z:.3f}<extra></extra>"))
     _boundaries(fig, boundaries)
     fig.update_yaxes(autorange="reversed", title="i (σ<sub>i</sub>, largest on top)")
     _integer_axis(fig, [1, k])
     _style(fig, title={"text": title, "subtitle": {"text": subtitle, "font": {"size": 13}}} if subtitle else title,
-           xaxis_title="step", height=400, margin={"t": 80, "l": 10, "r": 10, "b": 10})
+           xaxis_title="step", height=420, margin={"t": 105 if subtitle else 80, "l": 10, "r": 10, "b": 10})
     return fig
 
 
@@ -455,6 +466,7 @@ def layer_module_heatmap(df: pd.DataFrame, value: str, title: str = "", zmin: fl
     if df.empty:
         return _style(go.Figure(), title=title or "nothing to show")
     grid = df.pivot_table(index="layer", columns="module_type", values=value, aggfunc="mean")
+    grid = grid[kind_order(grid.columns)]
     cells = grid.to_numpy(dtype=float)
     fmt = (lambda v: f"{v:.0f}") if integer else (lambda v: f"{v:.3g}")
     text = [["" if math.isnan(v) else fmt(v) for v in row] for row in cells]
@@ -469,21 +481,27 @@ def layer_module_heatmap(df: pd.DataFrame, value: str, title: str = "", zmin: fl
     return fig
 
 
+def kind_order(kinds) -> list[str]:
+    """Module types in KIND_ORDER (q, k, v, o, fc1, fc2 ...), the others after in name order."""
+    kinds = sorted(set(kinds))
+    return sorted(kinds, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k))
+
+
 def module_styles(modules: pd.DataFrame) -> dict[str, dict]:
-    """A look for each adapted module's line (modules: name, layer, kind, as Store.modules gives them): the
-    module type picks the colour (PALETTE, one per type: q, k, v, o, fc1, fc2 ...), the layer the dash, and the
-    legend reads "layer 0 · q_proj", so 12 lines never share a look silently. Types beyond the palette cycle
-    it with a thinner line."""
+    """A look for each adapted module's line (modules: name, layer, kind, as Store.modules gives them), in
+    layer order, then KIND_ORDER: the module type picks the colour (PALETTE: q, k, v, o, fc1, fc2 ...), the
+    layer the dash, and the legend reads "layer 0 · q_proj", so 12 lines never share a look silently. Types
+    beyond the palette cycle it."""
     if modules.empty:
         return {}
-    kinds = list(dict.fromkeys(modules["kind"]))
+    kinds = kind_order(modules["kind"])
     layers = sorted({int(v) for v in modules["layer"] if v == v})
+    rows = sorted(modules.itertuples(), key=lambda r: (r.layer if r.layer == r.layer else -1, kinds.index(r.kind),
+                                                       r.name))
     out = {}
-    for row in modules.sort_values(["layer", "name"], key=lambda c: c if c.name != "name" else c.map(
-            lambda n: kinds.index(n.rsplit(".", 1)[-1]) if n.rsplit(".", 1)[-1] in kinds else 0)).itertuples():
-        k = kinds.index(row.kind)
+    for row in rows:
         layer = int(row.layer) if row.layer == row.layer else 0
-        out[row.name] = {"name": f"layer {layer} · {row.kind}", "color": PALETTE[k % len(PALETTE)],
+        out[row.name] = {"name": f"layer {layer} · {row.kind}", "color": PALETTE[kinds.index(row.kind) % len(PALETTE)],
                          "dash": DASHES[layers.index(layer) % len(DASHES)] if layer in layers else "solid"}
     return out
 

@@ -56,8 +56,9 @@ def run_label(run: dict) -> str:
 # -- run identity on charts: one colour and one short name per run, the same on every chart and page ---------
 # Okabe & Ito's colour-blind-safe palette ("Color Universal Design", 2008; Wong, Nature Methods 8:441, 2011)
 # without its yellow (#F0E442), which is too pale against a white page on a projector. Ordered so that
-# consecutive run ids get far-apart hues (a blue, then an orange-red, then a green ...).
-RUN_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+# consecutive run ids get far-apart hues (a blue, then an orange-red, then a green ...) and the two blues, like
+# the two oranges, sit three places apart.
+RUN_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#56B4E9", "#E69F00", "#CC79A7", "#000000")
 # With more runs than colours the marker symbol changes too (#1 and #8 share a colour, not a symbol).
 RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
 

@@ -144,7 +144,8 @@ def accuracy_matrices() -> list[dict]:
         shown = items[pages[page]]
         st.caption(f"{MATRICES_PER_PAGE} matrices at a time, in run order, so that the page stays quick; the "
                    "metrics cover every run, and the CSV below holds every matrix.")
-    per_row = st.select_slider("matrices per row", options=[1, 2, 3, 4], value=min(3, len(shown)))
+    per_row = st.select_slider("matrices per row", options=[1, 2, 3, 4], value=min(2, len(shown)),
+                               help="Two a row read on a projector; more fit on a wide screen.")
     for row in matrix_rows(shown, per_row):   # a run and its forks start a row together: side by side
         cols = st.columns(per_row)
         for col, item in zip(cols, row):

@@ -155,6 +155,8 @@ def test_spectrum_heatmap_colours_are_clipped_to_four_decades_below_the_largest_
     assert np.array(hm.z, dtype=float)[2, 0] == pytest.approx(-15)                 # the data itself is kept
     assert "lowest colour" in fig.layout.title.subtitle.text and "10<sup>-4</sup>" in fig.layout.title.subtitle.text
     assert list(hm.y) == [1, 2, 3] and fig.layout.yaxis.tickformat == "d"
+    lora = F.spectrum_heatmap(s.assign(values=[np.array([4.0, 0.5]), np.array([8.0, 2.0])]))
+    assert lora.data[0].zmin == pytest.approx(np.log10(0.5)) and not lora.layout.title.subtitle.text  # none to clip
 
 
 def test_headline_bars_follow_the_table_with_values_and_spread_printed():
@@ -166,10 +168,11 @@ def test_headline_bars_follow_the_table_with_values_and_spread_printed():
     assert [b.name for b in bars] == ["final accuracy", "forgetting", "general-task retention", "learning accuracy"]
     assert all(list(b.y) == ["LoRA r=8", "full FT"] for b in bars)
     assert list(bars[0].x) == [0.55, 0.40] and list(bars[1].x) == [0.3, 0.6]
-    assert list(bars[0].error_x.array) == [0.02, 0.0] and bars[0].error_x.visible and not bars[2].error_x.visible
+    assert bars[0].error_x.array[0] == 0.02 and np.isnan(bars[0].error_x.array[1])   # no bar where no spread
+    assert bars[0].error_x.visible and not bars[2].error_x.visible
     values = [t for t in fig.data if t.type == "scatter"]
     assert list(values[0].text) == ["0.550 ± 0.020", "0.400"] and list(values[3].text) == ["0.900", "n/a"]
-    assert values[0].x[0] == pytest.approx(0.57)                                    # printed past the error bar
+    assert values[0].x[0] > 0.57                                                    # printed past the error bar
     assert fig.layout.yaxis.autorange == "reversed"                                 # the table's first row on top
 
 
