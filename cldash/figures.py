@@ -246,6 +246,9 @@ def series_figure(df: pd.DataFrame, y: str = "value", color: str | None = "label
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False)
     _boundaries(fig, boundaries, task_names)
+    if boundaries:   # the whole run from the start: a live chart fills in instead of rescaling every refresh
+        last = float(df["step"].max()) if len(df) else 0.0
+        fig.update_xaxes(range=[0, max(float(boundaries[-1]), last) * 1.02])
     _style(fig, title=title, xaxis_title="step", yaxis_title=y_title or y, height=380,
            margin={"t": 70, "l": 10, "r": 10, "b": 10}, showlegend=len(fig.data) > 1)
     if log_y and not df.empty:
@@ -332,7 +335,8 @@ def headline_figure(table: pd.DataFrame, label: str = "name", color: str = "colo
     colors = list(table[color]) if color in table else [PALETTE[k % len(PALETTE)] for k in range(len(table))]
     for c, (key, what, _) in enumerate(metrics, start=1):
         values = np.asarray(table[key], dtype=float) if key in table else np.full(len(table), np.nan)
-        sd = np.asarray(table[key + std_suffix], dtype=float) if key + std_suffix in table else np.full(len(table), np.nan)
+        spread = key + std_suffix
+        sd = np.asarray(table[spread], dtype=float) if spread in table else np.full(len(table), np.nan)
         reach = np.nan_to_num(values) + np.nan_to_num(sd)
         printed = ["n/a" if not math.isfinite(v) else f"{v:.3f}" if not math.isfinite(e) else f"{v:.3f} ± {e:.3f}"
                    for v, e in zip(values, sd)]
@@ -389,7 +393,7 @@ def spectrum_heatmap(spectra: pd.DataFrame, title: str = "", boundaries: list[in
     _boundaries(fig, boundaries)
     fig.update_yaxes(autorange="reversed", title="i (σ<sub>i</sub>, largest on top)")
     _integer_axis(fig, [1, k])
-    _style(fig, title={"text": title, "subtitle": {"text": subtitle, "font": {"size": 13}}} if subtitle else title,
+    _style(fig, title={"text": title, "subtitle": {"text": subtitle, "font": {"size": 14}}} if subtitle else title,
            xaxis_title="step", height=420, margin={"t": 105 if subtitle else 80, "l": 10, "r": 10, "b": 10})
     return fig
 
@@ -425,7 +429,8 @@ def spectrum_overlay(spectra: dict[str, np.ndarray], title: str = "", log_y: boo
 
 # Plain text (they also label the pages' pickers): no underscores, no markup.
 MEASURE_LABELS = {"erank": "effective rank", "top1_energy": "top-1 energy share", "stable_rank": "stable rank",
-                  "frobenius": "Frobenius norm ‖ΔW‖", "condition": "condition number", "numerical_rank": "numerical rank",
+                  "frobenius": "Frobenius norm ‖ΔW‖", "condition": "condition number",
+                  "numerical_rank": "numerical rank",
                   "entropy": "normalised spectral entropy", "w0_energy": "energy in W0's top directions"}
 INTEGER_MEASURES = ("numerical_rank",)
 

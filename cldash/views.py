@@ -122,7 +122,8 @@ SCALAR_LABELS = {
     "loss": "training loss", "lr": "learning rate", "active_rank": "active rank",
     "active_rank_total": "active rank, all modules", "active_rank_share": "share of ranks still active",
     "budget": "rank budget", "lambda_abs_max": "largest |λ| (AdaLoRA singular value)",
-    "codyra_threshold": "gate threshold κ", "gate_abs_mean": "mean |gate|", "task_update_norm": "norm of the task's update",
+    "codyra_threshold": "gate threshold κ", "gate_abs_mean": "mean |gate|",
+    "task_update_norm": "norm of the task's update",
     "F_rank": "rank of the protected basis F", "F_leakage": "leakage into the protected basis F",
     "U_orthogonality_error": "orthogonality error of U", "V_orthogonality_error": "orthogonality error of V",
     "magnitude": "magnitude", "spectrum_flatness": "spectrum flatness σ₁ / σᵣ",
@@ -137,6 +138,11 @@ SCALAR_LABELS = {
     "magnitude_ratio_q90": "magnitude ratio, 90th percentile", "gradient_conflict_cos": "gradient conflict (cosine)",
     "reconciled_grad_norm_ratio": "reconciled / raw gradient norm", "numerical_rank": "numerical rank",
 }
+
+
+# Scalars that count something (ranks, dimensions, directions): drawn with whole-number ticks.
+COUNT_SCALARS = frozenset({"active_rank", "active_rank_total", "budget", "F_rank", "memory_dim", "old_rank",
+                           "directions", "numerical_rank"})
 
 
 def scalar_label(name: str) -> str:

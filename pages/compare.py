@@ -154,7 +154,8 @@ def accuracy_matrices() -> list[dict]:
                 if m["rows"]:
                     plot(accuracy_matrix_figure(m, title=item["title"], fork_after=item.get("fork_after"),
                                                 fork_note=item.get("fork_note", "")),
-                         key=f"cmp-{item['key']}", filename=png_name("compare-matrix", item["file"].removesuffix("-matrix")))
+                         key=f"cmp-{item['key']}",
+                         filename=png_name("compare-matrix", item["file"].removesuffix("-matrix")))
                     download(matrix_table(m), item["file"], "R as CSV", key=f"dl-{item['key']}")
                 else:
                     st.caption(f"{item['title']}: nothing evaluated yet")

@@ -5,7 +5,7 @@ own read-outs (gates, memory dimension, magnitudes...) as they are logged."""
 import streamlit as st
 
 from cldash.figures import layer_module_heatmap, module_styles, series_figure
-from cldash.views import boundaries, module_grid, run_label, run_name, scalar_label
+from cldash.views import COUNT_SCALARS, boundaries, module_grid, run_label, run_name, scalar_label
 from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()
@@ -33,6 +33,7 @@ source = c2.selectbox("rank", [*own, NUMERICAL], format_func=lambda n: n if n ==
 modules = store.modules(run_id)
 
 what = source if source == NUMERICAL else scalar_label(source)
+counts = source == NUMERICAL or source in COUNT_SCALARS     # whole-number ticks (a share of ranks is not one)
 lines = module_styles(modules)     # module type -> colour, layer -> dash: 12 lines, 12 looks
 if source == NUMERICAL:
     kind = st.radio("update", ["cumulative", "task"], horizontal=True)
@@ -44,7 +45,7 @@ if df.empty:
     st.info("Nothing logged yet for this run.")
     st.stop()
 plot(series_figure(df.rename(columns={"module": "label"}), title=f"{run_name(run)}: {what} per module over steps",
-                   y_title="rank", boundaries=boundaries(run), styles=lines, integer_y=True),
+                   y_title="rank" if counts else what, boundaries=boundaries(run), styles=lines, integer_y=counts),
      key="rk-lines", filename=png_name("ranks", source, "run", run_id))
 download(df, f"run-{run_id}-ranks", key="dl-ranks")
 
@@ -54,7 +55,7 @@ end = st.select_slider("at the end of task", options=list(range(1, len(ends) + 1
 at_step = int(df[df.step <= ends[end - 1]].step.max())
 grid = module_grid(modules, df[df.step == at_step])
 plot(layer_module_heatmap(grid, "value", title=f"{what} at the end of task {end} (step {at_step})",
-                          value_title=what, integer=True),
+                          value_title=what, integer=counts),
      key="rk-grid", filename=png_name("ranks-grid", source, "task", end, "run", run_id))
 
 st.subheader("Method read-outs")
@@ -68,6 +69,6 @@ else:
     looks = {**lines, pick: {"name": scalar_label(pick), "color": "#0072B2"}}
     plot(series_figure(series[["step", "value", "label"]], title=f"{run_name(run)}: {scalar_label(pick)}",
                        y_title=scalar_label(pick), boundaries=boundaries(run), styles=looks,
-                       integer_y="rank" in pick or pick in RANK_LIKE),
+                       integer_y=pick in COUNT_SCALARS),
          key="rk-readout", filename=png_name("ranks-readout", pick, "run", run_id))
     download(series, f"run-{run_id}-{pick}", key="dl-readout")

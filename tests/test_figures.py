@@ -137,6 +137,7 @@ def test_task_starts_are_labelled_lines_and_fonts_are_projector_sized():
     assert sorted(s.x0 for s in fig.layout.shapes if s.opacity) == [100, 200]      # the end of the run has no line
     assert fig.layout.font.size >= 14 and fig.layout.xaxis.tickfont.size >= 14
     assert fig.layout.showlegend is False                                          # one line: no legend box
+    assert tuple(fig.layout.xaxis.range) == (0, pytest.approx(306))                # the whole run, from the start
 
 
 def test_a_score_chart_before_any_evaluation_says_it_is_waiting():

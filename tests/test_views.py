@@ -370,7 +370,7 @@ def test_compare_data_gives_runs_and_settings_their_chart_name_and_colour(db):
     assert data.metrics["name"].tolist() == [f"#{a} LoRA r=4", f"#{b} LoRA r=4", f"#{c} LoRA r=8", f"#{d} LoRA r=8"]
     assert data.metrics["color"].tolist() == [run_color(i) for i in (a, b, c, d)]
     s = data.by_setting
-    assert s["name"].tolist() == ["LoRA r=4", "LoRA r=8 · lr=0.01", "LoRA r=8 · lr=0.02"]   # told apart as the long ones
+    assert s["name"].tolist() == ["LoRA r=4", "LoRA r=8 · lr=0.01", "LoRA r=8 · lr=0.02"]   # told apart as long
     assert s["color"].tolist() == [run_color(a), run_color(c), run_color(d)]             # a setting: its first run's
 
 
