@@ -120,7 +120,7 @@ def metrics_per_run() -> None:
     st.dataframe(table, hide_index=True, column_config=config)
     download(table, "metrics", key="dl-metrics")
     with st.expander("How each metric is computed"):
-        st.markdown("\n".join(f"- **{m.label}**: ${m.latex}$ — uses {m.cells}." for m in METRICS))
+        st.markdown("\n".join(f"- **{m.label}**: $\\displaystyle {m.latex}$ — uses {m.cells}." for m in METRICS))
 
 
 def ordered_metrics() -> list[str]:
