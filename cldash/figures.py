@@ -290,7 +290,7 @@ def pareto_figure(table: pd.DataFrame, x: str = "forgetting", y: str = "acc", la
         fig.add_trace(go.Scatter(
             x=g[x], y=g[y], mode="markers+text" if text else "markers", name=str(name), marker=marker,
             text=[str(name)] * len(g) if text else None, textposition="top right",   # clear of the error bars
-            textfont={"size": 14, "color": marker.get("color")}, cliponaxis=False,
+            textfont={"size": 14, "color": "#222"}, cliponaxis=False,   # dark: pale hues are faint as text
             error_x={"type": "data", "array": g[x_err]} if x_err and x_err in g else None,
             error_y={"type": "data", "array": g[y_err]} if y_err and y_err in g else None))
     front = pareto_front(t, x, y)
