@@ -113,33 +113,44 @@ def general_retention(before: float, after: float) -> float:
 class MetricInfo:
     key: str
     label: str
-    formula: str
+    formula: str          # plain text, for CSV files, the CLI and hover help
     cells: str
     higher_is_better: bool = True
+    latex: str = ""       # the same formula in LaTeX (KaTeX), for the dashboard and the handout
 
 
 # The dashboard's metrics table, the CLI and the README all read these definitions.
 METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("acc", "Final accuracy (ACC, MTIL Last, OP)", "(1/T) Σ_j R[T][j]", "the last row"),
+    MetricInfo("acc", "Final accuracy (ACC, MTIL Last, OP)", "(1/T) Σ_j R[T][j]", "the last row",
+               latex=r"\mathrm{ACC} = \frac{1}{T}\sum_{j=1}^{T} R_{T,j}"),
     MetricInfo("aia", "Average incremental accuracy (AP)", "(1/T) Σ_t (1/t) Σ_{j≤t} R[t][j]",
-               "the lower triangle, row by row"),
+               "the lower triangle, row by row",
+               latex=r"\mathrm{AP} = \frac{1}{T}\sum_{t=1}^{T} \frac{1}{t}\sum_{j=1}^{t} R_{t,j}"),
     MetricInfo("bwt", "Backward transfer (BWT)", "(1/(T-1)) Σ_{j<T} (R[T][j] − R[j][j])",
-               "last row against the diagonal"),
+               "last row against the diagonal",
+               latex=r"\mathrm{BWT} = \frac{1}{T-1}\sum_{j=1}^{T-1} \left(R_{T,j} - R_{j,j}\right)"),
     MetricInfo("trace_bwt", "BWT as TRACE normalises it", "(1/T) Σ_j (R[T][j] − R[j][j])",
-               "last row against the diagonal"),
+               "last row against the diagonal",
+               latex=r"\mathrm{BWT}_{\mathrm{TRACE}} = \frac{1}{T}\sum_{j=1}^{T} \left(R_{T,j} - R_{j,j}\right)"),
     MetricInfo("fwt", "Forward transfer (FWT)", "(1/(T-1)) Σ_{j≥2} (R[j−1][j] − R[0][j])",
-               "the superdiagonal against row 0"),
+               "the superdiagonal against row 0",
+               latex=r"\mathrm{FWT} = \frac{1}{T-1}\sum_{j=2}^{T} \left(R_{j-1,j} - R_{0,j}\right)"),
     MetricInfo("forgetting", "Forgetting (Chaudhry)", "(1/(T-1)) Σ_{j<T} (max_{j≤l<T} R[l][j] − R[T][j])",
-               "each column's best trained score against the last row", higher_is_better=False),
-    MetricInfo("la", "Learning accuracy (plasticity)", "(1/T) Σ_j R[j][j]", "the diagonal"),
+               "each column's best trained score against the last row", higher_is_better=False,
+               latex=r"F = \frac{1}{T-1}\sum_{j=1}^{T-1} \left(\max_{j \le l < T} R_{l,j} - R_{T,j}\right)"),
+    MetricInfo("la", "Learning accuracy (plasticity)", "(1/T) Σ_j R[j][j]", "the diagonal",
+               latex=r"\mathrm{LA} = \frac{1}{T}\sum_{j=1}^{T} R_{j,j}"),
     MetricInfo("mtil_transfer", "MTIL Transfer", "mean_{j≥2} mean_{1≤i<j} R[i][j]",
-               "trained rows above the diagonal"),
-    MetricInfo("mtil_average", "MTIL Average", "mean_{1≤i≤T, j} R[i][j]", "all trained rows"),
-    MetricInfo("general", "General-task score after the last task", "G[T]", "general column, last row"),
+               "trained rows above the diagonal",
+               latex=r"\mathrm{Transfer} = \frac{1}{T-1}\sum_{j=2}^{T} \frac{1}{j-1}\sum_{i=1}^{j-1} R_{i,j}"),
+    MetricInfo("mtil_average", "MTIL Average", "mean_{1≤i≤T, j} R[i][j]", "all trained rows",
+               latex=r"\mathrm{Average} = \frac{1}{T^2}\sum_{i=1}^{T}\sum_{j=1}^{T} R_{i,j}"),
+    MetricInfo("general", "General-task score after the last task", "G[T]", "general column, last row",
+               latex=r"G_T"),
     MetricInfo("general_retention", "General-task retention", "G[T] / G[0]",
-               "general column: last row against row 0"),
+               "general column: last row against row 0", latex=r"\frac{G_T}{G_0}"),
     MetricInfo("general_delta", "General-task change", "G[T] − G[0]",
-               "general column: last row against row 0"),
+               "general column: last row against row 0", latex=r"G_T - G_0"),
 )
 
 

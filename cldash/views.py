@@ -53,6 +53,128 @@ def run_label(run: dict) -> str:
     return f"#{run['id']} {setting_label(run['config'])} · seed {run['seed']}"
 
 
+# -- run identity on charts: one colour and one short name per run, the same on every chart and page ---------
+# Okabe & Ito's colour-blind-safe palette ("Color Universal Design", 2008; Wong, Nature Methods 8:441, 2011)
+# without its yellow (#F0E442), which is too pale against a white page on a projector. Ordered so that
+# consecutive run ids get far-apart hues (a blue, then an orange-red, then a green ...) and the two blues, like
+# the two oranges, sit three places apart.
+RUN_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#56B4E9", "#E69F00", "#CC79A7", "#000000")
+# With more runs than colours the marker symbol changes too (#1 and #8 share a colour, not a symbol).
+RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
+
+# The methods' labels as their registry gives them (cldash.methods; imported there with torch, which the
+# pages never load), shortened for a legend.
+METHOD_NAMES = {"full": "full FT", "lora": "LoRA", "pissa": "PiSSA", "dora": "DoRA", "adalora": "AdaLoRA",
+                "loraga": "LoRA-GA", "wegeft": "WeGeFT", "loretta": "LoRETTA", "eblora": "EBLoRA",
+                "codyra": "CoDyRA", "slice": "SLICE", "inflora": "InfLoRA", "sdlora": "SD-LoRA", "olora": "O-LoRA"}
+
+
+def run_color(run_id: int) -> str:
+    """The colour of run `run_id` on every chart: RUN_PALETTE by id, so consecutive runs differ."""
+    return RUN_PALETTE[(int(run_id) - 1) % len(RUN_PALETTE)]
+
+
+def run_symbol(run_id: int) -> str:
+    """The marker symbol of run `run_id`: changes once the palette has gone round."""
+    return RUN_SYMBOLS[((int(run_id) - 1) // len(RUN_PALETTE)) % len(RUN_SYMBOLS)]
+
+
+def method_name(config: dict) -> str:
+    """'LoRA', 'rsLoRA', 'full FT' ... for a run's config."""
+    opts = config.get("method_options") or {}
+    if config["method"] == "lora" and opts.get("rslora"):
+        return "rsLoRA"
+    return METHOD_NAMES.get(config["method"], config["method"])
+
+
+def setting_name(config: dict) -> str:
+    """A setting as a legend names it: the method and its key options, 'LoRA r=8', 'AdaLoRA r=8 merge',
+    'LoRA r=4 + replay 200 (balanced)' (the stream and the seed left out; setting_label has them)."""
+    opts = config.get("method_options") or {}
+    bits = [method_name(config)]
+    for key in ("rank", "target_r", "init_r"):
+        if key in opts:
+            bits.append(f"r={opts[key]}")
+            break
+    if config.get("policy") and config["policy"] != "single":
+        bits.append(str(config["policy"]))
+    if config.get("preset") not in (None, "", "common"):
+        bits.append(f"[{config['preset']}]")
+    from cldash.config import aids_label
+
+    if aids_label(config):
+        bits.append(f"+ {aids_label(config)}")
+    return " ".join(bits)
+
+
+def run_name(run: dict) -> str:
+    """A run as every chart names it: '#4 LoRA r=8' (run_label is the long form, with stream and seed)."""
+    return f"#{run['id']} {setting_name(run['config'])}"
+
+
+def run_style(run: dict) -> dict:
+    """The name, colour and marker symbol of a run on every chart."""
+    return {"name": run_name(run), "color": run_color(run["id"]), "symbol": run_symbol(run["id"])}
+
+
+# Readable names of the scalars methods log (Ranks page read-outs, axis and colour-bar titles).
+SCALAR_LABELS = {
+    "loss": "training loss", "lr": "learning rate", "active_rank": "active rank",
+    "active_rank_total": "active rank, all modules", "active_rank_share": "share of ranks still active",
+    "budget": "rank budget", "lambda_abs_max": "largest |λ| (AdaLoRA singular value)",
+    "codyra_threshold": "gate threshold κ", "gate_abs_mean": "mean |gate|",
+    "task_update_norm": "norm of the task's update",
+    "F_rank": "rank of the protected basis F", "F_leakage": "leakage into the protected basis F",
+    "U_orthogonality_error": "orthogonality error of U", "V_orthogonality_error": "orthogonality error of V",
+    "magnitude": "magnitude", "spectrum_flatness": "spectrum flatness σ₁ / σᵣ",
+    "lora_A_norm": "norm of A", "lora_B_norm": "norm of B", "init_subspace_drift": "drift from the initial subspace",
+    "gradient_top2r_energy": "gradient energy in the top 2r directions", "memory_dim": "memory dimension",
+    "memory_fraction": "memory share of the input space", "interference": "interference",
+    "old_rank": "rank of the frozen old adapters", "directions": "stored directions",
+    "gram_offdiag_abs_cos": "mean |cos| between stored directions",
+    "current_max_abs_cos": "largest |cos| of the new direction", "phi_norm": "norm of φ",
+    "delta_m": "magnitude change Δm", "delta_d": "direction change Δd",
+    "magnitude_ratio_median": "magnitude ratio, median", "magnitude_ratio_q10": "magnitude ratio, 10th percentile",
+    "magnitude_ratio_q90": "magnitude ratio, 90th percentile", "gradient_conflict_cos": "gradient conflict (cosine)",
+    "reconciled_grad_norm_ratio": "reconciled / raw gradient norm", "numerical_rank": "numerical rank",
+}
+
+
+# Scalars that count something (ranks, dimensions, directions): drawn with whole-number ticks.
+COUNT_SCALARS = frozenset({"active_rank", "active_rank_total", "budget", "F_rank", "memory_dim", "old_rank",
+                           "directions", "numerical_rank"})
+
+
+def scalar_label(name: str) -> str:
+    """A logged scalar's readable name ('active_rank_share' -> 'share of ranks still active'); an unknown one
+    with its underscores as spaces."""
+    return SCALAR_LABELS.get(name, name.replace("_", " "))
+
+
+def module_label(module: str, layer=None, kind: str | None = None) -> str:
+    """'layer 0 · q_proj' for vit.layers.0.attention.q_proj (from the modules table's layer and kind), else the
+    module's last two name parts."""
+    if kind and layer is not None and not (isinstance(layer, float) and math.isnan(layer)):
+        return f"layer {int(layer)} · {kind}"
+    return ".".join(str(module).split(".")[-2:])
+
+
+def status_line(run: dict) -> tuple[float, str, str]:
+    """What Live shows for a run's progress, from the run row alone: (fraction done, "cancelled · step 40/15000 ·
+    task 1/5", a note). The note is the first line of the run's error unless it only restates the status and the
+    step ("cancelled at step 41", written a moment after the last progress flush); the step shown is the one
+    the run's progress says, so the two never disagree."""
+    total = run.get("total_steps") or 0
+    step = run.get("step") or 0
+    text = f"{run['status']} · step {step}/{total or '?'}"
+    if run.get("num_tasks"):
+        text += f" · task {run.get('task') or 0}/{run['num_tasks']}"
+    note = (run.get("error") or "").splitlines()[0] if run.get("error") else ""
+    if re.fullmatch(rf"{re.escape(str(run['status']))}( \(.*\))? at step \d+", note):
+        note = ""
+    return (min(1.0, step / total) if total else 0.0), text, note
+
+
 def _flat(config: dict, prefix: str = "") -> dict[str, object]:
     out = {}
     for k, v in config.items():
@@ -122,23 +244,34 @@ def compare_data(store: Store, run_ids: list[int]) -> CompareData:
     settings = setting_labels([r["config"] for r in runs])
     for r, setting in zip(runs, settings):
         m = run_metrics(r, matrices[r["id"]])
+        # the setting's short chart name keeps what setting_labels appended to tell a sweep's settings apart
+        short = setting_name(r["config"]) + setting[len(setting_label(r["config"])):]
         rows.append({"id": r["id"], "label": run_label(r), "setting": setting,
                      "setting_key": setting_key(r["config"]), "method": r["method"], "seed": r["seed"],
-                     "status": r["status"], **{k.key: m.get(k.key, math.nan) for k in METRICS}})
+                     "status": r["status"], **{k.key: m.get(k.key, math.nan) for k in METRICS},
+                     "name": run_name(r), "setting_name": short, "color": run_color(r["id"]),
+                     "symbol": run_symbol(r["id"])})
     metrics = pd.DataFrame(rows, columns=["id", "label", "setting", "setting_key", "method", "seed", "status",
-                                          *[m.key for m in METRICS]])
+                                          *[m.key for m in METRICS], "name", "setting_name", "color", "symbol"])
     return CompareData(runs, matrices, metrics, seed_summary(metrics))
 
 
 def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard deviation and count over seeds of each setting."""
+    """Mean, standard deviation and count over seeds of each setting; with the runs' chart identity
+    (compare_data's name, setting_name, color, symbol columns) the setting's short name ("name") and the
+    colour and symbol of its first run."""
     keys = [m.key for m in METRICS]
+    ident = [c for c in ("setting_name", "color", "symbol") if c in metrics]
     if metrics.empty:
-        return pd.DataFrame(columns=["setting", "seeds", *keys, *[f"{k}_std" for k in keys]])
+        return pd.DataFrame(columns=["setting", "seeds", *keys, *[f"{k}_std" for k in keys],
+                                     *(["name", "color", "symbol"] if ident else [])])
     g = metrics.groupby(["setting_key", "setting"], sort=False)
     mean = g[keys].mean()
     std = g[keys].std(ddof=1).add_suffix("_std")
-    out = pd.concat([g.size().rename("seeds"), mean, std], axis=1).reset_index().drop(columns="setting_key")
+    parts = [g.size().rename("seeds"), mean, std]
+    if ident:
+        parts.append(g[ident].first().rename(columns={"setting_name": "name"}))
+    out = pd.concat(parts, axis=1).reset_index().drop(columns="setting_key")
     return out
 
 

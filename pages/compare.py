@@ -11,13 +11,16 @@ the difference shows fork − parent at first; a fork compared without its paren
 
 import streamlit as st
 
-from cldash.figures import accuracy_matrix_figure, matrix_difference_figure, pareto_figure
+from cldash.figures import accuracy_matrix_figure, headline_figure, matrix_difference_figure, pareto_figure
 from cldash.metrics import METRICS
 from cldash.tables import matrices_table, matrix_table, metric_help
 from cldash.views import (compare_data, compare_summary, difference_defaults, group_label, matrix_items,
                           matrix_pages, matrix_rows, missing_parents)
-from pages.shared import download, download_later, get_store, plot, runs_for_page, set_selected, through_app
+from pages.shared import download, download_later, get_store, plot, png_name, runs_for_page, set_selected, through_app
 
+# The metrics a class looks at first, in this order, before the rest of the wide table.
+HEADLINE_COLUMNS = ("acc", "forgetting", "bwt", "general_retention", "la")
+IDENTITY = ["setting_key", "setting", "name", "setting_name", "color", "symbol"]   # chart identity, not table columns
 # Matrices drawn at once: each is a Plotly figure (about 8 ms of server time here, more in the browser), and
 # a sweep's 50 would make every change on the page wait for all of them.
 MATRICES_PER_PAGE = 12
@@ -66,6 +69,28 @@ st.download_button("Download the handout (HTML)", lambda: handout_html(store, id
                         "definitions, interactive matrices, loss, spectra and configs (`cldash report` makes it too).")
 
 
+def runs_in(ids_: list[int]) -> str:
+    """The runs of a chart for its PNG's name: "run-4", "runs-1-2-5" (the first six, then how many more)."""
+    ids_ = sorted(ids_)
+    return f"run-{ids_[0]}" if len(ids_) == 1 else "runs-" + "-".join(map(str, ids_[:6])) + \
+        (f"-and-{len(ids_) - 6}-more" if len(ids_) > 6 else "")
+
+
+ALL_RUNS = runs_in(ids)
+
+
+def headline() -> None:
+    per_setting = seeded
+    table = data.by_setting if per_setting else data.metrics
+    st.subheader("At a glance")
+    st.caption(("One bar per setting: the mean over its seeds, the black line ± one standard deviation. "
+                if per_setting else "One bar per run. ") +
+               "Final accuracy: the mean score over all tasks after the last one; forgetting: how much each task "
+               "lost from its best score; general-task retention: the share of the pre-training task's score "
+               "kept; learning accuracy: the score on each task right after learning it.")
+    plot(headline_figure(table, label="name"), key="cmp-headline", filename=png_name("compare-headline", ALL_RUNS))
+
+
 def over_seeds() -> None:
     if not seeded:
         return
@@ -74,30 +99,38 @@ def over_seeds() -> None:
     for m in METRICS:
         shown[m.key] = [f"{mu:.3f} ± {sd:.3f}" if sd == sd else f"{mu:.3f}"
                         for mu, sd in zip(data.by_setting[m.key], data.by_setting[f"{m.key}_std"])]
-    st.dataframe(shown[["setting", "seeds", *[m.key for m in METRICS]]], hide_index=True,
-                 column_config={m.key: st.column_config.TextColumn(m.label, help=helps[m.key]) for m in METRICS})
-    download(data.by_setting, "metrics-over-seeds", key="dl-seeds")
+    st.dataframe(shown[["setting", "seeds", *ordered_metrics()]], hide_index=True,
+                 column_config={"setting": st.column_config.TextColumn("setting", pinned=True),
+                                **{m.key: st.column_config.TextColumn(m.label, help=helps[m.key]) for m in METRICS}})
+    download(data.by_setting.drop(columns=["name", "color", "symbol"], errors="ignore"), "metrics-over-seeds",
+             key="dl-seeds")
 
 
 def accuracy_against_forgetting() -> None:
     st.subheader("Accuracy against forgetting")
     grouped = st.toggle("one point per setting (mean over seeds, bars: standard deviation)", value=seeded)
     if grouped:
-        fig = pareto_figure(data.by_setting.assign(label=data.by_setting["setting"]), x_err="forgetting_std",
-                            y_err="acc_std")
+        fig = pareto_figure(data.by_setting, label="name", x_err="forgetting_std", y_err="acc_std")
     else:
-        fig = pareto_figure(data.metrics.assign(label=data.metrics["setting"]))
-    plot(fig, key="cmp-pareto")
+        fig = pareto_figure(data.metrics, label="name")
+    plot(fig, key="cmp-pareto", filename=png_name("compare-accuracy-forgetting", ALL_RUNS))
 
 
 def metrics_per_run() -> None:
     st.subheader("Metrics")
     config = {m.key: st.column_config.NumberColumn(m.label, help=helps[m.key], format="%.3f") for m in METRICS}
-    table = data.metrics.drop(columns=["setting_key", "setting"])
+    config["label"] = st.column_config.TextColumn("run", pinned=True)
+    # the headline numbers (forgetting and BWT among them) right after the run, the rest of the metrics after
+    table = data.metrics.drop(columns=IDENTITY)
+    table = table[["id", "label", *ordered_metrics(), "method", "seed", "status"]]
     st.dataframe(table, hide_index=True, column_config=config)
     download(table, "metrics", key="dl-metrics")
     with st.expander("How each metric is computed"):
-        st.markdown("\n".join(f"- **{m.label}** = `{m.formula}` — uses {m.cells}." for m in METRICS))
+        st.markdown("\n".join(f"- **{m.label}**: $\\displaystyle {m.latex}$ — uses {m.cells}." for m in METRICS))
+
+
+def ordered_metrics() -> list[str]:
+    return [*HEADLINE_COLUMNS, *[m.key for m in METRICS if m.key not in HEADLINE_COLUMNS]]
 
 
 def accuracy_matrices() -> list[dict]:
@@ -117,16 +150,18 @@ def accuracy_matrices() -> list[dict]:
         shown = items[pages[page]]
         st.caption(f"{MATRICES_PER_PAGE} matrices at a time, in run order, so that the page stays quick; the "
                    "metrics cover every run, and the CSV below holds every matrix.")
-    per_row = st.select_slider("matrices per row", options=[1, 2, 3, 4], value=min(3, len(shown)))
+    per_row = st.select_slider("matrices per row", options=[1, 2, 3, 4], value=min(2, len(shown)),
+                               help="Two a row read on a projector; more fit on a wide screen.")
     for row in matrix_rows(shown, per_row):   # a run and its forks start a row together: side by side
         cols = st.columns(per_row)
         for col, item in zip(cols, row):
             with col:
                 m = item["matrix"]
                 if m["rows"]:
-                    plot(accuracy_matrix_figure(m, title=item["title"], show_scale=False,
-                                                fork_after=item.get("fork_after"), fork_note=item.get("fork_note", "")),
-                         key=f"cmp-{item['key']}")
+                    plot(accuracy_matrix_figure(m, title=item["title"], fork_after=item.get("fork_after"),
+                                                fork_note=item.get("fork_note", "")),
+                         key=f"cmp-{item['key']}",
+                         filename=png_name("compare-matrix", item["file"].removesuffix("-matrix")))
                     download(matrix_table(m), item["file"], "R as CSV", key=f"dl-{item['key']}")
                 else:
                     st.caption(f"{item['title']}: nothing evaluated yet")
@@ -151,15 +186,19 @@ def difference(items: list[dict]) -> None:
     if ma["tasks"] != mb["tasks"]:
         st.warning(f"These two {what}s have different task lists; pick two {what}s of the same stream.")
     elif ma["rows"] and mb["rows"]:
-        plot(matrix_difference_figure(ma, mb, title="A − B (blue: A scores higher)"), key="cmp-diff")
+        plot(matrix_difference_figure(ma, mb, title="A − B (blue: A scores higher)"), key="cmp-diff",
+             filename=png_name("compare-difference", items[a]["file"].removesuffix("-matrix"), "minus",
+                                items[b]["file"].removesuffix("-matrix")))
 
 
 if many:       # a sweep: the summary first, every run's numbers next, the matrices to look into last
+    headline()
     over_seeds()
     accuracy_against_forgetting()
     metrics_per_run()
     difference(accuracy_matrices())
 else:
+    headline()
     difference(accuracy_matrices())
     metrics_per_run()
     over_seeds()

@@ -6,8 +6,8 @@ import streamlit as st
 from cldash.launchers import logs
 from cldash.figures import accuracy_matrix_figure, anytime_figure, series_figure
 from cldash.tables import weights_label
-from cldash.views import LiveCache, boundaries, run_label
-from pages.shared import ACTIVE, get_store, plot, runs_for_page, through_app
+from cldash.views import LiveCache, boundaries, run_label, run_style, status_line
+from pages.shared import ACTIVE, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()
 
@@ -28,35 +28,38 @@ caches = st.session_state.setdefault("live_cache", {})
 def watch(run_ids):
     for run in store.runs(ids=run_ids):
         cache = caches.setdefault(run["id"], LiveCache(run["id"])).update(store)
+        style = run_style(run)
         st.subheader(run_label(run))
         st.caption(f"backbone: {weights_label(run.get('weights'))}")
-        total = max(1, run["total_steps"] or 1)
-        st.progress(min(1.0, (run["step"] or 0) / total),
-                    text=f"{run['status']} · step {run['step']}/{run['total_steps']} · task {run['task']}/"
-                         f"{run['num_tasks']}")
-        if run["error"]:
-            (st.info if run["status"] == "cancelled" else st.error)(run["error"].splitlines()[0])
+        done, text, note = status_line(run)     # one source for the step shown, also once a run has stopped
+        st.progress(done, text=text)
+        if note:
+            (st.info if run["status"] == "cancelled" else st.error)(note)
         where = (run.get("launcher_info") or {}).get("address")
         if st.toggle("show its log" + (f" (from the Ray cluster at {where})" if where else ""), key=f"log-{run['id']}",
                      help="The run's output, wherever it runs: this machine's log file, or the cluster's job log."):
             st.code(logs(store, run, tail=60), language=None)
-        c1, c2, c3 = st.columns([1, 1, 1])
-        with c1:
-            if len(cache.loss):
-                loss = cache.loss.assign(label="loss")
-                plot(series_figure(loss, title="training loss", y_title="loss", boundaries=boundaries(run),
-                                   log_y=True), key=f"loss-{run['id']}")
         tasks = store.tasks(run["id"])
         names = dict(zip(tasks.position, tasks.name))
+        ends = boundaries(run)
+        c1, c2 = st.columns(2)
+        with c1:
+            loss = cache.loss.assign(label="loss")
+            plot(series_figure(loss, title="training loss", y_title="loss (log scale)", boundaries=ends, log_y=True,
+                               styles={"loss": {"name": style["name"], "color": style["color"]}},
+                               task_names={t: n for t, n in names.items() if t},
+                               empty_note="waiting for the first training step"),
+                 key=f"loss-{run['id']}", filename=png_name("live-loss-run", run["id"]))
         with c2:
-            if len(cache.evals):
-                plot(anytime_figure(cache.evals, names, run["primary_metric"], boundaries(run),
-                                    title="score of every task over training"), key=f"any-{run['id']}")
-        with c3:
-            m = store.accuracy_matrix(run["id"])
-            if m["rows"]:
-                plot(accuracy_matrix_figure(m, title="accuracy matrix so far", show_scale=False),
-                     key=f"R-{run['id']}")
+            plot(anytime_figure(cache.evals, names, run["primary_metric"], ends,
+                                title="score of every task over training"),
+                 key=f"any-{run['id']}", filename=png_name("live-scores-run", run["id"]))
+        m = store.accuracy_matrix(run["id"])
+        if m["rows"]:
+            c3, _ = st.columns([3, 2])
+            with c3:
+                plot(accuracy_matrix_figure(m, title="accuracy matrix so far"), key=f"R-{run['id']}",
+                     filename=png_name("live-matrix-run", run["id"]))
 
 
 if shown:

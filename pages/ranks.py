@@ -4,9 +4,9 @@ own read-outs (gates, memory dimension, magnitudes...) as they are logged."""
 
 import streamlit as st
 
-from cldash.figures import layer_module_heatmap, series_figure
-from cldash.views import boundaries, module_grid, run_label
-from pages.shared import download, get_store, plot, runs_for_page, through_app
+from cldash.figures import layer_module_heatmap, module_styles, series_figure
+from cldash.views import COUNT_SCALARS, boundaries, module_grid, run_label, run_name, scalar_label
+from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()
 
@@ -25,13 +25,17 @@ names = store.scalar_names(run_id)
 # the DualGPM memory (InfLoRA), the stored directions (SD-LoRA), the frozen pairs' rank (O-LoRA)
 RANK_LIKE = ("memory_dim", "directions")
 own = [n for n in names[names.per_module].name if "rank" in n or n in RANK_LIKE] if len(names) else []
-source = c2.selectbox("rank", [*own, "numerical rank of the update"],
+NUMERICAL = "numerical rank of the update"
+source = c2.selectbox("rank", [*own, NUMERICAL], format_func=lambda n: n if n == NUMERICAL else scalar_label(n),
                       help="A method's own rank history when it logs one (AdaLoRA's and CoDyRA's active rank, EBLoRA's "
-                           "F_rank, InfLoRA's memory_dim, SD-LoRA's directions); otherwise the "
+                           "protected basis F, InfLoRA's memory dimension, SD-LoRA's stored directions); otherwise the "
                            "number of singular values of the update above the numerical tolerance.")
 modules = store.modules(run_id)
 
-if source == "numerical rank of the update":
+what = source if source == NUMERICAL else scalar_label(source)
+counts = source == NUMERICAL or source in COUNT_SCALARS     # whole-number ticks (a share of ranks is not one)
+lines = module_styles(modules)     # module type -> colour, layer -> dash: 12 lines, 12 looks
+if source == NUMERICAL:
     kind = st.radio("update", ["cumulative", "task"], horizontal=True)
     rows = store.spectra(run_id, kind=kind, with_values=False)
     df = rows.rename(columns={"numerical_rank": "value"})[["step", "module", "value"]]
@@ -40,8 +44,9 @@ else:
 if df.empty:
     st.info("Nothing logged yet for this run.")
     st.stop()
-plot(series_figure(df.rename(columns={"module": "label"}), title=f"{source} per module over steps",
-                   y_title="rank", boundaries=boundaries(run)), key="rk-lines")
+plot(series_figure(df.rename(columns={"module": "label"}), title=f"{run_name(run)}: {what} per module over steps",
+                   y_title="rank" if counts else what, boundaries=boundaries(run), styles=lines, integer_y=counts),
+     key="rk-lines", filename=png_name("ranks", source, "run", run_id))
 download(df, f"run-{run_id}-ranks", key="dl-ranks")
 
 ends = [s for s in boundaries(run) if s <= df.step.max()] or [int(df.step.max())]
@@ -49,17 +54,21 @@ end = st.select_slider("at the end of task", options=list(range(1, len(ends) + 1
     if len(ends) > 1 else 1
 at_step = int(df[df.step <= ends[end - 1]].step.max())
 grid = module_grid(modules, df[df.step == at_step])
-plot(layer_module_heatmap(grid, "value", title=f"{source} at the end of task {end} (step {at_step})"),
-     key="rk-grid")
+plot(layer_module_heatmap(grid, "value", title=f"{what} at the end of task {end} (step {at_step})",
+                          value_title=what, integer=counts),
+     key="rk-grid", filename=png_name("ranks-grid", source, "task", end, "run", run_id))
 
 st.subheader("Method read-outs")
 readouts = names[~names.name.isin(["loss", "lr", *own])] if len(names) else names
 if readouts.empty:
     st.caption("This method logs no read-outs of its own beyond the spectra.")
 else:
-    pick = st.selectbox("read-out", readouts.name.tolist())
+    pick = st.selectbox("read-out", readouts.name.tolist(), format_func=scalar_label)
     series = store.scalars(run_id, names=[pick])
     series["label"] = series["module"].where(series["module"] != "", pick)
-    plot(series_figure(series[["step", "value", "label"]], title=pick, y_title=pick, boundaries=boundaries(run)),
-         key="rk-readout")
+    looks = {**lines, pick: {"name": scalar_label(pick), "color": "#0072B2"}}
+    plot(series_figure(series[["step", "value", "label"]], title=f"{run_name(run)}: {scalar_label(pick)}",
+                       y_title=scalar_label(pick), boundaries=boundaries(run), styles=looks,
+                       integer_y=pick in COUNT_SCALARS),
+         key="rk-readout", filename=png_name("ranks-readout", pick, "run", run_id))
     download(series, f"run-{run_id}-{pick}", key="dl-readout")

@@ -7,6 +7,8 @@ Nothing here trains or imports torch.
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 from cldash.checkpoints import AUTO_RESUME_LIMIT, AUTO_RESUME_SETTING
@@ -155,8 +157,19 @@ def option_widget(row: dict, key: str, default=None, container=st):
                                 else str(value), key=key, help=help_text)
 
 
-def plot(fig, key: str | None = None) -> None:
-    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, width="stretch")
+def png_name(*parts) -> str:
+    """A PNG's file name from the chart and its runs: png_name("compare", "matrix", "run", 4) ->
+    "cldash-compare-matrix-run-4" (anything but letters, digits and dashes becomes a dash)."""
+    text = "-".join(str(p) for p in ("cldash", *parts) if p not in (None, ""))
+    return re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]+", "-", text)).strip("-").lower()
+
+
+def plot(fig, key: str | None = None, filename: str | None = None) -> None:
+    """A Plotly chart whose camera button saves `filename`.png (default: named after the chart's key, never
+    Plotly's "plot-image.png")."""
+    config = {**PLOTLY_CONFIG, "toImageButtonOptions": {**PLOTLY_CONFIG["toImageButtonOptions"],
+                                                        "filename": filename or png_name(key or "chart")}}
+    st.plotly_chart(fig, config=config, key=key, width="stretch")
 
 
 def download(df, name: str, label: str = "Download CSV", key: str | None = None) -> None:

@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from cldash.figures import MEASURE_LABELS, layer_module_heatmap, measures_figure, spectrum_heatmap, spectrum_overlay
-from cldash.views import boundaries, module_grid, run_label
-from pages.shared import download, get_store, plot, runs_for_page, through_app
+from cldash.views import boundaries, module_grid, run_label, run_style
+from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()
 
@@ -17,6 +17,7 @@ if not runs:
     st.info("No runs yet: launch some on the Launch page.")
     st.stop()
 labels = {r["id"]: run_label(r) for r in runs}
+styles = {r["id"]: run_style(r) for r in runs}     # one name and colour per run, the same on every page
 c1, c2, c3 = st.columns([2, 1, 2])
 run_id = c1.selectbox("run", list(labels), index=len(labels) - 1, format_func=labels.get)
 run = next(r for r in runs if r["id"] == run_id)
@@ -25,7 +26,7 @@ if index.empty:
     st.info("This run has no spectra logged yet.")
     st.stop()
 kinds = sorted(index.kind.unique(), key=lambda k: (k != "cumulative", k != "task", k))
-kind = c2.selectbox("update", kinds, help="cumulative: W_now − W0 (against the pre-trained weight); "
+kind = c2.selectbox("update", kinds, help="cumulative: W(now) − W₀, against the pre-trained weight; "
                                          "task: the change since the current task started; others: method read-outs.")
 modules = store.modules(run_id)
 module_names = [m for m in modules.name if m in set(index[index.kind == kind].module)] or \
@@ -38,14 +39,16 @@ if view == "layer × module grid":
     step = st.select_slider("step", options=steps, value=steps[-1])
     measure = st.selectbox("measure", list(MEASURE_LABELS), format_func=MEASURE_LABELS.get)
     grid = module_grid(modules, rows[rows.step == step])
-    plot(layer_module_heatmap(grid, measure, title=f"{MEASURE_LABELS[measure]} at step {step} ({kind})"),
-         key="sp-grid")
+    plot(layer_module_heatmap(grid, measure, title=f"{MEASURE_LABELS[measure]} at step {step} ({kind})",
+                              value_title=MEASURE_LABELS[measure], integer=measure == "numerical_rank"),
+         key="sp-grid", filename=png_name("spectra-grid", measure, kind, "step", step, "run", run_id))
     download(grid, f"run-{run_id}-spectra-step-{step}", key="dl-grid")
     st.stop()
 
 series = store.spectra(run_id, module=view, kind=kind)
-plot(spectrum_heatmap(series, title=f"{view}: singular values over steps ({kind})", boundaries=boundaries(run)),
-     key="sp-heat")
+plot(spectrum_heatmap(series, title=f"{styles[run_id]['name']} · {view}: singular values over steps ({kind})",
+                      boundaries=boundaries(run)),
+     key="sp-heat", filename=png_name("spectra-heatmap", view, kind, "run", run_id))
 download(series.assign(values=[" ".join(f"{v:.6g}" for v in vals) for vals in series["values"]]),
          f"run-{run_id}-{view}-{kind}", key="dl-series")
 
@@ -56,19 +59,24 @@ others = st.multiselect("compare with", [i for i in labels if i != run_id], form
                         default=[i for i in labels if i != run_id][:3])
 at = store.spectra_at([run_id, *others], kind=kind, step=step, module=view)
 normalize = st.toggle("divide by σ₁ (compare shapes, not sizes)", value=False)
-plot(spectrum_overlay({labels[r]: v for r, v in zip(at.run_id, at["values"])} if len(at) else {},
-                      title=f"{view} at step ≤ {step}", normalize=normalize), key="sp-overlay")
+plot(spectrum_overlay({styles[r]["name"]: v for r, v in zip(at.run_id, at["values"])} if len(at) else {},
+                      title=f"{view} at step ≤ {step} ({kind})", normalize=normalize,
+                      styles={st_["name"]: st_ for st_ in styles.values()}),
+     key="sp-overlay", filename=png_name("spectra-at-step", step, view, kind, "runs", run_id, *others))
 
 st.subheader("Shape measures over steps")
 chosen = st.multiselect("measures", list(MEASURE_LABELS), default=["erank", "top1_energy", "stable_rank", "frobenius"],
                         format_func=MEASURE_LABELS.get)
 both = [k for k in ("cumulative", "task") if k in kinds]
-frames = []
+frames, lines = [], {}
 for rid in [run_id, *others]:
     for k in both or [kind]:
         df = store.spectra(rid, module=view, kind=k, with_values=False)
         if len(df):
-            frames.append(df.assign(label=f"#{rid} {k}"))
+            label = f"{styles[rid]['name']} · {k}"    # a run keeps its colour; its per-task update is dashed
+            frames.append(df.assign(label=label))
+            lines[label] = {"name": label, "color": styles[rid]["color"], "dash": "dash" if k == "task" else "solid"}
 if frames and chosen:
-    plot(measures_figure(pd.concat(frames, ignore_index=True), chosen, boundaries=boundaries(run),
-                         title="cumulative (against W0) and per-task updates"), key="sp-measures")
+    plot(measures_figure(pd.concat(frames, ignore_index=True), chosen, boundaries=boundaries(run), styles=lines,
+                         title=f"{view}: cumulative update (solid, against W₀) and per-task update (dashed)"),
+         key="sp-measures", filename=png_name("spectra-measures", view, "runs", run_id, *others))

@@ -121,7 +121,7 @@ def test_ranks_page_shows_rank_lines_and_read_outs(seeded_store, monkeypatch):
     specs = charts(at)
     assert len(specs[0]["data"]) == 12                    # one line per adapted module
     assert max(array(t["y"]).max() for t in specs[0]["data"]) == 8    # LoRA rank 8
-    assert "lora_A_norm" in at.selectbox[-1].options
+    assert "norm of A" in at.selectbox[-1].options          # lora_A_norm, by its readable name
 
 
 def test_live_page_draws_loss_anytime_scores_and_matrix(seeded_store, monkeypatch):

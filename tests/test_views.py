@@ -339,3 +339,58 @@ def test_fork_changes_are_what_the_form_changed(db):
     assert fork_launch_key(3, 1, {"replay": 200, "lr": 0.01}) == fork_launch_key(3, 1, {"lr": 0.01, "replay": 200})
     assert fork_launch_key(3, 1, {"replay": 200}) != fork_launch_key(3, 2, {"replay": 200})
     assert fork_launch_key(3, 1, {}).startswith("fork:3:1:")
+
+
+def test_charts_name_a_run_by_its_method_and_key_options():
+    from cldash.methods import REGISTRY
+    from cldash.views import METHOD_NAMES, run_name, setting_name
+
+    def cfg(method, policy="single", **extra):
+        return {"method": method, "policy": policy, "stream": "digits-rotate", **extra}
+
+    assert run_name({"id": 4, "config": cfg("lora", method_options={"rank": 8})}) == "#4 LoRA r=8"
+    assert setting_name(cfg("lora", method_options={"rank": 16, "rslora": True})) == "rsLoRA r=16"
+    assert setting_name(cfg("adalora", "merge", method_options={"init_r": 12, "target_r": 8})) == "AdaLoRA r=8 merge"
+    assert setting_name(cfg("full", None, replay=200, replay_rule="balanced")) == "full FT + replay 200 (balanced)"
+    assert setting_name(cfg("lora", preset="paper", method_options={"rank": 8})) == "LoRA r=8 [paper]"
+    # every registered method has a short name, the start of its registry label
+    assert set(METHOD_NAMES) == set(REGISTRY)
+    assert all(REGISTRY[k].label.startswith(v) for k, v in METHOD_NAMES.items() if k != "full")
+
+
+def test_compare_data_gives_runs_and_settings_their_chart_name_and_colour(db):
+    from cldash.views import run_color
+
+    store = Store(db)
+    a = fake_run(store, 0, [[0.1, 0.2, 0.9], [0.8, 0.3, 0.7], [0.5, 0.9, 0.6]], rank=4)
+    b = fake_run(store, 1, [[0.1, 0.2, 0.9], [0.9, 0.3, 0.8], [0.7, 0.9, 0.7]], rank=4)
+    c = fake_run(store, 0, [[0.1, 0.2, 0.9], [0.9, 0.3, 0.8], [0.7, 0.9, 0.7]], rank=8, lr=0.01)
+    d = fake_run(store, 0, [[0.1, 0.2, 0.9], [0.9, 0.3, 0.8], [0.7, 0.9, 0.7]], rank=8, lr=0.02)
+    data = compare_data(store, [a, b, c, d])
+    assert data.metrics["name"].tolist() == [f"#{a} LoRA r=4", f"#{b} LoRA r=4", f"#{c} LoRA r=8", f"#{d} LoRA r=8"]
+    assert data.metrics["color"].tolist() == [run_color(i) for i in (a, b, c, d)]
+    s = data.by_setting
+    assert s["name"].tolist() == ["LoRA r=4", "LoRA r=8 · lr=0.01", "LoRA r=8 · lr=0.02"]   # told apart as long
+    assert s["color"].tolist() == [run_color(a), run_color(c), run_color(d)]             # a setting: its first run's
+
+
+def test_the_status_line_shows_one_step_for_a_stopped_run():
+    from cldash.views import status_line
+
+    run = {"status": "cancelled", "step": 40, "total_steps": 15000, "task": 1, "num_tasks": 5,
+           "error": "cancelled at step 41"}
+    assert status_line(run) == (40 / 15000, "cancelled · step 40/15000 · task 1/5", "")
+    assert status_line({**run, "status": "interrupted", "error": "interrupted (Ctrl-C) at step 41"})[2] == ""
+    failed = {**run, "status": "failed", "error": "the loss became nan at step 40 (task 1)\ntraceback"}
+    assert status_line(failed)[2] == "the loss became nan at step 40 (task 1)"
+    assert status_line({"status": "queued", "step": None, "total_steps": None, "error": None}) == \
+        (0.0, "queued · step 0/?", "")
+
+
+def test_every_metric_has_its_formula_in_latex_and_in_plain_text():
+    from cldash.metrics import METRICS
+
+    for m in METRICS:
+        assert m.formula and m.latex and m.latex.count("{") == m.latex.count("}"), m.key
+        assert "$" not in m.latex and "Σ" not in m.latex, m.key    # KaTeX source, not the plain form
+    assert {m.key: m.latex for m in METRICS}["general_retention"] == r"\frac{G_T}{G_0}"
