@@ -13,7 +13,6 @@ half-written. `cldash report` and the Compare page's download button both call t
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -27,36 +26,28 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
-from plotly.subplots import make_subplots
 
 import cldash
 from cldash.errors import UserError
-from cldash.figures import (PLOTLY_CONFIG, accuracy_matrix_figure, downsample, measures_figure, pareto_figure,
+from cldash.figures import (HEADLINE as HEADLINE_FIGURE, PLOTLY_CONFIG, accuracy_matrix_figure, downsample,
+                            headline_figure, measures_figure, pareto_figure,
                             series_figure, spectrum_overlay)
 from cldash.metrics import METRICS, fmt
 from cldash.store import Store
 from cldash.text import id_ranges
-from cldash.views import CompareData, boundaries, compare_data, run_label
+from cldash.views import CompareData, boundaries, compare_data, run_color, run_label, run_style
 
 # The numbers a class looks at first (issue 15): the bar chart and the first columns of the table.
 HEADLINE = ("acc", "forgetting", "general_retention", "la", "bwt")
+# the Compare page's four headline bars, and BWT (a handout is read without the table's hover help)
+HEADLINE_BARS = (*HEADLINE_FIGURE, ("bwt", "backward transfer (BWT)", True))
 LOSS_POINTS = 400        # points per run's loss curve: enough for its shape, small for 14 runs
 SPECTRUM_MEASURES = ("top1_energy", "erank")
 FONT_SIZE = 16           # figure text that reads on a projector
-# Okabe and Ito's colour-blind-safe palette without its yellow (too pale on a projector), in the order the
-# dashboard gives runs by id (issue 15's figures part, views.RUN_PALETTE), then seven darker or lighter shades,
-# so that 14 runs (the full demo) get 14 colours. A run's colour goes by its id: the same run, the same colour.
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#56B4E9", "#E69F00", "#CC79A7", "#000000",
-           "#7F3C8D", "#11A579", "#3969AC", "#E73F74", "#80BA5A", "#008695", "#A5AA99"]
 ENDED = "finished"
 
 
 # -- the parts -------------------------------------------------------------------------------------------
-def run_colour(run_id: int) -> str:
-    """A run's colour on every chart of the handout (by id; views.run_color once the dashboard has it)."""
-    return PALETTE[(int(run_id) - 1) % len(PALETTE)]
-
-
 def _metric(key: str):
     return next(m for m in METRICS if m.key == key)
 
@@ -70,31 +61,6 @@ def _run_caption(run: dict) -> str:
     return label
 
 
-def _headline_figure_fallback(table: pd.DataFrame, label: str = "label", err: bool = False,
-                              colours: dict[str, str] | None = None) -> go.Figure:
-    """The headline metrics as horizontal bars, one panel per metric, one bar per run (or setting).
-
-    A private fallback: figures.headline_figure is being added to cldash/figures.py for the Compare page;
-    the handout should switch to it once it lands."""
-    metrics = [_metric(k) for k in HEADLINE]
-    titles = [f"{m.label.split(' (')[0]} {'↑' if m.higher_is_better else '↓'}" for m in metrics]
-    fig = make_subplots(rows=1, cols=len(metrics), shared_yaxes=True, subplot_titles=titles,
-                        horizontal_spacing=0.03)
-    names = [str(n) for n in table[label]]
-    bar_colours = [(colours or {}).get(n, PALETTE[k % len(PALETTE)]) for k, n in enumerate(names)]
-    for c, m in enumerate(metrics, start=1):
-        values = [float(v) for v in table[m.key]]
-        errors = [float(v) for v in table[f"{m.key}_std"]] if err and f"{m.key}_std" in table else None
-        fig.add_trace(go.Bar(
-            x=values, y=names, orientation="h", marker={"color": bar_colours}, showlegend=False,
-            text=[fmt(v, 2) for v in values], textposition="auto", textangle=0, name=m.label,
-            error_x={"type": "data", "array": errors} if errors else None,
-            hovertemplate="%{y}<br>" + m.label + " %{x:.3f}<extra></extra>"), row=1, col=c)
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=160 + 42 * len(names), margin={"t": 60, "l": 10, "r": 10, "b": 10}, bargap=0.25)
-    return fig
-
-
 def _loss_figure(store: Store, runs: list[dict]) -> go.Figure | None:
     frames = []
     for r in runs:
@@ -106,15 +72,8 @@ def _loss_figure(store: Store, runs: list[dict]) -> go.Figure | None:
     df = downsample(pd.concat(frames, ignore_index=True), max_points=LOSS_POINTS, by="label")
     same = len({json.dumps(boundaries(r)) for r in runs}) == 1
     fig = series_figure(df, title="Training loss (log scale; dotted lines: task boundaries)", y_title="loss",
-                        boundaries=boundaries(runs[0]) if same else None, log_y=True)
-    values = df["value"][df["value"] > 0]
-    if len(values):   # a log axis's minor ticks read as "4 3 2 1 9 8": label 1, 2, 5 × 10^k or the powers of 10
-        low, high = math.floor(math.log10(values.min())), math.ceil(math.log10(values.max()))
-        steps = (1, 2, 5) if high - low <= 2 else (1,)
-        ticks = [m * 10.0 ** k for k in range(low, high + 1) for m in steps
-                 if values.min() / 2 <= m * 10.0 ** k <= values.max() * 2]
-        if len(ticks) <= 10:
-            fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+                        boundaries=boundaries(runs[0]) if same else None, log_y=True,
+                        styles={run_label(r): run_style(r) for r in runs})
     return fig
 
 
@@ -208,21 +167,6 @@ def _coloured(spec: dict, colours: dict[str, str]) -> dict:
     return spec
 
 
-def _labelled_points(spec: dict, short: dict[str, str]) -> dict:
-    """Accuracy against forgetting with each point named beside it ("#3 eblora"), not only in the legend."""
-    for trace in spec.get("data", []):
-        if trace.get("name") in short and trace.get("mode") == "markers":
-            trace.update(mode="markers+text", text=[short[trace["name"]]] * len(_values(trace.get("x"))),
-                         textposition="top center", cliponaxis=False)
-    return spec
-
-
-def _values(x) -> list:
-    if isinstance(x, dict) and "bdata" in x:   # plotly's typed array: only its length matters here
-        return list(np.frombuffer(base64.b64decode(x["bdata"]), dtype=np.dtype(x["dtype"])))
-    return list(x or [])
-
-
 def _styled(spec: dict) -> dict:
     """Text that reads on a projector: larger fonts, a white background, dark text and light grid lines."""
     layout = spec.setdefault("layout", {})
@@ -250,12 +194,10 @@ def _styled(spec: dict) -> dict:
     return spec
 
 
-def _figure_json(fig: go.Figure, colours: dict[str, str], short: dict[str, str] | None = None) -> str:
+def _figure_json(fig: go.Figure, colours: dict[str, str]) -> str:
     """The figure as JSON that is safe inside a <script>: '<', '>' and '&' as JSON escapes, so no string
     (a run name, a title) can close the script."""
     spec = _coloured(_styled(json.loads(pio.to_json(fig, validate=False))), colours)
-    if short:
-        _labelled_points(spec, short)
     text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
@@ -269,9 +211,9 @@ class _Page:
     def add(self, text: str) -> None:
         self.parts.append(text)
 
-    def figure(self, fig: go.Figure, css: str = "figure", short: dict[str, str] | None = None) -> None:
+    def figure(self, fig: go.Figure, css: str = "figure") -> None:
         div = f"fig-{len(self.figures) + 1}"
-        self.figures.append(f"draw({json.dumps(div)}, {_figure_json(fig, self.colours, short)});")
+        self.figures.append(f"draw({json.dumps(div)}, {_figure_json(fig, self.colours)});")
         self.add(f"<div class=\"{css}\"><div id=\"{div}\" class=\"plot\"></div></div>")
 
 
@@ -315,9 +257,9 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
     when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
     title = title or f"cldash handout: runs {id_ranges([r['id'] for r in runs])}"
     unfinished = [r for r in runs if r["status"] != ENDED]
-    colours = {run_label(r): run_colour(r["id"]) for r in runs}
+    colours = {run_label(r): run_color(r["id"]) for r in runs}
     for setting, rid in zip(data.metrics["setting"], data.metrics["id"]):   # a setting: its first run's colour
-        colours.setdefault(setting, run_colour(rid))
+        colours.setdefault(setting, run_color(rid))
     page = _Page(colours)
 
     page.add(f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(when)} · {len(runs)} run{'s' * (len(runs) != 1)} "
@@ -331,20 +273,18 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
     page.add("<h2>Headline metrics</h2>")
     seeded = bool((data.by_setting["seeds"] > 1).any())
     if seeded:   # one bar per setting: the mean over its seeds, the error bar its standard deviation
-        page.figure(_headline_figure_fallback(data.by_setting.assign(label=data.by_setting["setting"]), err=True,
-                                              colours=colours))
+        page.figure(headline_figure(data.by_setting, metrics=HEADLINE_BARS))
         page.add("<p class=\"note\">One bar per setting: the mean over its seeds; error bars: standard "
                  "deviation.</p>")
     else:
-        page.figure(_headline_figure_fallback(data.metrics, colours=colours))
+        page.figure(headline_figure(data.metrics, metrics=HEADLINE_BARS))
     page.add(f"<h3>Every metric, per run</h3>{_metrics_table(data)}<h3>What each metric means</h3>{_definitions()}")
 
     page.add("<h2>Accuracy against forgetting</h2>")
     points = data.metrics.assign(label=data.metrics["label"])
     if points[["acc", "forgetting"]].notna().all(axis=1).any():
-        short = {run_label(r): f"#{r['id']} {r['method']}" for r in runs}
-        page.figure(pareto_figure(points, title="Up and to the left is better; dashed: the Pareto front"),
-                    short=short)
+        page.figure(pareto_figure(points, label="name",
+                                  title="Up and to the left is better; dashed: the Pareto front"))
     else:
         page.add("<p class=\"note\">No run has both numbers yet (they need a finished run).</p>")
 
