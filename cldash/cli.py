@@ -905,12 +905,11 @@ def cmd_delete(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from cldash.methods import REGISTRY
+    from cldash.methods import REGISTRY, marked_label
     from cldash.options import describe
 
     for name, cls in sorted(REGISTRY.items()):
-        flag = " (reconstruction)" if cls.reconstruction else ""
-        print(f"{name:<10} {cls.label}{flag} — {cls.paper}")
+        print(f"{name:<10} {marked_label(cls)} — {cls.paper}")
         if cls.policies:
             print(f"{'':<10}   policies: {', '.join(cls.policies)} (default {cls.policies[0]}); "
                   f"default lr {cls.default_lr:g}")

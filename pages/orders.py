@@ -67,4 +67,4 @@ if st.button("Launch", type="primary", disabled=not methods):
                  group_key=f"order{o['id']}", names=[c["name"] or describe_run(RunConfig(**c)) for c in configs])
     set_selected(ids)
     st.success(f"Launched {', '.join(f'#{i}' for i in ids)} in the adversarial order.")
-    st.page_link("pages/live.py", label="Watch them live", icon="📈")
+    st.page_link("pages/live.py", label="Watch them live", icon=":material/monitoring:")

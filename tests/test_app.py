@@ -135,15 +135,22 @@ def test_live_page_draws_loss_anytime_scores_and_matrix(seeded_store, monkeypatc
 def test_methods_page_has_a_card_per_registered_method(seeded_store, monkeypatch):
     at = app(seeded_store.display, monkeypatch, "pages/methods.py")
     text = " ".join(e.value for e in at.markdown)
-    for cls in REGISTRY.values():
-        assert cls.label in text
+    titles = [h.value for h in at.subheader]
+    for name, cls in REGISTRY.items():
+        assert cls.label in titles or f"{cls.label} · reconstruction" in titles
+        assert f"[{cls.label}](#method-{name})" in at.markdown[0].value    # the table of contents links each card
+    assert {h.proto.anchor for h in at.subheader} >= {f"method-{name}" for name in REGISTRY}
     # one equation per method that has one, and the replay / EWC card's
     assert len(at.latex) == sum(1 for c in REGISTRY.values() if c.equation) + 1
-    assert "Replay and EWC" in text and "SLICE (reconstruction) · reconstruction" not in text
+    assert "Replay and EWC · for any method" in titles and "SLICE (reconstruction) · reconstruction" not in titles
+    assert "LoRETTA (rep) · reconstruction" in titles      # not "LoRETTA (rep) (reconstruction)"
     # both regimes, for every method with a paper preset: a table of common against paper with the sources
     from cldash.paper_presets import PAPER
 
     assert text.count("**Two regimes.**") == len(PAPER)
+    # the options tables are static (their "default from" column wraps instead of being cut off)
+    lora = next(t.value for t in at.table if "rank" in t.value.index)
+    assert "default from" in lora.columns and lora.loc["rank", "default"] == "8"
     tables = [t.value for t in at.dataframe if "paper" in t.value.columns]
     assert len(tables) == len(PAPER)
     codyra = next(t for t in tables if "runner_codyra.sh" in " ".join(t["source"]))
@@ -157,8 +164,28 @@ def test_launch_form_shows_errors_next_to_the_field_and_launches_nothing(tmp_pat
     at.number_input(key="m-lora-cldash defaults-rank").set_value(100)
     at.button(key="launch-button").click().run()
     errors = [e.value for e in at.error]
-    assert any("lora.rank 100 is larger than layer" in e for e in errors), errors
+    # the field's label, not the option's name (lora.rank) that the command line's messages use
+    assert any(e.startswith("rank 100 is larger than layer") for e in errors), errors
     assert any(e.startswith("Nothing was launched") for e in errors)
+    assert Store(str(db)).runs() == []
+
+
+def test_launch_form_shows_every_error_at_once_each_under_its_label(tmp_path, monkeypatch):
+    db = tmp_path / "launch.db"
+    at = app(db, monkeypatch, "pages/launch.py")
+    at.text_input(key="launch-seeds").set_value("two")
+    at.number_input(key="run-steps_per_task").set_value(0)
+    at.text_input(key="run-lr").set_value("fast")
+    at.number_input(key="m-lora-cldash defaults-rank").set_value(0)
+    at.button(key="launch-button").click().run()
+    errors = [e.value for e in at.error]
+    assert errors == [
+        "seeds must be whole numbers or ranges such as 0-4 or 0,1,2 (got 'two').",
+        "steps per task must be an integer between 1 and 10000000 (got 0).",
+        "learning rate must be a number (> 0.0 and <= 10.0) (got 'fast').",
+        "rank must be an integer between 1 and 65536 (got 0).",
+        "Nothing was launched: 4 values to fix above."], errors
+    assert not any("lora.rank" in e or "steps_per_task" in e or e.startswith("lr ") for e in errors)
     assert Store(str(db)).runs() == []
 
 

@@ -56,7 +56,7 @@ def lineage_db(template, tmp_path, monkeypatch) -> str:
 def test_resume_button_queues_an_interrupted_run_from_its_last_checkpoint(lineage_db, monkeypatch):
     at = app(lineage_db, monkeypatch, runs=[INTERRUPTED])
     button = at.button(key="runs-resume")
-    assert button.label == "▶ Resume 1 stopped" and not button.disabled
+    assert button.label == "Resume 1 stopped" and not button.disabled
     button.click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     run = Store(lineage_db).get_run(INTERRUPTED)
