@@ -27,7 +27,9 @@ through_app()
 store = get_store()
 st.title("Launch runs")
 slots: dict[str, st.delta_generator.DeltaGenerator] = {}
-labels: dict[str, str] = {}    # field ('lora.rank', 'lr') -> the label of its widget ('rank', 'learning rate')
+# field ('lora.rank', 'lr') -> the label of its widget ('rank', 'learning rate'); the method, stream, backbone and
+# seeds selectors are named as their messages name them
+labels: dict[str, str] = {}
 
 
 def with_slot(key: str, widget_fn, label: str | None = None):
@@ -62,7 +64,7 @@ def method_label(name: str) -> str:
 
 names = ["lora", "full"] + sorted(n for n in REGISTRY if n not in ("lora", "full"))
 methods = with_slot("method", lambda: st.multiselect("Methods", names, default=["lora"], format_func=method_label, key="launch-methods",
-                                                      help="Every method picked runs once per seed, side by side."), "Methods")
+                                                      help="Every method picked runs once per seed, side by side."))
 HF = "hf:"   # the choice that opens a field for Hugging Face data sets / models
 
 
@@ -75,7 +77,7 @@ c1, c2, c3 = st.columns(3)
 with c1:
     stream = with_slot("stream", lambda: st.selectbox(
         "Stream", [*STREAMS, HF], format_func=lambda n: STREAMS[n].label if n in STREAMS else
-        "Hugging Face data sets (hf:…)", help="The sequence of tasks.", key="launch-stream"), "Stream")
+        "Hugging Face data sets (hf:…)", help="The sequence of tasks.", key="launch-stream"))
     if stream == HF:
         stream = hf_spec(st.text_input("data sets", placeholder="hf:tasks/a.csv,tasks/b.csv or hf:user/dataset",
                                        key="launch-hf-stream", help="CSV / JSON / Parquet files (one per task), a "
@@ -93,7 +95,7 @@ with c2:
     fitting = [n for n, e in BACKBONES.items() if e.kind in kinds]
     backbone = with_slot("backbone", lambda: st.selectbox(
         "Backbone", [*fitting, HF], format_func=lambda n: BACKBONES[n].label if n in BACKBONES else
-        "Hugging Face model (hf:…)", key="launch-backbone"), "Backbone")
+        "Hugging Face model (hf:…)", key="launch-backbone"))
     if backbone == HF:
         backbone = hf_spec(st.text_input("model", placeholder="hf:gpt2 or hf:path/to/model", key="launch-hf-backbone",
                                          help="A causal LM, text or image classifier; loaded with "
@@ -102,8 +104,7 @@ with c2:
 with c3:
     seeds_text = with_slot("seeds", lambda: st.text_input("Seeds", "0", help="Comma-separated (0, 1, 2) or a range "
                                                                             "(0-2); one run per method and seed.",
-                                                          key="launch-seeds"), "Seeds")
-    labels["seed"] = "seed"
+                                                          key="launch-seeds"))
 if stream_error and stream != HF:
     slots["stream"].error(stream_error)
 

@@ -305,17 +305,33 @@ def test_a_page_opened_in_streamlits_old_multipage_mode_is_routed_through_app(se
     assert len(at.sidebar.multiselect) == 1 and at.sidebar.text_input[0].label == "Run store"
 
 
-def test_orders_page_shows_the_stored_conflict_and_launches_the_order(tmp_path, monkeypatch):
-    from cldash.cli import main
+def test_orders_page_measures_an_order_shows_the_stored_conflict_and_launches_the_order(tmp_path, monkeypatch):
     from cldash.launch import cancel
+    from cldash.orders import measurement_state, start_measurement
 
     db = tmp_path / "orders.db"
-    assert main(["--db", str(db), "order", "--stream", "digits-rotate", "--stream-angles", "20,100,160",
-                 "--batches", "1", "--batch-size", "16"]) == 0
     store = Store(str(db))
     store.set_setting("max_concurrent", "1")
-    (o,) = store.orders()
     at = app(db, monkeypatch, "pages/orders.py")
+    assert any(i.value.startswith("No order measured yet") for i in at.info)
+    at.selectbox(key="order-stream").set_value("digits-rotate")
+    at.number_input(key="order-batches").set_value(1)
+    at.number_input(key="order-batch-size").set_value(16)
+    at.button(key="order-measure").click().run()
+    at.button(key="order-measure").click().run()      # a double click measures once
+    started = at.session_state["order-measuring"]
+    assert started["args"] == ["--stream", "digits-rotate", "--backbone", "vit-tiny", "--batches", "1",
+                               "--batch-size", "16"]
+    assert start_measurement(store, started["args"])["pid"] == started["pid"]   # still the same process
+    assert any(i.value.startswith("measuring… ") for i in at.info), [i.value for i in at.info]
+    deadline = time.time() + 300
+    while time.time() < deadline and measurement_state(store, started)[0] == "measuring":
+        time.sleep(0.3)
+    at.run()    # the refresh that finds the order in the store
+    (o,) = store.orders()
+    assert o["stream"] == "digits-rotate" and o["config"]["batches"] == 1
+    assert [s.value for s in at.success] == [f"Measured order #{o['id']}; it is shown below."]
+    assert at.selectbox(key="order-pick").value == o["id"]
     assert not at.error, [e.value for e in at.error]
     (heat,) = [s for s in charts(at) if s["data"][0]["type"] == "heatmap"]
     np.testing.assert_allclose(array(heat["data"][0]["z"]), np.array(o["matrix"]))
@@ -326,8 +342,8 @@ def test_orders_page_shows_the_stored_conflict_and_launches_the_order(tmp_path, 
     assert metrics["Configured order"] == f"{o['natural_cost']:.3f}"
     assert any("--stream-angles " + ",".join(f"{a:g}" for a in o["ordered_options"]["angles"]) in c.value
                for c in at.code)
-    at.button[0].click().run()
-    at.button[0].click().run()     # a double click launches once
+    at.button(key="order-launch").click().run()
+    at.button(key="order-launch").click().run()     # a double click launches once
     runs = store.runs()
     assert len(runs) == 1 and runs[0]["config"]["stream_options"]["angles"] == o["ordered_options"]["angles"]
     for r in store.runs(status=["queued", "running"]):
