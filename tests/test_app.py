@@ -3,6 +3,7 @@ no page raises, and the numbers on screen are the stored ones."""
 
 import base64
 import json
+import re
 import time
 from pathlib import Path
 
@@ -77,6 +78,44 @@ def test_runs_page_shows_stored_metrics(seeded_store, monkeypatch):
     assert df["final acc"].iloc[0] == pytest.approx(run["summary"]["acc"])
     assert df["forgetting"].iloc[1] == pytest.approx(seeded_store.runs()[1]["summary"]["forgetting"])
     assert df["weights"].tolist() == ["shipped", "shipped"]    # the backbone weights each run used
+
+
+def test_runs_page_counts_the_runs_each_action_takes_and_leaves_missing_metrics_empty(tmp_path, monkeypatch):
+    from cldash.config import resolve
+
+    no_starts(monkeypatch)
+    db = tmp_path / "runs.db"
+    store = Store(str(db))
+    config = resolve({"method": "lora"}).to_dict()
+    ids = [store.create_run(config, status=status) for status in ("finished", "failed", "queued", "queued")]
+    store.update_run(ids[0], summary={"acc": 0.5, "bwt": -0.25, "forgetting": 0.25, "general_retention": 0.75})
+    at = app(db, monkeypatch, runs=ids)
+    table = at.dataframe[0]
+    assert table.value["final acc"].tolist()[:1] == [0.5] and table.value["final acc"].isna().sum() == 3
+    assert table.proto.placeholder == "" and table.proto.HasField("placeholder")   # empty cells, not "None"
+    assert at.button(key="runs-cancel").label == "Cancel 2 active"
+    assert at.checkbox(key="runs-delete-confirm").label == (
+        "I want to delete 2 of the 4 selected runs and all their rows (2 are still active, cancel them first)")
+    at.button(key="runs-cancel").click().run()
+    assert [store.get_run(i)["status"] for i in ids] == ["finished", "failed", "cancelled", "cancelled"]
+    # the message and the stored step say the same step
+    assert [(store.get_run(i)["error"], store.get_run(i)["step"]) for i in ids[2:]] == [("cancelled at step 0", 0)] * 2
+    assert at.button(key="runs-cancel").label == "Cancel 0 active" and at.button(key="runs-cancel").disabled
+    assert at.checkbox(key="runs-delete-confirm").label == "I want to delete the 4 selected runs and all their rows"
+
+
+def test_the_dashboard_hides_streamlits_deploy_button_and_uses_material_icons():
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] == "viewer"     # no Deploy, rerun or clear-cache entries
+    from streamlit.material_icon_names import ALL_MATERIAL_ICONS
+
+    sources = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
+    icons = [m for path in sources for m in re.findall(r'icon=":material/(\w+):"', path.read_text())]
+    assert len(icons) >= 15 and set(icons) <= ALL_MATERIAL_ICONS
+    nav = (ROOT / "app.py").read_text()
+    assert not re.search(r'icon="[^:"]', nav)     # no emoji: they are boxes on machines without emoji fonts
 
 
 def test_selection_persists_across_pages_through_the_sidebar(seeded_store, monkeypatch):
