@@ -226,6 +226,13 @@ def test_launch_form_shows_every_error_at_once_each_under_its_label(tmp_path, mo
         "Nothing was launched: 4 values to fix above."], errors
     assert not any("lora.rank" in e or "steps_per_task" in e or e.startswith("lr ") for e in errors)
     assert Store(str(db)).runs() == []
+    # the sweep section too: the seeds' error does not hide the grid's, each under its own field
+    at.toggle(key="sweep-on").set_value(True)
+    at.text_area(key="sweep-grid").set_value("rank")
+    at.run()
+    assert [e.value for e in at.error] == [
+        "seeds must be whole numbers or ranges such as 0-4 or 0,1,2 (got 'two').",
+        "write an option as NAME=VALUE (a grid as NAME=V1,V2,...), e.g. rank=4,8,16 (got 'rank')."]
 
 
 def test_launch_form_launches_once_on_a_double_click(tmp_path, monkeypatch):
