@@ -10,6 +10,7 @@ from cldash import checkpoints
 from cldash.errors import ConfigError, UserError
 from cldash.launch import cancel, launch_demo, rerun, schedule
 from cldash.methods import REGISTRY
+from cldash.options import worded
 from cldash.tables import runs_table
 from cldash.views import (filter_runs, fork_changes, fork_launch_key, group_label, group_sizes, run_regime,
                           starts_on_merged_weights)
@@ -232,11 +233,17 @@ def what_if(run: dict) -> None:
                        "launch it again with checkpoints 'all' to fork after any task.")
             return
         slots = {}
+        labels = {"after_task": "after task", "lr": "learning rate", "replay": "replay buffer size",
+                  "ewc_lambda": "EWC lambda"}    # what the fields below are called, for their errors
 
         def field(name: str, container, widget):
             value = widget(container)
             slots[name] = container.empty()    # this field's error, right under it
             return value
+
+        def say(slot: str, message: str) -> None:
+            """An error under its field, naming the field by its label (the JSON options' keep their names)."""
+            slots[slot].error(message if slot == "other" else worded(message, labels))
 
         st.caption(f"A new run starts from #{run['id']}'s state after the task you pick (its rows up to there "
                    "are copied) and trains the remaining tasks with the options below.")
@@ -296,12 +303,12 @@ def what_if(run: dict) -> None:
             new_id = checkpoints.fork(store, run["id"], int(after), changes,
                                       launch_key=fork_launch_key(run["id"], int(after), changes))
         except ConfigError as exc:
-            slots.get(exc.field or "", slots["other"]).error(str(exc))
+            say(exc.field if exc.field in slots else "other", str(exc))
             return
         except UserError as exc:
             # what cannot change at a fork comes from the JSON options; the rest is about the fork point
             fixed = any(option in changes for option in checkpoints.FIXED_AT_FORK)
-            slots["other" if fixed else "after_task"].error(str(exc))
+            say("other" if fixed else "after_task", str(exc))
             return
         set_selected([run["id"], new_id])
         say_after_rerun(f"Started run #{new_id} from #{run['id']}'s state after task {after}"

@@ -126,7 +126,7 @@ def test_what_if_says_a_new_method_starts_on_the_merged_weights(lineage_db, monk
 
 @pytest.mark.parametrize("other, sentence", [
     ('{"steps_per_task": 8}', "steps_per_task cannot change at a fork"),
-    ('{"lr": -1}', "lr must be a number > 0.0 and <= 10.0 (got -1.0)."),
+    ('{"lr": -1}', "learning rate must be a number > 0.0 and <= 10.0 (got -1.0)."),   # under the field, its label
     ('{"lr": 0.01', "other options must be a JSON object"),
 ])
 def test_what_cannot_fork_is_one_sentence_under_its_field_and_creates_nothing(lineage_db, monkeypatch, other, sentence):
