@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from cldash.errors import UserError
+from cldash.errors import ConfigError, UserError
 from cldash.text import id_ranges as _id_ranges
 
 RUN_FLAGS_SKIP = {"method", "stream", "backbone", "method_options", "stream_options", "backbone_options", "regime"}
@@ -307,8 +307,15 @@ def _read_config_file(name: str) -> dict:
     return check_types(RunConfig, base)
 
 
+def _default_backbone(stream: str) -> str:
+    from cldash.streams import STREAMS
+
+    return STREAMS[stream].default_backbone if stream in STREAMS else ""
+
+
 def cmd_run(args, rest: list[str]) -> int:
     from cldash.config import check_against_model, describe_run, resolve
+    from cldash.options import flag_worded
     from cldash.engine import execute
     from cldash.store import Store
 
@@ -332,8 +339,12 @@ def cmd_run(args, rest: list[str]) -> int:
         return 0
     ns = parser.parse_args(rest)
     ns.method, ns.stream, ns.backbone = method, stream, backbone
-    resolved = resolve(_collect(ns, base))
-    check_against_model(resolved)
+    try:
+        resolved = resolve(_collect(ns, base))
+        check_against_model(resolved)
+    except ConfigError as exc:   # named as this command line names the options: --rank, --lr
+        owners = {"run": "", "method": method, "stream": stream, "backbone": backbone or _default_backbone(stream)}
+        raise ConfigError(flag_worded(str(exc), parser, owners), exc.field) from None
     store = Store(args.db)
     config = resolved.to_dict()
     # owned by this process from its INSERT: the scheduler never starts it, reconcile ends it if we die first

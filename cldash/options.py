@@ -232,5 +232,24 @@ def worded(message: str, names: dict[str, str]) -> str:
     return pattern.sub(lambda m: names[m.group(1)], message)
 
 
+def flag_worded(message: str, parser, owners: dict[str, str]) -> str:
+    """A command line's error: `message` with the options it names as the run configuration does ('lora.rank',
+    'lr', 'steps_per_task') replaced by the flags `parser` reads them from ('--rank', '--lr',
+    '--steps-per-task'). The parser's options have dests KIND:NAME (run:lr, method:rank), and `owners` maps
+    each KIND to the prefix its errors use ('' for run options, else the method's, stream's or backbone's
+    name). A plain word (seed, preset, device) is the flag only where it starts the message: "seed must be
+    ..." is about --seed, "a paper preset" is not about --preset."""
+    anywhere, first = {}, {}
+    for action in getattr(parser, "_actions", []):
+        kind, _, name = (action.dest or "").partition(":")
+        if kind not in owners or not name or not action.option_strings:
+            continue
+        field = f"{owners[kind]}.{name}" if owners[kind] else name
+        (anywhere if owners[kind] or "_" in name or name == "lr" else first)[field] = action.option_strings[0]
+    message = worded(message, anywhere)
+    word = message.split(" ", 1)[0]
+    return first[word] + message[len(word):] if word in first else message
+
+
 def as_dict(obj) -> dict:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj or {})
