@@ -69,11 +69,11 @@ with st.expander("Measure an order", expanded=not orders, icon=":material/straig
             st.error(str(exc))
     if "order-failed" in st.session_state:
         st.error(st.session_state["order-failed"])
-    if measuring is not None:
-        st.fragment(watch, run_every=2)(measuring)
-    done = st.session_state.pop("order-measured", None)
-    if done is not None:
-        st.success(f"Measured order #{done}; it is shown below.")
+if measuring is not None:    # outside the expander: seen also when it is folded
+    st.fragment(watch, run_every=2)(measuring)
+done = st.session_state.pop("order-measured", None)
+if done is not None:
+    st.success(f"Measured order #{done}; it is shown below.")
 
 if not orders:
     st.info("No order measured yet: measure one above, or from a terminal (`cldash order --stream skills`); it "
