@@ -91,7 +91,8 @@ def delete_label(selected: int, active: int) -> str:
     """The delete checkbox's label: how many of the selected runs it deletes, and why not the active ones."""
     ended = selected - active
     if not active:
-        return f"I want to delete the {selected} selected run{'s' * (selected != 1)} and all their rows"
+        return "I want to delete the selected run and all its rows" if selected == 1 else \
+            f"I want to delete the {selected} selected runs and all their rows"
     still = f"{active} {'is' if active == 1 else 'are'} still active, cancel {'it' if active == 1 else 'them'} first"
     if not ended:
         return f"Nothing to delete: {'the selected run' if selected == 1 else f'all {selected} selected runs'} " \
