@@ -866,6 +866,7 @@ def cmd_resume(args) -> int:
 
 def cmd_fork(args, rest: list[str]) -> int:
     from cldash.checkpoints import fork
+    from cldash.options import flag_worded
     from cldash.store import Store
 
     pre = _Parser(prog="cldash fork", add_help=False, allow_abbrev=False)
@@ -894,7 +895,12 @@ def cmd_fork(args, rest: list[str]) -> int:
     changes: dict = {**({"method": method} if known.method else {}), **_given(ns)}
     if ns.stream != parent["stream"]:
         changes["stream"] = ns.stream
-    new = fork(store, known.run, known.after_task, changes)
+    try:
+        new = fork(store, known.run, known.after_task, changes)
+    except ConfigError as exc:   # named as this command line names the options: --rank, --lr
+        owners = {"run": "", "method": method, "stream": ns.stream,
+                  "backbone": parent["backbone"] or _default_backbone(ns.stream)}
+        raise ConfigError(flag_worded(str(exc), parser, owners), exc.field) from None
     child = store.get_run(new)
     changed = ", ".join(f"{k}={v}" for k, v in changes.items()) or "nothing changed"
     print(f"run {new}: fork of run {known.run} after task {known.after_task} ({changed})" + (
