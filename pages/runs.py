@@ -87,17 +87,19 @@ def resume_runs(runs: list[dict]) -> None:
         st.error(message)
 
 
-def delete_label(selected: int, active: int) -> str:
-    """The delete checkbox's label: how many of the selected runs it deletes, and why not the active ones."""
+def delete_label(selected: int, active: int) -> tuple[str, str]:
+    """The delete checkbox's label (how many of the selected runs it deletes) and the line under it (why not
+    the active ones), short enough for a third of the page."""
     ended = selected - active
+    still = "" if not active else \
+        f"{active} {'is' if active == 1 else 'are'} still active: cancel {'it' if active == 1 else 'them'} first."
     if not active:
-        return "I want to delete the selected run and all its rows" if selected == 1 else \
-            f"I want to delete the {selected} selected runs and all their rows"
-    still = f"{active} {'is' if active == 1 else 'are'} still active, cancel {'it' if active == 1 else 'them'} first"
-    if not ended:
-        return f"Nothing to delete: {'the selected run' if selected == 1 else f'all {selected} selected runs'} " \
-               f"{'is' if selected == 1 else 'are'} still active; cancel {'it' if selected == 1 else 'them'} first"
-    return f"I want to delete {ended} of the {selected} selected runs and all their rows ({still})"
+        label = "I want to delete the selected run" if selected == 1 else f"I want to delete the {selected} selected runs"
+    elif not ended:
+        label = "Nothing to delete"
+    else:
+        label = f"I want to delete {ended} of the {selected} selected runs"
+    return label, still
 
 
 def actions(sel: list[dict]) -> None:
@@ -128,7 +130,12 @@ def actions(sel: list[dict]) -> None:
         new = [rerun(store, r["id"], int(seed), launch_key=f"rerun:{r['id']}:seed{int(seed)}") for r in sel]
         say_after_rerun(f"Queued run{'s' * (len(new) != 1)} {', '.join(f'#{i}' for i in new)}.", links=True)
     ended = [r for r in sel if r["status"] not in ACTIVE]
-    confirm = c3.checkbox(delete_label(len(sel), len(active)), disabled=not ended, key="runs-delete-confirm")
+    label, still = delete_label(len(sel), len(active))
+    confirm = c3.checkbox(label, disabled=not ended, key="runs-delete-confirm",
+                          help="Deleting removes each run with all its rows (evaluations, scalars, spectra, "
+                               "checkpoints); it cannot be undone.")
+    if still:
+        c3.caption(still)
     if c3.button("Delete", disabled=not (ended and confirm), key="runs-delete", icon=":material/delete:"):
         for r in ended:
             store.delete_run(r["id"])

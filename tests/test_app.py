@@ -94,14 +94,15 @@ def test_runs_page_counts_the_runs_each_action_takes_and_leaves_missing_metrics_
     assert table.value["final acc"].tolist()[:1] == [0.5] and table.value["final acc"].isna().sum() == 3
     assert table.proto.placeholder == "" and table.proto.HasField("placeholder")   # empty cells, not "None"
     assert at.button(key="runs-cancel").label == "Cancel 2 active"
-    assert at.checkbox(key="runs-delete-confirm").label == (
-        "I want to delete 2 of the 4 selected runs and all their rows (2 are still active, cancel them first)")
+    assert at.checkbox(key="runs-delete-confirm").label == "I want to delete 2 of the 4 selected runs"
+    assert "2 are still active: cancel them first." in [c.value for c in at.caption]
     at.button(key="runs-cancel").click().run()
     assert [store.get_run(i)["status"] for i in ids] == ["finished", "failed", "cancelled", "cancelled"]
     # the message and the stored step say the same step
     assert [(store.get_run(i)["error"], store.get_run(i)["step"]) for i in ids[2:]] == [("cancelled at step 0", 0)] * 2
     assert at.button(key="runs-cancel").label == "Cancel 0 active" and at.button(key="runs-cancel").disabled
-    assert at.checkbox(key="runs-delete-confirm").label == "I want to delete the 4 selected runs and all their rows"
+    assert at.checkbox(key="runs-delete-confirm").label == "I want to delete the 4 selected runs"
+    assert not any("still active" in c.value for c in at.caption)
 
 
 def test_the_dashboard_hides_streamlits_deploy_button_and_uses_material_icons():
