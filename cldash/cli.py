@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from cldash.errors import UserError
+from cldash.errors import ConfigError, UserError
 from cldash.text import id_ranges as _id_ranges
 
 RUN_FLAGS_SKIP = {"method", "stream", "backbone", "method_options", "stream_options", "backbone_options", "regime"}
@@ -307,8 +307,15 @@ def _read_config_file(name: str) -> dict:
     return check_types(RunConfig, base)
 
 
+def _default_backbone(stream: str) -> str:
+    from cldash.streams import STREAMS
+
+    return STREAMS[stream].default_backbone if stream in STREAMS else ""
+
+
 def cmd_run(args, rest: list[str]) -> int:
     from cldash.config import check_against_model, describe_run, resolve
+    from cldash.options import flag_worded
     from cldash.engine import execute
     from cldash.store import Store
 
@@ -332,8 +339,12 @@ def cmd_run(args, rest: list[str]) -> int:
         return 0
     ns = parser.parse_args(rest)
     ns.method, ns.stream, ns.backbone = method, stream, backbone
-    resolved = resolve(_collect(ns, base))
-    check_against_model(resolved)
+    try:
+        resolved = resolve(_collect(ns, base))
+        check_against_model(resolved)
+    except ConfigError as exc:   # named as this command line names the options: --rank, --lr
+        owners = {"run": "", "method": method, "stream": stream, "backbone": backbone or _default_backbone(stream)}
+        raise ConfigError(flag_worded(str(exc), parser, owners), exc.field) from None
     store = Store(args.db)
     config = resolved.to_dict()
     # owned by this process from its INSERT: the scheduler never starts it, reconcile ends it if we die first
@@ -855,6 +866,7 @@ def cmd_resume(args) -> int:
 
 def cmd_fork(args, rest: list[str]) -> int:
     from cldash.checkpoints import fork
+    from cldash.options import flag_worded
     from cldash.store import Store
 
     pre = _Parser(prog="cldash fork", add_help=False, allow_abbrev=False)
@@ -883,7 +895,12 @@ def cmd_fork(args, rest: list[str]) -> int:
     changes: dict = {**({"method": method} if known.method else {}), **_given(ns)}
     if ns.stream != parent["stream"]:
         changes["stream"] = ns.stream
-    new = fork(store, known.run, known.after_task, changes)
+    try:
+        new = fork(store, known.run, known.after_task, changes)
+    except ConfigError as exc:   # named as this command line names the options: --rank, --lr
+        owners = {"run": "", "method": method, "stream": ns.stream,
+                  "backbone": parent["backbone"] or _default_backbone(ns.stream)}
+        raise ConfigError(flag_worded(str(exc), parser, owners), exc.field) from None
     child = store.get_run(new)
     changed = ", ".join(f"{k}={v}" for k, v in changes.items()) or "nothing changed"
     print(f"run {new}: fork of run {known.run} after task {known.after_task} ({changed})" + (
@@ -924,12 +941,11 @@ def cmd_delete(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from cldash.methods import REGISTRY
+    from cldash.methods import REGISTRY, marked_label
     from cldash.options import describe
 
     for name, cls in sorted(REGISTRY.items()):
-        flag = " (reconstruction)" if cls.reconstruction else ""
-        print(f"{name:<10} {cls.label}{flag} — {cls.paper}")
+        print(f"{name:<10} {marked_label(cls)} — {cls.paper}")
         if cls.policies:
             print(f"{'':<10}   policies: {', '.join(cls.policies)} (default {cls.policies[0]}); "
                   f"default lr {cls.default_lr:g}")

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from cldash.errors import ConfigError
-from cldash.options import as_dict, build, option
+from cldash.options import as_dict, build, field_errors, option
 from cldash.text import with_article
 
 
@@ -176,6 +176,33 @@ def resolve(values: dict | RunConfig) -> Resolved:
     cfg.stream_options = as_dict(stream_options)
     cfg.backbone_options = as_dict(backbone_options)
     return Resolved(cfg, method_cls, method_options, stream_cls, stream_options, entry, backbone_options, regime)
+
+
+def check_fields(values: dict) -> dict[str, ConfigError]:
+    """Every error of a run configuration that a form can show at once, by field ('steps_per_task', 'seed',
+    'lora.rank'): first each field on its own (run, method, stream and backbone options); when all of
+    those pass, what needs the whole configuration (`resolve`: presets, checks across fields) and the
+    model's layer sizes (`check_against_model`). Empty: the configuration would launch."""
+    from cldash.backbones import BACKBONES
+    from cldash.methods import REGISTRY
+    from cldash.streams import STREAMS
+
+    raw = as_dict(values)
+    owned = {"method_options", "stream_options", "backbone_options", "regime"}
+    errors = field_errors(RunConfig, {k: v for k, v in raw.items() if k not in owned}, "")
+    method, stream = raw.get("method"), raw.get("stream", "digits-rotate")
+    backbone = raw.get("backbone") or (STREAMS[stream].default_backbone if stream in STREAMS else "")
+    for owner, key, cls in ((method, "method_options", getattr(REGISTRY.get(method), "Config", None)),
+                            (stream, "stream_options", getattr(STREAMS.get(stream), "Options", None)),
+                            (backbone, "backbone_options", getattr(BACKBONES.get(backbone), "Options", None))):
+        if cls is not None and isinstance(raw.get(key), dict):
+            errors.update(field_errors(cls, raw[key], owner))
+    if not errors:
+        try:
+            check_against_model(resolve(raw))
+        except ConfigError as exc:
+            errors[exc.field or "method"] = exc
+    return errors
 
 
 def check_against_model(resolved: Resolved) -> dict[str, tuple[int, int]]:

@@ -378,7 +378,9 @@ def cancel(store: Store, run_id: int, timeout: float = 2.0) -> str:
             time.sleep(0.1)
     run = store.get_run(run_id)
     if run["status"] in ("queued", "running"):   # the process did not get to record it
-        store.update_run(run_id, status="cancelled", error=f"cancelled at step {run['step']}",
+        # the message and the stored step come from one value, as where the engine records its own cancel
+        step = run["step"] or 0
+        store.update_run(run_id, status="cancelled", error=f"cancelled at step {step}", step=step,
                          finished_at=time.time())
     return "cancelled"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, get_type_hints
 
 from cldash.errors import ConfigError
@@ -193,6 +194,61 @@ def build(cls, values: dict | None, prefix: str):
     if check is not None:
         check(prefix)
     return obj
+
+
+def field_errors(cls, values: dict | None, prefix: str) -> dict[str, ConfigError]:
+    """Every field of `values` that `build` would refuse on its own (unknown name, type, range), each error
+    under its field's name ('lora.rank', 'steps_per_task'), so that a form can show all of them at once.
+    Checks across fields (a method's `check`) need the whole set and are left to `build`."""
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    errors: dict[str, ConfigError] = {}
+    for name, value in dict(values or {}).items():
+        label = f"{prefix}.{name}" if prefix else name
+        try:
+            if name not in fields:
+                build(cls, {name: value}, prefix)    # the unknown-option sentence, with the known ones
+            value = _coerce(value, hints[name], label, fields[name].metadata)
+            _check_range(value, label, fields[name].metadata, _kind(hints[name]))
+        except ConfigError as exc:
+            errors.setdefault(exc.field or label, exc)
+    return errors
+
+
+def option_label(name: str) -> str:
+    """What a form calls an option: its name in words ('steps_per_task' -> 'steps per task')."""
+    return name.replace("_", " ")
+
+
+def worded(message: str, names: dict[str, str]) -> str:
+    """`message` with every option name of `names` that it mentions ('lora.rank', 'lr', 'steps_per_task', as
+    errors name them) replaced by what a surface calls the option: a form's label ('rank', 'learning rate')
+    or a command line's flag ('--rank', '--lr'). Only whole names are replaced: 'lr' in 'lr_schedule' or
+    in 'lora.lr' is not 'lr'."""
+    if not names:
+        return message
+    pattern = re.compile(r"(?<![\w.\-])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True)))
+                         + r")(?![\w\-])")
+    return pattern.sub(lambda m: names[m.group(1)], message)
+
+
+def flag_worded(message: str, parser, owners: dict[str, str]) -> str:
+    """A command line's error: `message` with the options it names as the run configuration does ('lora.rank',
+    'lr', 'steps_per_task') replaced by the flags `parser` reads them from ('--rank', '--lr',
+    '--steps-per-task'). The parser's options have dests KIND:NAME (run:lr, method:rank), and `owners` maps
+    each KIND to the prefix its errors use ('' for run options, else the method's, stream's or backbone's
+    name). A plain word (seed, preset, device) is the flag only where it starts the message: "seed must be
+    ..." is about --seed, "a paper preset" is not about --preset."""
+    anywhere, first = {}, {}
+    for action in getattr(parser, "_actions", []):
+        kind, _, name = (action.dest or "").partition(":")
+        if kind not in owners or not name or not action.option_strings:
+            continue
+        field = f"{owners[kind]}.{name}" if owners[kind] else name
+        (anywhere if owners[kind] or "_" in name or name == "lr" else first)[field] = action.option_strings[0]
+    message = worded(message, anywhere)
+    word = message.split(" ", 1)[0]
+    return first[word] + message[len(word):] if word in first else message
 
 
 def as_dict(obj) -> dict:

@@ -71,14 +71,20 @@ def adversarial_order(C) -> list[int]:
     return best
 
 
-def stream_flags(stream_options: dict) -> str:
-    """Stream options as `cldash run` flags: ``--stream-skills lookup,sort --stream-data-seed 0``."""
-    flags = []
+def stream_arguments(stream_options: dict) -> list[str]:
+    """Stream options as `cldash run` arguments: ``["--stream-skills", "lookup,sort", "--stream-data-seed", "0"]``."""
+    args = []
     for key, value in stream_options.items():
         text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) \
             if isinstance(value, list) else str(value)
-        flags.append(f"--stream-{key.replace('_', '-')} {text}")
-    return " ".join(flags)
+        args += [f"--stream-{key.replace('_', '-')}", text]
+    return args
+
+
+def stream_flags(stream_options: dict) -> str:
+    """Stream options as `cldash run` flags: ``--stream-skills lookup,sort --stream-data-seed 0``."""
+    args = stream_arguments(stream_options)
+    return " ".join(f"{flag} {value}" for flag, value in zip(args[::2], args[1::2]))
 
 
 def gradient_conflict(model, stream, targets: list[str], batches: int = 4, batch_size: int = 32,
@@ -152,3 +158,92 @@ def measure(values: dict, batches: int = 4, batch_size: int = 32, seed: int = 0)
             "matrix": conflict.matrix.tolist(), "order": order, "cost": order_cost(conflict.matrix, order),
             "natural_cost": order_cost(conflict.matrix, natural), "ordered_options": {**as_dict(resolved.stream_options), **reorder(order)},
             "batches": batches, "batch_size": batch_size, "seed": seed}
+
+
+# -- a measurement in the background (the Orders page's button) -------------------------------------
+def _measurement_file(store, args: list[str]):
+    """Where a background measurement of `args` (cldash order's arguments) keeps its process id and its log:
+    next to the store's run logs, keyed by the store and the arguments, so that one measurement of the same
+    order is running at a time."""
+    from cldash.cache import cache_dir, cache_key
+
+    folder = cache_dir() / "logs" / cache_key({"store": store.url})
+    return folder / f"order-{cache_key({'args': args})}.json"
+
+
+def order_args(stream: str, backbone: str = "", options: dict | None = None, batches: int = 4,
+               batch_size: int = 32) -> list[str]:
+    """`cldash order`'s arguments for a stream, a backbone ('' for the stream's own), stream options and the
+    gradient batches (cldash order's defaults: 4 of 32)."""
+    args = ["--stream", stream] + (["--backbone", backbone] if backbone else []) + stream_arguments(options or {})
+    return args + ["--batches", str(int(batches)), "--batch-size", str(int(batch_size))]
+
+
+def start_measurement(store, args: list[str]) -> dict:
+    """Measure an order as `cldash order ARGS` does, in a background process of its own (its own process
+    group, the store's URL in its environment as CLDASH_DB, never on its command line, its output in a log
+    file that is kept). A measurement of the same arguments still running is returned instead of a second
+    one (a double click measures once). Returns the measurement: pid, args, log path."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from cldash.cache import file_lock
+    from cldash.launch import is_run_process
+
+    path = _measurement_file(store, args)
+    log = path.with_suffix(".log")
+    with file_lock(path.with_suffix(".lock")):
+        current = measurement(store, args)
+        if current is not None and is_run_process(current["pid"]):
+            return current
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(log, "wb")
+        except OSError as exc:
+            raise UserError(f"cannot measure the order: cannot write its log {log} ({exc.strerror or exc}).") from None
+        env = {**os.environ, "CLDASH_DB": store.url, "PYTHONUNBUFFERED": "1"}
+        with out:
+            proc = subprocess.Popen([sys.executable, "-m", "cldash", "order", *args], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=env, close_fds=True)
+        threading.Thread(target=proc.wait, name=f"reap-order-{proc.pid}", daemon=True).start()
+        started = {"pid": proc.pid, "args": list(args), "log": str(log), "started_at": time.time()}
+        path.write_text(json.dumps(started))
+    return started
+
+
+def measurement(store, args: list[str]) -> dict | None:
+    """The last background measurement of `args` on this store (start_measurement), or None."""
+    import json
+
+    try:
+        return json.loads(_measurement_file(store, args).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def measurement_state(store, started: dict) -> tuple[str, object]:
+    """('measuring', seconds so far), ('done', the stored order) or ('failed', its one-line reason): read from
+    the process and its log (cldash order prints "order N: ..." once the order is stored, or "error: ...")."""
+    import re
+    import time
+
+    from cldash.launch import is_run_process
+
+    try:
+        text = open(started["log"], encoding="utf-8", errors="replace").read()
+    except OSError:
+        text = ""
+    stored = re.search(r"^order (\d+): ", text, re.M)
+    if stored:
+        return "done", store.get_order(int(stored.group(1)))
+    if is_run_process(started["pid"]):
+        return "measuring", time.time() - started["started_at"]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reason = next((ln for ln in reversed(lines) if ln.startswith("error: ")), lines[-1] if lines else "")
+    reason = reason.removeprefix("error: ") or "the process ended without a word"
+    return "failed", f"the measurement stopped: {reason} (its log: {started['log']})"

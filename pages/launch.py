@@ -10,12 +10,12 @@ import uuid
 import streamlit as st
 
 from cldash.backbones import BACKBONES
-from cldash.config import RunConfig, check_against_model, describe_run, resolve
+from cldash.config import RunConfig, check_fields, describe_run
 from cldash.errors import ConfigError, UserError
 from cldash.launch import launch
 from cldash.launchers import Resources, parse
-from cldash.methods import POLICIES, REGISTRY
-from cldash.options import describe, is_default
+from cldash.methods import POLICIES, REGISTRY, marked_label
+from cldash.options import describe, is_default, option_label, worded
 from cldash.presets import preset_names, regime_label
 from cldash.streams import STREAMS, get_stream
 from cldash.sweeps import Sweep, launch_sweep, plan, split_option
@@ -27,13 +27,23 @@ through_app()
 store = get_store()
 st.title("Launch runs")
 slots: dict[str, st.delta_generator.DeltaGenerator] = {}
+# field ('lora.rank', 'lr') -> the label of its widget ('rank', 'learning rate'); the method, stream, backbone and
+# seeds selectors are named as their messages name them
+labels: dict[str, str] = {}
 
 
-def with_slot(key: str, widget_fn):
-    """Render a widget and an empty slot right under it for its validation error."""
+def with_slot(key: str, widget_fn, label: str | None = None):
+    """Render a widget and an empty slot right under it for its validation error; `label` is the widget's
+    label (default: the option's name in words), which the error then calls the field by."""
     value = widget_fn()
     slots[key] = st.empty()
+    labels[key] = label or option_label(key.rsplit(".", 1)[-1])
     return value
+
+
+def show_error(field: str, message: str, fallback: str = "method") -> None:
+    """An error under its field's widget, naming fields by their labels rather than their option names."""
+    (slots.get(field) or slots[fallback]).error(worded(message, labels))
 
 
 # what a launch always sends, whatever the regime (the rest is dropped where left at its default: the preset's)
@@ -49,8 +59,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def method_label(name: str) -> str:
-    cls = REGISTRY[name]
-    return f"{cls.label} (reconstruction)" if cls.reconstruction else cls.label
+    return marked_label(REGISTRY[name])
 
 
 names = ["lora", "full"] + sorted(n for n in REGISTRY if n not in ("lora", "full"))
@@ -94,7 +103,8 @@ with c2:
         slots["backbone"] = st.empty()
 with c3:
     seeds_text = with_slot("seeds", lambda: st.text_input("Seeds", "0", help="Comma-separated (0, 1, 2) or a range "
-                                                                            "(0-2); one run per method and seed."))
+                                                                            "(0-2); one run per method and seed.",
+                                                          key="launch-seeds"))
 if stream_error and stream != HF:
     slots["stream"].error(stream_error)
 
@@ -108,7 +118,7 @@ with st.expander("Training", expanded=True):
              "paper: each method's authors' published regime (optimizer, lr, schedule, targets, steps, loss "
              "masking; each value cited on the Methods page). paper:METHOD: that method's authors' training "
              "regime for every selected method (a baseline on the same schedule). A value you change below "
-             "wins over the preset's."))
+             "wins over the preset's."), "regime")
     cols = st.columns(4)
     for i, name in enumerate(["steps_per_task", "batch_size", "eval_interval", "spectra_interval"]):
         with cols[i]:
@@ -117,11 +127,13 @@ with st.expander("Training", expanded=True):
     with cols[0]:
         run_values["lr"] = with_slot("lr", lambda: st.text_input(
             "learning rate", "", placeholder="each method's default",
-            help="Leave empty for each method's default (LoRA 5e-3, full fine-tuning 1e-3, ...)."))
+            help="Leave empty for each method's default (LoRA 5e-3, full fine-tuning 1e-3, ...).",
+            key="run-lr"), "learning rate")
     with cols[1]:
         run_values["policy"] = with_slot("policy", lambda: st.selectbox(
             "task-boundary policy", ["", *POLICIES], format_func=lambda p: POLICIES.get(p, "each method's default"),
-            help="For methods that leave it open (LoRA and its variants): what happens to the adapter after a task."))
+            help="For methods that leave it open (LoRA and its variants): what happens to the adapter after a task."),
+            "task-boundary policy")
     with cols[2]:
         run_values["device"] = with_slot("device", lambda: st.selectbox(
             "device", ["auto", "cpu", "cuda"], help="auto: a GPU when there is one."))
@@ -132,7 +144,8 @@ with st.expander("Training", expanded=True):
             run_values[name] = with_slot(name, lambda n=name: option_widget(rows[n], f"run-{n}"))
         run_values["train_head"] = with_slot("train_head", lambda: st.checkbox(
             "also train the pre-trained classifier head", value=False,
-            help="Adapter methods keep the pre-trained head frozen by default; full fine-tuning always trains it."))
+            help="Adapter methods keep the pre-trained head frozen by default; full fine-tuning always trains it."),
+            "also train the pre-trained classifier head")
 
 with st.expander("Replay and EWC (for any method)", expanded=False):
     st.caption("Continual-learning aids that combine with every method: a buffer of finished tasks' examples "
@@ -142,7 +155,7 @@ with st.expander("Replay and EWC (for any method)", expanded=False):
         format_func=lambda a: {"": "none (the values below)", "replay": "replay: a buffer of 200, balanced",
                                "ewc": "ewc: online EWC, lambda 400"}[a],
         help="The aid as the TRACE benchmark (arXiv 2310.06762) sets it, each value cited (`cldash presets`); a "
-             "value you change below wins."))
+             "value you change below wins."), "TRACE's settings")
     cols = st.columns(3)
     for i, name in enumerate(["replay", "replay_rule", "replay_batch_size"]):
         with cols[i]:
@@ -248,23 +261,35 @@ with st.expander("Sweep: a grid of runs as one group, on this machine or a Ray c
     cpus = c2.number_input("CPUs per run", 0.25, 64.0, 1.0, 0.25, key="sweep-cpus")
     gpus = c3.number_input("GPUs per run", 0.0, 8.0, 0.0, 0.125, key="sweep-gpus", disabled=where != "ray",
                            help="On a Ray cluster: 0.125 lets eight tiny runs share one GPU.")
-    sweep_plan, sweep_error = None, None
+    sweep_plan = None
     if sweeping and methods:
+        # the seeds and the grid are read apart, so that a bad value in one does not hide the other's
+        sweep_errors: dict[str, str] = {}
         try:
             seeds = parse_seeds(seeds_text)
+        except ConfigError as exc:
+            sweep_errors["seeds"], seeds = str(exc), [0]
+        try:
             grid = grid_of(grid_text)
-            base = {k: v for k, v in form_values(methods[0], seeds[0], True).items()
-                    if k not in ("method", "seed", "method_options", "stream", "backbone", "preset")}
-            sweep = Sweep(methods=list(methods), seeds=seeds, presets=sweep_presets or ["common"], grid=grid,
-                          stream=stream, backbone=backbone, name=sweep_name.strip(), base=base,
-                          method_options={m: form_values(m, seeds[0], True)["method_options"] for m in methods})
-            sweep_plan = plan(store, sweep)
-        except UserError as exc:
-            sweep_error = str(exc)
+        except (UserError, ValueError) as exc:   # a JSON list that does not parse
+            sweep_errors["sweep-grid"], grid = str(exc), None
+        if grid is not None and not sweep_errors:
+            try:
+                base = {k: v for k, v in form_values(methods[0], seeds[0], True).items()
+                        if k not in ("method", "seed", "method_options", "stream", "backbone", "preset")}
+                sweep = Sweep(methods=list(methods), seeds=seeds, presets=sweep_presets or ["common"], grid=grid,
+                              stream=stream, backbone=backbone, name=sweep_name.strip(), base=base,
+                              method_options={m: form_values(m, seeds[0], True)["method_options"] for m in methods})
+                sweep_plan = plan(store, sweep)
+            except ConfigError as exc:   # a form field's value under its field, a grid's value under the grid
+                field = exc.field if exc.field in slots and exc.field not in grid else "sweep-grid"
+                sweep_errors[field] = str(exc)
+            except UserError as exc:
+                sweep_errors["sweep-grid"] = str(exc)
         if sweep_plan is not None:
             st.info(sweep_plan.summary().replace("\n  ", "  \n· "))
-        elif sweep_error:
-            slots["sweep-grid"].error(sweep_error)
+        for field, message in sweep_errors.items():
+            show_error(field, message, "sweep-grid")
     if where == "ray" and st.button("Check the cluster", key="sweep-check"):
         try:
             res = parse(address).resources()
@@ -274,10 +299,12 @@ with st.expander("Sweep: a grid of runs as one group, on this machine or a Ray c
 
 if sweeping:
     count = len(sweep_plan.new) if sweep_plan is not None else 0
-    label = f"🚀 Queue the sweep's {count} new run{'s' * (count != 1)}" if sweep_plan is not None else "🚀 Queue the sweep"
-    clicked = st.button(label, type="primary", disabled=sweep_plan is None or not count, key="launch-button")
+    label = f"Queue the sweep's {count} new run{'s' * (count != 1)}" if sweep_plan is not None else "Queue the sweep"
+    clicked = st.button(label, type="primary", disabled=sweep_plan is None or not count, key="launch-button",
+                        icon=":material/rocket_launch:")
 else:
-    clicked = st.button("🚀 Launch", type="primary", disabled=not methods, key="launch-button")
+    clicked = st.button("Launch", type="primary", disabled=not methods, key="launch-button",
+                        icon=":material/rocket_launch:")
 if clicked and sweeping and sweep_plan is not None:
     try:
         launcher = parse(address if where == "ray" else "local")
@@ -293,30 +320,33 @@ if clicked and sweeping and sweep_plan is not None:
         st.rerun()   # the count and the button say what is left to queue now: nothing
 if "sweep-queued" in st.session_state:
     st.success(st.session_state.pop("sweep-queued"))
-    st.page_link("pages/live.py", label="Watch them live", icon="📈")
+    st.page_link("pages/live.py", label="Watch them live", icon=":material/monitoring:")
 elif clicked and not sweeping:
+    # every field is checked in one pass, each error under its field: a bad seeds value hides no other error
     errors: dict[str, str] = {}
     if stream_error:
         errors["stream"] = stream_error
-    configs = []
     try:
         seeds = parse_seeds(seeds_text)
     except ConfigError as exc:
         errors["seeds"] = str(exc)
         seeds = []
-    for name in methods:
-        for seed in seeds:
-            values = form_values(name, seed, run_values["preset"] != "common" or bool(run_values["aid_preset"]))
-            try:
-                resolved = resolve(values)
-                check_against_model(resolved)
-                configs.append(resolved.to_dict())
-            except ConfigError as exc:
-                errors.setdefault(exc.field or "method", str(exc))
+    drop = run_values["preset"] != "common" or bool(run_values["aid_preset"])
+    for name in methods:   # a seed changes no check: each method is checked once, with the first seed
+        for field, exc in check_fields(form_values(name, seeds[0] if seeds else 0, drop)).items():
+            errors.setdefault("seeds" if field == "seed" else field, str(exc))
+    configs = []
+    if not errors:
+        from cldash.config import resolve
+
+        try:   # the other seeds, whose range the first one's check did not cover
+            configs = [resolve(form_values(name, seed, drop)).to_dict() for name in methods for seed in seeds]
+        except ConfigError as exc:
+            errors["seeds" if exc.field == "seed" else exc.field or "method"] = str(exc)
     if errors:
         for field, message in errors.items():
-            (slots.get(field) or slots["method"]).error(message)
-        st.error(f"Nothing was launched: {len(errors)} value(s) to fix above.")
+            show_error(field, message)
+        st.error(f"Nothing was launched: {len(errors)} value{'s' * (len(errors) != 1)} to fix above.")
     else:
         digest = hashlib.sha1(json.dumps(configs, sort_keys=True, default=str).encode()).hexdigest()
         recent = st.session_state.get("recent_launch")
@@ -327,6 +357,8 @@ elif clicked and not sweeping:
         ids = launch(store, configs, [f"{nonce}:{i}" for i in range(len(configs))], group_key=nonce,
                      names=[describe_run(RunConfig(**c)) for c in configs])
         set_selected(ids)
-        st.success(f"Launched run{'s' * (len(ids) > 1)} {', '.join(f'#{i}' for i in ids)}; they run in the "
-                   "background (queued ones start when a slot frees).")
-        st.page_link("pages/live.py", label="Watch them live", icon="📈")
+        many = len(ids) > 1
+        st.success(f"Launched run{'s' * many} {', '.join(f'#{i}' for i in ids)}; " +
+                   ("they run in the background (queued ones start when a slot frees)." if many else
+                    "it runs in the background (if it is queued, it starts when a slot frees)."))
+        st.page_link("pages/live.py", label="Watch them live", icon=":material/monitoring:")

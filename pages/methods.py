@@ -4,7 +4,7 @@ equation, its paper, its defaults), for teaching."""
 import pandas as pd
 import streamlit as st
 
-from cldash.methods import POLICIES, REGISTRY
+from cldash.methods import POLICIES, REGISTRY, marked_label
 from cldash.options import describe
 from cldash.paper_presets import PAPER
 from cldash.presets import regime_table
@@ -15,12 +15,14 @@ through_app()
 st.title("Methods")
 st.caption("Every card is generated from the method's code: its docstring summary, equation, paper and options.")
 order = ["lora", "full"] + sorted(n for n in REGISTRY if n not in ("lora", "full"))
+# a table of contents: one link per card (each card's title carries the anchor)
+st.markdown("**Contents:** " + " · ".join(f"[{REGISTRY[n].label}](#method-{n})" for n in order)
+            + " · [Replay and EWC](#replay-and-ewc)")
 for name in order:
     cls = REGISTRY[name]
     with st.container(border=True):
-        marked = cls.reconstruction and "reconstruction" not in cls.label.lower()
-        title = f"### {cls.label}" + (" · reconstruction" if marked else "")
-        st.markdown(title + f"  \n`--method {name}`")
+        st.subheader(marked_label(cls), anchor=f"method-{name}")
+        st.markdown(f"`--method {name}`")
         st.markdown(cls.summary)
         if cls.equation:
             st.latex(cls.equation)
@@ -29,8 +31,9 @@ for name in order:
         st.caption(f"Paper: {cls.paper}")
         rows = describe(cls.Config)
         if rows:
-            st.dataframe(pd.DataFrame([{"option": r["name"], "default": str(r["default"]), "what it does": r["help"],
-                                        "default from": r.get("source") or ""} for r in rows]), hide_index=True)
+            # a static table wraps its text: every "default from" is read in full (a dataframe cuts cells off)
+            st.table(pd.DataFrame([{"option": r["name"], "default": str(r["default"]), "what it does": r["help"],
+                                    "default from": r.get("source") or ""} for r in rows]).set_index("option"))
         facts = [f"default learning rate {cls.default_lr:g}"]
         if cls.policies:
             facts.append("task-boundary policy: " + ", ".join(f"**{p}** ({cls.policy_notes.get(p, POLICIES[p])})"
@@ -57,7 +60,7 @@ for name in order:
                        "the common regime, or in another method's with `--preset paper:METHOD`.")
 
 with st.container(border=True):
-    st.markdown("### Replay and EWC · for any method")
+    st.subheader("Replay and EWC · for any method", anchor="replay-and-ewc")
     st.markdown("Run options rather than methods, so they combine with every method above (Launch → "
                 "*Replay and EWC*; `--replay`, `--ewc-lambda` on the command line). **Replay** keeps a buffer of "
                 "finished tasks' examples and adds the loss of one replayed batch to every step (Chaudhry et al., "

@@ -10,6 +10,7 @@ from cldash import checkpoints
 from cldash.errors import ConfigError, UserError
 from cldash.launch import cancel, launch_demo, rerun, schedule
 from cldash.methods import REGISTRY
+from cldash.options import worded
 from cldash.tables import runs_table
 from cldash.views import (filter_runs, fork_changes, fork_launch_key, group_label, group_sizes, run_regime,
                           starts_on_merged_weights)
@@ -59,59 +60,6 @@ def visible(runs):
     return filter_runs(runs, f_status, f_method, f_stream, f_regime, f_group)
 
 
-any_active = any(r["status"] in ACTIVE for r in all_runs)
-# The full run's listing, for the fragment's first call; a fragment rerun (every few seconds) reads its own.
-listing = {"runs": all_runs}
-
-
-@st.fragment(run_every=2 if any_active else 10)   # quiet stores still notice runs started elsewhere
-def table():
-    runs = visible(listing.pop("runs", None) or store.run_listing())
-    df = runs_table(runs)
-    chosen = set(selected_ids())
-    event = st.dataframe(
-        df, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs_table",
-        selection_default={"selection": {"rows": [i for i, r in enumerate(runs) if r["id"] in chosen]}},
-        column_config={
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-            "final acc": st.column_config.NumberColumn(format="%.3f", help="(1/T) Σ_j R[T][j]"),
-            "BWT": st.column_config.NumberColumn(format="%.3f", help="(1/(T-1)) Σ_{j<T} (R[T][j] − R[j][j])"),
-            "forgetting": st.column_config.NumberColumn(
-                format="%.3f", help="(1/(T-1)) Σ_{j<T} (max_{j≤l<T} R[l][j] − R[T][j])"),
-            "general kept": st.column_config.NumberColumn(format="%.3f", help="general-task score G[T] / G[0]"),
-        })
-    counts = {}
-    for r in runs:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    st.caption(" · ".join(f"{n} {status}" for status, n in sorted(counts.items())) + " — latest: " +
-               ", ".join(f"#{r['id']} {r['status']}" for r in runs[-8:]))
-    picked = [runs[i]["id"] for i in event.selection.rows] if event and event.selection else []
-    if set(picked) != chosen and (picked or chosen & {r["id"] for r in runs}):
-        set_selected(picked)
-        st.rerun()
-    download(df, "runs", key="dl-runs")
-
-
-table()
-
-
-def select_group(group_key: str) -> None:
-    """Select every run of a group. The table's own selection is dropped so that it shows the new one
-    (its selection_default applies only when it holds none)."""
-    set_selected(store.group_run_ids(group_key))
-    st.session_state.pop("runs_table", None)
-
-
-if groups:
-    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
-    pick = c1.selectbox("group", [key for key, _ in groups], key="runs_group_pick",
-                        format_func=lambda k: f"{group_label(k)} · {dict(groups)[k]} runs")
-    c2.button(f"Select the {dict(groups)[pick]} runs of {group_label(pick)}", key="runs_group_select",
-              on_click=select_group, args=(pick,),
-              help="Replaces the selection; the Compare page then shows them with the mean ± sd over seeds "
-                   "of each setting.")
-
-
 def say_after_rerun(message: str, links: bool = False, errors: list[str] | None = None) -> None:
     """Show `message` (links to Live and Compare, errors) on the next render, then rerun: the table and the
     selection then show the new state (a queued run, a new fork selected next to its parent)."""
@@ -139,6 +87,68 @@ def resume_runs(runs: list[dict]) -> None:
         st.error(message)
 
 
+def delete_label(selected: int, active: int) -> tuple[str, str]:
+    """The delete checkbox's label (how many of the selected runs it deletes) and the line under it (why not
+    the active ones), short enough for a third of the page."""
+    ended = selected - active
+    still = "" if not active else \
+        f"{active} {'is' if active == 1 else 'are'} still active: cancel {'it' if active == 1 else 'them'} first."
+    if not active:
+        label = "I want to delete the selected run" if selected == 1 else f"I want to delete the {selected} selected runs"
+    elif not ended:
+        label = "Nothing to delete"
+    else:
+        label = f"I want to delete {ended} of the {selected} selected runs"
+    return label, still
+
+
+def actions(sel: list[dict]) -> None:
+    """Cancel, resume, re-run and delete the selected runs, counted on this listing (the table's, so the
+    counts follow its refresh)."""
+    ids = [r["id"] for r in sel]
+    st.markdown(f"**{len(sel)} selected:** " + ", ".join(f"#{i}" for i in ids))
+    c1, c2, c3 = st.columns(3)
+    active = [r for r in sel if r["status"] in ACTIVE]
+    if c1.button(f"Cancel {len(active)} active", disabled=not active, key="runs-cancel", icon=":material/stop_circle:"):
+        for r in active:
+            try:
+                cancel(store, r["id"])
+            except UserError:   # it ended meanwhile: nothing to cancel
+                pass
+        st.rerun()
+    resumable = [r for r in sel if r["status"] in checkpoints.RESUMABLE]
+    if c1.button(f"Resume {len(resumable)} stopped", disabled=not resumable, key="runs-resume",
+                 icon=":material/play_arrow:",
+                 help="Continue each interrupted, failed or cancelled run from its last finished task (its "
+                      "task-end checkpoint); the rows of the task it did not finish are dropped. A run without "
+                      "a checkpoint starts over. It keeps its id."):
+        resume_runs(resumable)
+    seed = c2.number_input("seed for re-runs", min_value=0, value=max(r["seed"] for r in sel) + 1, step=1,
+                           key="runs-rerun-seed")
+    if c2.button("Re-run with this seed", key="runs-rerun", icon=":material/replay:"):
+        # the same run with the same seed would repeat itself exactly: a second click is a double click
+        new = [rerun(store, r["id"], int(seed), launch_key=f"rerun:{r['id']}:seed{int(seed)}") for r in sel]
+        say_after_rerun(f"Queued run{'s' * (len(new) != 1)} {', '.join(f'#{i}' for i in new)}.", links=True)
+    ended = [r for r in sel if r["status"] not in ACTIVE]
+    label, still = delete_label(len(sel), len(active))
+    confirm = c3.checkbox(label, disabled=not ended, key="runs-delete-confirm",
+                          help="Deleting removes each run with all its rows (evaluations, scalars, spectra, "
+                               "checkpoints); it cannot be undone.")
+    if still:
+        c3.caption(still)
+    if c3.button("Delete", disabled=not (ended and confirm), key="runs-delete", icon=":material/delete:"):
+        for r in ended:
+            store.delete_run(r["id"])
+        set_selected([i for i in selected_ids() if i not in {r["id"] for r in ended}])
+        st.session_state.pop("runs-delete-confirm", None)
+        st.rerun()
+    errors = [r for r in sel if r["error"]]
+    for r in errors[:5]:     # a sweep's selection may hold dozens: the table's error column has them all
+        st.warning(f"#{r['id']} {r['status']}: {r['error'].splitlines()[0]}")
+    if len(errors) > 5:
+        st.caption(f"… and {len(errors) - 5} more runs with an error (the table's error column).")
+
+
 said = st.session_state.pop("runs-said", None)
 if said:
     st.success(said["message"])
@@ -147,44 +157,71 @@ if said:
     if said["links"]:
         l1, l2, _ = st.columns([1, 1, 4])
         with l1:
-            st.page_link("pages/live.py", label="Watch it live", icon="📈")
+            st.page_link("pages/live.py", label="Watch it live", icon=":material/monitoring:")
         with l2:
-            st.page_link("pages/compare.py", label="Compare", icon="⚖️")
+            st.page_link("pages/compare.py", label="Compare", icon=":material/compare:")
 
-ids = selected_ids()
-chosen = set(ids)
+any_active = any(r["status"] in ACTIVE for r in all_runs)
+# The full run's listing, for the fragment's first call; a fragment rerun (every few seconds) reads its own.
+listing = {"runs": all_runs}
+
+
+@st.fragment(run_every=2 if any_active else 10)   # quiet stores still notice runs started elsewhere
+def table():
+    fresh = listing.pop("runs", None) or store.run_listing()
+    runs = visible(fresh)
+    df = runs_table(runs)
+    chosen = set(selected_ids())
+    event = st.dataframe(
+        df, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs_table",
+        placeholder="",    # an unfinished run's metrics are empty cells, not "None"
+        selection_default={"selection": {"rows": [i for i, r in enumerate(runs) if r["id"] in chosen]}},
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            "final acc": st.column_config.NumberColumn(format="%.3f", help="(1/T) Σ_j R[T][j]"),
+            "BWT": st.column_config.NumberColumn(format="%.3f", help="(1/(T-1)) Σ_{j<T} (R[T][j] − R[j][j])"),
+            "forgetting": st.column_config.NumberColumn(
+                format="%.3f", help="(1/(T-1)) Σ_{j<T} (max_{j≤l<T} R[l][j] − R[T][j])"),
+            "general kept": st.column_config.NumberColumn(format="%.3f", help="general-task score G[T] / G[0]"),
+        })
+    counts = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    st.caption(" · ".join(f"{n} {status}" for status, n in sorted(counts.items())) + " — latest: " +
+               ", ".join(f"#{r['id']} {r['status']}" for r in runs[-8:]))
+    picked = [runs[i]["id"] for i in event.selection.rows] if event and event.selection else []
+    if set(picked) != chosen and (picked or chosen & {r["id"] for r in runs}):
+        set_selected(picked)
+        st.rerun()
+    download(df, "runs", key="dl-runs")
+    sel = [r for r in fresh if r["id"] in chosen]    # this tick's listing, also for runs the filters hide
+    if sel:
+        actions(sel)
+
+
+def select_group(group_key: str) -> None:
+    """Select every run of a group. The table's own selection is dropped so that it shows the new one
+    (its selection_default applies only when it holds none)."""
+    set_selected(store.group_run_ids(group_key))
+    st.session_state.pop("runs_table", None)
+
+
+def group_picker() -> None:
+    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+    pick = c1.selectbox("group", [key for key, _ in groups], key="runs_group_pick",
+                        format_func=lambda k: f"{group_label(k)} · {dict(groups)[k]} runs")
+    c2.button(f"Select the {dict(groups)[pick]} runs of {group_label(pick)}", key="runs_group_select",
+              on_click=select_group, args=(pick,),
+              help="Replaces the selection; the Compare page then shows them with the mean ± sd over seeds "
+                   "of each setting.")
+
+
+if groups:
+    group_picker()
+table()
+
+chosen = set(selected_ids())
 sel = [r for r in all_runs if r["id"] in chosen]    # this render's listing: no second read of the store
-if sel:
-    st.markdown(f"**{len(sel)} selected:** " + ", ".join(f"#{r['id']}" for r in sel))
-    c1, c2, c3 = st.columns(3)
-    active = [r for r in sel if r["status"] in ACTIVE]
-    if c1.button(f"⏹ Cancel {len(active)} active", disabled=not active):
-        for r in active:
-            cancel(store, r["id"])
-        st.rerun()
-    resumable = [r for r in sel if r["status"] in checkpoints.RESUMABLE]
-    if c1.button(f"▶ Resume {len(resumable)} stopped", disabled=not resumable, key="runs-resume",
-                 help="Continue each interrupted, failed or cancelled run from its last finished task (its "
-                      "task-end checkpoint); the rows of the task it did not finish are dropped. A run without "
-                      "a checkpoint starts over. It keeps its id."):
-        resume_runs(resumable)
-    seed = c2.number_input("seed for re-runs", min_value=0, value=max(r["seed"] for r in sel) + 1, step=1)
-    if c2.button("🔁 Re-run with this seed"):
-        # the same run with the same seed would repeat itself exactly: a second click is a double click
-        new = [rerun(store, r["id"], int(seed), launch_key=f"rerun:{r['id']}:seed{int(seed)}") for r in sel]
-        st.success(f"Queued runs {', '.join(map(str, new))}.")
-    ended = [r for r in sel if r["status"] not in ACTIVE]
-    confirm = c3.checkbox(f"I want to delete {len(ended)} run(s) and all their rows", disabled=not ended)
-    if c3.button("🗑 Delete", disabled=not (ended and confirm)):
-        for r in ended:
-            store.delete_run(r["id"])
-        set_selected([i for i in ids if i not in {r["id"] for r in ended}])
-        st.rerun()
-    errors = [r for r in sel if r["error"]]
-    for r in errors[:5]:     # a sweep's selection may hold dozens: the table's error column has them all
-        st.warning(f"#{r['id']} {r['status']}: {r['error'].splitlines()[0]}")
-    if len(errors) > 5:
-        st.caption(f"… and {len(errors) - 5} more runs with an error (the table's error column).")
 
 
 # -- What if…: a fork of one finished run -----------------------------------------------------------
@@ -204,11 +241,17 @@ def what_if(run: dict) -> None:
                        "launch it again with checkpoints 'all' to fork after any task.")
             return
         slots = {}
+        labels = {"after_task": "after task", "lr": "learning rate", "replay": "replay buffer size",
+                  "ewc_lambda": "EWC lambda"}    # what the fields below are called, for their errors
 
         def field(name: str, container, widget):
             value = widget(container)
             slots[name] = container.empty()    # this field's error, right under it
             return value
+
+        def say(slot: str, message: str) -> None:
+            """An error under its field, naming the field by its label (the JSON options' keep their names)."""
+            slots[slot].error(message if slot == "other" else worded(message, labels))
 
         st.caption(f"A new run starts from #{run['id']}'s state after the task you pick (its rows up to there "
                    "are copied) and trains the remaining tasks with the options below.")
@@ -261,18 +304,19 @@ def what_if(run: dict) -> None:
             st.caption("Nothing changed yet: this fork would repeat the parent's remaining tasks exactly.")
         if bad_json:
             slots["other"].error(bad_json)
-        if not st.button("🔀 Start the fork", type="primary", key=f"{key}-button") or bad_json:
+        if not st.button("Start the fork", type="primary", key=f"{key}-button", icon=":material/call_split:") \
+                or bad_json:
             return
         try:
             new_id = checkpoints.fork(store, run["id"], int(after), changes,
                                       launch_key=fork_launch_key(run["id"], int(after), changes))
         except ConfigError as exc:
-            slots.get(exc.field or "", slots["other"]).error(str(exc))
+            say(exc.field if exc.field in slots else "other", str(exc))
             return
         except UserError as exc:
             # what cannot change at a fork comes from the JSON options; the rest is about the fork point
             fixed = any(option in changes for option in checkpoints.FIXED_AT_FORK)
-            slots["other" if fixed else "after_task"].error(str(exc))
+            say("other" if fixed else "after_task", str(exc))
             return
         set_selected([run["id"], new_id])
         say_after_rerun(f"Started run #{new_id} from #{run['id']}'s state after task {after}"

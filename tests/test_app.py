@@ -3,6 +3,7 @@ no page raises, and the numbers on screen are the stored ones."""
 
 import base64
 import json
+import re
 import time
 from pathlib import Path
 
@@ -79,6 +80,45 @@ def test_runs_page_shows_stored_metrics(seeded_store, monkeypatch):
     assert df["weights"].tolist() == ["shipped", "shipped"]    # the backbone weights each run used
 
 
+def test_runs_page_counts_the_runs_each_action_takes_and_leaves_missing_metrics_empty(tmp_path, monkeypatch):
+    from cldash.config import resolve
+
+    no_starts(monkeypatch)
+    db = tmp_path / "runs.db"
+    store = Store(str(db))
+    config = resolve({"method": "lora"}).to_dict()
+    ids = [store.create_run(config, status=status) for status in ("finished", "failed", "queued", "queued")]
+    store.update_run(ids[0], summary={"acc": 0.5, "bwt": -0.25, "forgetting": 0.25, "general_retention": 0.75})
+    at = app(db, monkeypatch, runs=ids)
+    table = at.dataframe[0]
+    assert table.value["final acc"].tolist()[:1] == [0.5] and table.value["final acc"].isna().sum() == 3
+    assert table.proto.placeholder == "" and table.proto.HasField("placeholder")   # empty cells, not "None"
+    assert at.button(key="runs-cancel").label == "Cancel 2 active"
+    assert at.checkbox(key="runs-delete-confirm").label == "I want to delete 2 of the 4 selected runs"
+    assert "2 are still active: cancel them first." in [c.value for c in at.caption]
+    at.button(key="runs-cancel").click().run()
+    assert [store.get_run(i)["status"] for i in ids] == ["finished", "failed", "cancelled", "cancelled"]
+    # the message and the stored step say the same step
+    assert [(store.get_run(i)["error"], store.get_run(i)["step"]) for i in ids[2:]] == [("cancelled at step 0", 0)] * 2
+    assert at.button(key="runs-cancel").label == "Cancel 0 active" and at.button(key="runs-cancel").disabled
+    assert at.checkbox(key="runs-delete-confirm").label == "I want to delete the 4 selected runs"
+    assert not any("still active" in c.value for c in at.caption)
+
+
+def test_the_dashboard_hides_streamlits_deploy_button_and_uses_material_icons():
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] == "viewer"     # no Deploy, rerun or clear-cache entries
+    from streamlit.material_icon_names import ALL_MATERIAL_ICONS
+
+    sources = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
+    icons = [m for path in sources for m in re.findall(r'icon=":material/(\w+):"', path.read_text())]
+    assert len(icons) >= 15 and set(icons) <= ALL_MATERIAL_ICONS
+    nav = (ROOT / "app.py").read_text()
+    assert not re.search(r'icon="[^:"]', nav)     # no emoji: they are boxes on machines without emoji fonts
+
+
 def test_selection_persists_across_pages_through_the_sidebar(seeded_store, monkeypatch):
     at = app(seeded_store.display, monkeypatch, runs=[2])
     assert at.sidebar.multiselect[0].value == [2]
@@ -135,15 +175,22 @@ def test_live_page_draws_loss_anytime_scores_and_matrix(seeded_store, monkeypatc
 def test_methods_page_has_a_card_per_registered_method(seeded_store, monkeypatch):
     at = app(seeded_store.display, monkeypatch, "pages/methods.py")
     text = " ".join(e.value for e in at.markdown)
-    for cls in REGISTRY.values():
-        assert cls.label in text
+    titles = [h.value for h in at.subheader]
+    for name, cls in REGISTRY.items():
+        assert cls.label in titles or f"{cls.label} · reconstruction" in titles
+        assert f"[{cls.label}](#method-{name})" in at.markdown[0].value    # the table of contents links each card
+    assert {h.proto.anchor for h in at.subheader} >= {f"method-{name}" for name in REGISTRY}
     # one equation per method that has one, and the replay / EWC card's
     assert len(at.latex) == sum(1 for c in REGISTRY.values() if c.equation) + 1
-    assert "Replay and EWC" in text and "SLICE (reconstruction) · reconstruction" not in text
+    assert "Replay and EWC · for any method" in titles and "SLICE (reconstruction) · reconstruction" not in titles
+    assert "LoRETTA (rep) · reconstruction" in titles      # not "LoRETTA (rep) (reconstruction)"
     # both regimes, for every method with a paper preset: a table of common against paper with the sources
     from cldash.paper_presets import PAPER
 
     assert text.count("**Two regimes.**") == len(PAPER)
+    # the options tables are static (their "default from" column wraps instead of being cut off)
+    lora = next(t.value for t in at.table if "rank" in t.value.index)
+    assert "default from" in lora.columns and lora.loc["rank", "default"] == "8"
     tables = [t.value for t in at.dataframe if "paper" in t.value.columns]
     assert len(tables) == len(PAPER)
     codyra = next(t for t in tables if "runner_codyra.sh" in " ".join(t["source"]))
@@ -157,9 +204,36 @@ def test_launch_form_shows_errors_next_to_the_field_and_launches_nothing(tmp_pat
     at.number_input(key="m-lora-cldash defaults-rank").set_value(100)
     at.button(key="launch-button").click().run()
     errors = [e.value for e in at.error]
-    assert any("lora.rank 100 is larger than layer" in e for e in errors), errors
+    # the field's label, not the option's name (lora.rank) that the command line's messages use
+    assert any(e.startswith("rank 100 is larger than layer") for e in errors), errors
     assert any(e.startswith("Nothing was launched") for e in errors)
     assert Store(str(db)).runs() == []
+
+
+def test_launch_form_shows_every_error_at_once_each_under_its_label(tmp_path, monkeypatch):
+    db = tmp_path / "launch.db"
+    at = app(db, monkeypatch, "pages/launch.py")
+    at.text_input(key="launch-seeds").set_value("two")
+    at.number_input(key="run-steps_per_task").set_value(0)
+    at.text_input(key="run-lr").set_value("fast")
+    at.number_input(key="m-lora-cldash defaults-rank").set_value(0)
+    at.button(key="launch-button").click().run()
+    errors = [e.value for e in at.error]
+    assert errors == [
+        "seeds must be whole numbers or ranges such as 0-4 or 0,1,2 (got 'two').",
+        "steps per task must be an integer between 1 and 10000000 (got 0).",
+        "learning rate must be a number (> 0.0 and <= 10.0) (got 'fast').",
+        "rank must be an integer between 1 and 65536 (got 0).",
+        "Nothing was launched: 4 values to fix above."], errors
+    assert not any("lora.rank" in e or "steps_per_task" in e or e.startswith("lr ") for e in errors)
+    assert Store(str(db)).runs() == []
+    # the sweep section too: the seeds' error does not hide the grid's, each under its own field
+    at.toggle(key="sweep-on").set_value(True)
+    at.text_area(key="sweep-grid").set_value("rank")
+    at.run()
+    assert [e.value for e in at.error] == [
+        "seeds must be whole numbers or ranges such as 0-4 or 0,1,2 (got 'two').",
+        "write an option as NAME=VALUE (a grid as NAME=V1,V2,...), e.g. rank=4,8,16 (got 'rank')."]
 
 
 def test_launch_form_launches_once_on_a_double_click(tmp_path, monkeypatch):
@@ -278,17 +352,33 @@ def test_a_page_opened_in_streamlits_old_multipage_mode_is_routed_through_app(se
     assert len(at.sidebar.multiselect) == 1 and at.sidebar.text_input[0].label == "Run store"
 
 
-def test_orders_page_shows_the_stored_conflict_and_launches_the_order(tmp_path, monkeypatch):
-    from cldash.cli import main
+def test_orders_page_measures_an_order_shows_the_stored_conflict_and_launches_the_order(tmp_path, monkeypatch):
     from cldash.launch import cancel
+    from cldash.orders import measurement_state, start_measurement
 
     db = tmp_path / "orders.db"
-    assert main(["--db", str(db), "order", "--stream", "digits-rotate", "--stream-angles", "20,100,160",
-                 "--batches", "1", "--batch-size", "16"]) == 0
     store = Store(str(db))
     store.set_setting("max_concurrent", "1")
-    (o,) = store.orders()
     at = app(db, monkeypatch, "pages/orders.py")
+    assert any(i.value.startswith("No order measured yet") for i in at.info)
+    at.selectbox(key="order-stream").set_value("digits-rotate")
+    at.number_input(key="order-batches").set_value(1)
+    at.number_input(key="order-batch-size").set_value(16)
+    at.button(key="order-measure").click().run()
+    at.button(key="order-measure").click().run()      # a double click measures once
+    started = at.session_state["order-measuring"]
+    assert started["args"] == ["--stream", "digits-rotate", "--backbone", "vit-tiny", "--batches", "1",
+                               "--batch-size", "16"]
+    assert start_measurement(store, started["args"])["pid"] == started["pid"]   # still the same process
+    assert any(i.value.startswith("measuring… ") for i in at.info), [i.value for i in at.info]
+    deadline = time.time() + 300
+    while time.time() < deadline and measurement_state(store, started)[0] == "measuring":
+        time.sleep(0.3)
+    at.run()    # the refresh that finds the order in the store
+    (o,) = store.orders()
+    assert o["stream"] == "digits-rotate" and o["config"]["batches"] == 1
+    assert [s.value for s in at.success] == [f"Measured order #{o['id']}; it is shown below."]
+    assert at.selectbox(key="order-pick").value == o["id"]
     assert not at.error, [e.value for e in at.error]
     (heat,) = [s for s in charts(at) if s["data"][0]["type"] == "heatmap"]
     np.testing.assert_allclose(array(heat["data"][0]["z"]), np.array(o["matrix"]))
@@ -299,8 +389,8 @@ def test_orders_page_shows_the_stored_conflict_and_launches_the_order(tmp_path, 
     assert metrics["Configured order"] == f"{o['natural_cost']:.3f}"
     assert any("--stream-angles " + ",".join(f"{a:g}" for a in o["ordered_options"]["angles"]) in c.value
                for c in at.code)
-    at.button[0].click().run()
-    at.button[0].click().run()     # a double click launches once
+    at.button(key="order-launch").click().run()
+    at.button(key="order-launch").click().run()     # a double click launches once
     runs = store.runs()
     assert len(runs) == 1 and runs[0]["config"]["stream_options"]["angles"] == o["ordered_options"]["angles"]
     for r in store.runs(status=["queued", "running"]):

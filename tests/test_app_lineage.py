@@ -56,7 +56,7 @@ def lineage_db(template, tmp_path, monkeypatch) -> str:
 def test_resume_button_queues_an_interrupted_run_from_its_last_checkpoint(lineage_db, monkeypatch):
     at = app(lineage_db, monkeypatch, runs=[INTERRUPTED])
     button = at.button(key="runs-resume")
-    assert button.label == "▶ Resume 1 stopped" and not button.disabled
+    assert button.label == "Resume 1 stopped" and not button.disabled
     button.click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     run = Store(lineage_db).get_run(INTERRUPTED)
@@ -126,7 +126,7 @@ def test_what_if_says_a_new_method_starts_on_the_merged_weights(lineage_db, monk
 
 @pytest.mark.parametrize("other, sentence", [
     ('{"steps_per_task": 8}', "steps_per_task cannot change at a fork"),
-    ('{"lr": -1}', "lr must be a number > 0.0 and <= 10.0 (got -1.0)."),
+    ('{"lr": -1}', "learning rate must be a number > 0.0 and <= 10.0 (got -1.0)."),   # under the field, its label
     ('{"lr": 0.01', "other options must be a JSON object"),
 ])
 def test_what_cannot_fork_is_one_sentence_under_its_field_and_creates_nothing(lineage_db, monkeypatch, other, sentence):

@@ -33,13 +33,13 @@ def test_the_launch_page_shows_a_sweeps_count_and_queues_it_once_as_a_group(tmp_
     assert any(v.startswith("sweep class: 2 methods x 1 preset x 1 seed x 2 rank = 3 runs; 0 already in the store, "
                             "3 to queue") and "full has no option rank" in v for v in info), info
     button = at.button(key="launch-button")
-    assert button.label == "🚀 Queue the sweep's 3 new runs"
+    assert button.label == "Queue the sweep's 3 new runs"
     button.click().run()
     runs = Store(str(db)).runs()
     assert len(runs) == 3 and {r["group_key"] for r in runs} == {"sweep:class"}
     assert sorted((r["method"], r["config"]["method_options"].get("rank")) for r in runs) == [
         ("full", None), ("lora", 2), ("lora", 4)]
-    assert at.button(key="launch-button").label == "🚀 Queue the sweep's 0 new runs"
+    assert at.button(key="launch-button").label == "Queue the sweep's 0 new runs"
     assert at.button(key="launch-button").disabled
     assert len(Store(str(db)).runs()) == 3
 

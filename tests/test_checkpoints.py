@@ -200,7 +200,7 @@ def test_cldash_resume_and_fork(db, capsys, few_test_digits, monkeypatch):
     (["fork", "1"], "say after which task to fork: cldash fork 1 --after-task K."),
     (["fork"], "name the run to fork"),
     (["fork", "1", "--after-task", "1", "--stream", "skills"], "stream cannot change at a fork"),
-    (["fork", "1", "--after-task", "1", "--rank", "0"], "lora.rank must be an integer"),
+    (["fork", "1", "--after-task", "1", "--rank", "0"], "--rank must be an integer"),
     (["fork", "9", "--after-task", "1"], "there is no run 9"),
 ])
 def test_resume_and_fork_bad_input_is_one_sentence(argv, phrase, db, capsys, few_test_digits):

@@ -82,9 +82,9 @@ def test_list_show_export(seeded_store, tmp_path, capsys):
 
 
 BAD = [
-    (["run", "--method", "lora", "--rank", "0"], "lora.rank must be an integer between 1 and 65536 (got 0)."),
-    (["run", "--method", "lora", "--rank", "100"], "lora.rank 100 is larger than layer vit.layers.0.attention.q_proj"),
-    (["run", "--method", "lora", "--lr", "-1"], "lr must be a number > 0.0 and <= 10.0 (got -1.0)."),
+    (["run", "--method", "lora", "--rank", "0"], "--rank must be an integer between 1 and 65536 (got 0)."),
+    (["run", "--method", "lora", "--rank", "100"], "--rank 100 is larger than layer vit.layers.0.attention.q_proj"),
+    (["run", "--method", "lora", "--lr", "-1"], "--lr must be a number > 0.0 and <= 10.0 (got -1.0)."),
     (["run", "--method", "lorax"], "unknown method 'lorax'"),
     (["run", "--method", "lora", "--stream", "cifar"], "unknown stream 'cifar'"),
     (["run", "--method", "lora", "--targets", "attention.query"], "matches no linear module"),

@@ -169,3 +169,33 @@ def test_text_with_control_characters_is_refused(value):
     assert info.value.field == "name" and "without control characters" in message
     assert all(c.isprintable() for c in message)     # the value is quoted escaped, never raw
     assert resolve({"method": "lora", "name": "rotation sweep · r=8 (ü)"}).config.name == "rotation sweep · r=8 (ü)"
+
+
+def test_check_fields_finds_every_bad_field_at_once():
+    from cldash.config import check_fields
+
+    errors = check_fields({"method": "lora", "seed": -1, "steps_per_task": 0, "lr": "fast", "batch_size": 32,
+                           "method_options": {"rank": 0, "alpha": 16}, "stream_options": {"angles": "x"}})
+    assert sorted(errors) == ["digits-rotate.angles", "lora.rank", "lr", "seed", "steps_per_task"]
+    assert str(errors["steps_per_task"]) == "steps_per_task must be an integer between 1 and 10000000 (got 0)."
+    assert all(exc.field == field for field, exc in errors.items())
+    # what needs the whole configuration and the model's layers, once every field passes on its own
+    (exc,) = check_fields({"method": "lora", "method_options": {"rank": 65}}).values()
+    assert str(exc).startswith("lora.rank 65 is larger than layer vit.layers.0.attention.q_proj (64 x 64)")
+    assert check_fields({"method": "lora", "steps_per_task": 5}) == {}
+
+
+def test_worded_names_options_as_each_surface_does():
+    from cldash.options import option_label, worded
+
+    labels = {"lora.rank": "rank", "lr": "learning rate", "steps_per_task": option_label("steps_per_task")}
+    assert worded("lora.rank 100 is larger than layer q (64 x 64); choose a rank of at most 64.", labels) == \
+        "rank 100 is larger than layer q (64 x 64); choose a rank of at most 64."
+    assert worded("lr must be a number > 0.0 (got -1.0).", labels) == "learning rate must be a number > 0.0 (got -1.0)."
+    assert worded("steps_per_task must be an integer between 1 and 10000000 (got 0).", labels).startswith(
+        "steps per task must be")
+    # whole names only: lr_schedule, eblora.lr and a flag stay as they are
+    assert worded("lr_schedule and eblora.lr and --lr", labels) == "lr_schedule and eblora.lr and --lr"
+    assert worded("adalora.target_r 9 is larger than adalora.init_r 8",
+                  {"adalora.target_r": "target r", "adalora.init_r": "init r"}) == "target r 9 is larger than init r 8"
+    assert worded("lora.rank must be", {}) == "lora.rank must be"

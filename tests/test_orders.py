@@ -104,3 +104,21 @@ def test_a_store_made_before_the_orders_table_gets_it(tmp_path):
         con.execute("DROP TABLE orders")
     store = Store(str(path))
     assert store.orders() == [] and len(store.runs()) == 5
+
+
+def test_a_measurement_that_stopped_says_its_last_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    from cldash.orders import measurement_state, order_args
+
+    assert order_args("digits-rotate", "", {"angles": [20.0, 100.0]}, 1, 16) == [
+        "--stream", "digits-rotate", "--stream-angles", "20,100", "--batches", "1", "--batch-size", "16"]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    log = tmp_path / "order.log"
+    log.write_text("loading\nerror: stream digits-split cannot run its tasks in another order.\n")
+    started = {"pid": gone.pid, "args": [], "log": str(log), "started_at": 0.0}
+    state, reason = measurement_state(Store(str(tmp_path / "runs.db")), started)
+    assert (state, reason) == ("failed", "the measurement stopped: stream digits-split cannot run its tasks in "
+                                         f"another order. (its log: {log})")

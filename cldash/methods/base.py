@@ -246,6 +246,14 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def marked_label(cls: type[Method]) -> str:
+    """A method's label marked as a reconstruction where it is one and its label does not say so already:
+    'LoRETTA (rep) · reconstruction', 'SLICE (reconstruction)' (every surface that names methods uses it)."""
+    if cls.reconstruction and "reconstruction" not in cls.label.lower():
+        return f"{cls.label} · reconstruction"
+    return cls.label
+
+
 def get_method(name: str) -> type[Method]:
     if name not in REGISTRY:
         raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(sorted(REGISTRY))}.",
