@@ -13,6 +13,7 @@ st.set_page_config(page_title="cldash", page_icon="📉", layout="wide")
 
 PAGES = [
     st.Page("pages/runs.py", title="Runs", icon="📋", default=True),
+    st.Page("pages/lessons.py", title="Lessons", icon=":material/school:"),
     st.Page("pages/launch.py", title="Launch", icon="🚀"),
     st.Page("pages/live.py", title="Live", icon="📈"),
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
