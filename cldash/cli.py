@@ -994,7 +994,7 @@ def cmd_lessons(args) -> int:
     if not args.launch:
         for lesson in L.LESSONS:
             print(f"{lesson.key:<11} {lesson.title}\n{'':<11} {lesson.question}\n{'':<11} {L.summary(lesson)}: "
-                  f"{', '.join(lesson.runs)}\n")
+                  f"{'; '.join(lesson.runs)}\n")
         print("cldash lessons --launch NAME [--steps-per-task N] [--wait] queues one; the Lessons page shows its "
               "reading")
         return 0
@@ -1002,7 +1002,7 @@ def cmd_lessons(args) -> int:
     L.check_length(args.steps_per_task)
     store = _store_reconciled(args.db)
     ids = L.launch_lesson(store, lesson.key, args.steps_per_task)
-    print(f"lesson {lesson.key}: runs {_id_ranges(ids)} ({', '.join(lesson.runs)}) -> {store.display}; the "
+    print(f"lesson {lesson.key}: runs {_id_ranges(ids)} ({'; '.join(lesson.runs)}) -> {store.display}; the "
           f"Lessons page (?lesson={lesson.key}) shows them and the reading")
     return _wait_for(store, ids) if args.wait else 0
 

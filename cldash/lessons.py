@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 
 from cldash.claims import ADVERSARIAL_ROTATIONS, CLAIMS, RunSpec
 
+# When `seconds` was measured: 2026-12-02, on the reference machine's 2 cores shared with four other engineers' test
+# runs (load average 4 to 14 during the measurements, i.e. 2 to 7 processes per core): an idle 2-core laptop is
+# faster.
+MEASURED = "measured on a 2-core machine under load (load average 4 to 14)"
+
 # the pages a reading may name, and their files (app.py's navigation)
 PAGES = {"Runs": "pages/runs.py", "Launch": "pages/launch.py", "Live": "pages/live.py",
          "Compare": "pages/compare.py", "Claims": "pages/claims.py", "Spectra": "pages/spectra.py",
@@ -71,92 +76,101 @@ LESSONS: tuple[Lesson, ...] = (
         "rotation while it learns the others, with full fine-tuning and with LoRA?",
         {"full fine-tuning": RunSpec("full"), "LoRA r=8": _lora(8)},
         (Step("Compare", "Accuracy matrices",
-              "row 'after T1': each method scores high on T1 (the diagonal); then go down the T1 column",
-              "the T1 column drops as T2 and T3 are learnt: the model forgets what it learnt first. Full fine-tuning "
-              "forgets most (its T1 score falls from about 0.9 to about 0.2); LoRA keeps a little more."),
+              "row 'after T1' (each method scores about 0.9 on T1, the diagonal), then down the T1 column",
+              "the T1 column falls from about 0.9 to about 0.15 by the end, for both: the model forgets what it "
+              "learnt first. LoRA, which trains a few percent of the weights, forgets as much as full fine-tuning "
+              "here."),
          Step("Compare", "Metrics",
-              "forgetting, BWT and general-task retention of the two runs",
-              "forgetting is large for both (about 0.4 to 0.7), and the general column (upright digits, the "
-              "pre-training task) falls too: fine-tuning also erodes what the model knew before.",
+              "forgetting and general-task retention of the two runs",
+              "forgetting is about 0.75 for both, and the general column (upright digits, the pre-training task) "
+              "falls from 0.95 before training to under 0.4: fine-tuning also erodes what the model knew before.",
               "study-rank"),
          Step("Live", "score of every task over training",
               "each task's score over the steps, with the task boundaries",
               "a task's score climbs while it is trained and drops as soon as the next task starts.")),
-        steps_per_task=150, stream_options={"angles": THREE}, seconds=0),
+        steps_per_task=150, stream_options={"angles": THREE}, seconds=94),
     Lesson(
         "rank", "Rank, plasticity and forgetting",
         "Does a larger LoRA rank learn each task better, forget more, or both? And what does CoDyRA, which "
         "chooses its rank per module, do?",
         {"LoRA r=1": _lora(1), "LoRA r=4": _lora(4), "LoRA r=16": _lora(16), "CoDyRA": RunSpec("codyra")},
         (Step("Compare", "Metrics",
-              "learning accuracy (the score on each task right after learning it) and forgetting, by rank",
-              "rank 1 learns least; ranks 4 and 16 learn about as well. Whether a higher rank forgets more or less "
-              "is exactly what two papers disagree on: look at the forgetting column before you read the claims.",
+              "learning accuracy (the score on each task right after learning it) and forgetting, rank by rank",
+              "rank 1 learns least (learning accuracy about 0.76 against 0.88) and forgets least (about 0.58 against "
+              "0.71); ranks 4 and 16 are alike on both. Two papers disagree about higher ranks (CoDyRA: they forget "
+              "more; the forgetting study: less): the Claims page decides each over three seeds.",
               "codyra-rank"),
          Step("Ranks", "active rank per module over steps",
-              "CoDyRA's active rank in each module over the steps (select the CoDyRA run)",
-              "CoDyRA's rank differs from module to module and shrinks as training goes on: it does not need "
-              "the same rank everywhere.",
+              "CoDyRA's active rank in each module over the steps (pick the CoDyRA run)",
+              "every module starts at rank 16; by the end some have pruned theirs (to 13 here) and others have not: "
+              "CoDyRA does not keep the same rank everywhere.",
               "codyra-rank"),
          Step("Compare", "Accuracy against forgetting",
               "where the four runs sit: high accuracy and low forgetting is the corner to be in",
-              "no rank wins on both axes; the choice is a trade-off between plasticity and stability.",
+              "all four end near the same final accuracy (about 0.4); CoDyRA's update is smaller than LoRA r=16's "
+              "(Spectra: ‖ΔW‖ about 3.4 against 4.7) yet it forgets about as much at this length.",
               "study-rank")),
-        steps_per_task=100, stream_options={"angles": THREE}, seconds=0),
+        steps_per_task=100, stream_options={"angles": THREE}, seconds=178),
     Lesson(
         "spectra", "Spectral imbalance",
         "LoRA's update is a matrix of rank r. Is its energy spread over its r directions, or does one direction "
         "take almost all of it? EBLoRA keeps the spectrum balanced on purpose: does it forget less?",
         {"LoRA r=16": _lora(16), "EBLoRA": RunSpec("eblora")},
         (Step("Spectra", "singular values over steps",
-              "the heatmap of one module's singular values (update: task), first for LoRA, then for EBLoRA",
-              "LoRA's first singular value is much larger than the rest (one bright band); EBLoRA's are all "
-              "about the same size.",
+              "the heatmap of one module's singular values, first for LoRA, then for EBLoRA (update: task)",
+              "LoRA's first singular values are much larger than the rest (a bright band at the top, a dark tail); "
+              "EBLoRA's are all about the same size.",
               "eblora-spectrum"),
          Step("Spectra", "Shape measures over steps",
               "top-1 energy share and effective rank of the per-task update",
-              "LoRA's top-1 energy share is high and its effective rank low; EBLoRA's top-1 share stays near 1/r.",
+              "LoRA's top-1 energy share is about 0.5 (half of the update's energy in one direction); EBLoRA's "
+              "stays at 1/16 = 0.06, a perfectly flat spectrum.",
               "eblora-spectrum"),
          Step("Compare", "Metrics",
               "forgetting and final accuracy of the two runs",
-              "whether the balanced spectrum forgets less at this short length: compare the forgetting column "
-              "(the claim is decided over three seeds on the Claims page).",
+              "here EBLoRA forgets about half as much as LoRA (0.38 against 0.78) and ends higher (final accuracy "
+              "0.60 against 0.37); the Claims page decides the claim over three seeds.",
               "eblora-spectrum")),
-        steps_per_task=150, stream_options={"angles": THREE}, seconds=0),
+        steps_per_task=150, stream_options={"angles": THREE}, seconds=127),
     Lesson(
         "where", "Where the update lives",
-        "Does an adapter change the directions the pre-trained weight uses most, or other ones? PiSSA trains "
-        "exactly the top directions; LoRA, WeGeFT and LoRETTA start elsewhere.",
+        "PiSSA trains exactly the pre-trained weight's top directions; LoRA, WeGeFT and LoRETTA start elsewhere. "
+        "Does an adapter's update land in the directions the pre-trained weight uses most, and does that decide "
+        "how much it forgets?",
         {"LoRA r=8": _lora(8), "PiSSA": RunSpec("pissa", {}, {"policy": "merge"}),
          "WeGeFT": RunSpec("wegeft", {}, {"policy": "merge"}), "LoRETTA": RunSpec("loretta", {}, {"policy": "merge"})},
         (Step("Spectra", "Shape measures over steps",
-              "the measure \"energy in W0's top directions\" (add it to the measures), run by run",
-              "PiSSA's update puts far more of its energy in the pre-trained weight's top directions than the "
-              "others: it rewrites what the model relies on most.",
+              "the measure \"energy in W0's top directions\" (add it to the measures), run by run (update: "
+              "cumulative)",
+              "PiSSA and WeGeFT (whose update is built from W0 itself) put most of their update's energy in the "
+              "pre-trained weight's top directions (about 0.7 and 0.9 at the end), LoRA about half (0.46), LoRETTA "
+              "little (0.16).",
               "study-pissa"),
          Step("Compare", "Metrics",
               "forgetting and general-task retention of the four runs",
-              "the method that changes the top directions most is the one that loses most of the general task "
-              "(upright digits) and forgets most.",
+              "at this length the study's claim does not show: PiSSA forgets about as much as LoRA (0.72 against "
+              "0.76) and WeGeFT and LoRETTA a little less (about 0.63). Energy in the top directions alone does not "
+              "predict forgetting here; the Claims page decides the claim over three seeds at full length.",
               "study-pissa")),
-        steps_per_task=100, stream_options={"angles": THREE}, seconds=0),
+        steps_per_task=100, stream_options={"angles": THREE}, seconds=177),
     Lesson(
         "rehearsal", "Rehearsal and regularisation",
         "Two classic fixes against forgetting: replay a few stored examples of earlier tasks, or penalise changes "
         "to the weights that mattered (EWC). How much does each help LoRA?",
-        {"LoRA r=8": _lora(8), "LoRA + replay": _lora(8, aid_preset="replay"),
-         "LoRA + EWC": _lora(8, aid_preset="ewc")},
+        {"LoRA r=8": _lora(8, policy="single"), "LoRA + replay": _lora(8, policy="single", aid_preset="replay"),
+         "LoRA + EWC": _lora(8, policy="single", aid_preset="ewc")},
         (Step("Compare", "Accuracy matrices",
               "the T1 column of each matrix",
-              "with replay the T1 column stays high after T2 and T3: a buffer of 200 old examples is enough to "
-              "keep the first task. EWC keeps less of it."),
+              "with replay the T1 column stays high (0.86 after T1, still 0.70 after T3): 200 stored examples are "
+              "enough to keep the first task. Without help it falls to 0.08, with EWC to 0.12."),
          Step("Compare", "Metrics",
               "forgetting and learning accuracy of the three runs",
-              "replay cuts forgetting most; a regulariser that protects old weights can also make each new task "
-              "harder to learn (learning accuracy).")),
-        steps_per_task=100, stream_options={"angles": THREE}, seconds=0,
-        note="replay: TRACE's buffer of 200 examples, balanced; EWC: TRACE's online EWC, lambda 400 "
-             "(`cldash presets`)."),
+              "replay cuts forgetting from about 0.79 to 0.13 and doubles the final accuracy (0.75 against 0.35); "
+              "EWC helps a little (forgetting 0.71) and makes each new task a little harder to learn (learning "
+              "accuracy 0.84 against 0.88): protecting old weights costs plasticity.")),
+        steps_per_task=100, stream_options={"angles": THREE}, seconds=164,
+        note="one LoRA adapter through all tasks (policy single), so that EWC has weights to protect; replay: "
+             "TRACE's buffer of 200 examples, balanced; EWC: TRACE's online EWC, lambda 400 (`cldash presets`)."),
     Lesson(
         "order", "Task order and gradient conflict",
         "The same five rotations in two orders: the natural one (36° to 180°) and the adversarial one, which puts "
@@ -166,15 +180,17 @@ LESSONS: tuple[Lesson, ...] = (
             _lora(8, stream_options={"angles": ADVERSARIAL_ROTATIONS})},
         (Step("Orders", "the gradient-conflict matrix",
               "the cosine between the gradients of every pair of rotations (measure the order there first)",
-              "neighbouring rotations (36° and 72°) pull the same way; far ones (36° and 180°) pull against each "
-              "other. The adversarial order puts opposed ones next to each other.",
+              "in the natural order consecutive rotations' gradients agree (their cosines sum to 1.29 on the shipped "
+              "backbone); the adversarial order 72°, 180°, 108°, 36°, 144° makes them disagree (0.22).",
               "slice-adversarial"),
          Step("Compare", "Metrics",
-              "forgetting and final accuracy of the two orders",
-              "in the adversarial order each task undoes more of the one before: forgetting is higher and the "
-              "final accuracy lower.",
+              "forgetting, final accuracy and general-task retention of the two orders",
+              "at this length the two orders forget about as much (0.62 and 0.61) and end at about the same "
+              "accuracy (0.40 and 0.39); what differs is the general task, which the adversarial order keeps less "
+              "of (retention 0.28 against 0.37). SLICE's claim is about its own method on this order: see the "
+              "Claims page.",
               "slice-adversarial")),
-        steps_per_task=100, seconds=0,
+        steps_per_task=100, seconds=170,
         note="five tasks (the adversarial order is a permutation of all five rotations)."),
 )
 
@@ -297,7 +313,7 @@ def summary(lesson: Lesson) -> str:
     """One line on a lesson's runs and length: '2 runs · 3 tasks × 150 steps · about 55 s'."""
     bits = [f"{len(lesson.runs)} runs", f"{lesson.tasks} tasks × {lesson.steps_per_task} steps"]
     if duration(lesson):
-        bits.append(duration(lesson) + " on 2 CPU cores")
+        bits.append(duration(lesson) + " on a busy 2-core machine")
     return " · ".join(bits)
 
 

@@ -12,8 +12,9 @@ from pages.shared import get_store, selected_ids, set_selected, through_app
 
 through_app()
 
-STATUS_ICON = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed": "❌", "cancelled": "⏹️",
-               "interrupted": "⚠️"}
+STATUS_ICON = {"queued": ":gray[:material/schedule:]", "running": ":blue[:material/play_circle:]",
+               "finished": ":green[:material/check_circle:]", "failed": ":red[:material/error:]",
+               "cancelled": ":gray[:material/cancel:]", "interrupted": ":orange[:material/warning:]"}
 
 store = get_store()
 st.title("Lessons")
@@ -21,9 +22,8 @@ st.caption("Each lesson is a question, a one-click launch that takes about a min
            "which chart to open, what to look at, what to notice. From a terminal: `cldash lessons`.")
 keys = [lesson.key for lesson in L.LESSONS]
 asked = st.query_params.get("lesson")
-if asked in keys and st.session_state.get("lesson-pick") != asked and "lesson-from-url" not in st.session_state:
-    st.session_state["lesson-pick"] = asked          # a link to ?lesson=KEY opens that lesson once
-    st.session_state["lesson-from-url"] = True
+if asked in keys and "lesson-pick" not in st.session_state:
+    st.session_state["lesson-pick"] = asked          # a link to ?lesson=KEY opens that lesson
 key = st.selectbox("Lesson", keys, key="lesson-pick",
                    format_func=lambda k: f"{keys.index(k) + 1}. {L.get_lesson(k).title}")
 if st.query_params.get("lesson") != key:
@@ -31,7 +31,7 @@ if st.query_params.get("lesson") != key:
 lesson = L.get_lesson(key)
 
 st.subheader(lesson.question)
-st.caption(f"{L.summary(lesson)}: {', '.join(lesson.runs)}" + (f" · {lesson.note}" if lesson.note else ""))
+st.caption(f"{L.summary(lesson)}: {'; '.join(lesson.runs)}" + (f" · {lesson.note}" if lesson.note else ""))
 left, right = st.columns([1, 3], vertical_alignment="bottom")
 steps = left.number_input("steps per task", min_value=1, max_value=10_000, value=lesson.steps_per_task, step=10,
                           key=f"lesson-steps-{key}",
