@@ -1024,6 +1024,7 @@ def _watch(store, ids: list[int], tty: bool, poll: float = 1.0) -> int:
     seconds, otherwise a line whenever a run starts, moves to another task or ends. 0 if all finished, else 1."""
     from cldash.launch import demo_line, reconcile
     from cldash.store import ENDED
+    from cldash.text import printable
 
     seen: dict[int, tuple] = {}
     drawn, last = 0, 0.0
@@ -1042,6 +1043,9 @@ def _watch(store, ids: list[int], tty: bool, poll: float = 1.0) -> int:
                     seen[r["id"]] = state
                     print(demo_line(r), flush=True)
         if all(r["status"] in ENDED for r in runs):
+            for r in runs:
+                if r["status"] != "finished" and r["error"]:   # why, in one line, as `cldash sweep --wait` says it
+                    print(f"run {r['id']} {r['status']}: {printable(r['error'].splitlines()[0])}")
             failed = ", ".join(f"#{r['id']} {r['status']}" for r in runs if r["status"] != "finished")
             done = sum(r["status"] == "finished" for r in runs)
             print(f"{done} of {len(runs)} runs finished" + (f"; {failed}" if failed else

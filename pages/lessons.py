@@ -35,9 +35,9 @@ st.caption(f"{L.summary(lesson)}: {'; '.join(lesson.runs)}" + (f" · {lesson.not
 left, right = st.columns([1, 3], vertical_alignment="bottom")
 steps = left.number_input("steps per task", min_value=1, max_value=10_000, value=lesson.steps_per_task, step=10,
                           key=f"lesson-steps-{key}",
-                          help=f"The lesson's own length is {lesson.steps_per_task} steps per task. Fewer is faster "
-                               "(30 steps: about a quarter of the time), but the effects may not show yet; more "
-                               "shows them more clearly.")
+                          help=f"The lesson's own length is {lesson.steps_per_task} steps per task, the one its "
+                               "reading's numbers were checked at. The time is about proportional to the steps, plus "
+                               "a few seconds to start each run; at fewer steps the effects may not show yet.")
 length = None if steps == lesson.steps_per_task else int(steps)
 if right.button(f"Launch this lesson ({len(lesson.runs)} runs)", type="primary", key=f"lesson-launch-{key}",
                 icon=":material/play_arrow:",

@@ -38,13 +38,14 @@ if not all_runs:
             set_selected(launch_lesson(store, pick))
             st.switch_page("pages/lessons.py", query_params={"lesson": pick})
     with st.container(border=True):
-        st.markdown("**Or the demo**: LoRA, full fine-tuning, PiSSA and O-LoRA on three rotations of the digits "
+        st.markdown("**Or the demo**: LoRA, full fine-tuning, EBLoRA and PiSSA on three rotations of the digits "
                     "(a tiny ViT pre-trained on upright digits learns them one after the other), "
                     f"{QUICK_DEMO_TIME}; or the full comparison of every method.")
         with st.container(horizontal=True):
-            quick = st.button(f"🚀 Launch the quick demo ({QUICK_DEMO_TIME})", key="demo-button")
+            quick = st.button(f"Launch the quick demo ({QUICK_DEMO_TIME})", key="demo-button", type="primary",
+                              icon=":material/rocket_launch:")
             full = st.button(f"The full comparison ({len(REGISTRY)} methods, {FULL_DEMO_TIME})",
-                             key="demo-full-button")
+                             key="demo-full-button", icon=":material/view_list:")
         if quick or full:
             key = st.session_state.setdefault("demo_key", f"demo-{uuid.uuid4().hex[:8]}")
             ids = launch_demo(store, key, full=full)
@@ -52,7 +53,7 @@ if not all_runs:
             st.switch_page("pages/live.py", query_params={"runs": ",".join(map(str, sorted(ids)))})
     with st.container(horizontal=True, vertical_alignment="center"):
         st.markdown("Or design your own comparison on the", width="content")
-        st.page_link("pages/launch.py", label="Launch page", icon="🚀")
+        st.page_link("pages/launch.py", label="Launch page", icon=":material/tune:")
     st.caption("From a terminal: `cldash lessons`, `cldash demo`, or "
                "`cldash run --method lora --stream digits-rotate --seed 0`.")
     st.stop()

@@ -23,6 +23,8 @@ def test_a_lesson_from_the_lessons_page_to_its_first_chart(server):  # noqa: F81
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(url)
         expect(page.get_by_text("Welcome to cldash")).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("link", name="Launch page")).to_be_visible()    # a link, not bold text
+        page.screenshot(path=str(tmp / "0-welcome.png"), full_page=True)
         page.get_by_role("link", name="Lessons").click()
         expect(page.get_by_role("heading", name="Lessons")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(tmp / "0-lessons.png"), full_page=True)

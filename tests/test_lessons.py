@@ -110,7 +110,7 @@ def test_the_quick_demo_is_four_methods_on_a_short_stream_and_the_full_one_every
     from cldash.methods import REGISTRY
 
     quick, full = demo_configs(), demo_configs(full=True)
-    assert [c["method"] for c in quick] == list(QUICK_DEMO_METHODS) == ["lora", "full", "pissa", "olora"]
+    assert [c["method"] for c in quick] == list(QUICK_DEMO_METHODS) == ["lora", "full", "eblora", "pissa"]
     assert {(c["steps_per_task"], len(c["stream_options"]["angles"])) for c in quick} == {(100, 3)}
     assert sorted(c["method"] for c in full) == sorted(REGISTRY) and {c["steps_per_task"] for c in full} == {300}
 
@@ -143,14 +143,14 @@ def test_demo_progress_lines_on_a_pipe_and_on_a_terminal(monkeypatch, capsys):
               [_run(1, "running", 1, 4, 0.2), _run(2, "queued")],
               [_run(1, "running", 1, 8, 0.4), _run(2, "running", 1, 2, 0.1)],   # no task change: no new line
               [_run(1, "running", 2, 12, 0.6), _run(2, "running", 1, 6, 0.3)],
-              [_run(1, "finished", 2, 20, 1.0), _run(2, "failed", 1, 9, 0.45)]]
+              [_run(1, "finished", 2, 20, 1.0), {**_run(2, "failed", 1, 9, 0.45), "error": "diverged\nTraceback"}]]
     assert cli._watch(ScriptedStore(states), [1, 2], tty=False) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("#1") and "queued" in lines[0] and lines[1].startswith("#2")
-    assert [ln[:2] for ln in lines[2:-1]] == ["#1", "#2", "#1", "#1", "#2"]
+    assert [ln[:2] for ln in lines[2:-2]] == ["#1", "#2", "#1", "#1", "#2"]
     assert "task 1/2" in lines[2] and "step 4/20" in lines[2] and "[##........]  20 % running" in lines[2]
-    assert "[##########] 100 % finished" in lines[-3] and "45 % failed" in lines[-2]
-    assert lines[-1] == "1 of 2 runs finished; #2 failed"
+    assert "[##########] 100 % finished" in lines[-4] and "45 % failed" in lines[-3]
+    assert lines[-2:] == ["run 2 failed: diverged", "1 of 2 runs finished; #2 failed"]
     # on a terminal: every poll redraws the same two lines in place
     assert cli._watch(ScriptedStore(states[-2:-1] + [[_run(1, "finished", 2, 20, 1.0)] * 1 + [
         _run(2, "finished", 2, 20, 1.0)]]), [1, 2], tty=True) == 0
@@ -166,7 +166,7 @@ def test_cldash_demo_queues_the_quick_or_full_demo_and_watches_it(db, no_start, 
     watched = []
     monkeypatch.setattr(cli, "_watch", lambda store, ids, tty: watched.append(ids) or 0)
     assert main(["--db", db, "demo"]) == 0
-    assert [r["method"] for r in Store(db).runs()] == ["lora", "full", "pissa", "olora"]
+    assert [r["method"] for r in Store(db).runs()] == ["lora", "full", "eblora", "pissa"]
     assert re.match(r"quick demo: runs #1 to #4 -> ", capsys.readouterr().out) and watched == [[1, 2, 3, 4]]
     assert main(["--db", db, "demo", "--full"]) == 0
     assert len(Store(db).runs()) == 4 + 14 and len(watched[1]) == 14
@@ -251,4 +251,4 @@ def test_welcome_page_launches_a_lesson_the_quick_demo_or_the_full_comparison(db
     other = Path(db).with_name("other.db")
     at = _app(other, monkeypatch).run()
     at.button(key="demo-button").click().run()
-    assert [r["method"] for r in Store(str(other)).runs()] == ["lora", "full", "pissa", "olora"]
+    assert [r["method"] for r in Store(str(other)).runs()] == ["lora", "full", "eblora", "pissa"]
