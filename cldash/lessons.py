@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 
 from cldash.claims import ADVERSARIAL_ROTATIONS, CLAIMS, RunSpec
 
-# When `seconds` was measured: 2026-12-02, on the reference machine's 2 cores shared with four other engineers' test
-# runs (load average 4 to 14 during the measurements, i.e. 2 to 7 processes per core): an idle 2-core laptop is
-# faster.
-MEASURED = "measured on a 2-core machine under load (load average 4 to 14)"
+# When `seconds` was measured: 2026-12-02, each lesson launched with `launch_lesson` into an empty store, two runs at
+# once, on the reference machine's 2 cores shared with four other engineers' test runs (load average 6 to 9 during
+# the measurements, i.e. 3 to 4 busy processes per core): an idle 2-core laptop is faster.
 
 # the pages a reading may name, and their files (app.py's navigation)
 PAGES = {"Runs": "pages/runs.py", "Launch": "pages/launch.py", "Live": "pages/live.py",
@@ -89,7 +88,7 @@ LESSONS: tuple[Lesson, ...] = (
          Step("Live", "score of every task over training",
               "each task's score over the steps, with the task boundaries",
               "a task's score climbs while it is trained and drops as soon as the next task starts.")),
-        steps_per_task=150, stream_options={"angles": THREE}, seconds=94),
+        steps_per_task=150, stream_options={"angles": THREE}, seconds=53),
     Lesson(
         "rank", "Rank, plasticity and forgetting",
         "Does a larger LoRA rank learn each task better, forget more, or both? And what does CoDyRA, which "
@@ -111,7 +110,7 @@ LESSONS: tuple[Lesson, ...] = (
               "all four end near the same final accuracy (about 0.4); CoDyRA's update is smaller than LoRA r=16's "
               "(Spectra: ‖ΔW‖ about 3.4 against 4.7) yet it forgets about as much at this length.",
               "study-rank")),
-        steps_per_task=100, stream_options={"angles": THREE}, seconds=178),
+        steps_per_task=100, stream_options={"angles": THREE}, seconds=70),
     Lesson(
         "spectra", "Spectral imbalance",
         "LoRA's update is a matrix of rank r. Is its energy spread over its r directions, or does one direction "
@@ -132,7 +131,7 @@ LESSONS: tuple[Lesson, ...] = (
               "here EBLoRA forgets about half as much as LoRA (0.38 against 0.78) and ends higher (final accuracy "
               "0.60 against 0.37); the Claims page decides the claim over three seeds.",
               "eblora-spectrum")),
-        steps_per_task=150, stream_options={"angles": THREE}, seconds=127),
+        steps_per_task=150, stream_options={"angles": THREE}, seconds=47),
     Lesson(
         "where", "Where the update lives",
         "PiSSA trains exactly the pre-trained weight's top directions; LoRA, WeGeFT and LoRETTA start elsewhere. "
@@ -153,7 +152,7 @@ LESSONS: tuple[Lesson, ...] = (
               "0.76) and WeGeFT and LoRETTA a little less (about 0.63). Energy in the top directions alone does not "
               "predict forgetting here; the Claims page decides the claim over three seeds at full length.",
               "study-pissa")),
-        steps_per_task=100, stream_options={"angles": THREE}, seconds=177),
+        steps_per_task=100, stream_options={"angles": THREE}, seconds=107),
     Lesson(
         "rehearsal", "Rehearsal and regularisation",
         "Two classic fixes against forgetting: replay a few stored examples of earlier tasks, or penalise changes "
@@ -169,7 +168,7 @@ LESSONS: tuple[Lesson, ...] = (
               "replay cuts forgetting from about 0.79 to 0.13 and doubles the final accuracy (0.75 against 0.35); "
               "EWC helps a little (forgetting 0.71) and makes each new task a little harder to learn (learning "
               "accuracy 0.84 against 0.88): protecting old weights costs plasticity.")),
-        steps_per_task=100, stream_options={"angles": THREE}, seconds=164,
+        steps_per_task=100, stream_options={"angles": THREE}, seconds=65,
         note="one LoRA adapter through all tasks (policy single), so that EWC has weights to protect; replay: "
              "TRACE's buffer of 200 examples, balanced; EWC: TRACE's online EWC, lambda 400 (`cldash presets`)."),
     Lesson(
@@ -191,7 +190,7 @@ LESSONS: tuple[Lesson, ...] = (
               "of (retention 0.28 against 0.37). SLICE's claim is about its own method on this order: see the "
               "Claims page.",
               "slice-adversarial")),
-        steps_per_task=100, seconds=170,
+        steps_per_task=100, seconds=54,
         note="five tasks (the adversarial order is a permutation of all five rotations)."),
 )
 
