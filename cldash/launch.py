@@ -425,7 +425,7 @@ def demo_line(run: dict) -> str:
     """One run's progress in a line: '#3 lora r=8 · task 2/3 · step 150/300 [#####.....] 50 % running'."""
     from cldash.text import printable
 
-    total = run["total_steps"] or run["config"].get("steps_per_task", 0) * max(1, run["num_tasks"] or 0)
+    total = run["total_steps"] if run["num_tasks"] else 0   # known once the run has built its stream
     share = 1.0 if run["status"] == "finished" else float(run["progress"] or 0.0)
     bar = "#" * round(10 * share) + "." * (10 - round(10 * share))
     where = f"task {run['task'] or 0}/{run['num_tasks']}" if run["num_tasks"] else "task -"

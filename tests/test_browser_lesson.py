@@ -37,12 +37,16 @@ def test_a_lesson_from_the_lessons_page_to_its_first_chart(server):  # noqa: F81
         steps.press("Enter")
         page.wait_for_timeout(500)
         page.get_by_role("button", name="Launch this lesson").click()
+        page.mouse.move(0, 0)                                             # no tooltip over the screenshots
         expect(page.get_by_text("Queued runs #1, #2")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(tmp / "1-lesson-launched.png"), full_page=True)
         expect(page.get_by_text("2 of 2 finished")).to_be_visible(timeout=120_000)
         page.screenshot(path=str(tmp / "2-lesson-finished.png"), full_page=True)
+        first = page.get_by_role("link", name="Open Spectra").first
+        first.scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp / "2-reading.png"))
 
-        page.get_by_role("link", name="Open Spectra").first.click()
+        first.click()
         expect(page.get_by_role("heading", name="Spectra")).to_be_visible(timeout=30_000)
         plot = page.locator(".js-plotly-plot").first
         expect(plot).to_be_visible(timeout=60_000)

@@ -151,6 +151,10 @@ def test_demo_progress_lines_on_a_pipe_and_on_a_terminal(monkeypatch, capsys):
     assert "task 1/2" in lines[2] and "step 4/20" in lines[2] and "[##........]  20 % running" in lines[2]
     assert "[##########] 100 % finished" in lines[-4] and "45 % failed" in lines[-3]
     assert lines[-2:] == ["run 2 failed: diverged", "1 of 2 runs finished; #2 failed"]
+    from cldash.launch import demo_line
+
+    fresh = {**_run(3, "queued"), "num_tasks": 0, "total_steps": 100}     # before its process built the stream
+    assert demo_line(fresh) == "#3   lora r=8           task -    step -         [..........]   0 % queued"
     # on a terminal: every poll redraws the same two lines in place
     assert cli._watch(ScriptedStore(states[-2:-1] + [[_run(1, "finished", 2, 20, 1.0)] * 1 + [
         _run(2, "finished", 2, 20, 1.0)]]), [1, 2], tty=True) == 0
