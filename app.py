@@ -13,6 +13,7 @@ st.set_page_config(page_title="cldash", page_icon=":material/trending_down:", la
 
 PAGES = [
     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("pages/lessons.py", title="Lessons", icon=":material/school:"),
     st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),
     st.Page("pages/live.py", title="Live", icon=":material/monitoring:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),

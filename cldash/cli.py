@@ -1022,6 +1022,73 @@ def cmd_claims(args) -> int:
     return 0
 
 
+def cmd_lessons(args) -> int:
+    """The classroom lessons; --launch NAME queues one (at --steps-per-task N) and --wait waits for its runs."""
+    from cldash import lessons as L
+
+    if not args.launch:
+        for lesson in L.LESSONS:
+            print(f"{lesson.key:<11} {lesson.title}\n{'':<11} {lesson.question}\n{'':<11} {L.summary(lesson)}: "
+                  f"{'; '.join(lesson.runs)}\n")
+        print("cldash lessons --launch NAME [--steps-per-task N] [--wait] queues one; the Lessons page shows its "
+              "reading")
+        return 0
+    lesson = L.get_lesson(args.launch)   # before opening the store
+    L.check_length(args.steps_per_task)
+    store = _store_reconciled(args.db)
+    ids = L.launch_lesson(store, lesson.key, args.steps_per_task)
+    print(f"lesson {lesson.key}: runs {_id_ranges(ids)} ({'; '.join(lesson.runs)}) -> {store.display}; the "
+          f"Lessons page (?lesson={lesson.key}) shows them and the reading")
+    return _wait_for(store, ids) if args.wait else 0
+
+
+def cmd_demo(args) -> int:
+    """Queue the demo comparison (--full: every method, full length) and wait, a progress line per run."""
+    import uuid
+
+    from cldash.launch import launch_demo
+
+    store = _store_reconciled(args.db)
+    ids = launch_demo(store, f"demo-{uuid.uuid4().hex[:8]}", full=args.full)
+    print(f"{'full' if args.full else 'quick'} demo: runs {_id_ranges(ids)} -> {store.display}", flush=True)
+    return _watch(store, ids, sys.stdout.isatty())
+
+
+def _watch(store, ids: list[int], tty: bool, poll: float = 1.0) -> int:
+    """Wait until these runs have ended, one progress line per run: on a terminal redrawn in place every `poll`
+    seconds, otherwise a line whenever a run starts, moves to another task or ends. 0 if all finished, else 1."""
+    from cldash.launch import demo_line, reconcile
+    from cldash.store import ENDED
+    from cldash.text import printable
+
+    seen: dict[int, tuple] = {}
+    drawn, last = 0, 0.0
+    while True:
+        if time.monotonic() - last > 5:
+            reconcile(store)
+            last = time.monotonic()
+        runs = store.runs(ids=ids)
+        if tty:
+            print(("\x1b[F\x1b[K" * drawn) + "\n".join(demo_line(r) for r in runs), flush=True)
+            drawn = len(runs)
+        else:
+            for r in runs:
+                state = (r["status"], r["task"] if r["status"] == "running" else None)
+                if seen.get(r["id"]) != state:
+                    seen[r["id"]] = state
+                    print(demo_line(r), flush=True)
+        if all(r["status"] in ENDED for r in runs):
+            for r in runs:
+                if r["status"] != "finished" and r["error"]:   # why, in one line, as `cldash sweep --wait` says it
+                    print(f"run {r['id']} {r['status']}: {printable(r['error'].splitlines()[0])}")
+            failed = ", ".join(f"#{r['id']} {r['status']}" for r in runs if r["status"] != "finished")
+            done = sum(r["status"] == "finished" for r in runs)
+            print(f"{done} of {len(runs)} runs finished" + (f"; {failed}" if failed else
+                  "; `cldash list` shows their metrics and the Compare page their matrices"))
+            return 1 if failed else 0
+        time.sleep(poll)
+
+
 def cmd_streams(args) -> int:
     from cldash.options import describe
     from cldash.streams import STREAMS
@@ -1158,6 +1225,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="common: every method on the shared defaults; paper: each claim in its paper's regime")
     cl.add_argument("--claim", action="append", metavar="KEY", help="only this claim (repeatable)")
     cl.add_argument("--launch", action="store_true", help="queue the missing runs (3 seeds each) and start them")
+    ln = sub.add_parser("lessons", help="the classroom lessons (a question, runs that take about a minute, what to "
+                        "look at); --launch NAME queues one")
+    ln.add_argument("--launch", metavar="NAME", help="queue this lesson's runs (a finished one is reused)")
+    ln.add_argument("--steps-per-task", type=int, metavar="N", help="train N steps a task instead of the lesson's own")
+    ln.add_argument("--wait", action="store_true", help="wait until its runs have ended, a line each")
+    dm = sub.add_parser("demo", help="launch the quick demo (4 methods, under 90 s on 2 CPU cores) and wait for it, a "
+                        "progress line per run; --full: every method at full length")
+    dm.add_argument("--full", action="store_true", help="the full comparison: every method, 5 tasks of 300 steps")
     pr = sub.add_parser("presets", help="each method's paper preset next to the common regime, with the source of "
                         "every value (cldash run --preset paper)")
     pr.add_argument("--method", metavar="NAME", help="only this method")
@@ -1217,7 +1292,7 @@ def build_parser() -> argparse.ArgumentParser:
 STAGED = {"run": cmd_run, "order": cmd_order, "pretrain": cmd_pretrain, "fork": cmd_fork}   # their flags depend on their values
 COMMANDS = {"execute": cmd_execute, "list": cmd_list, "show": cmd_show, "export": cmd_export,
             "cancel": cmd_cancel, "delete": cmd_delete, "methods": cmd_methods, "streams": cmd_streams,
-            "presets": cmd_presets, "claims": cmd_claims,
+            "presets": cmd_presets, "claims": cmd_claims, "lessons": cmd_lessons, "demo": cmd_demo,
             "queue": cmd_queue, "reconcile": cmd_reconcile, "db": cmd_db, "sweep": cmd_sweep, "logs": cmd_logs,
             "resume": cmd_resume, "report": cmd_report}
 

@@ -119,8 +119,11 @@ def board() -> None:
     by_claim = {}
     for v in verdicts:
         by_claim.setdefault(v["claim"], []).append(v)
-    for claim in C.CLAIMS:
+    focus = st.query_params.get("claim")   # ?claim=KEY (a lesson's link): that claim first, its evidence open
+    for claim in sorted(C.CLAIMS, key=lambda c: c.key != focus):
         with st.container(border=True):
+            if claim.key == focus:
+                st.markdown(":blue-badge[:material/school: linked from a lesson]")
             st.markdown(f"**{claim.statement}**")
             st.caption(f"{claim.paper} · `{claim.key}` · stream {claim.stream}" +
                        (f" · {claim.note}" if claim.note else ""))
@@ -130,7 +133,7 @@ def board() -> None:
                             f"{v['pending']} queued or running · {v['missing']} to launch" +
                             (" · the same runs as common: no paper preset applies" if same else ""))
             for v in by_claim[claim.key]:
-                with st.expander(f"Evidence · {v['regime']} regime"):
+                with st.expander(f"Evidence · {v['regime']} regime", expanded=claim.key == focus):
                     evidence(claim, v)
 
 

@@ -8,7 +8,8 @@ import streamlit as st
 
 from cldash import checkpoints
 from cldash.errors import ConfigError, UserError
-from cldash.launch import cancel, launch_demo, rerun, schedule
+from cldash.launch import FULL_DEMO_TIME, QUICK_DEMO_TIME, cancel, launch_demo, rerun, schedule
+from cldash.lessons import LESSONS, get_lesson, launch_lesson, summary as lesson_summary
 from cldash.methods import REGISTRY
 from cldash.options import worded
 from cldash.tables import runs_table
@@ -27,18 +28,35 @@ if not all_runs:
     st.markdown(
         "cldash trains a small pre-trained model through a stream of tasks with several continual-learning "
         "methods side by side and shows, live, how each one forgets: accuracy matrices filling in, the "
-        "singular-value spectra of every adapter, ranks over time.\n\n"
-        "Start with the demo: LoRA, full fine-tuning and every other registered method on **rotated digits** "
-        "(a tiny ViT pre-trained on upright digits learns five rotations one after the other). Runs go in the "
-        "background and queue for free CPU slots; you can close the browser and come back.")
-    if st.button("🚀 Launch the demo comparison", type="primary", key="demo-button"):
-        key = st.session_state.setdefault("demo_key", f"demo-{uuid.uuid4().hex[:8]}")
-        ids = launch_demo(store, key)
-        set_selected(ids)
-        st.success(f"Launched runs {', '.join(map(str, ids))}. Watch them on the Live page.")
-        st.rerun()
-    st.info("Or design your own comparison on the **Launch** page, or from a terminal: "
-            "`cldash run --method lora --stream digits-rotate --seed 0`.")
+        "singular-value spectra of every adapter, ranks over time. Runs go in the background and queue for free "
+        "CPU slots; you can close the browser and come back.")
+    with st.container(border=True):
+        st.markdown("**Start with a lesson**: a question, runs that take about a minute, and what to look at.")
+        pick = st.selectbox("Lesson", [x.key for x in LESSONS], key="welcome-lesson",
+                            format_func=lambda k: get_lesson(k).title)
+        st.markdown(f"*{get_lesson(pick).question}*  \n{lesson_summary(get_lesson(pick))}")
+        if st.button("Launch this lesson", type="primary", key="welcome-lesson-button", icon=":material/school:"):
+            set_selected(launch_lesson(store, pick))
+            st.switch_page("pages/lessons.py", query_params={"lesson": pick})
+    with st.container(border=True):
+        st.markdown("**Or the demo**: LoRA, full fine-tuning, EBLoRA and PiSSA on three rotations of the digits "
+                    "(a tiny ViT pre-trained on upright digits learns them one after the other), "
+                    f"{QUICK_DEMO_TIME}; or the full comparison of every method.")
+        with st.container(horizontal=True):
+            quick = st.button(f"Launch the quick demo ({QUICK_DEMO_TIME})", key="demo-button", type="primary",
+                              icon=":material/rocket_launch:")
+            full = st.button(f"The full comparison ({len(REGISTRY)} methods, {FULL_DEMO_TIME})",
+                             key="demo-full-button", icon=":material/view_list:")
+        if quick or full:
+            key = st.session_state.setdefault("demo_key", f"demo-{uuid.uuid4().hex[:8]}")
+            ids = launch_demo(store, key, full=full)
+            set_selected(ids)
+            st.switch_page("pages/live.py", query_params={"runs": ",".join(map(str, sorted(ids)))})
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.markdown("Or design your own comparison on the", width="content")
+        st.page_link("pages/launch.py", label="Launch page", icon=":material/tune:")
+    st.caption("From a terminal: `cldash lessons`, `cldash demo`, or "
+               "`cldash run --method lora --stream digits-rotate --seed 0`.")
     st.stop()
 
 groups = group_sizes(all_runs)

@@ -79,7 +79,7 @@ def test_a_queued_run_whose_process_died_is_failed_with_its_log(db):
 
 
 def test_demo_is_every_registered_method_on_rotated_digits():
-    configs = demo_configs()
+    configs = demo_configs(full=True)
     assert [c["method"] for c in configs][:2] == ["lora", "full"]
     assert sorted(c["method"] for c in configs) == sorted(REGISTRY)
     assert {c["stream"] for c in configs} == {"digits-rotate"}
