@@ -15,8 +15,8 @@ from cldash.methods import REGISTRY
 from cldash.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["pages/runs.py", "pages/lessons.py", "pages/launch.py", "pages/live.py", "pages/compare.py", "pages/claims.py",
-         "pages/spectra.py", "pages/ranks.py", "pages/methods.py", "pages/orders.py"]
+PAGES = ["pages/runs.py", "pages/lessons.py", "pages/launch.py", "pages/live.py", "pages/compare.py",
+         "pages/claims.py", "pages/spectra.py", "pages/ranks.py", "pages/methods.py", "pages/orders.py"]
 
 
 def v2_navigation(monkeypatch) -> None:
