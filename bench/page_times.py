@@ -69,6 +69,40 @@ def first_chart_clock():
     return seen.clear, lambda: seen.get("t")
 
 
+def sidebar_clock(profile: cProfile.Profile | None):
+    """Time pages.shared.sidebar, and run the sidebar and the page under `profile` when profiling is on
+    (the script runs in AppTest's own thread, which a profiler started here would not see)."""
+    from streamlit.navigation.page import StreamlitPage
+
+    import pages.shared as shared
+
+    spent: dict[str, float] = {}
+    on = {"profile": False}
+    sidebar, run_page = shared.sidebar, StreamlitPage.run
+
+    def profiled(fn):
+        def call(*args, **kwargs):
+            if not (on["profile"] and profile is not None):
+                return fn(*args, **kwargs)
+            profile.enable()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                profile.disable()
+        return call
+
+    def timed_sidebar(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return profiled(sidebar)(*args, **kwargs)
+        finally:
+            spent["sidebar"] = time.perf_counter() - t0
+
+    shared.sidebar = timed_sidebar
+    StreamlitPage.run = profiled(run_page)
+    return spent, on
+
+
 def v2_navigation() -> None:
     """As tests/test_app.py does: AppTest runs like a served dashboard after its first page load."""
     from streamlit.runtime.pages_manager import PagesManager
@@ -103,6 +137,8 @@ def main() -> None:
 
     v2_navigation()
     reset, first_chart = first_chart_clock()
+    prof = cProfile.Profile() if args.profile else None
+    spent, profiling = sidebar_clock(prof)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.query_params["runs"] = ",".join(str(i) for i in range(1, len(METHODS) + 1))
     at.run()
@@ -116,11 +152,15 @@ def main() -> None:
             raise SystemExit(f"{page} raised: {[e.value for e in at.exception]}")
         chart = first_chart()
         drawn[page] = len(at.get("plotly_chart"))
+        sidebars[page].append(spent.get("sidebar", float("nan")))
         return t1 - t0, None if chart is None else chart - t0
 
     drawn: dict[str, int] = {}
+    sidebars: dict[str, list[float]] = {page: [] for page in PAGES}
 
     warmup = {page: visit(page)[0] for page in PAGES}
+    for page in PAGES:
+        sidebars[page].clear()
     seconds: dict[str, list[float]] = {page: [] for page in PAGES}
     charts: dict[str, list[float]] = {page: [] for page in PAGES}
     loads = []
@@ -133,15 +173,15 @@ def main() -> None:
                 charts[page].append(chart)
     if args.profile:
         visit("Runs" if args.profile != "Runs" else "Methods")
-        prof = cProfile.Profile()
-        prof.enable()
+        profiling["profile"] = True
         visit(args.profile)
-        prof.disable()
+        profiling["profile"] = False
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(50)
         print(out.getvalue())
     result = {page: {"median_seconds": round(median(seconds[page]), 3),
                      "first_chart_seconds": round(median(charts[page]), 3) if charts[page] else None,
+                     "sidebar_seconds": round(median(sidebars[page]), 3),
                      "warmup_seconds": round(warmup[page], 3), "charts": drawn[page]} for page in PAGES}
     save("page_times" + (f"_{args.label}" if args.label else ""), {
         "what": f"server time of each page's render after navigation (AppTest, one process), {len(METHODS)} "
@@ -151,7 +191,7 @@ def main() -> None:
         "store_seconds": round(make_seconds, 1), "pages": result, "rounds": args.rounds})
     for page, r in result.items():
         chart = r["first_chart_seconds"]
-        print(f"{page:8s} {r['median_seconds']:6.3f} s   first chart {'-' if chart is None else f'{chart:.3f} s'}"
+        print(f"{page:8s} {r['median_seconds']:6.3f} s   sidebar {r['sidebar_seconds']:.3f} s   first chart {'-' if chart is None else f'{chart:.3f} s'}"
               f"   ({r['charts']} charts)")
 
 if __name__ == "__main__":

@@ -670,6 +670,12 @@ class Store:
             conn.execute(delete(Meta).where(Meta.key == f"setting:{key}"))
             conn.execute(insert(Meta).values(key=f"setting:{key}", value=str(value)))
 
+    def run_choices(self) -> list[tuple[int, int, str]]:
+        """Every run's (id, seed, config as its JSON text), in id order: what a list of run labels needs, in one
+        light query (the sidebar's, on every page) instead of every run row with its JSON parsed."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(Run.id, Run.seed, Run.config).order_by(Run.id)).all()]
+
     def status_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(Run.status, func.count()).group_by(Run.status)).all()
