@@ -36,6 +36,8 @@ def main() -> None:
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     flushes: dict[str, list[int]] = {k: [] for k in variants}
     flush_ms: dict[str, list[float]] = {k: [] for k in variants}
+    flush_total: dict[str, list[float]] = {k: [] for k in variants}
+    flush_max: dict[str, list[float]] = {k: [] for k in variants}
 
     class TimedWriter(RunWriter):
         def flush(self, **run_fields) -> None:
@@ -58,6 +60,8 @@ def main() -> None:
             cpu[name].append(time.process_time() - c0)
             flushes[name].append(len(writer.times))
             flush_ms[name].append(1000 * median(writer.times))
+            flush_total[name].append(sum(writer.times))
+            flush_max[name].append(1000 * max(writer.times))
     med_wall = {k: median(v) for k, v in wall.items()}
     med_cpu = {k: median(v) for k, v in cpu.items()}
     save("progress_writes", {
@@ -69,6 +73,8 @@ def main() -> None:
         "ratio_cpu_0.5s_over_2s": round(med_cpu["flush every 0.5 s"] / med_cpu["flush every 2 s"], 3),
         "flushes_per_run": {k: median(v) for k, v in flushes.items()},
         "median_flush_ms": {k: round(median(v), 2) for k, v in flush_ms.items()},
+        "seconds_in_flushes_per_run": {k: round(median(v), 3) for k, v in flush_total.items()},
+        "slowest_flush_ms": {k: round(median(v), 1) for k, v in flush_max.items()},
         "rounds": args.rounds})
 
 
