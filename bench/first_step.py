@@ -26,7 +26,8 @@ weights (results/first_step_launched[_LABEL].json), in two ways per round, each 
   the wall time is longer by the wait for a core (the machine's load average is recorded).
 
     python bench/first_step.py --launched [--rounds 3] [--label after]
-    PYTHONPATH=OLD_TREE python bench/first_step.py --launched --label before   # another cldash, same bench
+    cd OLD_TREE && PYTHONPATH=$PWD python NEW_TREE/bench/first_step.py --launched --label before
+    # another cldash, the same bench: run from its folder, since `python -m cldash` puts the folder first
 """
 
 from __future__ import annotations
