@@ -5,7 +5,10 @@ For each round, the pages are visited in turn (each visit is a navigation from t
 selection in the URL naming every run); a visit's time is that of the whole script run (the sidebar and the
 page), and its time to the first chart is from the start of the run to the end of its first
 `st.plotly_chart` (pages without a chart report none). Medians over the rounds; the first round is a
-warm-up (the first import of each page's modules), reported apart.
+warm-up (the first import of each page's modules), reported apart. This process has imported torch already
+(bench/common), and its first script run (not timed) imports what the Runs page needs; a fresh dashboard
+process's first page also imports torch and transformers (cldash.methods, imported by the Runs, Launch,
+Orders and Methods pages): about 3 s on an idle 2-core machine, measured apart.
 
     python bench/page_times.py [--rounds 5] [--steps 20] [--profile Live]   # --profile: cProfile of one page
     python bench/page_times.py --label before   # results/page_times_before.json, to keep a before/after pair
