@@ -82,13 +82,22 @@ def pick_device(name: str) -> torch.device:
 
 
 def versions() -> dict[str, str]:
-    import sklearn
+    """The versions a run records. scikit-learn's comes from its package metadata: importing it (and SciPy
+    with it) only to read its version cost a second before every run's first step."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import transformers
 
     from cldash import __version__
 
+    try:
+        sklearn_version = version("scikit-learn")
+    except PackageNotFoundError:   # pragma: no cover - a dependency; an unusual install without metadata
+        import sklearn
+
+        sklearn_version = sklearn.__version__
     return {"cldash": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+            "scikit-learn": sklearn_version, "python": platform.python_version()}
 
 
 def _lr_lambda(schedule: str, warmup: int, steps: int) -> Callable[[int], float]:

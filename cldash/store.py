@@ -30,10 +30,9 @@ import socket
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import (Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, create_engine,
                         delete, event, func, insert, make_url, select, update)
 from sqlalchemy.engine import Engine
@@ -42,6 +41,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cldash import migrations
 from cldash.errors import StoreWriteError, UserError
+
+if TYPE_CHECKING:   # pandas is imported by the readers that make frames: a run's process only writes, and
+    import pandas as pd   # importing pandas was a tenth of the time before its first step
 
 ACTIVE = ("queued", "running")
 ENDED = ("finished", "failed", "interrupted", "cancelled")
@@ -622,6 +624,8 @@ class Store:
             df = self.spectra(rid, module=module, kind=kind, step=at)
             df.insert(0, "run_id", rid)
             frames.append(df)
+        import pandas as pd
+
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def scalar_names(self, run_id: int) -> pd.DataFrame:
@@ -666,18 +670,26 @@ class Store:
             conn.execute(delete(Meta).where(Meta.key == f"setting:{key}"))
             conn.execute(insert(Meta).values(key=f"setting:{key}", value=str(value)))
 
+    def run_choices(self) -> list[tuple[int, int, str]]:
+        """Every run's (id, seed, config as its JSON text), in id order: what a list of run labels needs, in one
+        light query (the sidebar's, on every page) instead of every run row with its JSON parsed."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(Run.id, Run.seed, Run.config).order_by(Run.id)).all()]
+
     def status_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(Run.status, func.count()).group_by(Run.status)).all()
         return {status: n for status, n in rows}
 
     def _frame(self, query) -> pd.DataFrame:
+        import pandas as pd
+
         with self.engine.connect() as conn:
             result = conn.execute(query)
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
-    def writer(self, run_id: int, flush_seconds: float = 2.0) -> "RunWriter":
-        return RunWriter(self, run_id, flush_seconds)
+    def writer(self, run_id: int, flush_seconds: float | None = None) -> "RunWriter":
+        return RunWriter(self, run_id, FLUSH_SECONDS if flush_seconds is None else flush_seconds)
 
     # -- the dashboard at sweep scale (issue 13): groups, and matrices of runs already read ---------------
     def run_groups(self) -> list[tuple[str, int]]:
@@ -797,19 +809,27 @@ def _run_dict(row) -> dict:
     return d
 
 
+# How often a run writes what it buffered (and its step): twice a second, so a page refreshing every 2 s sees
+# the step move at every refresh. At 2 s the flushes and the refreshes beat, and a step stood still for 4 s
+# (issue 15); a flush costs a few milliseconds (bench/progress_writes.py: no measurable change per step).
+FLUSH_SECONDS = 0.5
+
+
 class RunWriter:
     """Buffers a run's rows and writes them in one short transaction per flush.
 
     Each flush also moves the heartbeat and progress of the run row, so a reader sees either
     everything up to a flush or nothing of it: a run killed between flushes leaves a
-    consistent store.
+    consistent store. `clock` (seconds, monotonic) decides when a flush is `due`; tests give their own.
     """
 
-    def __init__(self, store: Store, run_id: int, flush_seconds: float = 2.0):
+    def __init__(self, store: Store, run_id: int, flush_seconds: float = FLUSH_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
         self.store = store
         self.run_id = run_id
         self.flush_seconds = flush_seconds
-        self._last = time.monotonic()
+        self.clock = clock
+        self._last = clock()
         self._evals: list[dict] = []
         self._scalars: list[dict] = []
         self._spectra: list[dict] = []
@@ -833,7 +853,7 @@ class RunWriter:
         self._spectra.append(row)
 
     def due(self) -> bool:
-        return time.monotonic() - self._last >= self.flush_seconds
+        return self.clock() - self._last >= self.flush_seconds
 
     def flush(self, **run_fields) -> None:
         run_fields["heartbeat_at"] = _now()
@@ -849,7 +869,7 @@ class RunWriter:
             self.cancel_requested = conn.execute(select(Run.cancel_requested_at).where(
                 Run.id == self.run_id)).scalar() is not None
         self._evals, self._scalars, self._spectra = [], [], []
-        self._last = time.monotonic()
+        self._last = self.clock()
 
 
 def count_rows(store: Store, run_id: int) -> dict[str, int]:

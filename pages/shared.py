@@ -7,7 +7,10 @@ Nothing here trains or imports torch.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+import threading
 
 import streamlit as st
 
@@ -63,16 +66,74 @@ def selected_ids() -> list[int]:
 
 
 def set_selected(ids: list[int]) -> None:
+    """Select these runs; the sidebar redraws its counts and picker (`refresh_sidebar`), since a page selects
+    the runs it has just launched."""
     ids = sorted(dict.fromkeys(int(i) for i in ids))
     st.session_state.selected = ids
     if ids:
         st.query_params["runs"] = ",".join(map(str, ids))
     elif "runs" in st.query_params:
         del st.query_params["runs"]
+    refresh_sidebar()
+
+
+REFRESH_SECONDS = 2   # the sidebar's counts follow the store this often while runs are queued or running
+_RUN = threading.local()   # this script run's sidebar slots (refresh_sidebar); a session runs one script at a time
+
+
+@functools.lru_cache(maxsize=16384)
+def _choice_label(run_id: int, seed: int, config: str) -> str:
+    """A run's label from its stored config text, which never changes for a run: parsed once per process."""
+    return run_label({"id": run_id, "seed": seed, "config": json.loads(config) if config else {}})
+
+
+def _counts_panel(url: str, first: dict) -> None:
+    """How many runs the store holds, run and wait, and the concurrency limit. Drawn by the sidebar with what it
+    has just read (`first`); as a fragment it then reads again by itself every REFRESH_SECONDS while runs are
+    active, reconciling and starting queued runs as a page refresh does."""
+    store, counts = first.pop("store", None), first.pop("counts", None)
+    if store is None:   # a rerun of the fragment alone: the runs may have moved on since
+        try:
+            store = Store(url)
+            schedule(store)
+        except UserError as exc:
+            st.error(str(exc))
+            return
+        counts = store.status_counts()
+    total = sum(counts.values())
+    st.caption(f"✅ {store.display} · {total} run{'s' * (total != 1)}")
+    running, queued = counts.get("running", 0), counts.get("queued", 0)
+    st.metric("Running", f"{running} / {max_concurrent(store)}")
+    if queued:   # a count, in words: a metric's delta would draw an arrow, which reads as a change
+        st.caption(f"{queued} queued")
+
+
+def _draw_counts(store: Store) -> None:
+    counts = store.status_counts()
+    active = any(counts.get(s) for s in ACTIVE)
+    st.fragment(_counts_panel, run_every=REFRESH_SECONDS if active else None)(store.url,
+                                                                           {"store": store, "counts": counts})
+
+
+def _draw_choices(store: Store) -> list[int]:
+    """The "Selected runs" picker over every run (a light listing: ids, seeds and config texts); its options."""
+    labels = {i: _choice_label(i, seed, config) for i, seed, config in store.run_choices()}
+    chosen = [i for i in selected_ids() if i in labels]
+    picked = st.multiselect("Selected runs", options=list(labels), default=chosen,
+                            format_func=lambda i: labels.get(i, f"#{i}"),
+                            help="The runs the Live, Compare, Spectra and Ranks pages show. "
+                                 "Select rows on the Runs page or pick them here.")
+    if picked != chosen or st.query_params.get("runs", "") != ",".join(map(str, sorted(picked))):
+        set_selected(picked)
+    return list(labels)
 
 
 def sidebar() -> Store | None:
-    """Store location and health, active runs, concurrency limit, automatic resume, the selected runs."""
+    """Store location and health, active runs, concurrency limit, automatic resume, the selected runs.
+
+    The counts and the run picker sit in placeholders, so that a page that creates runs redraws them in the
+    same script run (`refresh_sidebar`); the counts also follow the store by themselves while runs are active."""
+    _RUN.slots = None
     with st.sidebar:
         st.text_input("Run store", value=mask_url(db_location()), key="db_location",
                       help="A path to a SQLite file or any SQLAlchemy URL (default: $CLDASH_DB or ./runs.db).")
@@ -82,13 +143,10 @@ def sidebar() -> Store | None:
             st.error(str(exc))
             return None
         schedule(store)   # reconcile with the processes, start queued runs in free slots
-        counts = store.status_counts()
-        total = sum(counts.values())
-        st.caption(f"✅ {store.display} · {total} run{'s' * (total != 1)}")
-        running, queued = counts.get("running", 0), counts.get("queued", 0)
+        counts_slot = st.empty()
+        with counts_slot.container():
+            _draw_counts(store)
         limit = max_concurrent(store)
-        st.metric("Running", f"{running} / {limit}", delta=f"{queued} queued" if queued else None,
-                  delta_color="off")
         new_limit = st.number_input("Runs at once", min_value=1, max_value=64, value=limit, step=1,
                                     help=f"Concurrency limit for background runs (default {default_limit()}: "
                                          "one per GPU, else one per CPU core). Queued runs start when a slot frees.")
@@ -114,16 +172,29 @@ def sidebar() -> Store | None:
                 st.error(str(exc))
             else:
                 st.rerun()
-        runs = store.runs()
-        labels = {r["id"]: run_label(r) for r in runs}
-        chosen = [i for i in selected_ids() if i in labels]
-        picked = st.multiselect("Selected runs", options=list(labels), default=chosen,
-                                format_func=lambda i: labels.get(i, f"#{i}"),
-                                help="The runs the Live, Compare, Spectra and Ranks pages show. "
-                                     "Select rows on the Runs page or pick them here.")
-        if picked != chosen or st.query_params.get("runs", "") != ",".join(map(str, sorted(picked))):
-            set_selected(picked)
+        choices_slot = st.empty()
+        with choices_slot.container():
+            options = _draw_choices(store)
+    _RUN.slots = {"store": store, "counts": counts_slot, "choices": choices_slot, "options": options}
     return store
+
+
+def refresh_sidebar() -> None:
+    """Redraw the sidebar's counts and run picker from the store now. The sidebar is drawn before the page, so a
+    page that has just created runs (a launch) calls this once after it: the sidebar then says "2 runs",
+    "Running 2 / 2" and offers the new runs at once, not only from the next rerun."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    slots = getattr(_RUN, "slots", None)
+    ctx = get_script_run_ctx()
+    if not slots or (ctx is not None and ctx.fragment_ids_this_run):   # no sidebar, or a fragment's own rerun
+        return
+    store = slots["store"]
+    with slots["counts"].container():
+        _draw_counts(store)
+    if [i for i, _, _ in store.run_choices()] != slots["options"]:   # same options: the picker stands as drawn
+        with slots["choices"].container():
+            slots["options"] = _draw_choices(store)
 
 
 def runs_for_page(store: Store, statuses: tuple[str, ...] | None = None, limit: int = 12) -> list[dict]:

@@ -414,6 +414,28 @@ def no_starts(monkeypatch) -> None:
     monkeypatch.setattr(shared, "schedule", lambda store: [])
 
 
+def test_the_sidebar_counts_and_offers_the_runs_a_launch_made_in_the_same_run(tmp_path, monkeypatch):
+    """The sidebar is drawn before the page; a launch redraws its counts and its run picker, so the script run
+    that launched already shows them (the issue saw "0 runs" and no options). The queued count is plain text:
+    a metric's delta drew an arrow that read as a change."""
+    no_starts(monkeypatch)
+    db = tmp_path / "launch.db"
+    Store(str(db)).set_setting("max_concurrent", "2")
+    at = app(db, monkeypatch, "pages/launch.py")
+    assert at.sidebar.caption[0].value.endswith(" · 0 runs") and at.sidebar.multiselect[0].options == []
+    at.multiselect(key="launch-methods").select("full")
+    at.button(key="launch-button").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [c.value for c in at.sidebar.caption]
+    assert captions[0].endswith(" · 2 runs") and "2 queued" in captions
+    running = at.sidebar.metric[0]
+    assert (running.label, running.value, running.proto.delta) == ("Running", "0 / 2", "")
+    picker = at.sidebar.multiselect[0]
+    assert picker.value == [1, 2] and [o.split(" ")[0] for o in picker.options] == ["#1", "#2"]
+    at.run()   # the next run draws the same picker: the selection holds
+    assert at.sidebar.multiselect[0].value == [1, 2] and at.sidebar.caption[0].value.endswith(" · 2 runs")
+
+
 def regime_lines(at) -> dict[str, list[str]]:
     """{claim statement: its regime lines ('*common* :gray-badge[...] 0 of 3 seeds · ...')}."""
     from cldash.claims import CLAIMS

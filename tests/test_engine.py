@@ -296,3 +296,25 @@ def test_a_full_disk_mid_run_keeps_its_reason(tmp_path, monkeypatch, capsys, few
     assert run["status"] == "failed" and run["step"] == 30 and run["task"] == 1
     assert run["error"] == "the disk is full (sqlite3: database or disk is full); the run stopped at step 30"
     assert not launch.end_path(store, 1).exists()
+
+
+def test_the_stored_step_follows_the_run_every_flush_interval_between_task_ends(tmp_path, few_test_digits):
+    """A run writes its step at every flush, FLUSH_SECONDS apart (not only at task ends), so a page that
+    refreshes every 2 s sees it move. The writer's clock moves half an interval at each reading, so it flushes
+    at every second step; after each step the progress callback reads the step the store holds."""
+    from cldash.store import FLUSH_SECONDS, RunWriter
+
+    assert FLUSH_SECONDS <= 1.0   # at most half the Live page's 2 s refresh
+    store = Store(str(tmp_path / "p.db"))
+    assert store.writer(1).flush_seconds == FLUSH_SECONDS   # what execute's writer uses
+    resolved = resolve({"method": "lora", **BRIEF})        # 2 tasks x 10 steps
+    run_id = store.create_run(resolved.to_dict())
+    readings = iter(range(10 ** 6))
+    seen = []
+    crun = ContinualRun(resolved, writer=RunWriter(store, run_id, clock=lambda: next(readings) * FLUSH_SECONDS / 2),
+                        progress=lambda p: seen.append((p.step, store.get_run(run_id)["step"])))
+    crun.run()
+    # every even step flushes; a task's last step is written by the task end's flush, after its callback
+    want = [(s, s if s % 2 == 0 and s % 10 else s - 1 if s % 10 else s - 2) for s in range(1, 21)]
+    assert seen == want
+    assert want[:4] == [(1, 0), (2, 2), (3, 2), (4, 4)] and want[9:12] == [(10, 8), (11, 10), (12, 12)]
