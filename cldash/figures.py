@@ -206,14 +206,26 @@ def task_starts(boundaries: list[int] | None) -> list[tuple[int, str]]:
     return [(0, "T1")] + [(b, f"T{k + 2}") for k, b in enumerate(ends[:-1])] if ends else []
 
 
-def _boundaries(fig: go.Figure, boundaries: list[int] | None, names: dict[int, str] | None = None, **kw) -> None:
-    """A dotted line where each task starts, labelled "T2" ... at the top (hover: the task's name)."""
-    for k, (x, label) in enumerate(task_starts(boundaries), start=1):
-        fig.add_vline(x=x, line_dash="dot", line_color="grey", opacity=0.7 if x else 0.0, **kw,
-                      annotation={"text": label, "name": f"task start {label}", "font": {"size": 13, "color": "#555"},
-                                  "hovertext": (names or {}).get(k) or f"task {k} starts",
-                                  "xanchor": "left", "yanchor": "bottom", "showarrow": False},
-                      annotation_position="top right")
+def _task_lines(starts: list[tuple[int, str]], xref: str = "x", yref: str = "y") -> list[dict]:
+    """A dotted vertical line at each task start (the first, at step 0, invisible: the axis is there)."""
+    return [{"type": "line", "x0": x, "x1": x, "xref": xref, "y0": 0, "y1": 1, "yref": f"{yref} domain",
+             "line": {"dash": "dot", "color": "grey"}, "opacity": 0.7 if x else 0.0} for x, _ in starts]
+
+
+def _boundaries(fig: go.Figure, boundaries: list[int] | None, names: dict[int, str] | None = None) -> None:
+    """A dotted line where each task starts, labelled "T2" ... at the top (hover: the task's name).
+
+    Added in one layout update: Plotly's add_vline re-validates the whole layout per line, which took 46 % of
+    the Live page's server time with five tasks (bench/page_times.py --profile)."""
+    starts = task_starts(boundaries)
+    if not starts:
+        return
+    notes = [{"x": x, "xref": "x", "y": 1, "yref": "y domain", "text": label, "name": f"task start {label}",
+              "font": {"size": 13, "color": "#555"}, "hovertext": (names or {}).get(k) or f"task {k} starts",
+              "xanchor": "left", "yanchor": "bottom", "showarrow": False}
+             for k, (x, label) in enumerate(starts, start=1)]
+    fig.update_layout(shapes=[*fig.layout.shapes, *_task_lines(starts)],
+                      annotations=[*fig.layout.annotations, *notes])
 
 
 def _trace_order(df: pd.DataFrame, color: str | None, styles: dict | None) -> list[tuple[object, pd.DataFrame]]:
@@ -449,9 +461,10 @@ def measures_figure(spectra: pd.DataFrame, measures: list[str], color: str = "la
                                      legendgroup=str(name), showlegend=c == 1,
                                      line={"color": st.get("color", PALETTE[k % len(PALETTE)]),
                                            "dash": st.get("dash"), "width": 2.5}), row=1, col=c)
+    starts = task_starts(boundaries)[1:]   # every subplot's lines in one layout update (see _boundaries)
+    fig.update_layout(shapes=[*fig.layout.shapes, *[line for c in range(1, len(measures) + 1) for line in
+                                                    _task_lines(starts, *(("x", "y") if c == 1 else (f"x{c}", f"y{c}")))]])
     for c, m in enumerate(measures, start=1):
-        for x, _ in task_starts(boundaries)[1:]:
-            fig.add_vline(x=x, line_dash="dot", line_color="grey", opacity=0.6, row=1, col=c)
         if m in INTEGER_MEASURES and not df.empty:
             v = df[m].to_numpy(dtype=float)
             fig.update_yaxes(tickformat="d", dtick=integer_dtick(float(np.nanmax(v)) if np.isfinite(v).any() else 1),
