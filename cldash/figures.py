@@ -363,7 +363,9 @@ def headline_figure(table: pd.DataFrame, label: str = "name", color: str = "colo
                                  textposition="middle right", textfont={"size": 14}, hoverinfo="skip",
                                  showlegend=False, cliponaxis=False, name=f"{what} values"), row=1, col=c)
         low = float(min(0.0, np.nanmin(np.r_[values, 0.0])))
-        fig.update_xaxes(range=[low, top * 1.75 if top > 0 else 1.0], row=1, col=c, zeroline=True,
+        # a metric no row has yet (forgetting of a one-task run) gets the unit range, not a nano-scale one
+        fig.update_xaxes(range=[low, top * 1.75 if np.isfinite(values).any() and top > 1e-6 else 1.0], row=1, col=c,
+                         zeroline=True,
                          zerolinecolor="#999")
     fig.update_yaxes(autorange="reversed", type="category")
     _style(fig, title=title, height=150 + 40 * max(1, len(names)), bargap=0.25,

@@ -57,6 +57,11 @@ if launched:
                "open each page with them selected.")
 
 
+# whether the runs are on their way, decided before the fragment is defined: deciding it inside would cost a rerun
+# of the page right after a launch, which would wipe the "Queued runs" message above
+st.session_state[f"lesson-live-{key}"] = L.progress(L.lesson_runs(store, lesson, length))["active"] > 0
+
+
 @st.fragment(run_every=2 if st.session_state.get(f"lesson-live-{key}") else None)
 def state_and_reading() -> None:
     runs = L.lesson_runs(store, lesson, length)

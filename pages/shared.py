@@ -101,7 +101,7 @@ def _counts_panel(url: str, first: dict) -> None:
             return
         counts = store.status_counts()
     total = sum(counts.values())
-    st.caption(f"✅ {store.display} · {total} run{'s' * (total != 1)}")
+    st.caption(f":material/check_circle: {store.display} · {total} run{'s' * (total != 1)}")
     running, queued = counts.get("running", 0), counts.get("queued", 0)
     st.metric("Running", f"{running} / {max_concurrent(store)}")
     if queued:   # a count, in words: a metric's delta would draw an arrow, which reads as a change
