@@ -110,7 +110,7 @@ def integer_dtick(span: float, ticks: int = 8) -> int:
 def _integer_axis(fig: go.Figure, values, axis: str = "y") -> None:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    span = float(v.max() - min(0.0, v.min())) if len(v) else 1.0
+    span = float(v.max() - v.min()) if len(v) else 1.0   # the shown range: ranks 15 and 16 get both labels
     (fig.update_yaxes if axis == "y" else fig.update_xaxes)(tickformat="d", dtick=integer_dtick(span), tick0=0)
 
 
