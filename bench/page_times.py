@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, save  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = {"Runs": "pages/runs.py", "Launch": "pages/launch.py", "Live": "pages/live.py",
+sys.path.insert(0, str(ROOT))   # the pages/ package, also when run as `python bench/page_times.py`
+PAGES = {"Runs": "pages/runs.py", "Lessons": "pages/lessons.py", "Launch": "pages/launch.py", "Live": "pages/live.py",
          "Compare": "pages/compare.py", "Claims": "pages/claims.py", "Spectra": "pages/spectra.py",
          "Ranks": "pages/ranks.py", "Orders": "pages/orders.py", "Methods": "pages/methods.py"}
 METHODS = ("lora", "full", "eblora", "codyra")
