@@ -389,20 +389,20 @@ DEMO_STREAM = "digits-rotate"
 # The quick demo: LoRA, full fine-tuning, and two that forget differently: EBLoRA balances its update's spectrum
 # and forgets about half as much as LoRA on this stream (0.38 against 0.79, measured at this length); PiSSA trains
 # the pre-trained weight's top directions, the ones the model relies on most. Three rotations of 100 steps each:
-# the four runs finish in under 90 s on 2 CPU cores, two at a time (QUICK_DEMO_TIME).
+# the four runs finish in well under 90 s on 2 CPU cores, two at a time (QUICK_DEMO_TIME).
 QUICK_DEMO_METHODS = ("lora", "full", "eblora", "pissa")
 QUICK_DEMO_RUN = {"steps_per_task": 100, "stream_options": {"angles": [60.0, 120.0, 180.0]}}
-# wall times on 2 CPU cores, two runs at once (the default), shown on the welcome page: the quick demo measured
-# 76 s (launch_demo) and 114 s (`cldash demo`, its start included) on 2026-12-02 on a machine shared with other
-# work (load average 6 to 7, three busy processes per core); the full one is the issue's 5 minutes on 2 cores
-QUICK_DEMO_TIME = "about 1½ minutes"
-FULL_DEMO_TIME = "about 5 minutes"
+# wall times on 2 CPU cores, two runs at once (the default), shown on the welcome page: `cldash demo` took 28 s
+# (its start included) and `cldash demo --full` 6 min 51 s on 2026-12-02 on the reference machine's otherwise idle
+# 2 cores; with the cores shared by other work (load average 6 to 7) the quick one took 76 s from launch_demo
+QUICK_DEMO_TIME = "about 30 s"
+FULL_DEMO_TIME = "about 7 minutes"
 
 
 def demo_configs(seed: int = 0, full: bool = False) -> list[dict]:
     """The demo comparison on digits-rotate with every method's defaults (one seed). The quick one
     (`QUICK_DEMO_METHODS` on a shortened stream, under 90 s on 2 CPU cores), or with `full` LoRA, full
-    fine-tuning and every other registered method on the whole stream (about 5 minutes)."""
+    fine-tuning and every other registered method on the whole stream (FULL_DEMO_TIME)."""
     from cldash.config import resolve
     from cldash.methods import REGISTRY
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 from cldash.claims import ADVERSARIAL_ROTATIONS, CLAIMS, RunSpec
 
-# When `seconds` was measured: 2026-12-02, each lesson launched with `launch_lesson` into an empty store, two runs at
-# once, on the reference machine's 2 cores shared with four other engineers' test runs (load average 6 to 9 during
-# the measurements, i.e. 3 to 4 busy processes per core): an idle 2-core laptop is faster.
+# When `seconds` was measured: 2026-12-02, `cldash lessons --launch KEY --wait` into an empty store, two runs at
+# once, on the reference machine's 2 otherwise idle cores (load average under 2), from the command to the last
+# run's end. With the cores shared by other work (load average 6 to 9) the same lessons took 47 s to 107 s.
 
 # the pages a reading may name, and their files (app.py's navigation)
 PAGES = {"Runs": "pages/runs.py", "Launch": "pages/launch.py", "Live": "pages/live.py",
@@ -88,7 +88,7 @@ LESSONS: tuple[Lesson, ...] = (
          Step("Live", "score of every task over training",
               "each task's score over the steps, with the task boundaries",
               "a task's score climbs while it is trained and drops as soon as the next task starts.")),
-        steps_per_task=150, stream_options={"angles": THREE}, seconds=53),
+        steps_per_task=150, stream_options={"angles": THREE}, seconds=19),
     Lesson(
         "rank", "Rank, plasticity and forgetting",
         "Does a larger LoRA rank learn each task better, forget more, or both? And what does CoDyRA, which "
@@ -110,7 +110,7 @@ LESSONS: tuple[Lesson, ...] = (
               "all four end near the same final accuracy (about 0.4); CoDyRA's update is smaller than LoRA r=16's "
               "(Spectra: ‖ΔW‖ about 3.4 against 4.7) yet it forgets about as much at this length.",
               "study-rank")),
-        steps_per_task=100, stream_options={"angles": THREE}, seconds=70),
+        steps_per_task=100, stream_options={"angles": THREE}, seconds=30),
     Lesson(
         "spectra", "Spectral imbalance",
         "LoRA's update is a matrix of rank r. Is its energy spread over its r directions, or does one direction "
@@ -131,7 +131,7 @@ LESSONS: tuple[Lesson, ...] = (
               "here EBLoRA forgets about half as much as LoRA (0.38 against 0.78) and ends higher (final accuracy "
               "0.60 against 0.37); the Claims page decides the claim over three seeds.",
               "eblora-spectrum")),
-        steps_per_task=150, stream_options={"angles": THREE}, seconds=47),
+        steps_per_task=150, stream_options={"angles": THREE}, seconds=21),
     Lesson(
         "where", "Where the update lives",
         "PiSSA trains exactly the pre-trained weight's top directions; LoRA, WeGeFT and LoRETTA start elsewhere. "
@@ -152,7 +152,7 @@ LESSONS: tuple[Lesson, ...] = (
               "0.76) and WeGeFT and LoRETTA a little less (about 0.63). Energy in the top directions alone does not "
               "predict forgetting here; the Claims page decides the claim over three seeds at full length.",
               "study-pissa")),
-        steps_per_task=100, stream_options={"angles": THREE}, seconds=107),
+        steps_per_task=100, stream_options={"angles": THREE}, seconds=34),
     Lesson(
         "rehearsal", "Rehearsal and regularisation",
         "Two classic fixes against forgetting: replay a few stored examples of earlier tasks, or penalise changes "
@@ -168,7 +168,7 @@ LESSONS: tuple[Lesson, ...] = (
               "replay cuts forgetting from about 0.79 to 0.13 and doubles the final accuracy (0.75 against 0.35); "
               "EWC helps a little (forgetting 0.71) and makes each new task a little harder to learn (learning "
               "accuracy 0.84 against 0.88): protecting old weights costs plasticity.")),
-        steps_per_task=100, stream_options={"angles": THREE}, seconds=65,
+        steps_per_task=100, stream_options={"angles": THREE}, seconds=29,
         note="one LoRA adapter through all tasks (policy single), so that EWC has weights to protect; replay: "
              "TRACE's buffer of 200 examples, balanced; EWC: TRACE's online EWC, lambda 400 (`cldash presets`)."),
     Lesson(
@@ -190,7 +190,7 @@ LESSONS: tuple[Lesson, ...] = (
               "of (retention 0.28 against 0.37). SLICE's claim is about its own method on this order: see the "
               "Claims page.",
               "slice-adversarial")),
-        steps_per_task=100, seconds=54,
+        steps_per_task=100, seconds=21,
         note="five tasks (the adversarial order is a permutation of all five rotations)."),
 )
 
@@ -310,10 +310,10 @@ def duration(lesson: Lesson) -> str:
 
 
 def summary(lesson: Lesson) -> str:
-    """One line on a lesson's runs and length: '2 runs · 3 tasks × 150 steps · about 55 s'."""
+    """One line on a lesson's runs and length: '2 runs · 3 tasks × 150 steps · about 20 s on 2 CPU cores'."""
     bits = [f"{len(lesson.runs)} runs", f"{lesson.tasks} tasks × {lesson.steps_per_task} steps"]
     if duration(lesson):
-        bits.append(duration(lesson) + " on a busy 2-core machine")
+        bits.append(duration(lesson) + " on 2 CPU cores")
     return " · ".join(bits)
 
 
