@@ -210,7 +210,9 @@ def plan(store, sweep: Sweep) -> Plan:
                     cfg = resolve(values).to_dict()
                 except ConfigError as exc:
                     where = ", ".join(f"{k}={v}" for k, v in chosen.items())
-                    raise UserError(f"{str(exc).rstrip('.')} (in the sweep's run {method}, preset {preset}"
+                    # named as the grid and the fixed options name them: 'rank', not 'lora.rank'
+                    said = re.sub(rf"(?<![\w.\-]){re.escape(method)}\.(\w+)", r"\1", str(exc).rstrip("."))
+                    raise UserError(f"{said} (in the sweep's run {method}, preset {preset}"
                                     + (f", {where}" if where else "") + ").") from None
                 key = _launch_key(sweep.group, cfg)
                 if key in seen:
