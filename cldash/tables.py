@@ -34,9 +34,9 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
                                                         "ray" if r.get("launcher") == "ray" else "") if x))
         row["error"] = printable((r.get("error") or "").split("\n", 1)[0])
         rows.append(row)
-    columns = ["id", "status", "progress", "method", "policy", "regime", "stream", "seed", "group", "name",
-               "lineage", *KEY_METRICS.values(),
-               "weights", "where", "error"]
+    # the key metrics right after what ran, so that they are on screen without scrolling the table sideways
+    columns = ["id", "status", "progress", "method", "seed", *KEY_METRICS.values(), "policy", "regime", "stream",
+               "group", "name", "lineage", "weights", "where", "error"]
     return pd.DataFrame(rows, columns=columns)
 
 
