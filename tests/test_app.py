@@ -257,9 +257,7 @@ def test_launch_form_launches_once_on_a_double_click(tmp_path, monkeypatch):
 
 
 def test_launch_form_passes_replay_and_ewc_to_every_run(tmp_path, monkeypatch):
-    import cldash.launch as launch_module
-
-    monkeypatch.setattr(launch_module, "schedule", lambda store: [])   # store the runs, start none
+    no_starts(monkeypatch)   # store the runs, start none
     db = tmp_path / "aids.db"
     at = app(db, monkeypatch, "pages/launch.py")
     at.multiselect(key="launch-methods").select("codyra")
@@ -274,10 +272,9 @@ def test_launch_form_passes_replay_and_ewc_to_every_run(tmp_path, monkeypatch):
 
 
 def test_launch_form_runs_every_method_in_one_papers_regime_and_keeps_what_the_user_changed(tmp_path, monkeypatch):
-    import cldash.launch as launch_module
     from cldash.paper_presets import PAPER
 
-    monkeypatch.setattr(launch_module, "schedule", lambda store: [])   # store the runs, start none
+    no_starts(monkeypatch)   # store the runs, start none
     owner = "codyra" if "codyra" in PAPER else sorted(PAPER)[0]
     db = tmp_path / "regime.db"
     at = app(db, monkeypatch, "pages/launch.py")

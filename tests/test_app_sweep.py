@@ -10,13 +10,11 @@ import socket
 from cldash.launch import log_path
 from cldash.store import Store
 
-from test_app import app
+from test_app import app, no_starts
 
 
 def _sweep_form(db, monkeypatch, grid: str):
-    import cldash.launch as launch_module
-
-    monkeypatch.setattr(launch_module, "schedule", lambda store: [])   # store the runs, start none
+    no_starts(monkeypatch)   # store the runs, start none (neither the launch nor the sidebar's refresh)
     at = app(db, monkeypatch, "pages/launch.py")
     at.multiselect(key="launch-methods").select("full")
     at.toggle(key="sweep-on").set_value(True)

@@ -170,10 +170,9 @@ def test_adversarial_order_on_an_hf_stream(hf_dir, tmp_path):
 
 def test_launch_page_launches_a_run_on_local_hf_files_and_model(hf_dir, tmp_path, monkeypatch):
     """The Launch page takes hf: data sets and an hf: model; a bad source is one sentence under its field."""
-    import cldash.launch as launch_module
-    from test_app import app
+    from test_app import app, no_starts
 
-    monkeypatch.setattr(launch_module, "schedule", lambda store: [])   # store the runs, start none
+    no_starts(monkeypatch)   # store the runs, start none
     db = tmp_path / "hf.db"
     at = app(db, monkeypatch, "pages/launch.py")
     at.selectbox(key="launch-stream").set_value("hf:").run()
