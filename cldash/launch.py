@@ -183,23 +183,29 @@ def schedule(store: Store) -> list[int]:
     return started
 
 
-def spawn(store: Store, run_id: int, extra_env: dict | None = None) -> subprocess.Popen:
-    """Start the process that executes a queued run; it claims the run itself. The store's URL goes in
-    its environment (CLDASH_DB), not on its command line, which every local user can read."""
-    path = log_path(store, run_id)
+def start_cldash(store: Store, args: list[str], log, what: str, extra_env: dict | None = None,
+                 mode: str = "ab") -> subprocess.Popen:
+    """`python -m cldash ARGS` in the background: in its own process group, its output appended to (or, with
+    mode "wb", written over) the file `log`, the store's URL in its environment (CLDASH_DB), not on its command
+    line, which every local user can read. A thread reaps the child when it ends, so a long-lived dashboard
+    does not collect zombie processes. `what` names it in the sentence said when its log cannot be written."""
     env = {**os.environ, **(extra_env or {}), "CLDASH_DB": store.url, "PYTHONUNBUFFERED": "1"}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(path, "ab")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log, mode)
     except OSError as exc:
-        raise UserError(f"cannot start run {run_id}: cannot write its log {path} ({exc.strerror or exc}).") from None
-    with log:
-        proc = subprocess.Popen([sys.executable, "-m", "cldash", "execute", str(run_id)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, close_fds=True)
+        raise UserError(f"cannot {what}: cannot write its log {log} ({exc.strerror or exc}).") from None
+    with out:
+        proc = subprocess.Popen([sys.executable, "-m", "cldash", *args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env, close_fds=True)
+    threading.Thread(target=proc.wait, name=f"reap-{args[0]}-{proc.pid}", daemon=True).start()
+    return proc
+
+
+def spawn(store: Store, run_id: int, extra_env: dict | None = None) -> subprocess.Popen:
+    """Start the process that executes a queued run; it claims the run itself."""
+    proc = start_cldash(store, ["execute", str(run_id)], log_path(store, run_id), f"start run {run_id}", extra_env)
     store.update_run(run_id, pid=proc.pid, host=socket.gethostname())
-    # reap the child when it ends, so a long-lived dashboard does not collect zombie processes
-    threading.Thread(target=proc.wait, name=f"reap-run-{run_id}", daemon=True).start()
     return proc
 
 

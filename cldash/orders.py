@@ -185,32 +185,18 @@ def start_measurement(store, args: list[str]) -> dict:
     file that is kept). A measurement of the same arguments still running is returned instead of a second
     one (a double click measures once). Returns the measurement: pid, args, log path."""
     import json
-    import os
-    import subprocess
-    import sys
-    import threading
     import time
 
     from cldash.cache import file_lock
-    from cldash.launch import is_run_process
+    from cldash.launch import is_run_process, start_cldash
 
     path = _measurement_file(store, args)
-    log = path.with_suffix(".log")
     with file_lock(path.with_suffix(".lock")):
         current = measurement(store, args)
         if current is not None and is_run_process(current["pid"]):
             return current
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            out = open(log, "wb")
-        except OSError as exc:
-            raise UserError(f"cannot measure the order: cannot write its log {log} ({exc.strerror or exc}).") from None
-        env = {**os.environ, "CLDASH_DB": store.url, "PYTHONUNBUFFERED": "1"}
-        with out:
-            proc = subprocess.Popen([sys.executable, "-m", "cldash", "order", *args], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env=env, close_fds=True)
-        threading.Thread(target=proc.wait, name=f"reap-order-{proc.pid}", daemon=True).start()
+        log = path.with_suffix(".log")
+        proc = start_cldash(store, ["order", *args], log, "measure the order", mode="wb")
         started = {"pid": proc.pid, "args": list(args), "log": str(log), "started_at": time.time()}
         path.write_text(json.dumps(started))
     return started

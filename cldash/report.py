@@ -35,7 +35,7 @@ from cldash.figures import (HEADLINE as HEADLINE_FIGURE, PLOTLY_CONFIG, accuracy
 from cldash.metrics import METRICS, fmt
 from cldash.store import Store
 from cldash.text import id_ranges
-from cldash.views import CompareData, boundaries, compare_data, run_color, run_label, run_style
+from cldash.views import CompareData, boundaries, compare_data, run_label, run_style
 
 # The numbers a class looks at first (issue 15): the bar chart and the first columns of the table.
 HEADLINE = ("acc", "forgetting", "general_retention", "la", "bwt")
@@ -156,17 +156,6 @@ def _e(text) -> str:
 
 # The handout's look is applied to each figure's JSON (plain dicts): plotly's update_* on figure objects cost
 # about 0.2 s a figure here, most of the handout's build time.
-def _coloured(spec: dict, colours: dict[str, str]) -> dict:
-    """Each line or marker trace named after a run (or a setting) in that run's colour, so a run looks the same
-    on every chart."""
-    for trace in spec.get("data", []):
-        colour = colours.get(trace.get("name") or "") or colours.get(trace.get("legendgroup") or "")
-        if colour is not None and trace.get("type", "scatter") in ("scatter", "scattergl"):
-            trace.setdefault("line", {})["color"] = colour
-            trace.setdefault("marker", {})["color"] = colour
-    return spec
-
-
 def _styled(spec: dict) -> dict:
     """Text that reads on a projector: larger fonts, a white background, dark text and light grid lines."""
     layout = spec.setdefault("layout", {})
@@ -194,26 +183,25 @@ def _styled(spec: dict) -> dict:
     return spec
 
 
-def _figure_json(fig: go.Figure, colours: dict[str, str]) -> str:
+def _figure_json(fig: go.Figure) -> str:
     """The figure as JSON that is safe inside a <script>: '<', '>' and '&' as JSON escapes, so no string
     (a run name, a title) can close the script."""
-    spec = _coloured(_styled(json.loads(pio.to_json(fig, validate=False))), colours)
+    spec = _styled(json.loads(pio.to_json(fig, validate=False)))
     text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 class _Page:
-    def __init__(self, colours: dict[str, str]):
+    def __init__(self):
         self.parts: list[str] = []
         self.figures: list[str] = []
-        self.colours = colours
 
     def add(self, text: str) -> None:
         self.parts.append(text)
 
     def figure(self, fig: go.Figure, css: str = "figure") -> None:
         div = f"fig-{len(self.figures) + 1}"
-        self.figures.append(f"draw({json.dumps(div)}, {_figure_json(fig, self.colours)});")
+        self.figures.append(f"draw({json.dumps(div)}, {_figure_json(fig)});")
         self.add(f"<div class=\"{css}\"><div id=\"{div}\" class=\"plot\"></div></div>")
 
 
@@ -257,10 +245,8 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
     when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
     title = title or f"cldash handout: runs {id_ranges([r['id'] for r in runs])}"
     unfinished = [r for r in runs if r["status"] != ENDED]
-    colours = {run_label(r): run_color(r["id"]) for r in runs}
-    for setting, rid in zip(data.metrics["setting"], data.metrics["id"]):   # a setting: its first run's colour
-        colours.setdefault(setting, run_color(rid))
-    page = _Page(colours)
+    styles = {run_label(r): run_style(r) for r in runs}   # a run's name and colour on every chart (views)
+    page = _Page()
 
     page.add(f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(when)} · {len(runs)} run{'s' * (len(runs) != 1)} "
              f"from the store {_e(_store_name(store))} · cldash {_e(cldash.__version__)}</p>")
@@ -313,10 +299,10 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
                  "the top-1 energy share σ1² / Σ σi² (near 1: one direction holds the update) and the effective "
                  "rank (how many directions it spreads over).</p>")
         page.figure(measures_figure(measures, list(SPECTRUM_MEASURES), boundaries=boundaries(runs[0]),
-                                    title="Shape of the update over steps"))
+                                    title="Shape of the update over steps", styles=styles))
         module, last = _last_spectra(store, runs)
         if last:
-            page.figure(spectrum_overlay(last, normalize=True,
+            page.figure(spectrum_overlay(last, normalize=True, styles=styles,
                                          title=f"{module}: singular values at each run's last logged step, ÷ σ1"))
     else:
         page.add("<p class=\"note\">No spectra logged yet.</p>")
