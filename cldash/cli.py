@@ -820,26 +820,45 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def _wait_for(store, ids: list[int], poll: float = 1.0) -> int:
-    """Wait until these runs have all ended, printing a line as each ends; 0 if all finished, else 1."""
+def _until_ended(store, ids: list[int], show, poll: float = 1.0) -> list[dict]:
+    """Read these runs every `poll` seconds (reconciling every 5 s, so a killed run ends too), hand them to
+    `show` each time, and return them once all have ended."""
     from cldash.launch import reconcile
     from cldash.store import ENDED
-    from cldash.text import printable
 
-    told, last = set(), 0.0
+    last = 0.0
     while True:
         if time.monotonic() - last > 5:
             reconcile(store)
             last = time.monotonic()
         runs = store.runs(ids=ids)
+        show(runs)
+        if all(r["status"] in ENDED for r in runs):
+            return runs
+        time.sleep(poll)
+
+
+def _why(run: dict) -> str:
+    """': the first line of its error' for a run that did not finish, else ''."""
+    from cldash.text import printable
+
+    return f": {printable(run['error'].splitlines()[0])}" if run["error"] and run["status"] != "finished" else ""
+
+
+def _wait_for(store, ids: list[int], poll: float = 1.0) -> int:
+    """Wait until these runs have all ended, printing a line as each ends; 0 if all finished, else 1."""
+    from cldash.store import ENDED
+
+    told: list[int] = []
+
+    def ends(runs):
         for r in runs:
             if r["status"] in ENDED and r["id"] not in told:
-                told.add(r["id"])
-                why = f": {printable(r['error'].splitlines()[0])}" if r["error"] and r["status"] != "finished" else ""
-                print(f"run {r['id']} {r['status']}{why} ({len(told)}/{len(ids)})", flush=True)
-        if len(told) == len(ids):
-            return 0 if all(r["status"] == "finished" for r in runs) else 1
-        time.sleep(poll)
+                told.append(r["id"])
+                print(f"run {r['id']} {r['status']}{_why(r)} ({len(told)}/{len(ids)})", flush=True)
+
+    runs = _until_ended(store, ids, ends, poll)
+    return 0 if all(r["status"] == "finished" for r in runs) else 1
 
 
 def cmd_logs(args) -> int:
@@ -1057,36 +1076,31 @@ def cmd_demo(args) -> int:
 def _watch(store, ids: list[int], tty: bool, poll: float = 1.0) -> int:
     """Wait until these runs have ended, one progress line per run: on a terminal redrawn in place every `poll`
     seconds, otherwise a line whenever a run starts, moves to another task or ends. 0 if all finished, else 1."""
-    from cldash.launch import demo_line, reconcile
-    from cldash.store import ENDED
-    from cldash.text import printable
+    from cldash.launch import demo_line
 
     seen: dict[int, tuple] = {}
-    drawn, last = 0, 0.0
-    while True:
-        if time.monotonic() - last > 5:
-            reconcile(store)
-            last = time.monotonic()
-        runs = store.runs(ids=ids)
+    drawn = [0]
+
+    def lines(runs):
         if tty:
-            print(("\x1b[F\x1b[K" * drawn) + "\n".join(demo_line(r) for r in runs), flush=True)
-            drawn = len(runs)
-        else:
-            for r in runs:
-                state = (r["status"], r["task"] if r["status"] == "running" else None)
-                if seen.get(r["id"]) != state:
-                    seen[r["id"]] = state
-                    print(demo_line(r), flush=True)
-        if all(r["status"] in ENDED for r in runs):
-            for r in runs:
-                if r["status"] != "finished" and r["error"]:   # why, in one line, as `cldash sweep --wait` says it
-                    print(f"run {r['id']} {r['status']}: {printable(r['error'].splitlines()[0])}")
-            failed = ", ".join(f"#{r['id']} {r['status']}" for r in runs if r["status"] != "finished")
-            done = sum(r["status"] == "finished" for r in runs)
-            print(f"{done} of {len(runs)} runs finished" + (f"; {failed}" if failed else
-                  "; `cldash list` shows their metrics and the Compare page their matrices"))
-            return 1 if failed else 0
-        time.sleep(poll)
+            print(("\x1b[F\x1b[K" * drawn[0]) + "\n".join(demo_line(r) for r in runs), flush=True)
+            drawn[0] = len(runs)
+            return
+        for r in runs:
+            state = (r["status"], r["task"] if r["status"] == "running" else None)
+            if seen.get(r["id"]) != state:
+                seen[r["id"]] = state
+                print(demo_line(r), flush=True)
+
+    runs = _until_ended(store, ids, lines, poll)
+    for r in runs:
+        if _why(r):   # why, in one line, as `cldash sweep --wait` says it
+            print(f"run {r['id']} {r['status']}{_why(r)}")
+    failed = ", ".join(f"#{r['id']} {r['status']}" for r in runs if r["status"] != "finished")
+    done = sum(r["status"] == "finished" for r in runs)
+    print(f"{done} of {len(runs)} runs finished" + (f"; {failed}" if failed else
+          "; `cldash list` shows their metrics and the Compare page their matrices"))
+    return 1 if failed else 0
 
 
 def cmd_streams(args) -> int:
