@@ -166,3 +166,23 @@ def test_cldash_queue_shows_the_order_and_starts_what_the_limit_allows(db, capsy
     assert main(["--db", db, "cancel", str(ids[0])]) == 0   # its slot goes to the next one
     assert store.get_run(ids[0])["status"] == "cancelled" and store.get_run(ids[1])["pid"]
     cancel(store, ids[1])
+
+
+def test_a_process_between_exec_and_its_new_arguments_counts_as_alive(monkeypatch):
+    """Popen returns at exec's point of no return, before the kernel fills in the new /proc/PID/cmdline: read
+    then, it is empty, and a reconcile must not take the run's process for another program (a healthy run once
+    failed as "exited before starting" on a loaded machine). Another program's arguments still say no."""
+    import pathlib
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not is_run_process(other.pid)
+        real = pathlib.Path.read_bytes
+        monkeypatch.setattr(pathlib.Path, "read_bytes",
+                            lambda self: b"" if self.name == "cmdline" else real(self))
+        assert is_run_process(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    assert not is_run_process(other.pid)
