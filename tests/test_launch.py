@@ -176,6 +176,9 @@ def test_a_process_between_exec_and_its_new_arguments_counts_as_alive(monkeypatc
     import subprocess
 
     other = subprocess.Popen(["sleep", "30"])
+    cmdline = pathlib.Path(f"/proc/{other.pid}/cmdline")
+    while not cmdline.read_bytes():   # the very window this is about: wait until exec has filled it in
+        time.sleep(0.01)
     try:
         assert not is_run_process(other.pid)
         real = pathlib.Path.read_bytes
