@@ -2,7 +2,7 @@
 
 The entry point sets up navigation over the files in pages/ and the shared sidebar (store,
 active runs, concurrency limit, selected runs); pages read from the store and render. Nothing
-here trains: runs are separate processes started by cldash.launch.
+here trains: runs are separate processes started by cldash.runs.launch.
 """
 
 import streamlit as st

@@ -62,7 +62,7 @@ def one(job: dict) -> dict:
     torch.set_num_threads(1)
     from cldash.config import resolve
     from cldash.engine import ContinualRun
-    from cldash.spectra import analyze
+    from cldash.measures.spectra import analyze
 
     start = time.perf_counter()
     crun = ContinualRun(resolve({"method": job["method"], "method_options": job["options"], "policy": job["policy"],
@@ -124,7 +124,7 @@ def main() -> None:
                                              saved["adversarial"])
         args.steps, args.seeds = rows[0]["steps"], ",".join(str(s) for s in sorted({r["seed"] for r in rows}))
     else:
-        from cldash.orders import measure
+        from cldash.analysis.orders import measure
 
         seeds = [int(s) for s in args.seeds.split(",")]
         only = [x.strip() for x in args.only.split(";") if x.strip()]

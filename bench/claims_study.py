@@ -1,7 +1,7 @@
-"""The seed papers' claims, checked through cldash.claims in both regimes, 3 seeds each.
+"""The seed papers' claims, checked through cldash.analysis.claims in both regimes, 3 seeds each.
 
-The runs are the claims' own (cldash.claims.CLAIMS: methods, options, stream, regime), queued with
-`launch_missing` into a store and run by cldash's launcher; the verdicts are `cldash.claims.verdict` on that
+The runs are the claims' own (cldash.analysis.claims.CLAIMS: methods, options, stream, regime), queued with
+`launch_missing` into a store and run by cldash's launcher; the verdicts are `cldash.analysis.claims.verdict` on that
 store, so this table, `cldash claims` and the Claims page agree. Re-running the script launches only what is
 missing (a crashed study resumes); the store is bench/out/claims.db (not committed).
 
@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, machine  # noqa: E402
 
-from cldash import claims as C  # noqa: E402
-from cldash.launch import reconcile, schedule  # noqa: E402
+from cldash.analysis import claims as C  # noqa: E402
+from cldash.runs.launch import reconcile, schedule  # noqa: E402
 from cldash.store import Store  # noqa: E402
 
 DB = Path(__file__).resolve().parent / "out" / "claims.db"

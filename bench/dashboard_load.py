@@ -27,7 +27,7 @@ MODULES = [f"vit.layers.{layer}.{part}" for layer in (0, 1) for part in
 
 def fill(store, steps_per_task: int, tasks: int, spectra_every: int, eval_every: int) -> int:
     from cldash.config import resolve
-    from cldash.spectra import pack
+    from cldash.measures.spectra import pack
 
     cfg = resolve({"method": "lora", "steps_per_task": steps_per_task,
                    "stream_options": {"angles": [36.0 * (t + 1) for t in range(tasks)]}}).to_dict()
@@ -67,9 +67,9 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=50)
     args = p.parse_args()
 
-    from cldash.figures import accuracy_matrix_figure, spectrum_heatmap
+    from cldash.dashboard.figures import accuracy_matrix_figure, spectrum_heatmap
     from cldash.store import Store
-    from cldash.views import LiveCache, compare_data
+    from cldash.dashboard.views import LiveCache, compare_data
 
     tmp = Path(tempfile.mkdtemp())
     store = Store(str(tmp / "big.db"))

@@ -17,7 +17,7 @@ before timing by one untimed shipped run per stream: they are the same for both 
 ``--launched`` measures instead where a launched run's time goes before its first step, on the shipped
 weights (results/first_step_launched[_LABEL].json), in two ways per round, each on a fresh store:
 
-- ``visible``: `cldash.launch.launch` as the dashboard calls it (the real `python -m cldash execute` process),
+- ``visible``: `cldash.runs.launch.launch` as the dashboard calls it (the real `python -m cldash execute` process),
   then the store polled every 20 ms: when the run shows "running", and when its stored step is above 0 (what
   a page can show);
 - ``phases``: the same process started by hand with a timestamp, wall and CPU, at every phase of `cldash
@@ -155,7 +155,7 @@ def launched(rounds: int, label: str) -> None:
     from common import median, save
 
     from cldash.config import resolve
-    from cldash.launch import launch
+    from cldash.runs.launch import launch
     from cldash.store import Store
 
     config = resolve({"method": "lora", "stream": "digits-rotate"}).to_dict()
@@ -180,7 +180,7 @@ def launched(rounds: int, label: str) -> None:
             if run["status"] not in ("queued", "running"):
                 raise SystemExit(f"the launched run ended as {run['status']}: {run['error']}")
             time.sleep(0.02)
-        from cldash.launch import cancel
+        from cldash.runs.launch import cancel
 
         cancel(store, run_id)
         visible.append({k: round(v, 3) for k, v in seen.items()})

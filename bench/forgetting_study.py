@@ -48,7 +48,7 @@ def one(job: tuple[str, str, dict, int, int]) -> dict:
     torch.set_num_threads(1)
     from cldash.config import resolve
     from cldash.engine import ContinualRun
-    from cldash.spectra import analyze
+    from cldash.measures.spectra import analyze
 
     label, method, options, seed, steps = job
     policy = None if method == "full" else "merge"

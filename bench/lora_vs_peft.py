@@ -35,7 +35,7 @@ def main() -> None:
     from cldash.backbones.vit import ViTTinyOptions, load
     from cldash.methods import get_method
     from cldash.methods.base import TaskContext
-    from cldash.options import build
+    from cldash.core.options import build
     from cldash.streams.digits import digits_splits, normalize
 
     device = torch.device(args.device)

@@ -43,7 +43,7 @@ def main() -> None:
     from cldash.backbones import match_targets
     from cldash.backbones.vit import VIT_TARGETS, ViTTinyOptions, load
     from cldash.methods import REGISTRY, StepContext, TaskContext
-    from cldash.options import build
+    from cldash.core.options import build
     from cldash.streams.digits import digits_splits, normalize, rotate
 
     device = torch.device(args.device)

@@ -108,7 +108,7 @@ def sidebar_clock(profile: cProfile.Profile | None):
 
 
 def v2_navigation() -> None:
-    """As tests/test_app.py does: AppTest runs like a served dashboard after its first page load."""
+    """As tests/pages/test_app.py does: AppTest runs like a served dashboard after its first page load."""
     from streamlit.runtime.pages_manager import PagesManager
 
     init = PagesManager.__init__

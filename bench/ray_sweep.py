@@ -27,7 +27,7 @@ from common import machine, save  # noqa: E402
 
 
 def wait(store, ids, timeout=3600.0) -> None:
-    from cldash.launch import reconcile
+    from cldash.runs.launch import reconcile
     from cldash.store import ENDED
 
     deadline = time.time() + timeout
@@ -55,11 +55,11 @@ def main() -> None:
     p.add_argument("--out", default="ray_sweep")
     args = p.parse_args()
 
-    from cldash.launch import launch
-    from cldash.launchers import Resources
-    from cldash.launchers.ray_jobs import RayLauncher
+    from cldash.runs.launch import launch
+    from cldash.runs.launchers import Resources
+    from cldash.runs.launchers.ray_jobs import RayLauncher
     from cldash.store import Store, sqlite_path
-    from cldash.sweeps import Sweep, plan
+    from cldash.runs.sweeps import Sweep, plan
 
     store = Store(args.db or str(Path(tempfile.mkdtemp()) / "ray_sweep.db"))
     cluster = RayLauncher(args.address)

@@ -122,7 +122,7 @@ def plan(total: int) -> list[dict]:
 def build_store(path: str, total: int) -> dict:
     """Write the planned runs; returns {"compared": the 50 ids, "seconds": fill time, "mb": file size}."""
     from cldash.config import resolve
-    from cldash.metrics import summarize
+    from cldash.measures.metrics import summarize
     from cldash.store import Store
 
     start = time.perf_counter()
@@ -169,7 +169,7 @@ def build_store(path: str, total: int) -> dict:
 
 
 def use_navigation_once() -> None:
-    """Run AppTest like a served dashboard after its first page load (as tests/test_app.py's
+    """Run AppTest like a served dashboard after its first page load (as tests/pages/test_app.py's
     v2_navigation does): AppTest resets the "pages/ folder" mode at every run, and the pages'
     through_app() would spend each run re-routing it."""
     from streamlit.runtime.pages_manager import PagesManager

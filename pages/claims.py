@@ -1,14 +1,14 @@
 """Claims: each seed paper's headline claim with its verdict per regime, computed from the stored runs by
-cldash.claims (the same verdicts as `cldash claims`), the evidence one click away, and a button that
+cldash.analysis.claims (the same verdicts as `cldash claims`), the evidence one click away, and a button that
 queues the runs still missing. While any claim run is queued or running the verdicts refresh every two
 seconds."""
 
 import streamlit as st
 
-from cldash import claims as C
-from cldash.errors import UserError
-from cldash.text import id_ranges
-from cldash.views import claim_run_ids, claim_seeds, claim_values_table, claims_board, paper_is_common
+from cldash.analysis import claims as C
+from cldash.core.errors import UserError
+from cldash.core.text import id_ranges
+from cldash.dashboard.views import claim_run_ids, claim_seeds, claim_values_table, claims_board, paper_is_common
 from pages.shared import download, get_store, set_selected, through_app
 
 through_app()

@@ -11,10 +11,10 @@ the difference shows fork − parent at first; a fork compared without its paren
 
 import streamlit as st
 
-from cldash.figures import accuracy_matrix_figure, headline_figure, matrix_difference_figure, pareto_figure
-from cldash.metrics import METRICS
-from cldash.tables import matrices_table, matrix_table, metric_help
-from cldash.views import (compare_data, compare_summary, difference_defaults, group_label, matrix_items,
+from cldash.dashboard.figures import accuracy_matrix_figure, headline_figure, matrix_difference_figure, pareto_figure
+from cldash.measures.metrics import METRICS
+from cldash.dashboard.tables import matrices_table, matrix_table, metric_help
+from cldash.dashboard.views import (compare_data, compare_summary, difference_defaults, group_label, matrix_items,
                           matrix_pages, matrix_rows, missing_parents)
 from pages.shared import download, download_later, get_store, plot, png_name, runs_for_page, set_selected, through_app
 
@@ -61,7 +61,7 @@ seeded = bool((data.by_setting["seeds"] > 1).any())
 many = bool(source) or len(data.runs) > MATRICES_PER_PAGE
 helps = metric_help()
 st.caption(compare_summary(data))
-from cldash.report import handout_file_name, handout_html  # noqa: E402  (the handout: one offline HTML file)
+from cldash.dashboard.report import handout_file_name, handout_html  # noqa: E402  (the handout: one offline HTML file)
 
 st.download_button("Download the handout (HTML)", lambda: handout_html(store, ids).encode(), key="cmp-handout",
                    file_name=handout_file_name(ids), mime="text/html",

@@ -11,15 +11,15 @@ import streamlit as st
 
 from cldash.backbones import BACKBONES
 from cldash.config import RunConfig, check_fields, describe_run
-from cldash.errors import ConfigError, UserError
-from cldash.launch import launch
-from cldash.launchers import Resources, parse
+from cldash.core.errors import ConfigError, UserError
+from cldash.runs.launch import launch
+from cldash.runs.launchers import Resources, parse
 from cldash.methods import POLICIES, REGISTRY, marked_label
-from cldash.options import describe, is_default, option_label, worded
-from cldash.presets import preset_names, regime_label
+from cldash.core.options import describe, is_default, option_label, worded
+from cldash.config.presets import preset_names, regime_label
 from cldash.streams import STREAMS, get_stream
-from cldash.sweeps import Sweep, launch_sweep, plan, split_option
-from cldash.sweeps import parse_seeds as sweep_seeds
+from cldash.runs.sweeps import Sweep, launch_sweep, plan, split_option
+from cldash.runs.sweeps import parse_seeds as sweep_seeds
 from pages.shared import get_store, option_widget, set_selected, through_app
 
 through_app()

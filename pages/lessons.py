@@ -1,13 +1,13 @@
 """Lessons: pick a lesson (or open ?lesson=KEY), read its question, launch its runs in one click (at its own
 length or another), watch their state, then follow the guided reading, a link per step to the page it names with
 the lesson's runs selected and a link to the Claims page entry of the claim it illustrates. The lessons
-themselves (runs, wording, measured times) are data in cldash.lessons."""
+themselves (runs, wording, measured times) are data in cldash.analysis.lessons."""
 
 import streamlit as st
 
-from cldash import lessons as L
-from cldash.claims import get_claim
-from cldash.errors import UserError
+from cldash.analysis import lessons as L
+from cldash.analysis.claims import get_claim
+from cldash.core.errors import UserError
 from pages.shared import get_store, selected_ids, set_selected, through_app
 
 through_app()

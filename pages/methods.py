@@ -5,9 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from cldash.methods import POLICIES, REGISTRY, marked_label
-from cldash.options import describe
-from cldash.paper_presets import PAPER
-from cldash.presets import regime_table
+from cldash.core.options import describe
+from cldash.config.paper_presets import PAPER
+from cldash.config.presets import regime_table
 from pages.shared import through_app
 
 through_app()

@@ -7,11 +7,11 @@ import streamlit as st
 
 from cldash.config import RunConfig, describe_run, resolve
 from cldash.backbones import BACKBONES
-from cldash.errors import ConfigError, UserError
-from cldash.figures import PLOTLY_CONFIG, conflict_heatmap
-from cldash.launch import launch
+from cldash.core.errors import ConfigError, UserError
+from cldash.dashboard.figures import PLOTLY_CONFIG, conflict_heatmap
+from cldash.runs.launch import launch
 from cldash.methods import REGISTRY
-from cldash.orders import measurement_state, order_args, start_measurement, stream_flags
+from cldash.analysis.orders import measurement_state, order_args, start_measurement, stream_flags
 from cldash.streams import STREAMS
 from pages.shared import get_store, set_selected, through_app
 

@@ -4,8 +4,8 @@ own read-outs (gates, memory dimension, magnitudes...) as they are logged."""
 
 import streamlit as st
 
-from cldash.figures import layer_module_heatmap, module_styles, series_figure
-from cldash.views import COUNT_SCALARS, boundaries, module_grid, run_label, run_name, scalar_label
+from cldash.dashboard.figures import layer_module_heatmap, module_styles, series_figure
+from cldash.dashboard.views import COUNT_SCALARS, boundaries, module_grid, run_label, run_name, scalar_label
 from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()

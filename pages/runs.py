@@ -6,14 +6,14 @@ import uuid
 
 import streamlit as st
 
-from cldash import checkpoints
-from cldash.errors import ConfigError, UserError
-from cldash.launch import FULL_DEMO_TIME, QUICK_DEMO_TIME, cancel, launch_demo, rerun, schedule
-from cldash.lessons import LESSONS, get_lesson, launch_lesson, summary as lesson_summary
+from cldash.engine import checkpoints
+from cldash.core.errors import ConfigError, UserError
+from cldash.runs.launch import FULL_DEMO_TIME, QUICK_DEMO_TIME, cancel, launch_demo, rerun, schedule
+from cldash.analysis.lessons import LESSONS, get_lesson, launch_lesson, summary as lesson_summary
 from cldash.methods import REGISTRY
-from cldash.options import worded
-from cldash.tables import runs_table
-from cldash.views import (filter_runs, fork_changes, fork_launch_key, group_label, group_sizes, run_regime,
+from cldash.core.options import worded
+from cldash.dashboard.tables import runs_table
+from cldash.dashboard.views import (filter_runs, fork_changes, fork_launch_key, group_label, group_sizes, run_regime,
                           starts_on_merged_weights)
 from pages.shared import ACTIVE, download, get_store, selected_ids, set_selected, through_app
 
@@ -244,7 +244,7 @@ sel = [r for r in all_runs if r["id"] in chosen]    # this render's listing: no 
 
 # -- What if…: a fork of one finished run -----------------------------------------------------------
 def what_if(run: dict) -> None:
-    """A form for a new run from `run`'s state after task K with changed options (cldash.checkpoints.fork).
+    """A form for a new run from `run`'s state after task K with changed options (cldash.engine.checkpoints.fork).
     What cannot fork is said under the field it comes from, and nothing is created."""
     parent = store.get_run(run["id"])   # with its config (the listing has none)
     config, n = parent["config"], parent["num_tasks"] or 0

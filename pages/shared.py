@@ -14,12 +14,12 @@ import threading
 
 import streamlit as st
 
-from cldash.checkpoints import AUTO_RESUME_LIMIT, AUTO_RESUME_SETTING
-from cldash.errors import UserError
-from cldash.figures import PLOTLY_CONFIG
-from cldash.launch import default_limit, max_concurrent, schedule
+from cldash.engine.checkpoints import AUTO_RESUME_LIMIT, AUTO_RESUME_SETTING
+from cldash.core.errors import UserError
+from cldash.dashboard.figures import PLOTLY_CONFIG
+from cldash.runs.launch import default_limit, max_concurrent, schedule
 from cldash.store import Store, default_db, mask_url
-from cldash.views import run_label
+from cldash.dashboard.views import run_label
 
 ACTIVE = ("queued", "running")
 
@@ -208,7 +208,7 @@ def runs_for_page(store: Store, statuses: tuple[str, ...] | None = None, limit: 
 
 
 def option_widget(row: dict, key: str, default=None, container=st):
-    """A widget for one option row of cldash.options.describe; the value goes to validation as is."""
+    """A widget for one option row of cldash.core.options.describe; the value goes to validation as is."""
     value = row["default"] if default is None else default
     help_text = row["help"] + (f" — default from {row['source']}" if row.get("source") else "")
     label = row["name"].replace("_", " ")

@@ -4,8 +4,8 @@ runs, shape measures over steps, and a layer x module grid; cumulative and per-t
 import pandas as pd
 import streamlit as st
 
-from cldash.figures import MEASURE_LABELS, layer_module_heatmap, measures_figure, spectrum_heatmap, spectrum_overlay
-from cldash.views import boundaries, module_grid, run_label, run_style
+from cldash.dashboard.figures import MEASURE_LABELS, layer_module_heatmap, measures_figure, spectrum_heatmap, spectrum_overlay
+from cldash.dashboard.views import boundaries, module_grid, run_label, run_style
 from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()

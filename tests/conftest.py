@@ -196,7 +196,7 @@ def read_only_copy(seeded_store, tmp_path):
 @pytest.fixture
 def no_network(monkeypatch):
     """A machine without network: every name lookup fails at once and is counted (the Hub probe of
-    cldash.hub makes one; a download attempt one per retry). HF_HUB_OFFLINE is unset, and the answers
+    cldash.core.hub makes one; a download attempt one per retry). HF_HUB_OFFLINE is unset, and the answers
     cached from earlier loads (the probe's, the Hugging Face configs and streams) are forgotten."""
     import socket
     import sys
@@ -213,8 +213,8 @@ def no_network(monkeypatch):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", lookup)
-    if "cldash.hub" in sys.modules:
-        monkeypatch.setattr(sys.modules["cldash.hub"], "_probed", None)
+    if "cldash.core.hub" in sys.modules:
+        monkeypatch.setattr(sys.modules["cldash.core.hub"], "_probed", None)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     auto_config.cache_clear()

@@ -17,7 +17,7 @@ from torch import nn
 from cldash.backbones import gpt2, hf, vit
 from cldash.backbones.base import (Backbone, CausalLMModel, ClassifierModel, linear_modules, match_targets,
                                    task_model)
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

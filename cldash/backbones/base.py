@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cldash.backbones.weights import cache_path, cached, shipped
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 from cldash.methods.layer import is_linear, linear_shape
 
 

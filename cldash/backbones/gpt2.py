@@ -23,8 +23,8 @@ import torch
 
 from cldash.backbones.base import Backbone, load_pretrained
 from cldash.backbones.weights import make_record, one_thread
-from cldash.errors import ConfigError
-from cldash.options import option
+from cldash.core.errors import ConfigError
+from cldash.core.options import option
 
 # Every linear of a GPT-2 block: the fused q/k/v projection, the attention output, the MLP pair.
 GPT2_TARGETS = ["c_attn|c_proj|c_fc"]

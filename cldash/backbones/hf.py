@@ -2,7 +2,7 @@
 
 NAME_OR_PATH is a local folder written by ``save_pretrained`` or a Hub name (downloaded once by
 transformers when there is internet, then read from its cache; without network, or with HF_HUB_OFFLINE
-set, only the cache is read, so a name that is not there is one sentence at once: cldash.hub). What the
+set, only the cache is read, so a name that is not there is one sentence at once: cldash.core.hub). What the
 model is follows its config's ``architectures``: ``*ForCausalLM`` / ``*LMHeadModel`` -> a causal language
 model (the `hf:` language streams), ``*ForSequenceClassification`` -> a text classifier, and
 ``*ForImageClassification`` -> an image classifier. Remote code is never run
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cldash import hub
+from cldash.core import hub
 from cldash.backbones.base import Backbone, linear_modules
-from cldash.errors import ConfigError
-from cldash.options import option
+from cldash.core.errors import ConfigError
+from cldash.core.options import option
 
 PREFIX = "hf:"
 HEAD_NAMES = ("lm_head", "embed_out", "classifier", "score", "pooler", "head")   # never adapted by default

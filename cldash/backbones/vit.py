@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from cldash.backbones.base import Backbone, load_pretrained
 from cldash.backbones.weights import make_record, one_thread
-from cldash.errors import ConfigError
-from cldash.options import option
+from cldash.core.errors import ConfigError
+from cldash.core.options import option
 
 # transformers 5.x names the attention linears q/k/v/o_proj and the MLP fc1/fc2; 4.x used
 # query/key/value/attention.output.dense and intermediate.dense/output.dense.

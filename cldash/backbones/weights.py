@@ -32,8 +32,8 @@ from typing import Callable
 
 import torch
 
-from cldash.cache import cache_dir, cache_key, file_lock
-from cldash.errors import UserError
+from cldash.core.cache import cache_dir, cache_key, file_lock
+from cldash.core.errors import UserError
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 FORMAT = "cldash-backbone-v1"

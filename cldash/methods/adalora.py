@@ -20,7 +20,7 @@ adapter is a no-op at step 0. Training adds:
 
 The mask only zeroes lambda; the optimiser may move it off zero before the next masking, as in
 PEFT. Everything here is checked against PEFT's ``SVDLinear`` and ``RankAllocator`` on the same
-weights and gradients (tests/test_lora_family_parity.py).
+weights and gradients (tests/methods/test_lora_family_parity.py).
 
 Continual use (reference note section 2.4 (d)): the allocator and its budget schedule restart
 at every task with ``T`` = that task's steps; ``t_init`` and ``t_final`` are given as fractions
@@ -37,12 +37,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 from cldash.methods.base import AdapterMethod, StepContext, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
-from cldash.options import option
-from cldash.spectra import LowRank
+from cldash.core.options import option
+from cldash.measures.spectra import LowRank
 
 
 class SVDBranch(Branch):

@@ -32,9 +32,9 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 from cldash.methods.layer import BRANCH_TYPES, AdaptedLinear, Branch, wrap
-from cldash.spectra import Update
+from cldash.measures.spectra import Update
 
 # Task-boundary policies (reference note baseline-methods.md, section 3.4).
 POLICIES = {

@@ -41,8 +41,8 @@ from torch import nn
 from cldash.methods.base import Method, StepContext, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
-from cldash.options import option
-from cldash.spectra import LowRank
+from cldash.core.options import option
+from cldash.measures.spectra import LowRank
 
 
 class GatedBranch(Branch):
@@ -98,7 +98,7 @@ class CoDyRAConfig:
     beta2: float = option(0.9999, "AdamW beta2", source="main.py: betas (0.9, 0.9999)", low=0.0, high=1.0)
 
     def check(self, prefix: str) -> None:
-        from cldash.errors import ConfigError
+        from cldash.core.errors import ConfigError
 
         if self.dense_fraction >= 1.0:
             raise ConfigError(f"{prefix}.dense_fraction must be below 1 so that the sparse phase has steps "

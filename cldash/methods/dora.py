@@ -35,7 +35,7 @@ from torch import nn
 from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig
-from cldash.spectra import LowRank, Update
+from cldash.measures.spectra import LowRank, Update
 
 
 class DoRABranch(LoRABranch):

@@ -54,12 +54,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 from cldash.methods.base import Method, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch, layer_index
 from cldash.methods.loraga import estimate_gradients
-from cldash.options import option
-from cldash.spectra import LowRank
+from cldash.core.options import option
+from cldash.measures.spectra import LowRank
 
 
 BASIS_GRADIENTS = ("merged", "task_start")

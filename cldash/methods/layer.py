@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cldash.spectra import Dense, LowRank, Update, concat
-from cldash.text import with_article
+from cldash.measures.spectra import Dense, LowRank, Update, concat
+from cldash.core.text import with_article
 
 try:  # transformers' GPT-2 style linear (weight stored as (in, out))
     from transformers.pytorch_utils import Conv1D

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import torch
 
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig
-from cldash.options import option
+from cldash.core.options import option
 
 DIRECTIONS = ("ArB2r", "ArBr", "A2rBr", "random")
 SCALES = ("stable", "weight_svd", "gd_scale", "unit")

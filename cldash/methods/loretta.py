@@ -45,8 +45,8 @@ from torch import nn
 from cldash.methods.base import AdapterMethod, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
-from cldash.options import option
-from cldash.spectra import LowRank, Update
+from cldash.core.options import option
+from cldash.measures.spectra import LowRank, Update
 
 TARGET_MODE = 8   # the authors' tables use modes of 4 to 16, mostly 8
 

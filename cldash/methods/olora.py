@@ -33,11 +33,11 @@ from dataclasses import dataclass
 
 import torch
 
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 from cldash.methods.base import StepContext, TaskContext, register
 from cldash.methods.layer import AdaptedLinear
 from cldash.methods.lora import LoRA, LoRABranch, check_rank
-from cldash.options import option
+from cldash.core.options import option
 
 OVERLAPS = ("l1", "squared")
 

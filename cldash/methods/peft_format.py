@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from cldash.errors import UserError
+from cldash.core.errors import UserError
 from cldash.methods.layer import AdaptedLinear
 
 PREFIX = "base_model.model."

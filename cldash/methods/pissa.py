@@ -32,7 +32,7 @@ import torch
 from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig
-from cldash.options import option
+from cldash.core.options import option
 
 
 @dataclass

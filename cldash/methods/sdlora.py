@@ -46,12 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 from cldash.methods.base import Method, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
-from cldash.options import option
-from cldash.spectra import LowRank
+from cldash.core.options import option
+from cldash.measures.spectra import LowRank
 
 NORMALIZERS = ("product", "frobenius")
 MAGNITUDES = ("shared", "per_layer")

@@ -35,7 +35,7 @@ import torch
 
 from cldash.methods.base import TaskContext, register
 from cldash.methods.loraga import FORMS, LoRAGA, LoRAGAConfig, estimate_gradients
-from cldash.options import option
+from cldash.core.options import option
 
 SURGERY = ("current", "symmetric", "none")
 COMBINE = ("sum", "current")

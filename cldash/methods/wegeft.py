@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 from cldash.methods.base import AdapterMethod, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
-from cldash.options import option
-from cldash.spectra import LowRank, Update
+from cldash.core.options import option
+from cldash.measures.spectra import LowRank, Update
 
 
 class WeGeFTGenerator(nn.Module):

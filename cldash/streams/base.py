@@ -12,7 +12,7 @@ from typing import ClassVar, Iterator
 import torch
 import torch.nn.functional as F
 
-from cldash.errors import ConfigError
+from cldash.core.errors import ConfigError
 
 
 @dataclass

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cldash.errors import ConfigError
-from cldash.options import option
+from cldash.core.errors import ConfigError
+from cldash.core.options import option
 from cldash.streams.base import Split, Stream, Task, register_stream
 
 DATA_SPLIT_SEED = 0

@@ -3,7 +3,7 @@
 A SOURCE is a local CSV / JSON / JSON-lines / Parquet file (read with pandas), a folder written by
 ``datasets``' ``save_to_disk``, or a Hub data set name (both through the optional ``datasets``
 package: ``pip install 'cldash[hf]'``; a Hub name is refused at once when the Hub cannot be reached,
-rather than after the downloader's retries: cldash.hub). Either every source is one task (in the order
+rather than after the downloader's retries: cldash.core.hub). Either every source is one task (in the order
 given), or one source holds several tasks in a task column (``--stream-task-column``). Which columns hold what
 is a stream option:
 
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from cldash import hub
-from cldash.errors import ConfigError
-from cldash.options import option
+from cldash.core import hub
+from cldash.core.errors import ConfigError
+from cldash.core.options import option
 from cldash.streams.base import Split, Stream, Task
 from cldash.streams.skills import IGNORE, LanguageStream
 

@@ -37,8 +37,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from cldash.errors import ConfigError
-from cldash.options import option
+from cldash.core.errors import ConfigError
+from cldash.core.options import option
 from cldash.streams.base import Split, Stream, Task, register_stream
 
 DIGITS = [str(i) for i in range(10)]

@@ -1,0 +1,1 @@
+"""Runs as processes: launch, queue, cancel and reconcile, checkpoints resumed and forked, sweeps, launchers."""

@@ -1,0 +1,203 @@
+"""Figure builders are pure functions: check the numbers they put on screen."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cldash.dashboard import figures as F
+
+M = {"R": np.array([[0.1, 0.2], [0.9, 0.3], [0.5, 0.8]]), "general": {"upright": [0.95, 0.7, 0.6]},
+     "rows": [0, 1, 2], "tasks": ["rotate 45", "rotate 90"], "metric": "accuracy"}
+
+
+def test_downsample_keeps_size_bounded_and_means():
+    df = pd.DataFrame({"step": np.arange(1, 10001), "value": np.arange(1, 10001, dtype=float), "label": "a"})
+    out = F.downsample(df, max_points=100, by="label")
+    assert len(out) == 100
+    assert out.step.iloc[-1] == 10000                      # the last point stays where it was
+    assert out.value.iloc[0] == pytest.approx(50.5)        # mean of the first bucket (1..100)
+    small = df.head(50)
+    assert F.downsample(small, max_points=100).equals(small)
+
+
+def test_accuracy_matrix_figure_shows_R_with_general_column():
+    fig = F.accuracy_matrix_figure(M, title="x")
+    (hm,) = fig.data
+    np.testing.assert_allclose(np.array(hm.z, dtype=float), np.column_stack([M["R"], [0.95, 0.7, 0.6]]))
+    assert list(hm.y) == ["before", "after T1", "after T2"]
+    assert list(hm.x) == ["T1", "T2", "general"]
+    assert (hm.zmin, hm.zmax) == (0.0, 1.0)
+    assert hm.text[1][0] == "0.90"
+
+
+def test_difference_is_a_minus_b_on_a_symmetric_scale():
+    B = {**M, "R": M["R"] - 0.1, "general": {"upright": [0.95, 0.8, 0.6]}}
+    (hm,) = F.matrix_difference_figure(M, B).data
+    z = np.array(hm.z, dtype=float)
+    np.testing.assert_allclose(z[:, :2], 0.1)
+    assert z[1, 2] == pytest.approx(-0.1)
+    assert hm.zmin == -hm.zmax and hm.zmax == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="different task lists"):
+        F.matrix_difference_figure(M, {**M, "tasks": ["a", "b"]})
+
+
+def test_pareto_front_keeps_the_non_dominated_runs():
+    t = pd.DataFrame({"forgetting": [0.1, 0.2, 0.3, 0.15], "acc": [0.5, 0.7, 0.6, 0.4], "label": list("abcd")})
+    front = F.pareto_front(t, "forgetting", "acc")
+    assert front.label.tolist() == ["a", "b"]
+    fig = F.pareto_figure(t)
+    assert [tr.name for tr in fig.data] == ["a", "b", "c", "d", "Pareto front"]
+
+
+def test_spectrum_heatmap_is_log10_sigma_by_step_and_capped():
+    s = pd.DataFrame({"step": [10, 20, 30], "values": [np.array([4.0, 1.0]), np.array([8.0, 2.0, 0.5]),
+                                                          np.array([10.0])]})
+    (hm,) = F.spectrum_heatmap(s).data
+    z = np.array(hm.z, dtype=float)
+    assert z.shape == (3, 3)
+    assert z[0, 1] == pytest.approx(np.log10(8.0)) and np.isnan(z[2, 0]) and np.isnan(z[1, 2])
+    many = pd.DataFrame({"step": np.arange(1000), "values": [np.ones(4)] * 1000})
+    assert len(F.spectrum_heatmap(many, max_columns=50).data[0].x) == 50
+
+
+def test_layer_module_grid_and_measures():
+    df = pd.DataFrame({"layer": [0, 0, 1, 1], "module_type": ["q", "v", "q", "v"], "erank": [1.0, 2.0, 3.0, 4.0]})
+    (hm,) = F.layer_module_heatmap(df, "erank").data
+    np.testing.assert_allclose(np.array(hm.z, dtype=float), [[1, 2], [3, 4]])
+    assert list(hm.x) == ["q", "v"] and list(hm.y) == ["layer 0", "layer 1"]
+    sp = pd.DataFrame({"step": [1, 2, 1, 2], "label": ["a", "a", "b", "b"], "erank": [1, 2, 3, 4.0],
+                       "frobenius": [1, 1, 2, 2.0]})
+    fig = F.measures_figure(sp, ["erank", "frobenius"])
+    assert len(fig.data) == 4 and sum(tr.showlegend for tr in fig.data) == 2
+
+
+def test_spectrum_overlay_normalises_by_the_top_value():
+    fig = F.spectrum_overlay({"lora": np.array([4.0, 2.0, 0.0]), "full": np.array([3.0, 3.0])}, normalize=True)
+    assert list(fig.data[0].y) == [1.0, 0.5] and list(fig.data[1].y) == [1.0, 1.0]
+
+
+def test_a_fork_s_matrix_has_a_line_under_its_fork_row_and_a_note():
+    fig = F.accuracy_matrix_figure(M, fork_after=1, fork_note="fork of #3 after task 1")
+    (line,) = fig.layout.shapes
+    assert (line.y0, line.y1, line.x0, line.x1) == (1.5, 1.5, -0.5, 2.5)   # between 'after T1' and 'after T2'
+    (note,) = fig.layout.annotations
+    assert note.text == "fork of #3 after task 1" and note.y == 1.5
+    assert not F.accuracy_matrix_figure(M).layout.shapes
+    assert not F.accuracy_matrix_figure({**M, "R": M["R"][:1], "rows": [0], "general": {"upright": [0.95]}},
+                                        fork_after=1).layout.shapes   # a fork with no row 1 yet: no line
+    assert F.accuracy_matrix_figure(M, fork_after=2).layout.annotations[0].text == "fork after task 2"
+
+
+# -- charts that read on a projector (issue 15) -------------------------------------------------------------
+from cldash.dashboard import views as V  # noqa: E402
+
+
+def run(rid, method="lora", **opts):
+    return {"id": rid, "seed": 0, "config": {"method": method, "method_options": opts, "policy": "single",
+                                             "stream": "digits-rotate"}}
+
+
+def test_a_run_keeps_its_colour_on_every_chart_and_the_palette_is_distinct():
+    assert len(set(V.RUN_PALETTE)) == len(V.RUN_PALETTE) == 7 and "#F0E442" not in V.RUN_PALETTE  # no pale yellow
+    assert [V.run_color(i) for i in (1, 2, 3)] == ["#0072B2", "#D55E00", "#009E73"]
+    assert all(V.run_color(i) != V.run_color(i + 1) for i in range(1, 30))       # consecutive runs differ
+    assert V.run_color(8) == V.run_color(1) and V.run_symbol(8) != V.run_symbol(1)  # round the palette: a new symbol
+    a, b = V.run_style(run(4, rank=8)), V.run_style(run(5, "full"))
+    assert (a["name"], b["name"]) == ("#4 LoRA r=8", "#5 full FT")
+    loss = pd.DataFrame({"step": [1, 2, 1, 2], "value": [1.0, 0.5, 2.0, 1.0], "label": [4, 4, 5, 5]})
+    lines = F.series_figure(loss, styles={4: a, 5: b})
+    overlay = F.spectrum_overlay({a["name"]: np.array([2.0, 1.0]), b["name"]: np.array([3.0, 1.0])},
+                                 styles={s["name"]: s for s in (a, b)})
+    table = pd.DataFrame({"name": [a["name"], b["name"]], "forgetting": [0.2, 0.5], "acc": [0.6, 0.4],
+                          "color": [a["color"], b["color"]], "symbol": [a["symbol"], b["symbol"]]})
+    points = F.pareto_figure(table, label="name")
+    bars = F.headline_figure(table.assign(general_retention=[0.9, 0.5], la=[0.9, 0.95]))
+    for fig in (lines, overlay):
+        assert [(t.name, t.line.color) for t in fig.data] == [(a["name"], a["color"]), (b["name"], b["color"])]
+    assert [(t.name, t.marker.color, t.text[0]) for t in points.data[:2]] == \
+        [(a["name"], a["color"], a["name"]), (b["name"], b["color"], b["name"])]   # labelled next to the point
+    assert list(bars.data[0].marker.color) == [a["color"], b["color"]]
+
+
+def test_a_log_loss_axis_has_ticks_that_read_as_numbers():
+    loss = pd.DataFrame({"step": np.arange(1, 101), "value": np.geomspace(2.3, 0.03, 100), "label": "loss"})
+    axis = F.series_figure(loss, log_y=True).layout.yaxis
+    assert axis.type == "log" and list(axis.tickvals) == [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+    assert list(axis.ticktext) == ["0.05", "0.1", "0.2", "0.5", "1", "2"]
+    assert F.log_ticks(1e-3, 20.0) == [0.001, 0.01, 0.1, 1.0, 10.0]               # over 3 decades: powers of ten
+    assert F.log_ticks(1.3, 1.6) == [1.0, 2.0]                                     # narrow: the neighbours
+
+
+def test_task_starts_are_labelled_lines_and_fonts_are_projector_sized():
+    df = pd.DataFrame({"step": [0, 150, 290], "value": [1.0, 0.5, 0.4], "label": "loss"})
+    fig = F.series_figure(df, boundaries=[100, 200, 300], task_names={1: "rotate 45°", 2: "rotate 90°"})
+    notes = [a for a in fig.layout.annotations if a.name and a.name.startswith("task start")]
+    assert [(a.text, a.x, a.hovertext) for a in notes] == [("T1", 0, "rotate 45°"), ("T2", 100, "rotate 90°"),
+                                                            ("T3", 200, "task 3 starts")]
+    assert sorted(s.x0 for s in fig.layout.shapes if s.opacity) == [100, 200]      # the end of the run has no line
+    assert fig.layout.font.size >= 14 and fig.layout.xaxis.tickfont.size >= 14
+    assert fig.layout.showlegend is False                                          # one line: no legend box
+    assert tuple(fig.layout.xaxis.range) == (0, pytest.approx(306))                # the whole run, from the start
+
+
+def test_a_score_chart_before_any_evaluation_says_it_is_waiting():
+    empty = F.anytime_figure(pd.DataFrame(), {0: "general", 1: "a"}, "accuracy", [10, 20])
+    assert not empty.data and "waiting for the first evaluation" in [a.text for a in empty.layout.annotations]
+    first = pd.DataFrame({"step": [0, 0], "task": [1, 0], "metric": "accuracy", "value": [0.2, 0.9]})
+    fig = F.anytime_figure(first, {0: "general", 1: "rotate 45°"}, "accuracy", [10, 20])
+    assert [(t.name, t.mode) for t in fig.data] == [("T1 · rotate 45°", "markers"), ("general", "markers")]
+
+
+def test_spectrum_heatmap_colours_are_clipped_to_four_decades_below_the_largest_value():
+    s = pd.DataFrame({"step": [10, 20], "values": [np.array([4.0, 1e-3, 1e-15]), np.array([8.0, 2.0, 1e-12])]})
+    fig = F.spectrum_heatmap(s)
+    (hm,) = fig.data
+    assert hm.zmax == pytest.approx(np.log10(8.0)) and hm.zmin == pytest.approx(np.log10(8.0 * 1e-4))
+    assert np.array(hm.z, dtype=float)[2, 0] == pytest.approx(-15)                 # the data itself is kept
+    assert "lowest colour" in fig.layout.title.subtitle.text and "10<sup>-4</sup>" in fig.layout.title.subtitle.text
+    assert list(hm.y) == [1, 2, 3] and fig.layout.yaxis.tickformat == "d"
+    lora = F.spectrum_heatmap(s.assign(values=[np.array([4.0, 0.5]), np.array([8.0, 2.0])]))
+    assert lora.data[0].zmin == pytest.approx(np.log10(0.5)) and not lora.layout.title.subtitle.text  # none to clip
+
+
+def test_headline_bars_follow_the_table_with_values_and_spread_printed():
+    table = pd.DataFrame({"name": ["LoRA r=8", "full FT"], "color": ["#0072B2", "#D55E00"],
+                          "acc": [0.55, 0.40], "acc_std": [0.02, np.nan], "forgetting": [0.3, 0.6],
+                          "forgetting_std": [0.01, np.nan], "general_retention": [0.8, 0.2], "la": [0.9, np.nan]})
+    fig = F.headline_figure(table)
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert [b.name for b in bars] == ["final accuracy", "forgetting", "general-task retention", "learning accuracy"]
+    assert all(list(b.y) == ["LoRA r=8", "full FT"] for b in bars)
+    assert list(bars[0].x) == [0.55, 0.40] and list(bars[1].x) == [0.3, 0.6]
+    assert bars[0].error_x.array[0] == 0.02 and np.isnan(bars[0].error_x.array[1])   # no bar where no spread
+    assert bars[0].error_x.visible and not bars[2].error_x.visible
+    values = [t for t in fig.data if t.type == "scatter"]
+    assert list(values[0].text) == ["0.550 ± 0.020", "0.400"] and list(values[3].text) == ["0.900", "n/a"]
+    assert values[0].x[0] > 0.57                                                    # printed past the error bar
+    assert fig.layout.yaxis.autorange == "reversed"                                 # the table's first row on top
+
+
+def test_rank_axes_and_grids_have_whole_number_ticks_and_modules_their_own_look():
+    assert [F.integer_dtick(s) for s in (1, 3, 15, 16, 60)] == [1, 1, 2, 2, 10]
+    df = pd.DataFrame({"step": [1, 2], "value": [14.0, 15.0], "label": "m"})
+    axis = F.series_figure(df, integer_y=True).layout.yaxis
+    assert axis.tickformat == "d" and axis.dtick == 1 and float(axis.dtick).is_integer()   # 14 and 15 both labelled
+    grid = pd.DataFrame({"layer": [0, 0, 1, 1], "module_type": ["q", "v", "q", "v"], "value": [8.0, 7, 8, 6]})
+    (hm,) = F.layer_module_heatmap(grid, "value", value_title="active rank", integer=True).data
+    assert hm.colorbar.title.text == "active rank" and hm.colorbar.tickformat == "d" and hm.text[0][1] == "7"
+    kinds = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]
+    modules = pd.DataFrame({"name": [f"vit.layers.{l}.x.{k}" for l in (0, 1) for k in kinds],
+                            "layer": [l for l in (0, 1) for _ in kinds], "kind": kinds * 2})
+    looks = F.module_styles(modules)
+    assert len({(s["color"], s["dash"]) for s in looks.values()}) == 12
+    assert looks["vit.layers.1.x.v_proj"] == {"name": "layer 1 · v_proj", "color": F.PALETTE[2], "dash": "dash"}
+
+
+def test_no_literal_underscores_in_titles_and_legends():
+    texts = [F.spectrum_overlay({"a": np.ones(2)}).layout.yaxis.title.text,
+             F.spectrum_overlay({"a": np.ones(2)}, normalize=True).layout.yaxis.title.text,
+             F.layer_module_heatmap(pd.DataFrame({"layer": [0], "module_type": ["q"], "stable_rank": [1.0]}),
+                                    "stable_rank").data[0].colorbar.title.text,
+             *F.MEASURE_LABELS.values(), *V.SCALAR_LABELS.values(), V.scalar_label("some_new_scalar")]
+    assert not [t for t in texts if "_" in t]
+    assert V.scalar_label("active_rank_share") == "share of ranks still active"
