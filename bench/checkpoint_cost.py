@@ -29,7 +29,7 @@ def main() -> None:
 
     from cldash.engine import checkpoints
     from cldash.config import resolve
-    from cldash.engine import execute
+    from cldash.runs.execute import execute
     from cldash.store import Store
 
     store = Store(str(Path(tempfile.mkdtemp()) / "ckpt.db"))

@@ -61,7 +61,7 @@ def one(job: dict) -> dict:
 
     torch.set_num_threads(1)
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
     from cldash.measures.spectra import analyze
 
     start = time.perf_counter()

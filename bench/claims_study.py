@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, machine  # noqa: E402
 
 from cldash.analysis import claims as C  # noqa: E402
-from cldash.runs.launch import reconcile, schedule  # noqa: E402
+from cldash.runs.queue import reconcile, schedule  # noqa: E402
 from cldash.store import Store  # noqa: E402
 
 DB = Path(__file__).resolve().parent / "out" / "claims.db"

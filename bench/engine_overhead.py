@@ -37,7 +37,7 @@ def main() -> None:
     args = p.parse_args()
 
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
     from cldash.methods.base import TaskContext
     from cldash.store import Store
 

@@ -51,7 +51,7 @@ class FirstStep(Exception):
 def time_to_first_step(stream: str, hide_shipped: bool) -> float:
     from cldash.backbones import weights
     from cldash.config import resolve
-    from cldash.engine import execute
+    from cldash.runs.execute import execute
     from cldash.store import Store
 
     folder = Path(tempfile.mkdtemp(prefix="cldash-first-step-"))
@@ -98,7 +98,7 @@ def phases_child(run_id: str) -> None:
     import dataclasses
 
     import cldash.backbones as B
-    import cldash.engine as E
+    import cldash.engine.loop as E
     import cldash.store as S
     mark("import cldash.engine (rest)")
 
@@ -220,9 +220,9 @@ def main() -> None:
     from common import median, save
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import cldash.engine"], check=True)
+    subprocess.run([sys.executable, "-c", "import cldash.engine.loop"], check=True)
     import_seconds = time.perf_counter() - start
-    import cldash.engine  # noqa: F401 - imports out of the timed part
+    import cldash.engine.loop  # noqa: F401 - imports out of the timed part
 
     results = {}
     for stream in args.streams.split(","):

@@ -47,7 +47,7 @@ def one(job: tuple[str, str, dict, int, int]) -> dict:
 
     torch.set_num_threads(1)
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
     from cldash.measures.spectra import analyze
 
     label, method, options, seed, steps = job

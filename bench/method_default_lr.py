@@ -42,7 +42,7 @@ def one(job: tuple[str, float, int]) -> dict:
 
     torch.set_num_threads(1)
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
 
     method, lr, steps = job
     crun = ContinualRun(resolve({"method": method, "lr": lr, "steps_per_task": steps, "eval_interval": 0}))

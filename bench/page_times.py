@@ -40,7 +40,7 @@ METHODS = ("lora", "full", "eblora", "codyra")
 def make_store(folder: Path, steps: int) -> str:
     """A store with one finished run per method in METHODS (digits-rotate, `steps` steps a task)."""
     from cldash.config import describe_run, resolve
-    from cldash.engine import execute
+    from cldash.runs.execute import execute
     from cldash.store import Store
 
     db = str(folder / "runs.db")

@@ -27,7 +27,7 @@ def main() -> None:
     args = p.parse_args()
 
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
     from cldash.store import RunWriter, Store
 
     tmp = Path(tempfile.mkdtemp(prefix="cldash-progress-writes-"))

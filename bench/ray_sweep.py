@@ -27,7 +27,7 @@ from common import machine, save  # noqa: E402
 
 
 def wait(store, ids, timeout=3600.0) -> None:
-    from cldash.runs.launch import reconcile
+    from cldash.runs.queue import reconcile
     from cldash.store import ENDED
 
     deadline = time.time() + timeout

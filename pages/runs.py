@@ -7,8 +7,11 @@ import uuid
 import streamlit as st
 
 from cldash.engine import checkpoints
+from cldash.runs import lineage, recovery
 from cldash.core.errors import ConfigError, UserError
-from cldash.runs.launch import FULL_DEMO_TIME, QUICK_DEMO_TIME, cancel, launch_demo, rerun, schedule
+from cldash.runs.demo import FULL_DEMO_TIME, launch_demo, QUICK_DEMO_TIME
+from cldash.runs.launch import cancel, rerun
+from cldash.runs.queue import schedule
 from cldash.analysis.lessons import LESSONS, get_lesson, launch_lesson, summary as lesson_summary
 from cldash.methods import REGISTRY
 from cldash.core.options import worded
@@ -91,7 +94,7 @@ def resume_runs(runs: list[dict]) -> None:
     done, refused = [], []
     for r in runs:
         try:
-            task = checkpoints.resume(store, r["id"], start=False)
+            task = lineage.resume(store, r["id"], start=False)
         except UserError as exc:    # a run of a Ray cluster, a status changed meanwhile
             refused.append(str(exc))
             continue
@@ -134,7 +137,7 @@ def actions(sel: list[dict]) -> None:
             except UserError:   # it ended meanwhile: nothing to cancel
                 pass
         st.rerun()
-    resumable = [r for r in sel if r["status"] in checkpoints.RESUMABLE]
+    resumable = [r for r in sel if r["status"] in recovery.RESUMABLE]
     if c1.button(f"Resume {len(resumable)} stopped", disabled=not resumable, key="runs-resume",
                  icon=":material/play_arrow:",
                  help="Continue each interrupted, failed or cancelled run from its last finished task (its "
@@ -244,7 +247,7 @@ sel = [r for r in all_runs if r["id"] in chosen]    # this render's listing: no 
 
 # -- What if…: a fork of one finished run -----------------------------------------------------------
 def what_if(run: dict) -> None:
-    """A form for a new run from `run`'s state after task K with changed options (cldash.engine.checkpoints.fork).
+    """A form for a new run from `run`'s state after task K with changed options (cldash.engine.lineage.fork).
     What cannot fork is said under the field it comes from, and nothing is created."""
     parent = store.get_run(run["id"])   # with its config (the listing has none)
     config, n = parent["config"], parent["num_tasks"] or 0
@@ -326,14 +329,14 @@ def what_if(run: dict) -> None:
                 or bad_json:
             return
         try:
-            new_id = checkpoints.fork(store, run["id"], int(after), changes,
+            new_id = lineage.fork(store, run["id"], int(after), changes,
                                       launch_key=fork_launch_key(run["id"], int(after), changes))
         except ConfigError as exc:
             say(exc.field if exc.field in slots else "other", str(exc))
             return
         except UserError as exc:
             # what cannot change at a fork comes from the JSON options; the rest is about the fork point
-            fixed = any(option in changes for option in checkpoints.FIXED_AT_FORK)
+            fixed = any(option in changes for option in lineage.FIXED_AT_FORK)
             say("other" if fixed else "after_task", str(exc))
             return
         set_selected([run["id"], new_id])

@@ -188,7 +188,7 @@ def start_measurement(store, args: list[str]) -> dict:
     import time
 
     from cldash.core.cache import file_lock
-    from cldash.runs.launch import is_run_process, start_cldash
+    from cldash.runs.processes import is_run_process, start_cldash
 
     path = _measurement_file(store, args)
     with file_lock(path.with_suffix(".lock")):
@@ -218,7 +218,7 @@ def measurement_state(store, started: dict) -> tuple[str, object]:
     import re
     import time
 
-    from cldash.runs.launch import is_run_process
+    from cldash.runs.processes import is_run_process
 
     try:
         text = open(started["log"], encoding="utf-8", errors="replace").read()

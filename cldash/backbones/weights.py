@@ -32,7 +32,7 @@ from typing import Callable
 
 import torch
 
-from cldash.core.cache import cache_dir, cache_key, file_lock
+from cldash.core.cache import cache_dir, cache_key, file_lock, sha256_file
 from cldash.core.errors import UserError
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
@@ -55,14 +55,6 @@ class Weights:
         return {"source": self.source, "name": self.record.get("name"), "sha256": self.record.get("sha256"),
                 "recipe": self.record.get("recipe"), "scores": self.record.get("scores", {}),
                 "file": str(self.path), "made_with": self.record.get("versions", {})}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def record_path(path: Path) -> Path:

@@ -316,7 +316,7 @@ def _default_backbone(stream: str) -> str:
 def cmd_run(args, rest: list[str]) -> int:
     from cldash.config import check_against_model, describe_run, resolve
     from cldash.core.options import flag_worded
-    from cldash.engine import execute
+    from cldash.runs.execute import execute
     from cldash.store import Store
 
     pre = _Parser(prog="cldash run", add_help=False, allow_abbrev=False)
@@ -519,7 +519,7 @@ def _report(store, run_id: int, status: str) -> int:
 
 def _end_line(store, run: dict, status: str) -> str:
     """'run 3 failed: REASON', from the store, or from the run's end file where the store could not take it."""
-    from cldash.runs.launch import end_path, recorded_end
+    from cldash.runs.processes import end_path, recorded_end
     from cldash.store import ACTIVE
 
     error, kept = run["error"], ""
@@ -548,10 +548,10 @@ class LogLines:
 
 
 def cmd_execute(args) -> int:
-    from cldash.engine import execute
+    from cldash.runs.execute import execute
     from cldash.store import Store
 
-    from cldash.runs.launch import schedule
+    from cldash.runs.queue import schedule
 
     store = Store(args.db)
     run = store.get_run(args.run)
@@ -578,7 +578,7 @@ def _store_reconciled(db):
 
 
 def _start_queued(store) -> None:
-    from cldash.runs.launch import schedule
+    from cldash.runs.queue import schedule
 
     try:
         schedule(store)
@@ -733,7 +733,7 @@ def _writing(path: Path):
 
 def export_peft(store, args) -> int:
     """The run's final adapters as a PEFT LoRA adapter folder (adapter_model.safetensors + adapter_config.json)."""
-    from cldash.engine import load_adapted_model
+    from cldash.engine.loop import load_adapted_model
     from cldash.methods.peft_format import save_peft
 
     if args.out == "-":
@@ -823,7 +823,7 @@ def cmd_sweep(args) -> int:
 def _until_ended(store, ids: list[int], show, poll: float = 1.0) -> list[dict]:
     """Read these runs every `poll` seconds (reconciling every 5 s, so a killed run ends too), hand them to
     `show` each time, and return them once all have ended."""
-    from cldash.runs.launch import reconcile
+    from cldash.runs.queue import reconcile
     from cldash.store import ENDED
 
     last = 0.0
@@ -871,7 +871,7 @@ def cmd_logs(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from cldash.engine.checkpoints import resume
+    from cldash.runs.lineage import resume
 
     store = _store_reconciled(args.db)
     run = store.get_run(args.run)
@@ -884,7 +884,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_fork(args, rest: list[str]) -> int:
-    from cldash.engine.checkpoints import fork
+    from cldash.runs.lineage import fork
     from cldash.core.options import flag_worded
     from cldash.store import Store
 
@@ -1065,7 +1065,7 @@ def cmd_demo(args) -> int:
     """Queue the demo comparison (--full: every method, full length) and wait, a progress line per run."""
     import uuid
 
-    from cldash.runs.launch import launch_demo
+    from cldash.runs.demo import launch_demo
 
     store = _store_reconciled(args.db)
     ids = launch_demo(store, f"demo-{uuid.uuid4().hex[:8]}", full=args.full)
@@ -1076,7 +1076,7 @@ def cmd_demo(args) -> int:
 def _watch(store, ids: list[int], tty: bool, poll: float = 1.0) -> int:
     """Wait until these runs have ended, one progress line per run: on a terminal redrawn in place every `poll`
     seconds, otherwise a line whenever a run starts, moves to another task or ends. 0 if all finished, else 1."""
-    from cldash.runs.launch import demo_line
+    from cldash.runs.demo import demo_line
 
     seen: dict[int, tuple] = {}
     drawn = [0]
@@ -1115,7 +1115,7 @@ def cmd_streams(args) -> int:
 
 
 def cmd_reconcile(args) -> int:
-    from cldash.runs.launch import reconcile, schedule
+    from cldash.runs.queue import reconcile, schedule
     from cldash.store import Store
 
     store = Store(args.db)
@@ -1131,10 +1131,12 @@ def cmd_reconcile(args) -> int:
 def cmd_queue(args) -> int:
     """The runs holding a slot and the runs waiting, in the order they start, and the limit; starts
     what the limit allows first (unless --no-start)."""
-    from cldash.runs.launch import gpu_count, max_concurrent, queue, reconcile, schedule
+    from cldash.runs.launchers.local import queue
+    from cldash.runs.processes import gpu_count, max_concurrent
+    from cldash.runs.queue import reconcile, schedule
     from cldash.store import Store
 
-    from cldash.engine.checkpoints import AUTO_RESUME_SETTING
+    from cldash.runs.recovery import AUTO_RESUME_SETTING
 
     store = Store(args.db)
     if args.auto_resume:

@@ -106,7 +106,7 @@ def test_cli_lists_launches_and_rejects_an_unknown_lesson(db, no_start, capsys):
 
 
 def test_the_quick_demo_is_four_methods_on_a_short_stream_and_the_full_one_every_method():
-    from cldash.runs.launch import QUICK_DEMO_METHODS, demo_configs
+    from cldash.runs.demo import demo_configs, QUICK_DEMO_METHODS
     from cldash.methods import REGISTRY
 
     quick, full = demo_configs(), demo_configs(full=True)
@@ -137,7 +137,7 @@ def _run(i, status, task=0, step=0, progress=0.0):
 def test_demo_progress_lines_on_a_pipe_and_on_a_terminal(monkeypatch, capsys):
     from cldash import cli
 
-    monkeypatch.setattr("cldash.runs.launch.reconcile", lambda store: [])
+    monkeypatch.setattr("cldash.runs.queue.reconcile", lambda store: [])
     monkeypatch.setattr(cli.time, "sleep", lambda s: None)
     states = [[_run(1, "queued"), _run(2, "queued")],
               [_run(1, "running", 1, 4, 0.2), _run(2, "queued")],
@@ -151,7 +151,7 @@ def test_demo_progress_lines_on_a_pipe_and_on_a_terminal(monkeypatch, capsys):
     assert "task 1/2" in lines[2] and "step 4/20" in lines[2] and "[##........]  20 % running" in lines[2]
     assert "[##########] 100 % finished" in lines[-4] and "45 % failed" in lines[-3]
     assert lines[-2:] == ["run 2 failed: diverged", "1 of 2 runs finished; #2 failed"]
-    from cldash.runs.launch import demo_line
+    from cldash.runs.demo import demo_line
 
     fresh = {**_run(3, "queued"), "num_tasks": 0, "total_steps": 100}     # before its process built the stream
     assert demo_line(fresh) == "#3   lora r=8           task -    step -         [..........]   0 % queued"

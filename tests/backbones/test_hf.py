@@ -289,9 +289,9 @@ def test_a_run_on_a_local_hf_model_resumes_to_the_same_rows(hf_dir, tmp_path):
     1, the run stores what the uninterrupted one does."""
     from test_checkpoints import interrupt_in_task_2, rows
 
-    from cldash.engine import checkpoints
+    from cldash.runs import lineage
     from cldash.config import resolve
-    from cldash.engine import execute
+    from cldash.runs.execute import execute
 
     store = Store(str(tmp_path / "runs.db"))
     cfg = resolve({"method": "lora", "backbone": f"hf:{hf_dir / 'lm'}", "stream": f"hf:{hf_dir / 'succ.csv'},"
@@ -300,5 +300,5 @@ def test_a_run_on_a_local_hf_model_resumes_to_the_same_rows(hf_dir, tmp_path):
     whole, cut = store.create_run(cfg), store.create_run(cfg)
     assert execute(store, whole) == "finished"
     assert execute(store, cut, progress=interrupt_in_task_2(at_step=6)) == "interrupted"
-    assert checkpoints.resume(store, cut, start=False) == 1 and execute(store, cut) == "finished"
+    assert lineage.resume(store, cut, start=False) == 1 and execute(store, cut) == "finished"
     assert rows(store, whole) == rows(store, cut)

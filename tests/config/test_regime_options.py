@@ -227,7 +227,7 @@ def test_codyra_kappa_per_lr_at_a_larger_learning_rate_zeroes_more_gates():
 
 def test_codyra_kappa_per_lr_learns_the_run_learning_rate(tmp_path):
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
     from cldash.store import Store
 
     store = Store(str(tmp_path / "s.db"))

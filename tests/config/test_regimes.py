@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cldash.config import resolve
-from cldash.engine import ContinualRun, execute
+from cldash.engine.loop import ContinualRun
+from cldash.runs.execute import execute
 from cldash.core.errors import ConfigError
 from cldash.config.paper_presets import PAPER
 from cldash.config.presets import ROLE_PATTERNS, apply, regime_table, role_patterns

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cldash.config import resolve
-from cldash.engine import ContinualRun, execute
+from cldash.engine.loop import ContinualRun
+from cldash.runs.execute import execute
 from cldash.measures.spectra import update_singular_values
 from cldash.store import Store
 
@@ -126,7 +127,7 @@ CULPRITS = {
     "ewc": ("cldash.engine.rehearsal.EWC.penalty", 3.2e38, {"ewc_lambda": 100.0},
             "the loss became 3.2e+38 at step 1 (task 1, rotate 60°, step 1 of 20): the EWC penalty is 3.2e+38 "
             "with --ewc-lambda 100; lower --ewc-lambda."),
-    "replay": ("cldash.engine.replay_loss", float("inf"), {"replay": 50},
+    "replay": ("cldash.engine.loop.replay_loss", float("inf"), {"replay": 50},
                "the loss became inf at step 21 (task 2, rotate 120°, step 1 of 20): the replay loss (on finished "
                "tasks' examples) is inf; lower the learning rate (0.005), clip gradients (--max-grad-norm) or turn "
                "replay off (--replay 0)."),
@@ -261,7 +262,8 @@ def test_a_full_disk_mid_run_keeps_its_reason(tmp_path, monkeypatch, capsys, few
 
     from sqlalchemy import event
 
-    import cldash.runs.launch as launch
+    import cldash.runs.processes as processes
+    import cldash.runs.queue as queue
     from cldash.cli import main
     from cldash.store import RunWriter, _engine, to_url
 
@@ -270,7 +272,7 @@ def test_a_full_disk_mid_run_keeps_its_reason(tmp_path, monkeypatch, capsys, few
     db = str(tmp_path / "full.db")
     store = Store(db)
     monkeypatch.setattr(RunWriter, "due", lambda self: len(self._scalars) >= 20)   # a flush every 10 steps
-    monkeypatch.setattr("cldash.engine.END_RETRIES", (0.01, 0.01))
+    monkeypatch.setattr("cldash.runs.execute.END_RETRIES", (0.01, 0.01))
     scalar_flushes = []
 
     def disk_full(conn, cursor, statement, params, context, executemany):
@@ -290,12 +292,12 @@ def test_a_full_disk_mid_run_keeps_its_reason(tmp_path, monkeypatch, capsys, few
     assert err[1].startswith("run 1 failed: the disk is full (sqlite3: database or disk is full); the run "
                              "stopped at step 30 (the store could not record this; it is kept in "), err
     assert store.get_run(1)["status"] == "running"   # what the store could take: the end never landed
-    monkeypatch.setattr(launch, "is_run_process", lambda pid: False)   # as once `cldash run` has exited
-    assert launch.reconcile(store) == [1]
+    monkeypatch.setattr(queue, "is_run_process", lambda pid: False)   # as once `cldash run` has exited
+    assert queue.reconcile(store) == [1]
     run = store.get_run(1)
     assert run["status"] == "failed" and run["step"] == 30 and run["task"] == 1
     assert run["error"] == "the disk is full (sqlite3: database or disk is full); the run stopped at step 30"
-    assert not launch.end_path(store, 1).exists()
+    assert not processes.end_path(store, 1).exists()
 
 
 def test_the_stored_step_follows_the_run_every_flush_interval_between_task_ends(tmp_path, few_test_digits):

@@ -28,7 +28,9 @@ except ImportError:   # not on Windows
 from cldash.backbones import vit
 from cldash.cli import main
 from cldash.config import resolve
-from cldash.runs.launch import is_run_process, launch, reconcile, schedule
+from cldash.runs.launch import launch
+from cldash.runs.processes import is_run_process
+from cldash.runs.queue import reconcile, schedule
 from cldash.store import Store, _engine, count_rows
 
 from conftest import SHORT, use_few_test_digits
@@ -268,7 +270,7 @@ def test_a_full_disk_keeps_the_real_reason(small_disk, capsys):
     assert main(["--db", db, "list"]) == 0   # reconciles: the reason recorded in the end file reaches the store
     run = Store(db).get_run(1)
     assert (run["status"], run["error"]) == ("failed", reason)
-    from cldash.runs.launch import end_path
+    from cldash.runs.processes import end_path
 
     assert not end_path(Store(db), 1).exists()
     capsys.readouterr()

@@ -119,7 +119,7 @@ def test_replay_reduces_class_incremental_forgetting_through_the_engine(method, 
     forgetting 0.92 without replay and 0.08 with it for full fine-tuning, 0.98 and 0.03 for LoRA; accuracy
     0.23 and 0.90, 0.18 and 0.94. With 25 steps the numbers were 0.98 / 0.05 and 0.96 / 0.07.)"""
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
     from cldash.store import Store
 
     store = Store(str(tmp_path / "r.db"))
@@ -142,7 +142,7 @@ def test_replay_reduces_class_incremental_forgetting_through_the_engine(method, 
 
 def test_ewc_through_the_engine_logs_its_penalty_and_holds_lora_closer(tmp_path, few_test_digits):
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
     from cldash.store import Store
 
     store = Store(str(tmp_path / "e.db"))

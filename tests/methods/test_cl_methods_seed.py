@@ -173,7 +173,7 @@ def test_slice_is_lora_ga_without_a_buffer_and_logs_the_conflict_with_one():
 
 def test_slice_gets_a_buffer_from_the_engine_without_run_replay(tmp_path, few_test_digits):
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
     from cldash.store import Store
 
     store = Store(str(tmp_path / "s.db"))

@@ -337,7 +337,7 @@ def test_save_and_load_round_trip_exactly(case):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_engine_run_stores_finite_spectra_and_scalars(case, tmp_path, few_test_digits):
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
     from cldash.store import Store
 
     store = Store(str(tmp_path / "b.db"))

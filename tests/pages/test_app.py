@@ -405,9 +405,11 @@ def test_launch_form_offers_the_skills_stream_on_the_tiny_gpt2(tmp_path, monkeyp
 def no_starts(monkeypatch) -> None:
     """Queue runs but start none: the launcher's and the sidebar's schedule do nothing."""
     import cldash.runs.launch as launch_module
+    import cldash.runs.lineage as lineage
     import pages.shared as shared
 
     monkeypatch.setattr(launch_module, "schedule", lambda store: [])
+    monkeypatch.setattr(lineage, "schedule", lambda store: [])
     monkeypatch.setattr(shared, "schedule", lambda store: [])
 
 

@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from cldash.engine import checkpoints
+from cldash.runs import lineage, recovery
 from cldash.config import resolve
-from cldash.engine import execute
+from cldash.runs.execute import execute
 from cldash.store import Store, _engine
 from conftest import use_few_test_digits
 from test_app import app, array, charts, no_starts
@@ -151,9 +151,9 @@ def test_sidebar_toggle_switches_automatic_resume_in_the_store(lineage_db, monke
     toggle = at.sidebar.toggle[0]
     assert toggle.label == "Resume interrupted runs automatically" and toggle.value is False
     toggle.set_value(True).run()
-    assert Store(lineage_db).get_setting(checkpoints.AUTO_RESUME_SETTING) == "on" and at.sidebar.toggle[0].value
+    assert Store(lineage_db).get_setting(recovery.AUTO_RESUME_SETTING) == "on" and at.sidebar.toggle[0].value
     at.sidebar.toggle[0].set_value(False).run()
-    assert Store(lineage_db).get_setting(checkpoints.AUTO_RESUME_SETTING) == "off"
+    assert Store(lineage_db).get_setting(recovery.AUTO_RESUME_SETTING) == "off"
 
 
 def fork_point(spec: dict) -> tuple[list[float], list[str]]:
@@ -165,7 +165,7 @@ def fork_point(spec: dict) -> tuple[list[float], list[str]]:
 def test_compare_draws_a_fork_beside_its_parent_with_the_fork_point_marked(lineage_db, monkeypatch):
     store = Store(lineage_db)
     use_few_test_digits(monkeypatch)
-    fork = checkpoints.fork(store, FINISHED, 1, {"replay": 64}, start=False)
+    fork = lineage.fork(store, FINISHED, 1, {"replay": 64}, start=False)
     assert execute(store, fork) == "finished"
 
     at = app(lineage_db, monkeypatch, "pages/compare.py", runs=[fork])   # the fork alone: Compare offers its parent

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 
-from cldash.runs.launch import log_path
+from cldash.runs.processes import log_path
 from cldash.store import Store
 
 from test_app import app, no_starts

@@ -13,8 +13,9 @@ import torch
 from sqlalchemy import select
 
 from cldash.engine import checkpoints
+from cldash.runs import lineage, recovery
 from cldash.config import resolve
-from cldash.engine import execute
+from cldash.runs.execute import execute
 from cldash.core.errors import UserError
 from cldash.methods import REGISTRY
 from cldash.store import Evaluation, Scalar, Spectrum, Store
@@ -71,7 +72,7 @@ def test_a_resumed_run_is_identical_to_an_uninterrupted_one(method, db, few_test
     cut = store.create_run(cfg)
     assert execute(store, cut, progress=interrupt_in_task_2()) == "interrupted"
     assert store.get_run(cut)["checkpoint_task"] == 1 and checkpoints.available(store, cut) == [1]
-    assert checkpoints.resume(store, cut, start=False) == 1
+    assert lineage.resume(store, cut, start=False) == 1
     assert max(r[0] for r in rows(store, cut)["scalars"]) == STEPS   # the unfinished task's rows are gone
     assert execute(store, cut) == "finished"
     a, b = store.get_run(whole), store.get_run(cut)
@@ -112,7 +113,7 @@ def test_a_run_with_no_checkpoint_resumes_from_the_start(db, few_test_digits):
     assert execute(store, whole) == "finished"
     cut = store.create_run(cfg)
     assert execute(store, cut, progress=interrupt_in_task_2(at_step=2)) == "interrupted"
-    assert checkpoints.resume(store, cut, start=False) == 0
+    assert lineage.resume(store, cut, start=False) == 0
     assert execute(store, cut) == "finished" and rows(store, whole) == rows(store, cut)
 
 
@@ -125,7 +126,7 @@ def _parent(store, **extra) -> int:
 def test_a_fork_with_the_same_options_reproduces_its_parent(db, few_test_digits):
     store = Store(db)
     parent = _parent(store)
-    child = checkpoints.fork(store, parent, 1, {}, start=False)
+    child = lineage.fork(store, parent, 1, {}, start=False)
     run = store.get_run(child)
     assert (run["parent_id"], run["fork_task"], run["status"]) == (parent, 1, "queued")
     assert execute(store, child) == "finished"
@@ -137,7 +138,7 @@ def test_a_fork_with_the_same_options_reproduces_its_parent(db, few_test_digits)
 def test_a_fork_with_replay_differs_from_task_2_on(db, few_test_digits):
     store = Store(db)
     parent = _parent(store)
-    child = checkpoints.fork(store, parent, 1, {"replay": 64}, start=False)
+    child = lineage.fork(store, parent, 1, {"replay": 64}, start=False)
     assert execute(store, child) == "finished"
     P, C = store.accuracy_matrix(parent), store.accuracy_matrix(child)
     assert C["rows"] == P["rows"] == [0, 1, 2, 3]
@@ -149,7 +150,7 @@ def test_a_fork_with_replay_differs_from_task_2_on(db, few_test_digits):
 def test_a_fork_to_another_method_starts_on_the_merged_weights(db, few_test_digits):
     store = Store(db)
     parent = _parent(store)
-    child = checkpoints.fork(store, parent, 1, {"method": "dora"}, start=False)
+    child = lineage.fork(store, parent, 1, {"method": "dora"}, start=False)
     assert execute(store, child) == "finished"
     P, C = store.accuracy_matrix(parent), store.accuracy_matrix(child)
     assert (C["R"][:2] == P["R"][:2]).all() and store.get_run(child)["method"] == "dora"
@@ -165,17 +166,16 @@ def test_what_cannot_fork_is_one_sentence(after, changes, phrase, db, few_test_d
     store = Store(db)
     parent = _parent(store)
     with pytest.raises(UserError, match=phrase.replace("(", r"\(").replace(")", r"\)")):
-        checkpoints.fork(store, parent, after, changes, start=False)
+        lineage.fork(store, parent, after, changes, start=False)
     assert len(store.runs()) == 1
 
 
 # -- the CLI, automatic resume, a real kill ---------------------------------------------------------
 
 def test_cldash_resume_and_fork(db, capsys, few_test_digits, monkeypatch):
-    import cldash.runs.launch as launch_module
     from cldash.cli import main
 
-    monkeypatch.setattr(launch_module, "schedule", lambda store: [])   # queue, start nothing: executed here
+    monkeypatch.setattr(lineage, "schedule", lambda store: [])   # queue, start nothing: executed here
     store = Store(db)
     cut = store.create_run(resolve({"method": "lora", **BASE, "checkpoints": "all"}).to_dict())
     assert execute(store, cut, progress=interrupt_in_task_2()) == "interrupted"
@@ -219,14 +219,14 @@ def test_automatic_resume_queues_interrupted_runs_at_most_three_times(db, few_te
     store = Store(db)
     rid = store.create_run(resolve({"method": "lora", **BASE}).to_dict())
     assert execute(store, rid, progress=interrupt_in_task_2()) == "interrupted"
-    assert checkpoints.auto_resume(store) == []   # off unless asked for
-    store.set_setting(checkpoints.AUTO_RESUME_SETTING, "on")
+    assert recovery.auto_resume(store) == []   # off unless asked for
+    store.set_setting(recovery.AUTO_RESUME_SETTING, "on")
     for attempt in range(1, 4):
-        assert checkpoints.auto_resume(store) == [rid]
+        assert recovery.auto_resume(store) == [rid]
         run = store.get_run(rid)
         assert (run["status"], run["resume_task"], run["resumes"]) == ("queued", 1, attempt)
         store.update_run(rid, status="interrupted")   # as if the machine went down again
-    assert checkpoints.auto_resume(store) == []   # three times is enough: a person should look
+    assert recovery.auto_resume(store) == []   # three times is enough: a person should look
 
 
 @pytest.mark.slow
@@ -238,13 +238,14 @@ def test_a_killed_background_run_resumes_by_itself_and_ends_as_if_never_killed(t
     import time
 
     from cldash.cli import main
-    from cldash.runs.launch import launch, reconcile
+    from cldash.runs.launch import launch
+    from cldash.runs.queue import reconcile
 
     db = str(tmp_path / "runs.db")
     cfg = {"method": "lora", "steps_per_task": 16, "batch_size": 16, "eval_interval": 8, "spectra_interval": 4,
            "stream_options": {"angles": [45, 90, 135, 180]}}
     store = Store(db)
-    store.set_setting(checkpoints.AUTO_RESUME_SETTING, "on")
+    store.set_setting(recovery.AUTO_RESUME_SETTING, "on")
     (rid,) = launch(store, [resolve(cfg).to_dict()])
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -285,7 +286,7 @@ def test_a_checkpoint_that_cannot_be_unpickled_fails_the_resume_in_one_sentence(
     path.write_bytes(b"not a pickle")
     sums = store.checkpoint_dir(rid) / "sha256.json"
     sums.write_text(json.dumps({"1": checkpoints._sha256(path)}))
-    checkpoints.resume(store, rid, start=False)
+    lineage.resume(store, rid, start=False)
     assert execute(store, rid) == "failed"
     error = store.get_run(rid)["error"]
     assert error.startswith(f"cannot load the checkpoint of run {rid} after task 1 (") and "\n" not in error

@@ -6,7 +6,10 @@ import time
 import pytest
 
 from cldash.config import resolve
-from cldash.runs.launch import demo_configs, is_run_process, launch, log_path, rerun, reconcile, schedule, spawn
+from cldash.runs.demo import demo_configs
+from cldash.runs.launch import launch, rerun
+from cldash.runs.processes import is_run_process, log_path, spawn
+from cldash.runs.queue import reconcile, schedule
 from cldash.methods import REGISTRY
 from cldash.store import Store
 
@@ -87,7 +90,7 @@ def test_demo_is_every_registered_method_on_rotated_digits():
 
 @pytest.mark.parametrize("visible,expected", [("0,1", 2), ("", 0), ("-1", 0)])
 def test_gpu_count_follows_cuda_visible_devices(monkeypatch, visible, expected):
-    from cldash.runs.launch import default_limit, gpu_count
+    from cldash.runs.processes import default_limit, gpu_count
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert gpu_count() == expected

@@ -11,12 +11,17 @@ from types import SimpleNamespace
 
 import pytest
 
+import cldash.runs.launch as launch_module
 import cldash.runs.launchers as launchers
+import cldash.runs.queue as queue_module
 from cldash.cli import main
 from cldash.config import resolve
-from cldash.engine import execute
+from cldash.runs.execute import execute
 from cldash.core.errors import UserError
-from cldash.runs.launch import STALE_SECONDS, cancel, launch, log_path, queue, reconcile, schedule
+from cldash.runs.launch import cancel, launch
+from cldash.runs.launchers.local import queue
+from cldash.runs.processes import log_path
+from cldash.runs.queue import reconcile, schedule, STALE_SECONDS
 from cldash.runs.launchers import JobState, Resources, parse
 from cldash.runs.launchers.local import LocalLauncher
 from cldash.runs.launchers.ray_jobs import RayLauncher
@@ -25,6 +30,12 @@ from cldash.runs.sweeps import Sweep, launch_sweep, parse_seeds, plan
 
 TINY_RUN = {"method": "lora", "steps_per_task": 6, "eval_interval": 0, "spectra_interval": 0,
             "dense_spectra_interval": 0, "stream_options": {"angles": [45, 90, 135]}}
+
+
+def use_launcher(monkeypatch, for_run) -> None:
+    """Every run's launcher is `for_run(run)`, where reconcile and cancel look it up."""
+    monkeypatch.setattr(queue_module, "for_run", for_run)
+    monkeypatch.setattr(launch_module, "for_run", for_run)
 
 
 @pytest.mark.parametrize("spec, name, address", [
@@ -125,7 +136,7 @@ def test_a_clusters_runs_are_reconciled_from_its_job_states_and_the_heartbeat(db
     rows = {_remote_row(store, status, beat, cancel=asked, age=age): (state, want)
             for status, state, beat, age, asked, want in REMOTE}
     fake = FakeCluster({rid: state for rid, (state, _) in rows.items()})
-    monkeypatch.setattr(launchers, "for_run", lambda run: fake)
+    use_launcher(monkeypatch, lambda run: fake)
     changed = reconcile(store)
     got = {r["id"]: r for r in store.runs(ids=list(rows))}
     assert {rid: got[rid]["status"] if rid in changed else None for rid in rows} == \
@@ -146,7 +157,7 @@ def test_a_run_that_ended_while_the_cluster_answered_is_left_as_it_recorded(db, 
             store.update_run(rid, status="finished", finished_at=time.time())
             return {rid: JobState("ended", "SUCCEEDED")}
 
-    monkeypatch.setattr(launchers, "for_run", lambda run: Finishing({}))
+    use_launcher(monkeypatch, lambda run: Finishing({}))
     assert reconcile(store) == [] and store.get_run(rid)["status"] == "finished"
 
 
@@ -154,7 +165,7 @@ def test_the_local_scheduler_leaves_a_clusters_runs_to_the_cluster(db, monkeypat
     store = Store(db)
     queued = _remote_row(store, status="queued")
     running = _remote_row(store, status="running")
-    monkeypatch.setattr(launchers, "for_run", lambda run: FakeCluster({queued: JobState("pending"),
+    use_launcher(monkeypatch, lambda run: FakeCluster({queued: JobState("pending"),
                                                                        running: JobState("running")}))
     active, waiting = queue(store)
     assert active == [] and waiting == []   # neither takes a local slot, neither is started here
@@ -165,7 +176,7 @@ def test_cancel_records_the_request_and_sends_the_clusters_stop(db, monkeypatch)
     store = Store(db)
     rid = _remote_row(store, status="queued")
     fake = FakeCluster({rid: JobState("pending")})
-    monkeypatch.setattr(launchers, "for_run", lambda run: fake)
+    use_launcher(monkeypatch, lambda run: fake)
     assert cancel(store, rid) == "cancelled"
     run = store.get_run(rid)
     assert fake.stopped == [rid] and run["cancel_requested_at"] and run["status"] == "cancelled"

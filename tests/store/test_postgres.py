@@ -145,7 +145,8 @@ def test_a_background_run_on_postgres_keeps_the_password_off_its_command_line(em
     from sqlalchemy import make_url
 
     from cldash.config import resolve
-    from cldash.runs.launch import launch, schedule
+    from cldash.runs.launch import launch
+    from cldash.runs.queue import schedule
     from cldash.store import Store, _engine
 
     url = make_url(empty_pg_url).set(password="s3cret").render_as_string(hide_password=False)

@@ -11,7 +11,9 @@ import pytest
 
 from cldash.config import resolve
 from cldash.core.errors import UserError
-from cldash.runs.launch import cancel, reconcile, spawn
+from cldash.runs.launch import cancel
+from cldash.runs.processes import spawn
+from cldash.runs.queue import reconcile
 from cldash.store import Store, count_rows
 
 

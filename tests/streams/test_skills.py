@@ -159,7 +159,7 @@ def test_every_registered_method_runs_on_skills(method, tiny_skills_config, tmp_
     """Every method trains the GPT-2's Conv1D linears (weights stored transposed) and the engine stores
     a full matrix with general columns and finite spectra; the loss changes the model."""
     from cldash.config import resolve
-    from cldash.engine import ContinualRun
+    from cldash.engine.loop import ContinualRun
 
     store = Store(str(tmp_path / "m.db"))
     resolved = resolve({"method": method, **tiny_skills_config})

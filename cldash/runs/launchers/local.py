@@ -1,5 +1,6 @@
-"""The local launcher: each run is a child process of this machine, in its own process group, started by
-the scheduler while fewer than the concurrency limit are active (cldash.runs.launch.schedule)."""
+"""The local launcher: each run is a child process of this machine, in its own process group, started
+while fewer than the concurrency limit are active. `queue` and `start_waiting` are this machine's slots;
+cldash.runs.queue.schedule reconciles the store first and then fills them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import signal
 import socket
 import time
 from collections import deque
+from contextlib import contextmanager
 
-from cldash.runs.launchers import JobState, Resources
+from cldash.core.cache import cache_dir, cache_key, file_lock
+from cldash.core.errors import StoreWriteError
+from cldash.runs.launchers.base import JobState, Resources, is_local, register_launcher
+from cldash.runs.processes import default_limit, gpu_count, is_run_process, log_path, max_concurrent, signal_group, spawn
 
 
 def tail_lines(path, tail: int) -> str:
@@ -19,9 +24,18 @@ def tail_lines(path, tail: int) -> str:
     return b"".join(lines).decode("utf-8", "replace")
 
 
+@register_launcher("local")
 class LocalLauncher:
-    name = "local"
+    spec_help = "local"
     address = None
+
+    @classmethod
+    def from_spec(cls, spec: str) -> LocalLauncher | None:
+        return cls() if spec == "local" else None
+
+    @classmethod
+    def for_info(cls, info: dict) -> LocalLauncher:
+        return cls()
 
     def info(self, resources: Resources) -> dict:
         return {}
@@ -30,37 +44,30 @@ class LocalLauncher:
         pass   # every local run shares this machine's disk: any store works
 
     def default_gpus(self, backbones: list[str]) -> float:
-        return 0.0   # the local scheduler runs one run per GPU (cldash.runs.launch.default_limit)
+        return 0.0   # the local scheduler runs one run per GPU (cldash.runs.processes.default_limit)
 
     def submit(self, store, runs: list[dict], resources: Resources | None = None) -> list[int]:
-        from cldash.runs.launch import schedule
-
-        return schedule(store)   # queued rows: the scheduler starts what the limit allows
+        with slots_lock(store):
+            return start_waiting(store)   # queued rows: start what the limit allows
 
     def cancel(self, store, run: dict, timeout: float = 2.0) -> None:
         """SIGTERM the run's process group (the run records itself as cancelled), SIGKILL after `timeout`."""
-        from cldash.runs.launch import _signal, is_run_process
-
         pid = run["pid"]
         if not (pid and run["host"] == socket.gethostname() and is_run_process(pid) and pid != os.getpid()):
             return   # another host's process: the cancel request on its row reaches it at its next flush
-        _signal(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
         deadline = time.time() + timeout
         while time.time() < deadline and is_run_process(pid):
             time.sleep(0.05)
         if is_run_process(pid):
-            _signal(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
 
     def status(self, store, run: dict) -> JobState:
-        from cldash.runs.launch import is_run_process
-
         if run["host"] != socket.gethostname() or not run["pid"]:
             return JobState("unknown" if run["pid"] else "pending")
         return JobState("running") if is_run_process(run["pid"]) else JobState("ended", f"pid {run['pid']} is gone")
 
     def logs(self, store, run: dict, tail: int = 200) -> str:
-        from cldash.runs.launch import log_path
-
         if run.get("launcher") == "cli":
             return (f"run {run['id']} ran in the foreground (`cldash run`) on {run['host'] or 'its host'}: its "
                     "output went to that terminal.")
@@ -75,7 +82,41 @@ class LocalLauncher:
             return f"cannot read the log of run {run['id']} at {path}: {exc.strerror or exc}."
 
     def resources(self, store=None) -> dict:
-        from cldash.runs.launch import default_limit, gpu_count, max_concurrent
-
         return {"nodes": 1, "CPU": float(os.cpu_count() or 1), "GPU": float(gpu_count()),
                 "limit": max_concurrent(store) if store is not None else default_limit()}
+
+
+def queue(store) -> tuple[list[dict], list[dict]]:
+    """The runs holding a slot (running, or started and not claimed yet, a foreground `cldash run`
+    included) and the runs waiting for one, in the order `start_waiting` starts them."""
+    queued = store.runs(status=["queued"])
+    # a cluster's runs take the cluster's slots, not this machine's
+    active = sorted([r for r in store.runs(status=["running"]) + [r for r in queued if r["pid"]]
+                     if is_local(r["launcher"])], key=lambda r: r["id"])
+    # cli: its own process runs it; ray: the cluster's scheduler starts it
+    waiting = [r for r in queued if not r["pid"] and r["launcher"] in (None, "local")]
+    return active, waiting
+
+
+@contextmanager
+def slots_lock(store):
+    """One process at a time decides what starts in this store's slots on this machine."""
+    with file_lock(cache_dir() / "locks" / f"{cache_key({'store': store.url})}.lock"):
+        yield
+
+
+def start_waiting(store) -> list[int]:
+    """Start waiting runs while fewer than `max_concurrent` are active (hold `slots_lock`); the started ids.
+    A store that refuses writes (read-only) starts nothing."""
+    started = []
+    limit = max_concurrent(store)
+    active, waiting = queue(store)
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(limit, len(active) + len(waiting))))
+    for run in waiting[:max(0, limit - len(active))]:
+        try:   # a write before starting anything: a process could not claim a run in a read-only store
+            store.update_run(run["id"], host=socket.gethostname())
+        except StoreWriteError:
+            break
+        spawn(store, run["id"], extra_env={"CLDASH_THREADS": str(threads)})
+        started.append(run["id"])
+    return started

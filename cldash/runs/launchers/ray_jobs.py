@@ -32,7 +32,8 @@ import uuid
 from urllib.parse import urlsplit
 
 from cldash.core.errors import UserError
-from cldash.runs.launchers import JobState, Resources
+from cldash.runs.launchers.base import JobState, Resources, register_launcher
+from cldash.store import sqlite_path
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 PROBE_SECONDS = 1.0   # a cluster that does not accept a connection within this is unreachable
@@ -58,8 +59,21 @@ def _ended_message(info) -> str:
     return ": ".join(parts[:1] + ["; ".join(parts[1:])]) if len(parts) > 1 else parts[0]
 
 
+@register_launcher("ray")
 class RayLauncher:
-    name = "ray"
+    spec_help = "a Ray cluster's address: ray://HEAD:10001 or http://HEAD:8265"
+
+    @classmethod
+    def from_spec(cls, spec: str) -> RayLauncher | None:
+        """`ray` (the cluster named by RAY_ADDRESS, else the local one), `ray://HEAD:10001` (a Ray Client
+        address) or `http://HEAD:8265` (a Ray dashboard address)."""
+        if spec == "ray" or spec.startswith(("ray://", "http://", "https://")):
+            return cls(None if spec == "ray" else spec)
+        return None
+
+    @classmethod
+    def for_info(cls, info: dict) -> RayLauncher:
+        return cls(info.get("address"))
 
     def __init__(self, address: str | None = None):
         self.address = (address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS).strip().rstrip("/")
@@ -125,8 +139,6 @@ class RayLauncher:
     def check_store(self, url: str) -> None:
         """Refuse a store (its URL) that the cluster's nodes cannot all reach: a SQLite file on a cluster of
         several nodes, or of one node on another host."""
-        from cldash.store import sqlite_path
-
         if sqlite_path(url) is None:
             return
         nodes = self.nodes()
