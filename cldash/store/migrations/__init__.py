@@ -1,6 +1,6 @@
 """Schema migrations of the run store, with Alembic.
 
-Every change to the schema in cldash.store is a new revision in ``versions/`` (``0001`` is the
+Every change to the schema in cldash.store.schema is a new revision in ``versions/`` (``0001`` is the
 store as cldash 0.1.0 made it before migrations); `HEAD` names the newest, and a test checks it
 against the scripts. A new revision is a file written by hand after the last one (``revision``,
 ``down_revision``, ``upgrade()``, ``downgrade()``), plus the model change and a new `HEAD`.
@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from cldash import __version__
 from cldash.core.errors import UserError
 from cldash.core.cache import file_lock
+from cldash.store.urls import sqlite_path
 
 HEAD = "0005"
 REVISIONS = ("0001", "0002", "0003", "0004", "0005")     # oldest first; any other revision comes from a newer cldash
@@ -140,8 +141,6 @@ def _too_new(conn: Connection, display: str, revision: str) -> str:
 
 
 def _sqlite_file(store) -> Path | None:
-    from cldash.store import sqlite_path
-
     return sqlite_path(store.url)
 
 
@@ -189,8 +188,8 @@ def _backup(store, revision: str) -> Path:
 
 
 def _alembic_upgrade(conn: Connection, revision: str = "head") -> None:
-    from alembic import command
-    from alembic.config import Config
+    from alembic import command   # deferred: a store at the head is opened without importing Alembic
+    from alembic.config import Config   # deferred: as above
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent).replace("%", "%%"))
