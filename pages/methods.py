@@ -4,9 +4,8 @@ equation, its paper, its defaults), for teaching."""
 import pandas as pd
 import streamlit as st
 
-from cldash.methods import POLICIES, REGISTRY, marked_label
+from cldash.methods import POLICIES, REGISTRY, marked_label, paper_presets
 from cldash.core.options import describe
-from cldash.config.paper_presets import PAPER
 from cldash.config.presets import regime_table
 from pages.shared import through_app
 
@@ -43,7 +42,7 @@ for name in order:
         st.markdown("  \n".join(facts))
         regime = regime_table(name)
         if regime:
-            preset = PAPER[name]
+            preset = paper_presets()[name]
             st.markdown(f"**Two regimes.** *common* (the default, the same for every method) and *paper* (the "
                         f"authors' published regime: `--preset paper`), from {preset.paper}"
                         + (f", code `{preset.code}`" if preset.code else "") + ":")

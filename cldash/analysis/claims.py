@@ -23,10 +23,17 @@ or ``paper`` (each method its own authors' preset; one without a preset stays co
 
 from __future__ import annotations
 
+import copy
 import functools
+import hashlib
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
+
+from cldash.config import resolve
+from cldash.core.errors import ConfigError, UserError
+from cldash.runs.launch import launch
 
 SEEDS = (0, 1, 2)
 REGIMES = ("common", "paper")
@@ -184,8 +191,6 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def get_claim(key: str) -> Claim:
-    from cldash.core.errors import UserError
-
     for c in CLAIMS:
         if c.key == key:
             return c
@@ -196,24 +201,21 @@ def get_claim(key: str) -> Claim:
 
 def run_preset(claim: Claim, method: str, regime: str) -> str:
     """The preset of `method`'s runs in a claim under a regime."""
-    from cldash.config.paper_presets import PAPER
+    from cldash.methods import paper_presets  # deferred: imports torch; pages import claims at start-up
 
     if regime == "common":
         return "common"
     if claim.paper_preset == "paper":
-        return "paper" if method in PAPER else "common"
+        return "paper" if method in paper_presets() else "common"
     return claim.paper_preset
 
 
 def config(claim: Claim, label: str, regime: str, seed: int) -> dict:
     """The resolved configuration of one of a claim's runs (what is launched and what is matched)."""
-    import copy
-    import json
-
     spec = claim.runs[label]
     values = {"method": spec.method, "stream": claim.stream, "seed": seed, "method_options": dict(spec.options),
               "preset": run_preset(claim, spec.method, regime), **spec.run}
-    cfg = copy.deepcopy(_resolved(json.dumps(values, sort_keys=True, default=str)))
+    cfg = resolved_config(values)
     cfg["name"] = f"{label} · {claim.key} · {regime} · seed {seed}"
     return cfg
 
@@ -223,16 +225,18 @@ def _resolved(text: str) -> dict:
     """resolve() of a configuration given as JSON, cached: the claims' 200-odd configurations took about a
     second to resolve at every verdict, and the Claims page recomputes its verdicts every two seconds while
     runs are on their way (callers get a deep copy)."""
-    import json
-
-    from cldash.config import resolve
-
     return resolve(json.loads(text)).to_dict()
 
 
-def _key(cfg: dict) -> str:
-    import json
+def resolved_config(values: dict) -> dict:
+    """resolve() of a configuration, as the dict a run stores, from one cache that the claims and the lessons
+    share; a deep copy, the caller's to change."""
+    return copy.deepcopy(_resolved(json.dumps(values, sort_keys=True, default=str)))
 
+
+def match_key(cfg: dict) -> str:
+    """What two resolved configurations share when they ask for the same run of a claim or a lesson: every field
+    but the seed and those that do not change what a run learns (IGNORED), as JSON."""
     return json.dumps({k: v for k, v in cfg.items() if k not in IGNORED and k != "seed"}, sort_keys=True, default=str)
 
 
@@ -240,10 +244,8 @@ def _key(cfg: dict) -> str:
 def _stored_key(text: str) -> str | None:
     """The match key of a stored configuration, resolved again so that options added since it ran read as their
     defaults (None if it no longer resolves: a method or option that is gone)."""
-    from cldash.core.errors import ConfigError
-
     try:
-        return _key(_resolved(text))
+        return match_key(_resolved(text))
     except ConfigError:
         return None
 
@@ -251,9 +253,7 @@ def _stored_key(text: str) -> str | None:
 def matching_runs(store, claim: Claim, regime: str, runs: list[dict] | None = None) -> dict[str, dict[int, dict]]:
     """{label: {seed: run}} of the store's runs whose configuration is exactly one the claim needs (any status;
     the latest run of a seed wins, a finished one over any other)."""
-    import json
-
-    wanted = {_key(config(claim, label, regime, 0)): label for label in claim.runs}
+    wanted = {match_key(config(claim, label, regime, 0)): label for label in claim.runs}
     out: dict[str, dict[int, dict]] = {label: {} for label in claim.runs}
     for run in runs if runs is not None else store.runs(stream=claim.stream):
         if run["method"] not in {spec.method for spec in claim.runs.values()}:
@@ -342,8 +342,6 @@ def verdict(store, claim: Claim, regime: str = "common", runs: list[dict] | None
     """The claim's verdict under a regime, with its evidence: {"verdict", "checks": [...], "runs": {label:
     {seed: run id}}, "values": {label: {metric: {seed: value}}}, "missing": n configurations, "caveats"}."""
     if regime not in REGIMES:
-        from cldash.core.errors import UserError
-
         raise UserError(f"regime must be common or paper (got {regime!r}).")
     found = matching_runs(store, claim, regime, runs)
     finished = {label: {s: r for s, r in by_seed.items() if r["status"] == "finished"}
@@ -390,7 +388,7 @@ def to_launch(store, claims: tuple[Claim, ...] = CLAIMS, regimes: tuple[str, ...
     for claim in claims:
         for regime in regimes:
             for cfg in missing(store, claim, regime, [r for r in runs if r["stream"] == claim.stream]):
-                key = (_key(cfg), cfg["seed"])
+                key = (match_key(cfg), cfg["seed"])
                 if key not in seen:
                     seen.add(key)
                     out.append(cfg)
@@ -401,21 +399,17 @@ def launch_missing(store, claims: tuple[Claim, ...] = CLAIMS, regimes: tuple[str
                    start: bool = True) -> list[int]:
     """Queue the missing runs (cldash.runs.launch); launching again while they are queued adds nothing. A launch key
     counts the earlier attempts at the configuration, so a failed run is retried with a new row."""
-    import hashlib
-
-    from cldash.runs.launch import launch
-
     configs = to_launch(store, claims, regimes)
     if not configs:
         return []
     runs = store.runs()
     tries = {}
     for r in runs:
-        k = (_key(r["config"]), r["config"]["seed"])
+        k = (match_key(r["config"]), r["config"]["seed"])
         tries[k] = tries.get(k, 0) + 1
     keys = []
     for cfg in configs:
-        k = (_key(cfg), cfg["seed"])
+        k = (match_key(cfg), cfg["seed"])
         digest = hashlib.sha1(f"{k[0]}|{k[1]}".encode()).hexdigest()[:16]
         keys.append(f"claims:{digest}:{tries.get(k, 0)}")
     return launch(store, configs, keys, group_key="claims", names=[c["name"] for c in configs], start=start)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from cldash.analysis.claims import ADVERSARIAL_ROTATIONS, CLAIMS, RunSpec
+from cldash.analysis.claims import ADVERSARIAL_ROTATIONS, CLAIMS, RunSpec, match_key, resolved_config
+from cldash.core.errors import UserError
+from cldash.runs.launch import launch
 
 # When `seconds` was measured: 2026-12-02, `cldash lessons --launch KEY --wait` into an empty store, two runs at
 # once, on the reference machine's 2 otherwise idle cores (load average under 2), from the command to the last
@@ -196,8 +198,6 @@ LESSONS: tuple[Lesson, ...] = (
 
 
 def get_lesson(key: str) -> Lesson:
-    from cldash.core.errors import UserError
-
     for lesson in LESSONS:
         if lesson.key == key:
             return lesson
@@ -209,19 +209,12 @@ def group_key(lesson: Lesson) -> str:
 
 
 def check_length(steps_per_task: int | None) -> None:
-    from cldash.core.errors import UserError
-
     if steps_per_task is not None and not 1 <= int(steps_per_task) <= 10_000:
         raise UserError(f"steps per task must be between 1 and 10000 (got {steps_per_task}).")
 
 
 def config(lesson: Lesson, label: str, steps_per_task: int | None = None, seed: int = 0) -> dict:
     """The resolved configuration of one of a lesson's runs, at the lesson's length or `steps_per_task`."""
-    import copy
-    import json
-
-    from cldash.analysis.claims import _resolved
-
     check_length(steps_per_task)
     spec = lesson.runs[label]
     run = dict(spec.run)
@@ -229,7 +222,7 @@ def config(lesson: Lesson, label: str, steps_per_task: int | None = None, seed: 
     values = {"method": spec.method, "stream": STREAM, "seed": seed, "method_options": dict(spec.options),
               "stream_options": stream_options, **RUN_DEFAULTS,
               "steps_per_task": int(steps_per_task or lesson.steps_per_task), **run}
-    cfg = copy.deepcopy(_resolved(json.dumps(values, sort_keys=True, default=str)))
+    cfg = resolved_config(values)
     cfg["name"] = f"{label} · lesson {lesson.key}"
     return cfg
 
@@ -242,14 +235,12 @@ def lesson_runs(store, lesson: Lesson, steps_per_task: int | None = None,
                 runs: list[dict] | None = None) -> dict[str, dict | None]:
     """{label: the store's run of that configuration in the lesson's group, or None}: the latest one, a finished
     or active run over a failed, cancelled or interrupted one."""
-    from cldash.analysis.claims import _key
-
-    wanted = {_key(cfg): label for label, cfg in configs(lesson, steps_per_task).items()}
+    wanted = {match_key(cfg): label for label, cfg in configs(lesson, steps_per_task).items()}
     out: dict[str, dict | None] = {label: None for label in lesson.runs}
     rank = {"finished": 2, "running": 1, "queued": 1}
     rows = runs if runs is not None else store.runs(ids=store.group_run_ids(group_key(lesson)))
     for run in rows:
-        label = wanted.get(_key(run["config"]))
+        label = wanted.get(match_key(run["config"]))
         if label is None:
             continue
         have = out[label]
@@ -262,9 +253,6 @@ def launch_lesson(store, key: str, steps_per_task: int | None = None, start: boo
     """Queue the lesson's runs (group ``lesson:KEY``) and return their ids, one per run in the lesson's order.
     A run of the same configuration that is queued, running or finished is reused, so a double click (or a second
     class) launches once; a failed, cancelled or interrupted one is launched again under a new launch key."""
-    from cldash.analysis.claims import _key
-    from cldash.runs.launch import launch
-
     lesson = get_lesson(key)
     cfgs = configs(lesson, steps_per_task)
     found = lesson_runs(store, lesson, steps_per_task)
@@ -275,8 +263,8 @@ def launch_lesson(store, key: str, steps_per_task: int | None = None, start: boo
         group = store.runs(ids=store.group_run_ids(group_key(lesson)))
         keys = []
         for label in todo:
-            k = _key(cfgs[label])
-            tries = sum(1 for r in group if _key(r["config"]) == k)
+            k = match_key(cfgs[label])
+            tries = sum(1 for r in group if match_key(r["config"]) == k)
             keys.append(f"lesson:{key}:{hashlib.sha1(k.encode()).hexdigest()[:16]}:{tries}")
         new = launch(store, [cfgs[label] for label in todo], keys, group_key=group_key(lesson),
                      names=[cfgs[label]["name"] for label in todo], start=start)

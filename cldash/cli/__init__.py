@@ -977,12 +977,10 @@ def cmd_methods(args) -> int:
 
 def cmd_presets(args) -> int:
     """Each method's two regimes side by side: the common value, the authors', and where it comes from."""
-    from cldash.methods import get_method
-    from cldash.config.paper_presets import PAPER
-    from cldash.config.presets import regime_table
+    from cldash.methods import get_method, paper_presets
+    from cldash.config.presets import AIDS, regime_table
 
-    from cldash.config.paper_presets import AIDS
-
+    PAPER = paper_presets()
     names = [args.method] if args.method else sorted(PAPER) + sorted(AIDS)
     for name in names:
         if name not in AIDS:

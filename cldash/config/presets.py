@@ -6,8 +6,9 @@ A `paper` preset is the training regime a method's authors published (optimizer,
 schedule, warm-up, weight decay, dropout, targets, steps per task, loss masking and the method's
 own options), each value with the file of the authors' repository or the section of the paper it
 comes from, and a note wherever a value had to be translated to the small backbones (epochs of a
-data set we do not have, a batch size for a 7B model). The table itself is data, in
-`cldash.config.paper_presets`.
+data set we do not have, a batch size for a 7B model). Each paper preset is data beside the method
+it describes (the ``PAPER_PRESET`` at the bottom of its module, `cldash.core.presets`), collected by
+`cldash.methods.paper_presets()`.
 
 A run names its regime in ``RunConfig.preset``:
 
@@ -24,10 +25,12 @@ explicitly wins over the preset, and the record says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
+from cldash.config.run_config import RunConfig
 from cldash.core.errors import ConfigError
+from cldash.core.presets import Cited, PaperPreset
 
 # Attention and MLP roles, as the linear-module names the backbones use. GPT-2 fuses q, k and v into
 # one c_attn projection, so a preset that adapts only some of them adapts c_attn there (a translation).
@@ -51,29 +54,62 @@ def role_patterns(roles: tuple[str, ...] | list[str]) -> list[str]:
     return ["|".join(names)]
 
 
-@dataclass(frozen=True)
-class Cited:
-    """One value of a preset and where it comes from (a file of the authors' repository, a section
-    of the paper); `note` says how it was translated to the small backbones, where it was."""
+# -- the aids' presets --------------------------------------------------------------------------
+# `AIDS` holds TRACE's settings (arXiv 2310.06762, code BeyonderXX/TRACE) for the two run options that
+# are not methods, replay and EWC, keyed "replay" and "ewc". Their ``values`` are only the aid's own
+# RunConfig fields, so that they combine with any method's regime; TRACE's training regime (full
+# fine-tuning of LLaMA-2-7B) is in their notes.
 
-    value: Any
-    source: str
-    note: str = ""
+_TRACE = "BeyonderXX/TRACE/"
 
+_TRACE_REGIME = ("TRACE's own training regime is full fine-tuning of LLaMA-2-7B: Adam with betas (0.9, 0.95) at "
+                 "lr 1e-5 (training/main.py, training/replay.py: FusedAdam), a constant rate with 0 warm-up "
+                 "(get_constant_schedule_with_warmup, although the scripts pass --lr_scheduler_type cosine), "
+                 "weight decay 0 and clipping at 1.0 (utils/ds_utils.py: gradient_clipping 1.0); it belongs to "
+                 "that baseline, not to the aid, so it is not set here.")
 
-@dataclass(frozen=True)
-class PaperPreset:
-    """A method's authors' regime. `values` keys are RunConfig fields, or ``method.OPTION`` for the
-    method's own options; ``targets`` holds module roles (ROLE_PATTERNS), not patterns."""
-
-    paper: str                       # "CoDyRA, arXiv 2412.01004"
-    code: str                        # the authors' repository, "Artificer-AI-Lab/CoDyRA", or "" (none public)
-    values: dict[str, Cited]
-    notes: tuple[str, ...] = ()      # what did not carry over at all, in sentences
-
-    def training(self) -> dict[str, Cited]:
-        """The run-level part (no method options): what ``paper:METHOD`` lends another method."""
-        return {k: v for k, v in self.values.items() if not k.startswith("method.")}
+AIDS: dict[str, PaperPreset] = {
+    "replay": PaperPreset(
+        paper="TRACE (Wang et al.), arXiv 2310.06762",
+        code="BeyonderXX/TRACE",
+        values={
+            "replay": Cited(200, _TRACE + "scripts/train_replay.sh: --past_task_ratio 0.1 (training/replay.py "
+                            "keeps that share of each finished task's training set)",
+                            note="our buffer has one fixed size shared by the finished tasks: 200 examples are "
+                                 "10 % of a 2,000-example task of the skills and hf streams (about 16 % of a "
+                                 "digits task), the share TRACE holds after the second task"),
+            "replay_rule": Cited("balanced", _TRACE + "training/replay.py: replay concatenates the same share of "
+                                 "every finished task"),
+        },
+        notes=(
+            "TRACE replays in a separate pass of one epoch after each task (training/replay.py: replay(i_task, 1)), "
+            "over the finished tasks' samples and the general Lima data (--replay_dataset_name Lima); ours mixes "
+            "one replayed batch into every step of the next tasks, and has no general replay set.",
+            _TRACE_REGIME,
+        ),
+    ),
+    "ewc": PaperPreset(
+        paper="TRACE (Wang et al.), arXiv 2310.06762",
+        code="BeyonderXX/TRACE",
+        values={
+            "ewc_lambda": Cited(400.0, _TRACE + "model/Regular/EWC.py: EWC(..., lambda_ewc=400), which "
+                                "training/main.py constructs without the argument; the penalty is "
+                                "0.5 lambda sum F (p - p_old)^2"),
+            "ewc_online": Cited(True, _TRACE + "model/Regular/EWC.py: one Fisher accumulated over every task and "
+                                "never reset (_regular_fisher is commented out), anchored at the last task's "
+                                "parameters (_update_previous_params)"),
+            "ewc_gamma": Cited(1.0, _TRACE + "model/Regular/EWC.py: _update_fisher adds each task's squared "
+                               "gradients to the running Fisher without decay"),
+        },
+        notes=(
+            "TRACE's Fisher adds grad^2 / len(dataloader) after every training step of every epoch "
+            "(model/Regular/EWC.py: _update_fisher), so each task contributes its epochs (3 to 7) times the mean "
+            "squared gradient, of the training loss with the penalty in it; ours averages ewc_batches batches of "
+            "the task loss once per task, so TRACE's lambda weighs 3 to 7 times more than the same lambda here.",
+            _TRACE_REGIME,
+        ),
+    ),
+}
 
 
 COMMON = ("", "common")
@@ -81,10 +117,11 @@ COMMON = ("", "common")
 
 def preset_names(method: str) -> list[str]:
     """The regimes a run of `method` can name: common, and paper where its authors published one."""
-    from cldash.config.paper_presets import PAPER
+    from cldash.methods import paper_presets  # deferred: imports torch; pages import presets at start-up
 
-    return ["common"] + (["paper"] + [f"paper:{m}" for m in sorted(PAPER) if m != method]
-                         if method in PAPER else [f"paper:{m}" for m in sorted(PAPER)])
+    papers = paper_presets()
+    return ["common"] + (["paper"] + [f"paper:{m}" for m in sorted(papers) if m != method]
+                         if method in papers else [f"paper:{m}" for m in sorted(papers)])
 
 
 def regime_label(name: str) -> str:
@@ -100,21 +137,22 @@ def regime_label(name: str) -> str:
 def get_preset(name: str, method: str) -> tuple[str, PaperPreset | None, bool]:
     """(the preset's owner method, its PaperPreset, whether only its training part applies), or a
     ConfigError in one sentence."""
-    from cldash.config.paper_presets import PAPER
+    from cldash.methods import paper_presets  # deferred: imports torch; pages import presets at start-up
 
+    papers = paper_presets()
     if name in COMMON:
         return "", None, False
     if name == "paper":
-        if method not in PAPER:
+        if method not in papers:
             raise ConfigError(f"{method} has no paper preset (its authors published no settings we could carry "
-                              f"over); the methods with one are: {', '.join(sorted(PAPER))}.", "preset")
-        return method, PAPER[method], False
+                              f"over); the methods with one are: {', '.join(sorted(papers))}.", "preset")
+        return method, papers[method], False
     if name.startswith("paper:"):
         owner = name.split(":", 1)[1]
-        if owner not in PAPER:
+        if owner not in papers:
             raise ConfigError(f"preset {name!r} names no method with a paper preset; choose paper:METHOD with one "
-                              f"of: {', '.join(sorted(PAPER))}.", "preset")
-        return owner, PAPER[owner], owner != method
+                              f"of: {', '.join(sorted(papers))}.", "preset")
+        return owner, papers[owner], owner != method
     raise ConfigError(f"preset must be common, paper or paper:METHOD (got {name!r}).", "preset")
 
 
@@ -141,10 +179,7 @@ def apply(raw: dict, method: str) -> tuple[dict, dict]:
     nothing, and the record of the regime: {"preset", "owner", "paper", "code", "values", "sources",
     "notes", "overridden", "aid"} (no values for the common regime without an aid preset).
 
-    ``aid_preset`` (replay or ewc) adds TRACE's settings for that aid (`cldash.config.paper_presets.AIDS`) on top
-    of any regime."""
-    from cldash.config.paper_presets import AIDS
-
+    ``aid_preset`` (replay or ewc) adds TRACE's settings for that aid (`AIDS`) on top of any regime."""
     name = raw.get("preset") or ""
     owner, preset, training_only = get_preset(name, method)
     aid = raw.get("aid_preset") or ""
@@ -177,13 +212,10 @@ def _shown(value: Any) -> str:
 def regime_table(method: str) -> list[dict]:
     """The two regimes of `method` side by side, one row per value the paper preset sets:
     {"option", "common", "paper", "source", "note"} (no rows when it has no paper preset)."""
-    import dataclasses
+    from cldash.methods import get_method, paper_presets  # deferred: imports torch; pages import presets at start-up
 
-    from cldash.config import RunConfig
-    from cldash.methods import get_method
-    from cldash.config.paper_presets import PAPER
-
-    if method not in PAPER:
+    papers = paper_presets()
+    if method not in papers:
         return []
     cls = get_method(method)
     run_defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
@@ -193,7 +225,7 @@ def regime_table(method: str) -> list[dict]:
     run_defaults["policy"] = cls.policies[0] if cls.policies else ""
     option_defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
     rows = []
-    for key, cited in PAPER[method].values.items():
+    for key, cited in papers[method].values.items():
         common = option_defaults.get(key.split(".", 1)[1]) if key.startswith("method.") else run_defaults.get(key)
         rows.append({"option": key, "common": _shown(common), "paper": _shown(cited.value), "source": cited.source,
                      "note": cited.note})

@@ -8,11 +8,11 @@ import importlib
 import pkgutil
 
 from cldash.methods.base import (POLICIES, REGISTRY, Method, StepContext, TaskContext, get_method,
-                                 marked_label, register)
+                                 marked_label, paper_presets, register)
 
 for _info in pkgutil.iter_modules(__path__):
     if _info.name not in ("base", "layer", "peft_format"):
         importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["POLICIES", "REGISTRY", "Method", "StepContext", "TaskContext", "get_method", "marked_label",
-           "register"]
+           "paper_presets", "register"]

@@ -43,6 +43,7 @@ from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
 from cldash.core.options import option
 from cldash.measures.spectra import LowRank
+from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 
 
 class SVDBranch(Branch):
@@ -312,3 +313,50 @@ class AdaLoRA(AdapterMethod):
                                        tinit=saved["tinit"], tfinal=saved["tfinal"], delta_t=c.delta_t,
                                        beta1=c.beta1, beta2=c.beta2)
         self.allocator.load(saved)
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_ADALORA = "QingruZhang/AdaLoRA/"
+
+PAPER_PRESET = PaperPreset(
+    paper="AdaLoRA (Zhang et al.), ICLR 2023, arXiv 2303.10512",
+    code="QingruZhang/AdaLoRA",
+    values={
+        "optimizer": Cited("adamw", _ADALORA + "NLU/src/transformers/trainer.py: create_optimizer uses AdamW"),
+        "lr": Cited(8e-4, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --learning_rate 8e-4 "
+                    "(DeBERTaV3-base on SST-2)"),
+        "warmup_ratio": Cited(0.02, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --warmup_steps 1000",
+                              note="1,000 of the run's 50,520 steps (24 epochs x 2,105 batches of 32 of SST-2's "
+                                   "67,349 sentences)"),
+        "weight_decay": Cited(0.01, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --weight_decay 0.01"),
+        "max_grad_norm": Cited(1.0, _ADALORA + "NLU/src/transformers/training_args.py: max_grad_norm default "
+                               "1.0 (the script does not change it)",
+                               note="a library default the authors left in force, not a value they wrote"),
+        "batch_size": Cited(32, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --per_device_train_batch_size 32 "
+                            "(--nproc_per_node=1)"),
+        "targets": Cited(("q", "k", "v", "o", "mlp"), _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: "
+                         "--lora_module query,key,value,intermediate,layer.output,attention.output"),
+        "method.init_r": Cited(2, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --lora_r 2"),
+        "method.target_r": Cited(1, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --target_rank 1"),
+        "method.alpha": Cited(16.0, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --lora_alpha 16 "
+                              "(loralib/loralib/adalora.py: scaled by alpha / ranknum)"),
+        "method.orth_reg_weight": Cited(0.1, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --reg_orth_coef 0.1"),
+        "method.beta1": Cited(0.85, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --beta1 0.85"),
+        "method.beta2": Cited(0.85, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --beta2 0.85"),
+        "method.tinit": Cited(0.12, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --init_warmup 6000",
+                              note="6,000 of the run's 50,520 steps (0.119)"),
+        "method.tfinal": Cited(0.44, _ADALORA + "NLU/scripts/run_debertav3_sst2.sh: --final_warmup 22000",
+                               note="22,000 of the run's 50,520 steps (0.435)"),
+    },
+    notes=(
+        "The schedule is transformers' default linear decay (NLU/src/transformers/training_args.py: "
+        "lr_scheduler_type default \"linear\"); linear decay has no equivalent here, so the common constant "
+        "rate is kept after the warm-up.",
+        "The rank pattern is re-masked every 100 steps (--mask_interval 100), 0.2 % of the run and under one "
+        "of our steps: delta_t stays 1.",
+        "24 epochs (--num_train_epochs 24); " + EPOCHS_RULE + ", and the budget phases are shares of it.",
+        "MNLI (NLU/scripts/run_debertav3_mnli.sh) trains at lr 5e-4 with init rank 3; this preset follows "
+        "SST-2, a single-sentence classification like ours.",
+    ),
+)

@@ -22,10 +22,14 @@ be reloaded into a freshly attached copy of the same pre-trained model exactly.
 
 Most methods add one *branch* per adapted layer per task and differ only in the branch they
 build: they subclass `AdapterMethod`, which implements the task-boundary policies once.
+
+A method whose authors published a training regime ends its module with ``PAPER_PRESET``, a
+`cldash.core.presets.PaperPreset` beside the method it describes; `paper_presets()` collects them.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -33,6 +37,7 @@ import torch
 from torch import nn
 
 from cldash.core.errors import ConfigError
+from cldash.core.presets import PaperPreset
 from cldash.methods.layer import BRANCH_TYPES, AdaptedLinear, Branch, wrap
 from cldash.measures.spectra import Update
 
@@ -259,3 +264,13 @@ def get_method(name: str) -> type[Method]:
         raise ConfigError(f"unknown method {name!r}; choose one of: {', '.join(sorted(REGISTRY))}.",
                           "method")
     return REGISTRY[name]
+
+
+def paper_presets() -> dict[str, PaperPreset]:
+    """Every registered method's authors' regime by method name (sorted): the ``PAPER_PRESET`` at the bottom
+    of its module. A module-level name rather than a class attribute: `Method.paper` already names the paper,
+    and a class attribute would be inherited by a subclass whose authors published no regime of their own
+    (SLICE would run in LoRA-GA's)."""
+    presets = {name: getattr(sys.modules.get(REGISTRY[name].__module__), "PAPER_PRESET", None)
+               for name in sorted(REGISTRY)}
+    return {name: preset for name, preset in presets.items() if preset is not None}

@@ -43,6 +43,7 @@ from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
 from cldash.core.options import option
 from cldash.measures.spectra import LowRank
+from cldash.core.presets import Cited, PaperPreset
 
 
 class GatedBranch(Branch):
@@ -194,3 +195,49 @@ class CoDyRA(Method):
 
     def load_extra_state(self, state: dict) -> None:
         self.kappa = float(state.get("kappa", 0.0))
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_CODYRA = "Artificer-AI-Lab/CoDyRA/"
+
+# The preset keeps the code's absolute kappa_max at the code's learning rate (the same ratio
+# kappa_max / lr = 10 as `kappa_per_lr` 10).
+PAPER_PRESET = PaperPreset(
+    paper="CoDyRA (Lu et al.), arXiv 2412.01004",
+    code="Artificer-AI-Lab/CoDyRA",
+    values={
+        "optimizer": Cited("adamw", _CODYRA + "models/codyra.py: train_model builds torch.optim.AdamW"),
+        "lr": Cited(5e-4, _CODYRA + "runner_codyra.sh: LR=5e-4"),
+        "lr_schedule": Cited("cosine", _CODYRA + "models/codyra.py: utils.cosine_lr over the task's iterations "
+                             "(utils.py: 0.5 (1 + cos(pi e / es)) lr)"),
+        "warmup_steps": Cited(0, _CODYRA + "main.py: --warmup_length default 0"),
+        "weight_decay": Cited(0.0, _CODYRA + "main.py: --wd default 0.0"),
+        "steps_per_task": Cited(500, _CODYRA + "runner_codyra.sh: ITERATIONS=500 (models/codyra.py trains that "
+                                "many iterations on each task, cycling its loader)",
+                                note="iterations per task carry over as they are (the common regime is 300)"),
+        "batch_size": Cited(64, _CODYRA + "main.py: --batch_size default 64"),
+        "max_grad_norm": Cited(0.0, _CODYRA + "models/codyra.py: train_model steps the optimizer without "
+                               "clipping"),
+        "loss_classes": Cited("current", _CODYRA + "models/codyra.py: train_model sets the logits of the "
+                              "classes seen before to -inf ahead of the cross-entropy"),
+        "targets": Cited(("q", "k", "v", "o", "mlp"), _CODYRA + "runner_codyra.sh: TARGET_MODULES=\"qkvoinout\" "
+                         "(main.py LORA_MAPPING: q_proj, k_proj, v_proj, out_proj, ffn_in, ffn_out)"),
+        "method.rank": Cited(16, _CODYRA + "runner_codyra.sh: RANK=16"),
+        "method.kappa_max": Cited(0.005, _CODYRA + "runner_codyra.sh: MAX_KAPPA=0.005"),
+        "method.dense_fraction": Cited(0.5, _CODYRA + "runner_codyra.sh: DENSE_ITERS=0.5"),
+        "method.levels": Cited(50, _CODYRA + "main.py: --lambda_num default 50"),
+        "method.beta2": Cited(0.9999, _CODYRA + "models/codyra.py: AdamW betas=(0.9, 0.9999)"),
+    },
+    notes=(
+        "The authors adapt both of CLIP's encoders (runner_codyra.sh: TARGET_ENCODER=all) and add a text-side "
+        "cross-entropy to the loss (models/codyra.py: loss_ce_t); our backbones have one encoder and a linear "
+        "head, so only the image side carries over.",
+        "The released loop soft-thresholds the gates by kappa itself after every step (models/codyra.py: "
+        "p -= threshold), not by the learning rate times kappa; an option for a threshold relative to the "
+        "learning rate exists (kappa_per_lr: 10 is the code's 0.005 / 5e-4), and this preset keeps the code's "
+        "absolute kappa at the code's learning rate, which is the same.",
+        "The authors train 16 shots per class (main.py: --num_shots 16) for the 500 iterations; our tasks "
+        "train on their whole training sets.",
+    ),
+)

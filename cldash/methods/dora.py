@@ -36,6 +36,7 @@ from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig
 from cldash.measures.spectra import LowRank, Update
+from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
 
 
 class DoRABranch(LoRABranch):
@@ -140,3 +141,37 @@ class DoRA(LoRA):
             stats["delta_d"][name] = float((1 - cos).mean())
         out.update(stats)
         return out
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_DORA = "NVlabs/DoRA/commonsense_reasoning/"
+
+PAPER_PRESET = PaperPreset(
+    paper="DoRA (Liu et al.), ICML 2024, arXiv 2402.09353",
+    code="NVlabs/DoRA",
+    values={
+        "optimizer": Cited("adamw", _DORA + "finetune.py: TrainingArguments(optim=\"adamw_torch\")"),
+        "lr": Cited(2e-4, _DORA + "llama2_7B_DoRA.sh: --learning_rate 2e-4"),
+        "weight_decay": Cited(0.0, _DORA + "finetune.py: weight_decay default 0.0"),
+        "max_grad_norm": Cited(1.0, _DORA + "finetune.py: TrainingArguments without max_grad_norm, so "
+                               + HF_CLIP_DEFAULT,
+                               note="a library default the authors left in force, not a value they wrote"),
+        "targets": Cited(("q", "k", "v", "mlp"), _DORA + "llama2_7B_DoRA.sh: --target_modules "
+                         "[\"q_proj\", \"k_proj\", \"v_proj\", \"up_proj\", \"down_proj\"]",
+                         note="up_proj and down_proj are both MLP layers: mlp adapts both of ours"),
+        "method.rank": Cited(32, _DORA + "README.md: the example run \"sh llama2_7B_DoRA_r.sh 32 64 "
+                             "./finetuned_result/r32_lr2e-4 0\" (rank 32)"),
+        "method.alpha": Cited(64.0, _DORA + "README.md: the same example, alpha 64"),
+        "method.dropout": Cited(0.05, _DORA + "finetune.py: lora_dropout default 0.05"),
+    },
+    notes=(
+        "The schedule is transformers' default linear decay after warmup_steps=100 (finetune.py) of about "
+        "32,000 steps (3 epochs of commonsense_170k at batch 16); linear decay has no equivalent here, so the "
+        "common constant rate is kept, and 100 steps (0.3 % of their run) are under one of our steps, so "
+        "there is no warm-up.",
+        "The batch of 16 (llama2_7B_DoRA.sh: --batch_size 16) is a 7B model's; ours stays 64.",
+        "Three epochs (--num_epochs 3); " + EPOCHS_RULE + ".",
+        "The code detaches the row norm from the gradient (finetune.py: dora_simple=True), as ours does.",
+    ),
+)

@@ -56,6 +56,7 @@ from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
 from cldash.core.options import option
 from cldash.measures.spectra import LowRank
+from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 
 ENERGIES = ("squared", "linear")
 
@@ -302,3 +303,39 @@ class InfLoRA(Method):
                        for n, M in state.get("memory", {}).items()}
         self.mode = dict(state.get("mode", {}))
         self.history = {n: list(h) for n, h in state.get("history", {}).items()}
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_INFLORA = "liangyanshuo/InfLoRA/"
+
+PAPER_PRESET = PaperPreset(
+    paper="InfLoRA (Liang & Li), CVPR 2024, arXiv 2404.00228",
+    code="liangyanshuo/InfLoRA",
+    values={
+        "optimizer": Cited("adam", _INFLORA + "configs/cifar100_inflora.json: \"optim\": \"adam\" "
+                           "(methods/inflora.py: optim.Adam, betas (0.9, 0.999))"),
+        "lr": Cited(5e-4, _INFLORA + "configs/cifar100_inflora.json: \"init_lr\" and \"lrate\": 0.0005"),
+        "lr_schedule": Cited("cosine", _INFLORA + "methods/inflora.py: CosineSchedule(optimizer, K=epochs) "
+                             "(utils/schedulers.py: lr cos(99 pi e / (200 (K - 1))) at epoch e)",
+                             note="the code's is a quarter cosine stepped per epoch, from lr down to 1.6 % of "
+                                  "it at the last epoch; ours decays to 0 over the task's steps"),
+        "weight_decay": Cited(0.0, _INFLORA + "configs/cifar100_inflora.json: \"weight_decay\": 0.0"),
+        "batch_size": Cited(128, _INFLORA + "configs/cifar100_inflora.json: \"batch_size\": 128"),
+        "max_grad_norm": Cited(0.0, _INFLORA + "methods/inflora.py: train_function steps the optimizer "
+                               "without clipping"),
+        "loss_classes": Cited("current", _INFLORA + "methods/inflora.py: train_function scores targets - "
+                              "_known_classes against the current task's classifier only "
+                              "(models/sinet_inflora.py: classifier_pool[numtask - 1])"),
+        "targets": Cited(("k", "v"), _INFLORA + "models/vit_inflora.py: Attention_LoRA holds lora_A_k, lora_B_k "
+                         "and lora_A_v, lora_B_v only"),
+        "method.rank": Cited(10, _INFLORA + "configs/cifar100_inflora.json: \"rank\": 10"),
+        "method.lamb": Cited(0.95, _INFLORA + "configs/cifar100_inflora.json: \"lamb\": 0.95"),
+        "method.lame": Cited(1.0, _INFLORA + "configs/cifar100_inflora.json: \"lame\": 1.0"),
+    },
+    notes=(
+        "20 epochs per task (configs/cifar100_inflora.json: init_epoch, epochs); " + EPOCHS_RULE + ".",
+        "The ImageNet-R configuration uses lamb 0.98 (configs/mimg10_inflora.json) and DomainNet rank 30 "
+        "(configs/domainnet_inflora.json); this preset follows CIFAR-100.",
+    ),
+)

@@ -41,6 +41,7 @@ from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig
 from cldash.core.options import option
+from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 
 DIRECTIONS = ("ArB2r", "ArBr", "A2rBr", "random")
 SCALES = ("stable", "weight_svd", "gd_scale", "unit")
@@ -221,3 +222,48 @@ def top_energy(M: torch.Tensor, k: int) -> float:
     s = torch.linalg.svdvals(M.double())
     total = float((s ** 2).sum())
     return float((s[:k] ** 2).sum()) / total if total > 0 else float("nan")
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_LORAGA = "Outsider565/LoRA-GA/"
+
+# The preset uses the authors' form of the init (`init_form` "authors").
+PAPER_PRESET = PaperPreset(
+    paper="LoRA-GA (Wang, Yu, Li), NeurIPS 2024, arXiv 2407.05000",
+    code="Outsider565/LoRA-GA",
+    values={
+        "optimizer": Cited("adamw", _LORAGA + "examples/utils.py: train_text_to_text_model, optim "
+                           "\"adamw_torch\""),
+        "lr": Cited(1e-4, _LORAGA + "examples/float_t5_sst2.py: learning_rate=1e-4 (T5-base on SST-2)"),
+        "lr_schedule": Cited("cosine", _LORAGA + "examples/float_t5_sst2.py: lr_scheduler_type=\"cosine\""),
+        "warmup_ratio": Cited(0.03, _LORAGA + "examples/float_t5_sst2.py: warmup_ratio=0.03"),
+        "weight_decay": Cited(0.0, _LORAGA + "examples/float_t5_sst2.py: weight_decay=0.0"),
+        "max_grad_norm": Cited(1.0, _LORAGA + "examples/float_t5_sst2.py: max_grad_norm=1.0"),
+        "batch_size": Cited(32, _LORAGA + "examples/float_t5_sst2.py: per_device_batch_size=32, one process"),
+        "targets": Cited(("q", "k", "v", "o", "mlp"), _LORAGA + "examples/utils.py: find_all_linear_modules, "
+                         "every nn.Linear but lm_head and embed_tokens"),
+        "method.rank": Cited(32, _LORAGA + "examples/float_t5_sst2.py: main(lora_rank=32)",
+                             note="its 2 x 32 gradient singular vectors fill our 64-wide layers exactly"),
+        "method.alpha": Cited(8.0, _LORAGA + "examples/float_t5_sst2.py: main(lora_alpha=8)"),
+        "method.direction": Cited("ArB2r", _LORAGA + "peft/src/peft/tuners/lora/config.py: LoraGAConfig "
+                                  "direction default \"ArB2r\""),
+        "method.scale": Cited("stable", _LORAGA + "peft/src/peft/tuners/lora/config.py: LoraGAConfig scale "
+                              "default \"stable\""),
+        "method.stable_gamma": Cited(16.0, _LORAGA + "peft/src/peft/tuners/lora/config.py: LoraGAConfig "
+                                     "stable_gamma default 16"),
+        "method.init_form": Cited("authors", _LORAGA + "peft/src/peft/tuners/lora/layer.py: lora_ga_init keeps "
+                                  "the unit singular vectors (A = V[:r], B = U[:, r:2r]) and scales both by "
+                                  "d_out^(1/4) / sqrt(gamma), then W -= scaling * B @ A"),
+    },
+    notes=(
+        "The authors' \"stable\" scale (peft/src/peft/tuners/lora/layer.py) multiplies both A0 and B0 by "
+        "d_out^(1/4) / sqrt(gamma) and drops the gradient's singular values; ours follows PEFT 0.21.2 (B0 "
+        "carries diag(S) and only B0 is rescaled) unless init_form is \"authors\", which this preset sets.",
+        "The gradient is estimated on 128 examples (examples/float_t5_sst2.py: sample_size=128, iters 64 x "
+        "bsz 2); our default of 4 batches of 32 is the same 128 examples.",
+        "One epoch (num_train_epochs=1); " + EPOCHS_RULE + ".",
+        "LLaMA-2-7B on MetaMathQA (examples/float_llama2-7b_metamath.py) trains at lr 2e-5 and batch 128 with "
+        "the same rank, alpha, schedule and clipping; this preset follows T5-base, the smaller model.",
+    ),
+)

@@ -47,6 +47,7 @@ from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
 from cldash.core.options import option
 from cldash.measures.spectra import LowRank, Update
+from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
 
 TARGET_MODE = 8   # the authors' tables use modes of 4 to 16, mostly 8
 
@@ -213,3 +214,48 @@ class LoRETTA(AdapterMethod):
                     bond = tt.bond(k)
                     out[(name, f"tt-{label}-bond-{k}")] = LowRank(bond.B.detach(), bond.A.detach())
         return out
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_LORETTA = "yifanycc/loretta/"
+
+PAPER_PRESET = PaperPreset(
+    paper="LoRETTA (Yang, Zhou, Wong, Zhang), NAACL 2024, arXiv 2402.11417",
+    code="yifanycc/loretta",
+    values={
+        "optimizer": Cited("adamw", _LORETTA + "bert_model/run_glue_v5.py: OurArguments(TrainingArguments), "
+                           "transformers' AdamW"),
+        "lr": Cited(1e-4, _LORETTA + "bert_model/run_all_bert_exp.sh: MODE=loretta_rep ... LR=1e-4 "
+                    "(DeBERTa-base and RoBERTa-large on SST-2)"),
+        "lr_schedule": Cited("constant", _LORETTA + "bert_model/run_glue_v5.py: OurArguments lr_scheduler_type "
+                             "'constant'"),
+        "warmup_steps": Cited(0, _LORETTA + "bert_model/run_glue_v5.py: lr_scheduler_type 'constant'",
+                              note="bert_model/finetune.sh passes --warmup_step=500, which transformers' "
+                                   "'constant' schedule ignores"),
+        "weight_decay": Cited(0.0, _LORETTA + "bert_model/finetune.sh: no --weight_decay, so transformers' "
+                              "default 0.0"),
+        "max_grad_norm": Cited(1.0, _LORETTA + "bert_model/finetune.sh: no --max_grad_norm, so " + HF_CLIP_DEFAULT,
+                               note="a library default the authors left in force, not a value they wrote"),
+        "batch_size": Cited(8, _LORETTA + "bert_model/run_all_bert_exp.sh: BS=8"),
+        "targets": Cited(("q", "v"), _LORETTA + "loretta/loretta/mapping.py: TRANSFORMERS_MODELS_TO_LORA_"
+                         "TARGET_MODULES_MAPPING (roberta: query, value; llama: q_proj, v_proj), used as "
+                         "bert_model/run_glue_v5.py passes target_modules None"),
+        "method.rank": Cited(8, _LORETTA + "bert_model/run_glue_v5.py: rep_bottleneck 8"),
+        "method.alpha": Cited(16.0, _LORETTA + "bert_model/run_glue_v5.py: rep_alpha 16"),
+        "method.dropout": Cited(0.05, _LORETTA + "bert_model/run_glue_v5.py: LorettaRepConfig(lora_dropout=0.05)"),
+        "method.tensor_rank": Cited(8, _LORETTA + "bert_model/finetune.sh: RANK=${RANK:-8}, passed as "
+                                    "--tensor_rank=$RANK"),
+        "method.init": Cited("gaussian", _LORETTA + "loretta/loretta/tuners/loretta_rep.py: reset_parameters "
+                             "leaves the zero init of B commented out, so every tensor-train core keeps its "
+                             "random init",
+                             note="the update is not zero at step 0, which costs the tiny ViT much of its "
+                                  "pre-trained accuracy before training (our default is zero)"),
+    },
+    notes=(
+        "10 epochs (bert_model/run_all_bert_exp.sh: EPOCH=10); " + EPOCHS_RULE + ".",
+        "DeBERTa-base's mapping is its fused in_proj (q, k and v); the preset takes the query / value mapping "
+        "that RoBERTa, BERT, OPT and LLaMA share.",
+        "LLaMA-2-7B (large_models/run_all_large_exp.sh) trains 3 epochs at lr 1e-4 and batch 8.",
+    ),
+)

@@ -38,6 +38,7 @@ from cldash.methods.base import StepContext, TaskContext, register
 from cldash.methods.layer import AdaptedLinear
 from cldash.methods.lora import LoRA, LoRABranch, check_rank
 from cldash.core.options import option
+from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
 
 OVERLAPS = ("l1", "squared")
 
@@ -175,3 +176,41 @@ class OLoRA(LoRA):
 
     def load_extra_state(self, state: dict) -> None:
         self.A_old = {name: A.to(self.layers[name].w0) for name, A in state.get("A_old", {}).items()}
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_OLORA = "cmnfriend/O-LoRA/"
+
+PAPER_PRESET = PaperPreset(
+    paper="O-LoRA (Wang et al.), Findings of EMNLP 2023, arXiv 2310.14152",
+    code="cmnfriend/O-LoRA",
+    values={
+        "optimizer": Cited("adamw", _OLORA + "configs/ds_configs/stage2.config: \"optimizer\": AdamW"),
+        "lr": Cited(1e-3, _OLORA + "scripts/order_1.sh: --learning_rate 1e-03 (T5-large, every task)"),
+        "lr_schedule": Cited("constant", _OLORA + "scripts/order_1.sh: --lr_scheduler_type constant"),
+        "warmup_steps": Cited(0, _OLORA + "scripts/order_1.sh: --warmup_steps 0"),
+        "weight_decay": Cited(0.0, _OLORA + "scripts/order_1.sh: no --weight_decay, so transformers' default "
+                              "0.0 (configs/ds_configs/stage2.config: weight_decay auto)"),
+        "batch_size": Cited(64, _OLORA + "scripts/order_1.sh: 8 GPUs x --per_device_train_batch_size 8 x "
+                            "--gradient_accumulation_steps 1 = 64"),
+        "max_grad_norm": Cited(1.0, _OLORA + "configs/ds_configs/stage2.config: \"gradient_clipping\": auto, "
+                               "so " + HF_CLIP_DEFAULT,
+                               note="a library default the authors left in force, not a value they wrote"),
+        "targets": Cited(("q", "v"), _OLORA + "src/peft/utils/other.py: TRANSFORMERS_MODELS_TO_LORA_TARGET_"
+                         "MODULES_MAPPING[\"t5\"] = [\"q\", \"v\"] (src/run_uie_lora.py's LoraConfig names no "
+                         "target modules)"),
+        "method.rank": Cited(8, _OLORA + "src/run_uie_lora.py: lora_dim default 8"),
+        "method.alpha": Cited(32.0, _OLORA + "src/run_uie_lora.py: LoraConfig(lora_alpha=32)"),
+        "method.dropout": Cited(0.1, _OLORA + "src/run_uie_lora.py: LoraConfig(lora_dropout=0.1)"),
+        "method.lambda_1": Cited(0.5, _OLORA + "scripts/order_1.sh: --lamda_1 0.5"),
+        "method.lambda_2": Cited(0.0, _OLORA + "scripts/order_1.sh: --lamda_2 0"),
+        "method.overlap": Cited("l1", _OLORA + "src/uie_trainer_lora.py: orthogonal_loss += "
+                                "torch.abs(torch.mm(param, param_.T)).sum()"),
+    },
+    notes=(
+        "One epoch per task (scripts/order_1.sh: --num_train_epochs 1); " + EPOCHS_RULE + ".",
+        "The LLaMA-2 scripts (scripts_llama/order_1.sh) train the first task at 1e-3 and the later ones at "
+        "1e-4, with the same effective batch of 64 (1 x 8 accumulation x 8 GPUs).",
+    ),
+)

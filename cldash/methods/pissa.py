@@ -33,6 +33,7 @@ from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig
 from cldash.core.options import option
+from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
 
 
 @dataclass
@@ -88,3 +89,38 @@ class PiSSA(LoRA):
         branch.to(B0.device)
         self.start_from(layer, branch, B0, A0)
         return branch
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_PISSA = "GraphPKU/PiSSA/"
+
+PAPER_PRESET = PaperPreset(
+    paper="PiSSA (Meng, Wang, Zhang), NeurIPS 2024, arXiv 2404.02948",
+    code="GraphPKU/PiSSA",
+    values={
+        "optimizer": Cited("adamw", _PISSA + "train.py: TrainingArguments optim default \"adamw_torch\""),
+        "lr": Cited(2e-5, _PISSA + "scripts/metamath_llama2_7b/run_pissa.sh: --learning_rate 2e-5"),
+        "lr_schedule": Cited("cosine", _PISSA + "scripts/metamath_llama2_7b/run_pissa.sh: "
+                             "--lr_scheduler_type \"cosine\""),
+        "warmup_ratio": Cited(0.03, _PISSA + "scripts/metamath_llama2_7b/run_pissa.sh: --warmup_ratio 0.03"),
+        "weight_decay": Cited(0.0, _PISSA + "scripts/metamath_llama2_7b/run_pissa.sh: --weight_decay 0."),
+        "max_grad_norm": Cited(1.0, _PISSA + "scripts/metamath_llama2_7b/run_pissa.sh: no --max_grad_norm, so "
+                               + HF_CLIP_DEFAULT + " (configs/ds_config_zero2_no_offload.json: gradient_clipping auto)",
+                               note="a library default the authors left in force, not a value they wrote"),
+        "targets": Cited(("q", "k", "v", "o", "mlp"), _PISSA + "scripts/metamath_llama2_7b/run_pissa.sh: "
+                         "utils/init_pissa.py --target_modules q_proj k_proj v_proj o_proj gate_proj up_proj "
+                         "down_proj"),
+        "method.dropout": Cited(0.0, _PISSA + "scripts/metamath_llama2_7b/run_pissa.sh: --lora_dropout 0 "
+                                "(train.py: \"Must be set to 0 when using PiSSA\")"),
+        "method.svd_iterations": Cited(16, _PISSA + "scripts/metamath_llama2_7b/run_pissa.sh: --init_weights "
+                                       "pissa_niter_16"),
+    },
+    notes=(
+        "Rank 128 with alpha 128 (scripts/metamath_llama2_7b/run_pissa.sh) is wider than our 64-wide layers; "
+        "the scale alpha / r = 1 it gives is what our default rank 8, alpha 8 keeps (set alpha equal to any "
+        "other rank).",
+        "The effective batch of 128 (4 per device x 4 accumulation x 8 GPUs) is a 7B model's; ours stays 64.",
+        "One epoch over 100,000 MetaMathQA examples (--sub_task metamath:100000); " + EPOCHS_RULE + ".",
+    ),
+)

@@ -52,6 +52,7 @@ from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
 from cldash.core.options import option
 from cldash.measures.spectra import LowRank
+from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 
 NORMALIZERS = ("product", "frobenius")
 MAGNITUDES = ("shared", "per_layer")
@@ -375,3 +376,38 @@ class SDLoRA(Method):
             with torch.no_grad():
                 for p, v in zip(mags.values, values):
                     p.fill_(v)
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_SDLORA = "WuYichen-97/SD-Lora-CL/"
+
+PAPER_PRESET = PaperPreset(
+    paper="SD-LoRA (Wu et al.), ICLR 2025, arXiv 2501.13198",
+    code="WuYichen-97/SD-Lora-CL",
+    values={
+        "optimizer": Cited("sgd", _SDLORA + "models/sdlora.py: _train builds optim.SGD on every task"),
+        "momentum": Cited(0.9, _SDLORA + "models/sdlora.py: optim.SGD(..., momentum=0.9)"),
+        "lr": Cited(8e-3, _SDLORA + "exps/sdlora_c100.json: \"init_lr\" and \"lrate\": 8e-3"),
+        "lr_schedule": Cited("constant", _SDLORA + "models/sdlora.py: _train's MultiStepLR milestones "
+                             "[60, 120, 170] (first task) and [40, 70] (later tasks) lie past the 20 epochs, so "
+                             "the rate never changes (the json's \"scheduler\": \"cosine\" is read only by "
+                             "get_scheduler, which _train does not call)"),
+        "weight_decay": Cited(0.0, _SDLORA + "models/sdlora.py: _train's SGD has no weight decay (the "
+                              "argument is commented out; the json's 2e-4 goes unused)"),
+        "batch_size": Cited(128, _SDLORA + "exps/sdlora_c100.json: \"batch_size\": 128"),
+        "max_grad_norm": Cited(0.0, _SDLORA + "models/sdlora.py: _update_representation steps the optimizer "
+                               "without clipping"),
+        "loss_classes": Cited("current", _SDLORA + "models/sdlora.py: _update_representation: "
+                              "F.cross_entropy(logits[:, self._known_classes:], targets - _known_classes)"),
+        "targets": Cited(("q", "v"), _SDLORA + "backbone/lora.py: _LoRA_qkv_timm_train adds the low-rank "
+                         "updates to the q and v slices of timm's fused qkv"),
+        "method.rank": Cited(10, _SDLORA + "models/sdlora.py: rank=10 (LoRA_ViT_timm(r=rank))"),
+        "method.init_magnitude": Cited(0.8, _SDLORA + "backbone/lora.py: scaling_factor = "
+                                       "nn.Parameter(torch.Tensor([0.8]))"),
+    },
+    notes=(
+        "20 epochs per task (exps/sdlora_c100.json: init_epoch, epochs); " + EPOCHS_RULE + ".",
+        "ImageNet-R trains at lr 1e-2 (exps/sdlora_inr.json); this preset follows CIFAR-100.",
+    ),
+)

@@ -38,6 +38,7 @@ from cldash.methods.base import AdapterMethod, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.core.options import option
 from cldash.measures.spectra import LowRank, Update
+from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 
 
 class WeGeFTGenerator(nn.Module):
@@ -187,3 +188,45 @@ class WeGeFT(AdapterMethod):
             if isinstance(branch, WeGeFTBranch):
                 norms[name] = float(branch.generator.phi.detach().norm())
         return {"phi_norm": norms}
+
+
+# -- the authors' regime (`--preset paper`; cldash.core.presets) ------------------------------
+
+_GIFT = "savadikarc/gift/"
+
+PAPER_PRESET = PaperPreset(
+    paper="WeGeFT (Savadikar, Song, Wu), ICML 2025, arXiv 2312.00700 (its earlier versions: GIFT)",
+    code="savadikarc/gift",
+    values={
+        "optimizer": Cited("adamw", _GIFT + "configs/training/vtab/gift.yaml: opt: 'adamw', betas 0.9, 0.999"),
+        "lr": Cited(1e-4, _GIFT + "configs/training/vtab/gift.yaml: lr: 1e-4",
+                    note="the configuration's default; scripts/visual_classification/vtab/tune_vtab_gift.sh "
+                         "searches 1e-4 to 5e-3 per data set"),
+        "lr_schedule": Cited("cosine", _GIFT + "configs/training/vtab/gift.yaml: sched: 'cosine'"),
+        "warmup_ratio": Cited(0.1, _GIFT + "configs/training/vtab/gift.yaml: warmup_epochs: 10 of epochs: 100"),
+        "weight_decay": Cited(0.0, _GIFT + "configs/training/vtab/gift.yaml: weight_decay: 0.0",
+                              note="the default; tune_vtab_gift.sh searches 0.01, 0.001, 0.0001 and 0"),
+        "batch_size": Cited(64, _GIFT + "configs/training/vtab/gift.yaml: batch_size: 64"),
+        "max_grad_norm": Cited(0.0, _GIFT + "configs/training/vtab/gift.yaml: \"# clip_grad: 5.0\" is "
+                               "commented out"),
+        "targets": Cited(("o",), _GIFT + "configs/training/vtab/gift.yaml: gift_target_modules: attn:proj "
+                         "(timm ViT's attention output projection)"),
+        "method.rank": Cited(16, _GIFT + "configs/training/vtab/gift.yaml: gift_rank: 16"),
+        "method.alpha": Cited(16.0, _GIFT + "gift/gift/modeling_gift.py: the generated update "
+                              "out_projections(in_projections(W)) is added unscaled",
+                              note="alpha = rank makes our alpha / r scale 1, as the code's"),
+        "method.tie": Cited(True, _GIFT + "gift/gift/modeling_gift.py: one in / out projection pair per target "
+                            "module type (in_projections[target_key]), shared by every layer"),
+    },
+    notes=(
+        "The ICML 2025 code (savadikarc/wegeft) could not be read here; the values are from savadikarc/gift, "
+        "the same paper's earlier code (ViT-B/16 on VTAB and FGVC; configs/training/CUB/gift.yaml is the "
+        "same).",
+        "The configuration's drop_path 0.1, warm-up from 1e-7 and floor of 1e-6 (timm's cosine) have no "
+        "equivalent on our backbones and schedule.",
+        "100 epochs (epochs: 100); " + EPOCHS_RULE + ".",
+        "The language-model setup (scripts/language_modeling/run_commonsense.sh and README.md) uses lr 2.5e-4, "
+        "rank 64, q_proj and v_proj, warmup_ratio 0.1, a linear schedule and a batch of 32 for 6 epochs; this "
+        "preset follows the ViT setup, the one closest to ours.",
+    ),
+)

@@ -1,13 +1,15 @@
 """What a task stream provides: its tasks (data, head, classes), the loss and the scores.
 
 A stream owns how a batch becomes a loss and how a task is scored, so the engine's loop stays
-the same for images and for language. Streams are registered by name like methods.
+the same for images and for language. Streams are registered by name like methods; a family of
+streams named by a prefix and a spec (``hf:SOURCE[,SOURCE...]``) registers the prefix and a factory
+that makes the stream class of a spec, so this module needs to know none of them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +99,8 @@ class Stream:
 
 
 STREAMS: dict[str, type[Stream]] = {}
+# prefix -> (the factory of a spec's stream class, how to name such a stream, for the unknown-stream sentence)
+STREAM_PREFIXES: dict[str, tuple[Callable[[str], type[Stream]], str]] = {}
 
 
 def register_stream(cls: type[Stream]) -> type[Stream]:
@@ -104,16 +108,23 @@ def register_stream(cls: type[Stream]) -> type[Stream]:
     return cls
 
 
-def get_stream(name: str) -> type[Stream]:
-    """A registered stream, or data sets as ``hf:SOURCE[,SOURCE...]`` (cldash.streams.hf)."""
-    if name.startswith("hf:"):
-        from cldash.streams.hf import hf_stream
+def register_stream_prefix(prefix: str, factory: Callable[[str], type[Stream]], usage: str) -> None:
+    """Streams named ``PREFIX...``: `factory` makes the stream class of such a name (or raises ConfigError);
+    `usage` says how to write one ('hf:SOURCE[,SOURCE...] for data sets')."""
+    STREAM_PREFIXES[prefix] = (factory, usage)
 
-        return hf_stream(name)
+
+def get_stream(name: str) -> type[Stream]:
+    """A registered stream, or one of a registered prefix (``hf:SOURCE[,SOURCE...]``, cldash.streams.hf)."""
+    for prefix, (factory, _) in STREAM_PREFIXES.items():
+        if name.startswith(prefix):
+            return factory(name)
     if name not in STREAMS:
-        raise ConfigError(f"unknown stream {name!r}; choose one of: {', '.join(sorted(STREAMS))}, or "
-                          "hf:SOURCE[,SOURCE...] for data sets.", "stream")
+        usages = "".join(f", or {usage}" for _, usage in STREAM_PREFIXES.values())
+        raise ConfigError(f"unknown stream {name!r}; choose one of: {', '.join(sorted(STREAMS))}{usages}.",
+                          "stream")
     return STREAMS[name]
 
 
-__all__ = ["Split", "Task", "Stream", "STREAMS", "register_stream", "get_stream"]
+__all__ = ["Split", "Task", "Stream", "STREAMS", "STREAM_PREFIXES", "register_stream", "register_stream_prefix",
+           "get_stream"]

@@ -27,7 +27,7 @@ import torch
 from cldash.core import hub
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
-from cldash.streams.base import Split, Stream, Task
+from cldash.streams.base import Split, Stream, Task, register_stream_prefix
 from cldash.streams.skills import IGNORE, LanguageStream
 
 PREFIX = "hf:"
@@ -254,3 +254,6 @@ def hf_stream(spec: str) -> type[Stream]:
         "name": spec, "label": f"Data sets: {', '.join(map(source_name, sources))}", "sources": sources,
         "summary": "Tasks from data sets for a Hugging Face model (prompt -> answer for a causal LM, text -> label "
                    "for a classifier)."})
+
+
+register_stream_prefix(PREFIX, hf_stream, "hf:SOURCE[,SOURCE...] for data sets")

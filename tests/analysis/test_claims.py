@@ -149,7 +149,7 @@ def test_every_claim_is_well_formed_and_resolves_in_both_regimes(claim):
     assert len(C.SEEDS) >= 3
     for regime in C.REGIMES:
         configs = [C.config(claim, label, regime, 0) for label in claim.runs]
-        assert len({C._key(c) for c in configs}) == len(configs)     # distinct runs
+        assert len({C.match_key(c) for c in configs}) == len(configs)     # distinct runs
         for cfg in configs:
             assert cfg["stream"] == claim.stream
             if regime == "common":

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cldash.analysis import lessons as L
-from cldash.analysis.claims import CLAIMS, _key
+from cldash.analysis.claims import CLAIMS, match_key
 from cldash.cli import main
 from cldash.store import Store
 
@@ -30,7 +30,7 @@ def test_every_lesson_resolves_and_its_reading_names_real_pages_and_claims(lesso
 
     cfgs = L.configs(lesson)
     assert list(cfgs) == list(lesson.runs) and len(cfgs) >= 2
-    assert len({_key(c) for c in cfgs.values()}) == len(cfgs)          # every run is a distinct setting
+    assert len({match_key(c) for c in cfgs.values()}) == len(cfgs)          # every run is a distinct setting
     for cfg in cfgs.values():
         assert cfg["stream"] == L.STREAM and cfg["steps_per_task"] == lesson.steps_per_task
         assert cfg["seed"] == 0 and cfg["eval_interval"] == L.RUN_DEFAULTS["eval_interval"]

@@ -8,9 +8,11 @@ from cldash.config import resolve
 from cldash.engine.loop import ContinualRun
 from cldash.runs.execute import execute
 from cldash.core.errors import ConfigError
-from cldash.config.paper_presets import PAPER
 from cldash.config.presets import ROLE_PATTERNS, apply, regime_table, role_patterns
+from cldash.methods import paper_presets
 from cldash.store import Store
+
+PAPER = paper_presets()
 
 TINY = {"steps_per_task": 3, "eval_interval": 0, "spectra_interval": 0, "dense_spectra_interval": 0,
         "stream_options": {"angles": [60, 120]}}
@@ -150,7 +152,7 @@ def test_each_paper_preset_resolves_runs_and_is_recorded(method, tmp_path):
 
 
 def test_traces_aid_settings_go_on_top_of_any_regime_and_are_recorded():
-    from cldash.config.paper_presets import AIDS
+    from cldash.config.presets import AIDS
 
     r = resolve({"method": "codyra", "preset": "paper", "aid_preset": "ewc", "ewc_lambda": 100})
     assert r.config.ewc_lambda == 100 and "ewc_lambda" in r.config.regime["overridden"]   # yours wins

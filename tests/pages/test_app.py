@@ -185,8 +185,9 @@ def test_methods_page_has_a_card_per_registered_method(seeded_store, monkeypatch
     assert "Replay and EWC · for any method" in titles and "SLICE (reconstruction) · reconstruction" not in titles
     assert "LoRETTA (rep) · reconstruction" in titles      # not "LoRETTA (rep) (reconstruction)"
     # both regimes, for every method with a paper preset: a table of common against paper with the sources
-    from cldash.config.paper_presets import PAPER
+    from cldash.methods import paper_presets
 
+    PAPER = paper_presets()
     assert text.count("**Two regimes.**") == len(PAPER)
     # the options tables are static (their "default from" column wraps instead of being cut off)
     lora = next(t.value for t in at.table if "rank" in t.value.index)
@@ -272,8 +273,9 @@ def test_launch_form_passes_replay_and_ewc_to_every_run(tmp_path, monkeypatch):
 
 
 def test_launch_form_runs_every_method_in_one_papers_regime_and_keeps_what_the_user_changed(tmp_path, monkeypatch):
-    from cldash.config.paper_presets import PAPER
+    from cldash.methods import paper_presets
 
+    PAPER = paper_presets()
     no_starts(monkeypatch)   # store the runs, start none
     owner = "codyra" if "codyra" in PAPER else sorted(PAPER)[0]
     db = tmp_path / "regime.db"
