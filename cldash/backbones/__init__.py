@@ -9,30 +9,10 @@ cldash.backbones.weights) and, for the in-project backbones, the pre-training re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
-from torch import nn
-
 from cldash.backbones import gpt2, hf, vit
-from cldash.backbones.base import (Backbone, CausalLMModel, ClassifierModel, linear_modules, match_targets,
-                                   task_model)
+from cldash.backbones.base import (Backbone, BackboneEntry, CausalLMModel, ClassifierModel, linear_modules,
+                                   match_targets, task_model)
 from cldash.core.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class BackboneEntry:
-    name: str
-    label: str
-    kind: str
-    Options: type
-    build_net: Callable[[object], nn.Module]
-    load: Callable[[object], Backbone]
-    default_targets: tuple[str, ...]
-    # in-project backbones only (None for hf:): options -> (state_dict, record), net -> scores
-    pretrain: Callable[[object], tuple[dict, dict]] | None = None
-    scores: Callable[[nn.Module], dict] | None = None
-    recipe: str | None = None
 
 
 BACKBONES: dict[str, BackboneEntry] = {

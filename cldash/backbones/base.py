@@ -32,6 +32,21 @@ class Backbone:
     tokenizer: object = None                      # a Hugging Face model's tokenizer (hf: backbones)
 
 
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    label: str
+    kind: str
+    Options: type
+    build_net: Callable[[object], nn.Module]
+    load: Callable[[object], Backbone]
+    default_targets: tuple[str, ...]
+    # in-project backbones only (None for hf:): options -> (state_dict, record), net -> scores
+    pretrain: Callable[[object], tuple[dict, dict]] | None = None
+    scores: Callable[[nn.Module], dict] | None = None
+    recipe: str | None = None
+
+
 class ClassifierModel(nn.Module):
     """A backbone with its pre-trained head and any new heads a stream asks for.
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cldash.core import hub
-from cldash.backbones.base import Backbone, linear_modules
+from cldash.backbones.base import Backbone, BackboneEntry, linear_modules
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
 
@@ -141,8 +141,6 @@ def _hidden_size(config) -> int:
 
 def entry(spec: str):
     """A BackboneEntry for ``hf:NAME_OR_PATH`` (the config is read now; the weights when a run loads it)."""
-    from cldash.backbones import BackboneEntry
-
     name = spec[len(PREFIX):].strip()
     if not name:
         raise ConfigError("a Hugging Face backbone needs a name or a path after 'hf:' (e.g. hf:gpt2).", "backbone")
