@@ -14,12 +14,12 @@ import threading
 
 import streamlit as st
 
-from cldash.engine.checkpoints import AUTO_RESUME_LIMIT, AUTO_RESUME_SETTING
 from cldash.core.errors import UserError
 from cldash.dashboard.figures import PLOTLY_CONFIG
+from cldash.dashboard.labels import run_label
+from cldash.engine.checkpoints import AUTO_RESUME_LIMIT, AUTO_RESUME_SETTING
 from cldash.runs.launch import default_limit, max_concurrent, schedule
 from cldash.store import Store, default_db, mask_url
-from cldash.dashboard.views import run_label
 
 ACTIVE = ("queued", "running")
 
