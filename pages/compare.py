@@ -12,7 +12,7 @@ the difference shows fork − parent at first; a fork compared without its paren
 import streamlit as st
 
 from cldash.dashboard.figures import accuracy_matrix_figure, headline_figure, matrix_difference_figure, pareto_figure
-from cldash.dashboard.labels import group_label, runs_in
+from cldash.dashboard.labels import group_label, run_refs, runs_in
 from cldash.dashboard.report import handout_file_name, handout_html
 from cldash.dashboard.tables import matrices_table, matrix_table, metric_help
 from cldash.dashboard.views import (addable_parents, compare_data, compare_summary, difference_defaults, forks_note,
@@ -52,7 +52,7 @@ if orphans:
     parents = sorted(set(orphans.values()))
     c1, c2 = st.columns([3, 1], vertical_alignment="center")
     c1.caption(forks_note(orphans))
-    if c2.button(f"Add {', '.join(f'#{p}' for p in parents)}", key="cmp-add-parents"):
+    if c2.button(f"Add {run_refs(parents)}", key="cmp-add-parents"):
         set_selected([*ids, *parents])
         st.rerun()
 seeded = bool((data.by_setting["seeds"] > 1).any())

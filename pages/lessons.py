@@ -8,6 +8,7 @@ import streamlit as st
 from cldash.analysis import lessons as L
 from cldash.analysis.claims import get_claim
 from cldash.core.errors import UserError
+from cldash.dashboard.labels import run_refs
 from cldash.dashboard.views import lesson_progress, lesson_run_line
 from pages.shared import get_store, selected_ids, set_selected, through_app
 
@@ -54,7 +55,7 @@ if right.button(f"Launch this lesson ({len(lesson.runs)} runs)", type="primary",
         st.rerun()
 launched = st.session_state.pop("lesson-launched", None)
 if launched:
-    st.success(f"Queued runs {', '.join(f'#{i}' for i in launched)}. Their state is below; the reading's links "
+    st.success(f"Queued runs {run_refs(launched)}. Their state is below; the reading's links "
                "open each page with them selected.")
 
 

@@ -8,7 +8,7 @@ from cldash.analysis.orders import measurement_state, order_args, start_measurem
 from cldash.backbones import BACKBONES
 from cldash.core.errors import ConfigError, UserError
 from cldash.dashboard.figures import PLOTLY_CONFIG, conflict_heatmap
-from cldash.dashboard.labels import order_label
+from cldash.dashboard.labels import order_label, run_refs
 from cldash.dashboard.tables import conflict_table, order_table
 from cldash.dashboard.views import order_runs
 from cldash.methods import REGISTRY
@@ -109,5 +109,5 @@ if st.button("Launch", type="primary", disabled=not methods, key="order-launch",
         st.stop()
     ids = launch(store, configs, keys, group_key=f"order{o['id']}", names=names)
     set_selected(ids)
-    st.success(f"Launched {', '.join(f'#{i}' for i in ids)} in the adversarial order.")
+    st.success(f"Launched {run_refs(ids)} in the adversarial order.")
     st.page_link("pages/live.py", label="Watch them live", icon=":material/monitoring:")

@@ -10,7 +10,7 @@ from cldash.analysis.lessons import LESSONS, get_lesson, launch_lesson, summary 
 from cldash.core.errors import ConfigError, UserError
 from cldash.dashboard.forks import (fork_changes, fork_error, fork_intro, fork_launch_key, fork_methods, fork_points,
                                     fork_preview, fork_started, no_fork_reason)
-from cldash.dashboard.labels import group_label
+from cldash.dashboard.labels import group_label, run_refs
 from cldash.dashboard.tables import runs_table
 from cldash.dashboard.views import delete_label, filter_runs, group_sizes, listing_caption, resumed_message, run_regime
 from cldash.engine import checkpoints
@@ -108,7 +108,7 @@ def actions(sel: list[dict]) -> None:
     """Cancel, resume, re-run and delete the selected runs, counted on this listing (the table's, so the
     counts follow its refresh)."""
     ids = [r["id"] for r in sel]
-    st.markdown(f"**{len(sel)} selected:** " + ", ".join(f"#{i}" for i in ids))
+    st.markdown(f"**{len(sel)} selected:** " + run_refs(ids))
     c1, c2, c3 = st.columns(3)
     active = [r for r in sel if r["status"] in ACTIVE]
     if c1.button(f"Cancel {len(active)} active", disabled=not active, key="runs-cancel", icon=":material/stop_circle:"):
@@ -130,7 +130,7 @@ def actions(sel: list[dict]) -> None:
     if c2.button("Re-run with this seed", key="runs-rerun", icon=":material/replay:"):
         # the same run with the same seed would repeat itself exactly: a second click is a double click
         new = [rerun(store, r["id"], int(seed), launch_key=f"rerun:{r['id']}:seed{int(seed)}") for r in sel]
-        say_after_rerun(f"Queued run{'s' * (len(new) != 1)} {', '.join(f'#{i}' for i in new)}.", links=True)
+        say_after_rerun(f"Queued run{'s' * (len(new) != 1)} {run_refs(new)}.", links=True)
     ended = [r for r in sel if r["status"] not in ACTIVE]
     label, still = delete_label(len(sel), len(active))
     confirm = c3.checkbox(label, disabled=not ended, key="runs-delete-confirm",

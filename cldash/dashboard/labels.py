@@ -1,8 +1,11 @@
 """How the dashboard names things: a run (long and short, its colour and marker on charts), a setting (a run
-without its seed), a run group, a run's lineage and weights, an adapted module, a logged scalar or shape measure.
+without its seed), a run group, a run's lineage and weights, an adapted module, a logged scalar or shape measure,
+a measured task order.
 
 The one home for these names: every page, figure builder and the handout call them, so a run reads the same
-everywhere. (cldash.config.describe_run names a run for the store and the CLI when it is created.)
+everywhere. (cldash.config.describe_run names a run once, when it is created: the name the store keeps and the
+CLI prints.) Plain functions of store rows: importing this module loads neither torch nor plotly (method_name
+reads the method registry, and with it torch, on its first call).
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ def setting_label(config: dict) -> str:
     if aids_label(config):   # replay and EWC change what a run is: a fork that switched replay on says so
         bits.append(f"+ {aids_label(config)}")
     return f"{' '.join(bits)} · {config['stream']}"
+
+
+def run_refs(ids) -> str:
+    """Runs by their ids, as the pages' messages list them: "#3, #5, #9"."""
+    return ", ".join(f"#{i}" for i in ids)
 
 
 def run_label(run: dict) -> str:

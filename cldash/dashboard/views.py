@@ -1,8 +1,10 @@
-"""What each dashboard page loads: functions from the store to plain data (no Streamlit).
+"""What each dashboard page loads and says: functions from the store to plain data, and the pages' sentences
+built from it (no Streamlit).
 
 Pages call these and hand the result to cldash.dashboard.figures; tests and bench/dashboard_load.py call
 them directly. Each loads only what its page draws (one module's spectra, the final rows of R,
-rows newer than the last step seen), in a few batched queries.
+rows newer than the last step seen), in a few batched queries. Names of runs, settings and groups come from
+cldash.dashboard.labels.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 from cldash.analysis import claims
 from cldash.analysis.claims import Claim
 from cldash.config import RunConfig, describe_run, resolve
-from cldash.dashboard.labels import (fork_note, run_color, run_label, run_name, run_symbol, setting_key,
+from cldash.dashboard.labels import (fork_note, run_color, run_label, run_name, run_refs, run_symbol, setting_key,
                                      setting_labels, short_setting_name)
 from cldash.measures.metrics import METRICS, summarize
 from cldash.store import Store
@@ -496,7 +498,7 @@ def claim_values_table(claim: Claim, verdict: dict) -> pd.DataFrame:
                          **{f"seed {s}": by_seed.get(s, math.nan) for s in seeds},
                          "mean": mean, "sd": sd,
                          "mean ± sd": "" if not have else f"{mean:.3f}" if sd != sd else f"{mean:.3f} ± {sd:.3f}",
-                         "run ids": ", ".join(f"#{i}" for i in run_ids.get(label, {}).values())})
+                         "run ids": run_refs(run_ids.get(label, {}).values())})
     return pd.DataFrame(rows, columns=["metric", "what", "run", *[f"seed {s}" for s in seeds], "mean", "sd",
                                        "mean ± sd", "run ids"])
 
