@@ -8,6 +8,7 @@ import streamlit as st
 from cldash.analysis import claims as C
 from cldash.core.errors import UserError
 from cldash.core.text import id_ranges
+from cldash.dashboard.labels import run_refs
 from cldash.dashboard.views import claim_run_ids, claim_seeds, claim_values_table, claims_board, paper_is_common
 from pages.shared import download, get_store, set_selected, through_app
 
@@ -83,7 +84,7 @@ def evidence(claim: C.Claim, v: dict) -> None:
         with st.container(horizontal=True, vertical_alignment="center"):
             st.caption("or one run's seeds:", width="content")
             for label, by_seed in v["runs"].items():
-                if by_seed and st.button(f"{label}: {', '.join(f'#{i}' for i in by_seed.values())}",
+                if by_seed and st.button(f"{label}: {run_refs(by_seed.values())}",
                                          key=f"cmp-{key}-{label}", type="tertiary", icon=":material/arrow_outward:",
                                          help=f"Select {label}'s runs and open the Compare page"):
                     compare(list(by_seed.values()))

@@ -12,10 +12,12 @@ the difference shows fork − parent at first; a fork compared without its paren
 import streamlit as st
 
 from cldash.dashboard.figures import accuracy_matrix_figure, headline_figure, matrix_difference_figure, pareto_figure
-from cldash.measures.metrics import METRICS
+from cldash.dashboard.labels import group_label, run_refs, runs_in
+from cldash.dashboard.report import handout_file_name, handout_html
 from cldash.dashboard.tables import matrices_table, matrix_table, metric_help
-from cldash.dashboard.views import (compare_data, compare_summary, difference_defaults, group_label, matrix_items,
-                          matrix_pages, matrix_rows, missing_parents)
+from cldash.dashboard.views import (addable_parents, compare_data, compare_summary, difference_defaults, forks_note,
+                                    matrix_items, matrix_pages, matrix_rows, mean_sd_table)
+from cldash.measures.metrics import METRICS
 from pages.shared import download, download_later, get_store, plot, png_name, runs_for_page, set_selected, through_app
 
 # The metrics a class looks at first, in this order, before the rest of the wide table.
@@ -45,35 +47,22 @@ if not ids:
     st.info("No runs yet: launch some on the Launch page, or select runs on the Runs page.")
     st.stop()
 data = compare_data(store, ids)
-orphans = missing_parents(data.runs) if not source else {}   # a fork joins its parent's group
-if orphans:   # ... and a deleted parent cannot be added
-    kept = {r["id"] for r in store.runs(ids=set(orphans.values()))}
-    orphans = {f: p for f, p in orphans.items() if p in kept}
+orphans = addable_parents(store, data.runs) if not source else {}   # a fork joins its parent's group
 if orphans:
     parents = sorted(set(orphans.values()))
     c1, c2 = st.columns([3, 1], vertical_alignment="center")
-    c1.caption(" · ".join(f"#{f} is a fork of #{p}" for f, p in orphans.items()) + ": compare each with its "
-               "parent, beside it, with the fork point marked.")
-    if c2.button(f"Add {', '.join(f'#{p}' for p in parents)}", key="cmp-add-parents"):
+    c1.caption(forks_note(orphans))
+    if c2.button(f"Add {run_refs(parents)}", key="cmp-add-parents"):
         set_selected([*ids, *parents])
         st.rerun()
 seeded = bool((data.by_setting["seeds"] > 1).any())
 many = bool(source) or len(data.runs) > MATRICES_PER_PAGE
 helps = metric_help()
 st.caption(compare_summary(data))
-from cldash.dashboard.report import handout_file_name, handout_html  # noqa: E402  (the handout: one offline HTML file)
-
 st.download_button("Download the handout (HTML)", lambda: handout_html(store, ids).encode(), key="cmp-handout",
                    file_name=handout_file_name(ids), mime="text/html",
                    help="One file that opens offline on any computer: these runs' headline metrics with their "
                         "definitions, interactive matrices, loss, spectra and configs (`cldash report` makes it too).")
-
-
-def runs_in(ids_: list[int]) -> str:
-    """The runs of a chart for its PNG's name: "run-4", "runs-1-2-5" (the first six, then how many more)."""
-    ids_ = sorted(ids_)
-    return f"run-{ids_[0]}" if len(ids_) == 1 else "runs-" + "-".join(map(str, ids_[:6])) + \
-        (f"-and-{len(ids_) - 6}-more" if len(ids_) > 6 else "")
 
 
 ALL_RUNS = runs_in(ids)
@@ -95,10 +84,7 @@ def over_seeds() -> None:
     if not seeded:
         return
     st.subheader("Mean ± standard deviation over seeds")
-    shown = data.by_setting.copy()
-    for m in METRICS:
-        shown[m.key] = [f"{mu:.3f} ± {sd:.3f}" if sd == sd else f"{mu:.3f}"
-                        for mu, sd in zip(data.by_setting[m.key], data.by_setting[f"{m.key}_std"])]
+    shown = mean_sd_table(data.by_setting)
     st.dataframe(shown[["setting", "seeds", *ordered_metrics()]], hide_index=True,
                  column_config={"setting": st.column_config.TextColumn("setting", pinned=True),
                                 **{m.key: st.column_config.TextColumn(m.label, help=helps[m.key]) for m in METRICS}})

@@ -8,6 +8,8 @@ import streamlit as st
 from cldash.analysis import lessons as L
 from cldash.analysis.claims import get_claim
 from cldash.core.errors import UserError
+from cldash.dashboard.labels import run_refs
+from cldash.dashboard.views import lesson_progress, lesson_run_line
 from pages.shared import get_store, selected_ids, set_selected, through_app
 
 through_app()
@@ -53,7 +55,7 @@ if right.button(f"Launch this lesson ({len(lesson.runs)} runs)", type="primary",
         st.rerun()
 launched = st.session_state.pop("lesson-launched", None)
 if launched:
-    st.success(f"Queued runs {', '.join(f'#{i}' for i in launched)}. Their state is below; the reading's links "
+    st.success(f"Queued runs {run_refs(launched)}. Their state is below; the reading's links "
                "open each page with them selected.")
 
 
@@ -79,16 +81,9 @@ def state_and_reading() -> None:
     if not ids:
         st.info("Not launched yet at this length: press the launch button above.")
     else:
-        st.progress(state["progress"], text=f"{state['finished']} of {len(runs)} finished"
-                    + (f" · {state['active']} queued or running" if state["active"] else "")
-                    + (f" · {state['failed']} did not finish (launch again to retry them)" if state["failed"] else ""))
+        st.progress(state["progress"], text=lesson_progress(state, len(runs)))
         for label, run in runs.items():
-            if run is None:
-                st.markdown(f"- {label}: not launched")
-            else:
-                share = 1.0 if run["status"] == "finished" else float(run["progress"] or 0)
-                st.markdown(f"- {STATUS_ICON.get(run['status'], '')} **{label}** · run #{run['id']} · "
-                            f"{run['status']} · {100 * share:.0f} %")
+            st.markdown(lesson_run_line(label, run, STATUS_ICON))
     st.markdown("#### Guided reading")
     if ids and not state["done"]:
         st.caption("The charts fill in as the runs go; the numbers the reading mentions are those of finished runs.")

@@ -3,10 +3,10 @@ every two seconds with incremental queries (only rows newer than the last step s
 
 import streamlit as st
 
-from cldash.runs.launchers import logs
 from cldash.dashboard.figures import accuracy_matrix_figure, anytime_figure, series_figure
-from cldash.dashboard.tables import weights_label
-from cldash.dashboard.views import LiveCache, boundaries, run_label, run_style, status_line
+from cldash.dashboard.labels import run_label, run_style, weights_label
+from cldash.dashboard.views import LiveCache, boundaries, status_line
+from cldash.runs.launchers import logs
 from pages.shared import ACTIVE, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()

@@ -4,16 +4,17 @@ equation, its paper, its defaults), for teaching."""
 import pandas as pd
 import streamlit as st
 
-from cldash.methods import POLICIES, REGISTRY, marked_label, paper_presets
-from cldash.core.options import describe
 from cldash.config.presets import regime_table
+from cldash.dashboard.tables import options_table
+from cldash.dashboard.views import method_facts, method_order
+from cldash.methods import POLICIES, REGISTRY, marked_label, paper_presets
 from pages.shared import through_app
 
 through_app()
 
 st.title("Methods")
 st.caption("Every card is generated from the method's code: its docstring summary, equation, paper and options.")
-order = ["lora", "full"] + sorted(n for n in REGISTRY if n not in ("lora", "full"))
+order = method_order(REGISTRY)
 # a table of contents: one link per card (each card's title carries the anchor)
 st.markdown("**Contents:** " + " · ".join(f"[{REGISTRY[n].label}](#method-{n})" for n in order)
             + " · [Replay and EWC](#replay-and-ewc)")
@@ -28,18 +29,11 @@ for name in order:
         if cls.reconstruction:
             st.warning(f"Reconstruction: {cls.reconstruction}")
         st.caption(f"Paper: {cls.paper}")
-        rows = describe(cls.Config)
-        if rows:
+        options = options_table(cls.Config)
+        if len(options):
             # a static table wraps its text: every "default from" is read in full (a dataframe cuts cells off)
-            st.table(pd.DataFrame([{"option": r["name"], "default": str(r["default"]), "what it does": r["help"],
-                                    "default from": r.get("source") or ""} for r in rows]).set_index("option"))
-        facts = [f"default learning rate {cls.default_lr:g}"]
-        if cls.policies:
-            facts.append("task-boundary policy: " + ", ".join(f"**{p}** ({cls.policy_notes.get(p, POLICIES[p])})"
-                                                              for p in cls.policies) +
-                         f"; default {cls.policies[0]}")
-        facts.append("trains every backbone weight" if cls.trains_backbone else "trains only its adapters")
-        st.markdown("  \n".join(facts))
+            st.table(options)
+        st.markdown("  \n".join(method_facts(cls, POLICIES)))
         regime = regime_table(name)
         if regime:
             preset = paper_presets()[name]

@@ -2,16 +2,17 @@
 stored conflict matrices, the adversarial task order built from each (SLICE's adversarial sequences), and a
 button that launches a run in that order."""
 
-import pandas as pd
 import streamlit as st
 
-from cldash.config import RunConfig, describe_run, resolve
+from cldash.analysis.orders import measurement_state, order_args, start_measurement, stream_flags
 from cldash.backbones import BACKBONES
 from cldash.core.errors import ConfigError, UserError
 from cldash.dashboard.figures import PLOTLY_CONFIG, conflict_heatmap
-from cldash.runs.launch import launch
+from cldash.dashboard.labels import order_label, run_refs
+from cldash.dashboard.tables import conflict_table, order_table
+from cldash.dashboard.views import order_runs
 from cldash.methods import REGISTRY
-from cldash.analysis.orders import measurement_state, order_args, start_measurement, stream_flags
+from cldash.runs.launch import launch
 from cldash.streams import STREAMS
 from pages.shared import get_store, set_selected, through_app
 
@@ -80,23 +81,18 @@ if not orders:
             "appears here.")
     st.stop()
 
-labels = {o["id"]: f"#{o['id']} · {o['stream']} on {o['backbone']} · {len(o['tasks'])} tasks" for o in orders}
+labels = {o["id"]: order_label(o) for o in orders}
 chosen = st.selectbox("Measured order", list(labels)[::-1], format_func=labels.get, key="order-pick")
 o = next(x for x in orders if x["id"] == chosen)
 st.plotly_chart(conflict_heatmap(o["tasks"], o["matrix"], o["order"]), config=PLOTLY_CONFIG)
 
-table = pd.DataFrame({"position": range(1, len(o["order"]) + 1),
-                      "task": [f"T{i + 1}: {o['tasks'][i]}" for i in o["order"]],
-                      "cosine with the next": [o["matrix"][a][b] for a, b in zip(o["order"][:-1], o["order"][1:])]
-                      + [float("nan")]})
+table = order_table(o)
 left, right = st.columns(2)
 left.metric("Sum of consecutive cosines (adversarial)", f"{o['cost']:.3f}")
 right.metric("Configured order", f"{o['natural_cost']:.3f}")
 st.dataframe(table, hide_index=True, column_config={"cosine with the next": st.column_config.NumberColumn(
     format="%.3f")})
-st.download_button("Conflict matrix (CSV)", pd.DataFrame(o["matrix"], index=[f"T{i + 1}" for i in range(len(o["tasks"]))],
-                                                         columns=[f"T{i + 1}" for i in range(len(o["tasks"]))]).to_csv(),
-                   file_name=f"order-{o['id']}-conflict.csv", mime="text/csv")
+st.download_button("Conflict matrix (CSV)", conflict_table(o).to_csv(), file_name=f"order-{o['id']}-conflict.csv", mime="text/csv")
 
 st.subheader("Run in this order")
 flags = stream_flags(o["ordered_options"])
@@ -107,18 +103,11 @@ st.code(f"cldash run --method {methods[0] if methods else 'lora'} --stream {o['s
         f"{flags} --seed {seed}", language="bash")
 if st.button("Launch", type="primary", disabled=not methods, key="order-launch", icon=":material/rocket_launch:"):
     try:
-        configs = [resolve({"method": m, "stream": o["stream"], "backbone": o["backbone"],
-                            "stream_options": o["ordered_options"],
-                            "backbone_options": o["config"].get("backbone_options", {}),
-                            "targets": o["config"].get("targets", []), "seed": int(seed),
-                            "name": f"{m} · {o['stream']} adversarial order #{o['id']} · seed {int(seed)}"}).to_dict()
-                   for m in methods]
+        configs, keys, names = order_runs(o, methods, int(seed))
     except ConfigError as exc:
         st.error(str(exc))
         st.stop()
-    # the same order, methods and seed launched twice is one set of runs (launch keys)
-    ids = launch(store, configs, [f"order{o['id']}:{c['method']}:{c['seed']}" for c in configs],
-                 group_key=f"order{o['id']}", names=[c["name"] or describe_run(RunConfig(**c)) for c in configs])
+    ids = launch(store, configs, keys, group_key=f"order{o['id']}", names=names)
     set_selected(ids)
-    st.success(f"Launched {', '.join(f'#{i}' for i in ids)} in the adversarial order.")
+    st.success(f"Launched {run_refs(ids)} in the adversarial order.")
     st.page_link("pages/live.py", label="Watch them live", icon=":material/monitoring:")

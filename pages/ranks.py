@@ -5,7 +5,9 @@ own read-outs (gates, memory dimension, magnitudes...) as they are logged."""
 import streamlit as st
 
 from cldash.dashboard.figures import layer_module_heatmap, module_styles, series_figure
-from cldash.dashboard.views import COUNT_SCALARS, boundaries, module_grid, run_label, run_name, scalar_label
+from cldash.dashboard.labels import run_label, run_name, scalar_label
+from cldash.dashboard.views import (COUNT_SCALARS, NUMERICAL_RANK, boundaries, logged_task_ends, module_grid,
+                                    rank_scalars, rank_series, readout_names, readout_series)
 from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()
@@ -21,26 +23,18 @@ c1, c2 = st.columns([2, 1])
 run_id = c1.selectbox("run", list(labels), index=len(labels) - 1, format_func=labels.get)
 run = next(r for r in runs if r["id"] == run_id)
 names = store.scalar_names(run_id)
-# rank histories a method logs itself: active ranks (AdaLoRA, CoDyRA), the protected basis F (EBLoRA),
-# the DualGPM memory (InfLoRA), the stored directions (SD-LoRA), the frozen pairs' rank (O-LoRA)
-RANK_LIKE = ("memory_dim", "directions")
-own = [n for n in names[names.per_module].name if "rank" in n or n in RANK_LIKE] if len(names) else []
-NUMERICAL = "numerical rank of the update"
-source = c2.selectbox("rank", [*own, NUMERICAL], format_func=lambda n: n if n == NUMERICAL else scalar_label(n),
+own = rank_scalars(names)
+source = c2.selectbox("rank", [*own, NUMERICAL_RANK], format_func=scalar_label,
                       help="A method's own rank history when it logs one (AdaLoRA's and CoDyRA's active rank, EBLoRA's "
                            "protected basis F, InfLoRA's memory dimension, SD-LoRA's stored directions); otherwise the "
                            "number of singular values of the update above the numerical tolerance.")
 modules = store.modules(run_id)
 
-what = source if source == NUMERICAL else scalar_label(source)
-counts = source == NUMERICAL or source in COUNT_SCALARS     # whole-number ticks (a share of ranks is not one)
+what = scalar_label(source)   # NUMERICAL_RANK is words already: scalar_label keeps them
+counts = source == NUMERICAL_RANK or source in COUNT_SCALARS     # whole-number ticks (a share of ranks is not one)
 lines = module_styles(modules)     # module type -> colour, layer -> dash: 12 lines, 12 looks
-if source == NUMERICAL:
-    kind = st.radio("update", ["cumulative", "task"], horizontal=True)
-    rows = store.spectra(run_id, kind=kind, with_values=False)
-    df = rows.rename(columns={"numerical_rank": "value"})[["step", "module", "value"]]
-else:
-    df = store.scalars(run_id, names=[source])[["step", "module", "value"]]
+kind = st.radio("update", ["cumulative", "task"], horizontal=True) if source == NUMERICAL_RANK else None
+df = rank_series(store, run_id, source, kind)
 if df.empty:
     st.info("Nothing logged yet for this run.")
     st.stop()
@@ -49,23 +43,22 @@ plot(series_figure(df.rename(columns={"module": "label"}), title=f"{run_name(run
      key="rk-lines", filename=png_name("ranks", source, "run", run_id))
 download(df, f"run-{run_id}-ranks", key="dl-ranks")
 
-ends = [s for s in boundaries(run) if s <= df.step.max()] or [int(df.step.max())]
+ends = logged_task_ends(run, df)
 end = st.select_slider("at the end of task", options=list(range(1, len(ends) + 1)), value=len(ends)) \
     if len(ends) > 1 else 1
-at_step = int(df[df.step <= ends[end - 1]].step.max())
+at_step = int(df[df.step <= ends[end - 1]].step.max())   # the last step logged by the end of that task
 grid = module_grid(modules, df[df.step == at_step])
 plot(layer_module_heatmap(grid, "value", title=f"{what} at the end of task {end} (step {at_step})",
                           value_title=what, integer=counts),
      key="rk-grid", filename=png_name("ranks-grid", source, "task", end, "run", run_id))
 
 st.subheader("Method read-outs")
-readouts = names[~names.name.isin(["loss", "lr", *own])] if len(names) else names
-if readouts.empty:
+readouts = readout_names(names, own)
+if not readouts:
     st.caption("This method logs no read-outs of its own beyond the spectra.")
 else:
-    pick = st.selectbox("read-out", readouts.name.tolist(), format_func=scalar_label)
-    series = store.scalars(run_id, names=[pick])
-    series["label"] = series["module"].where(series["module"] != "", pick)
+    pick = st.selectbox("read-out", readouts, format_func=scalar_label)
+    series = readout_series(store, run_id, pick)
     looks = {**lines, pick: {"name": scalar_label(pick), "color": "#0072B2"}}
     plot(series_figure(series[["step", "value", "label"]], title=f"{run_name(run)}: {scalar_label(pick)}",
                        y_title=scalar_label(pick), boundaries=boundaries(run), styles=looks,

@@ -6,18 +6,19 @@ import uuid
 
 import streamlit as st
 
-from cldash.engine import checkpoints
-from cldash.runs import lineage, recovery
+from cldash.analysis.lessons import LESSONS, get_lesson, launch_lesson, summary as lesson_summary
 from cldash.core.errors import ConfigError, UserError
-from cldash.runs.demo import FULL_DEMO_TIME, launch_demo, QUICK_DEMO_TIME
+from cldash.dashboard.forks import (fork_changes, fork_error, fork_intro, fork_launch_key, fork_methods, fork_points,
+                                    fork_preview, fork_started, no_fork_reason)
+from cldash.dashboard.labels import group_label, run_refs
+from cldash.dashboard.tables import runs_table
+from cldash.dashboard.views import delete_label, filter_runs, group_sizes, listing_caption, resumed_message, run_regime
+from cldash.engine import checkpoints
+from cldash.methods import REGISTRY
+from cldash.runs import lineage, recovery
+from cldash.runs.demo import FULL_DEMO_TIME, QUICK_DEMO_TIME, launch_demo
 from cldash.runs.launch import cancel, rerun
 from cldash.runs.queue import schedule
-from cldash.analysis.lessons import LESSONS, get_lesson, launch_lesson, summary as lesson_summary
-from cldash.methods import REGISTRY
-from cldash.core.options import worded
-from cldash.dashboard.tables import runs_table
-from cldash.dashboard.views import (filter_runs, fork_changes, fork_launch_key, group_label, group_sizes, run_regime,
-                          starts_on_merged_weights)
 from pages.shared import ACTIVE, download, get_store, selected_ids, set_selected, through_app
 
 through_app()
@@ -98,36 +99,19 @@ def resume_runs(runs: list[dict]) -> None:
         except UserError as exc:    # a run of a Ray cluster, a status changed meanwhile
             refused.append(str(exc))
             continue
-        done.append(f"#{r['id']} from its checkpoint after task {task}" if task else
-                    f"#{r['id']} from the start (it has no checkpoint)")
+        done.append((r["id"], task))
     if done:
         schedule(store)   # once for all of them, not once a run
-        say_after_rerun(f"Resumed {', '.join(done)}; the rows of each unfinished task were dropped, so nothing "
-                        "counts twice.", links=True, errors=refused)
+        say_after_rerun(resumed_message(done), links=True, errors=refused)
     for message in refused:
         st.error(message)
-
-
-def delete_label(selected: int, active: int) -> tuple[str, str]:
-    """The delete checkbox's label (how many of the selected runs it deletes) and the line under it (why not
-    the active ones), short enough for a third of the page."""
-    ended = selected - active
-    still = "" if not active else \
-        f"{active} {'is' if active == 1 else 'are'} still active: cancel {'it' if active == 1 else 'them'} first."
-    if not active:
-        label = "I want to delete the selected run" if selected == 1 else f"I want to delete the {selected} selected runs"
-    elif not ended:
-        label = "Nothing to delete"
-    else:
-        label = f"I want to delete {ended} of the {selected} selected runs"
-    return label, still
 
 
 def actions(sel: list[dict]) -> None:
     """Cancel, resume, re-run and delete the selected runs, counted on this listing (the table's, so the
     counts follow its refresh)."""
     ids = [r["id"] for r in sel]
-    st.markdown(f"**{len(sel)} selected:** " + ", ".join(f"#{i}" for i in ids))
+    st.markdown(f"**{len(sel)} selected:** " + run_refs(ids))
     c1, c2, c3 = st.columns(3)
     active = [r for r in sel if r["status"] in ACTIVE]
     if c1.button(f"Cancel {len(active)} active", disabled=not active, key="runs-cancel", icon=":material/stop_circle:"):
@@ -149,7 +133,7 @@ def actions(sel: list[dict]) -> None:
     if c2.button("Re-run with this seed", key="runs-rerun", icon=":material/replay:"):
         # the same run with the same seed would repeat itself exactly: a second click is a double click
         new = [rerun(store, r["id"], int(seed), launch_key=f"rerun:{r['id']}:seed{int(seed)}") for r in sel]
-        say_after_rerun(f"Queued run{'s' * (len(new) != 1)} {', '.join(f'#{i}' for i in new)}.", links=True)
+        say_after_rerun(f"Queued run{'s' * (len(new) != 1)} {run_refs(new)}.", links=True)
     ended = [r for r in sel if r["status"] not in ACTIVE]
     label, still = delete_label(len(sel), len(active))
     confirm = c3.checkbox(label, disabled=not ended, key="runs-delete-confirm",
@@ -205,11 +189,7 @@ def table():
                 format="%.3f", help="(1/(T-1)) Σ_{j<T} (max_{j≤l<T} R[l][j] − R[T][j])"),
             "general kept": st.column_config.NumberColumn(format="%.3f", help="general-task score G[T] / G[0]"),
         })
-    counts = {}
-    for r in runs:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    st.caption(" · ".join(f"{n} {status}" for status, n in sorted(counts.items())) + " — latest: " +
-               ", ".join(f"#{r['id']} {r['status']}" for r in runs[-8:]))
+    st.caption(listing_caption(runs))
     picked = [runs[i]["id"] for i in event.selection.rows] if event and event.selection else []
     if set(picked) != chosen and (picked or chosen & {r["id"] for r in runs}):
         set_selected(picked)
@@ -246,103 +226,89 @@ sel = [r for r in all_runs if r["id"] in chosen]    # this render's listing: no 
 
 
 # -- What if…: a fork of one finished run -----------------------------------------------------------
+def fork_form(parent: dict, tasks: list[int], slots: dict) -> dict:
+    """The "What if…" fields, each with an empty slot under it for its error (`slots`); their values."""
+    config, key = parent["config"], f"fork{parent['id']}"   # widget keys per parent: each form its own values
+
+    def field(name: str, container, widget):
+        value = widget(container)
+        slots[name] = container.empty()    # this field's error, right under it
+        return value
+
+    c1, c2, c3 = st.columns(3)
+    after = field("after_task", c1, lambda c: c.selectbox(
+        "after task", tasks, index=len(tasks) - 1, key=f"{key}-after",
+        format_func=lambda t: f"after task {t}"))
+    method = field("method", c1, lambda c: c.selectbox(
+        "method", fork_methods(REGISTRY, config["method"]), key=f"{key}-method",
+        format_func=lambda m: REGISTRY[m].label))
+    default_lr = config.get("lr") or REGISTRY[method].default_lr
+    lr = field("lr", c2, lambda c: c.text_input(
+        "learning rate", key=f"{key}-lr", placeholder=f"{default_lr:g}",
+        help="Empty: the parent's learning rate, or the new method's default when the method changes."))
+    seed = field("seed", c2, lambda c: c.number_input(
+        "seed", min_value=0, value=int(config["seed"]), step=1, key=f"{key}-seed",
+        help="Each task's batches come from the seed and the task, so another seed changes the tasks "
+             "after the fork only."))
+    replay = field("replay", c3, lambda c: c.number_input(
+        "replay buffer size", min_value=0, value=int(config.get("replay") or 0), step=50,
+        key=f"{key}-replay",
+        help="Examples of finished tasks mixed into every step; switched on at the fork, the buffer starts "
+             "filled from the tasks up to the fork."))
+    ewc = field("ewc_lambda", c3, lambda c: c.number_input(
+        "EWC lambda", min_value=0.0, value=float(config.get("ewc_lambda") or 0.0), step=50.0,
+        key=f"{key}-ewc",
+        help="Switched on at the fork, EWC consolidates the tasks up to the fork on the weights there."))
+    other = field("other", st, lambda c: c.text_area(
+        "other run options (JSON)", key=f"{key}-other", height=68, placeholder='{"batch_size": 32, '
+        '"method_options": {"rank": 4}}',
+        help="Any run option (cldash run --help) and method_options; they win over the fields above. The "
+             "stream, backbone, targets and steps per task stay the parent's."))
+    return {"after_task": after, "method": method, "lr": lr, "seed": int(seed), "replay": int(replay),
+            "ewc_lambda": float(ewc), "other": other}
+
+
+def start_fork(parent_id: int, after: int, changes: dict, slots: dict) -> None:
+    """Queue the fork; what refuses it is said under the field it comes from, and nothing is created."""
+    try:
+        new_id = lineage.fork(store, parent_id, int(after), changes,
+                                  launch_key=fork_launch_key(parent_id, int(after), changes))
+    except UserError as exc:   # a ConfigError too: under its own field
+        field, message = fork_error(exc, changes, lineage.FIXED_AT_FORK)
+        slots[field].error(message)
+        return
+    set_selected([parent_id, new_id])
+    say_after_rerun(fork_started(parent_id, new_id, after, changes), links=True)
+
+
 def what_if(run: dict) -> None:
     """A form for a new run from `run`'s state after task K with changed options (cldash.engine.lineage.fork).
     What cannot fork is said under the field it comes from, and nothing is created."""
     parent = store.get_run(run["id"])   # with its config (the listing has none)
-    config, n = parent["config"], parent["num_tasks"] or 0
-    tasks = [t for t in checkpoints.available(store, run["id"]) if t < n]   # after the last: nothing to train
-    key = f"fork{run['id']}"   # widget keys per parent: another parent's form starts from its own values
+    tasks = fork_points(checkpoints.available(store, run["id"]), parent["num_tasks"])
     with st.expander(f"What if… run #{run['id']} had gone on differently after one of its tasks",
                      expanded=bool(tasks)):
         if not tasks:
-            why = (f"it ran with checkpoints {config['checkpoints']!r}" if "checkpoints" in config else
-                   "it ran before cldash kept checkpoints")
-            st.caption(f"Run #{run['id']} kept no checkpoint before its last task ({why}), so it cannot fork; "
-                       "launch it again with checkpoints 'all' to fork after any task.")
+            st.caption(no_fork_reason(parent))
             return
-        slots = {}
-        labels = {"after_task": "after task", "lr": "learning rate", "replay": "replay buffer size",
-                  "ewc_lambda": "EWC lambda"}    # what the fields below are called, for their errors
-
-        def field(name: str, container, widget):
-            value = widget(container)
-            slots[name] = container.empty()    # this field's error, right under it
-            return value
-
-        def say(slot: str, message: str) -> None:
-            """An error under its field, naming the field by its label (the JSON options' keep their names)."""
-            slots[slot].error(message if slot == "other" else worded(message, labels))
-
-        st.caption(f"A new run starts from #{run['id']}'s state after the task you pick (its rows up to there "
-                   "are copied) and trains the remaining tasks with the options below.")
-        if len(tasks) < n - 1:
-            st.caption(f"Checkpoints kept after task{'s' * (len(tasks) > 1)} {', '.join(map(str, tasks))} only "
-                       "(checkpoints 'all' keeps one after every task).")
-        c1, c2, c3 = st.columns(3)
-        after = field("after_task", c1, lambda c: c.selectbox(
-            "after task", tasks, index=len(tasks) - 1, key=f"{key}-after",
-            format_func=lambda t: f"after task {t}"))
-        names = sorted(REGISTRY, key=lambda m: (m != config["method"], m))
-        method = field("method", c1, lambda c: c.selectbox(
-            "method", names, key=f"{key}-method", format_func=lambda m: REGISTRY[m].label))
-        default_lr = config.get("lr") or REGISTRY[method].default_lr
-        lr = field("lr", c2, lambda c: c.text_input(
-            "learning rate", key=f"{key}-lr", placeholder=f"{default_lr:g}",
-            help="Empty: the parent's learning rate, or the new method's default when the method changes."))
-        seed = field("seed", c2, lambda c: c.number_input(
-            "seed", min_value=0, value=int(config["seed"]), step=1, key=f"{key}-seed",
-            help="Each task's batches come from the seed and the task, so another seed changes the tasks "
-                 "after the fork only."))
-        replay = field("replay", c3, lambda c: c.number_input(
-            "replay buffer size", min_value=0, value=int(config.get("replay") or 0), step=50,
-            key=f"{key}-replay",
-            help="Examples of finished tasks mixed into every step; switched on at the fork, the buffer starts "
-                 "filled from the tasks up to the fork."))
-        ewc = field("ewc_lambda", c3, lambda c: c.number_input(
-            "EWC lambda", min_value=0.0, value=float(config.get("ewc_lambda") or 0.0), step=50.0,
-            key=f"{key}-ewc",
-            help="Switched on at the fork, EWC consolidates the tasks up to the fork on the weights there."))
-        other = field("other", st, lambda c: c.text_area(
-            "other run options (JSON)", key=f"{key}-other", height=68, placeholder='{"batch_size": 32, '
-            '"method_options": {"rank": 4}}',
-            help="Any run option (cldash run --help) and method_options; they win over the fields above. The "
-                 "stream, backbone, targets and steps per task stay the parent's."))
+        for line in fork_intro(parent, tasks):
+            st.caption(line)
+        slots: dict = {}
+        values = fork_form(parent, tasks, slots)
+        after, other = values.pop("after_task"), values.pop("other")
         try:
-            changes = fork_changes(parent, {"method": method, "lr": lr, "seed": int(seed), "replay": int(replay),
-                                            "ewc_lambda": float(ewc)}, other)
+            changes, bad_json = fork_changes(parent, values, other), None
         except ConfigError as exc:
             changes, bad_json = None, str(exc)
-        else:
-            bad_json = None
-        if changes is not None and starts_on_merged_weights(parent, changes):
-            new = changes.get("method", config["method"])
-            st.info(f"{REGISTRY[new].label} starts on run #{run['id']}'s merged weights after task {after}: each "
-                    "adapted layer's effective weight there becomes its base weight, with a fresh adapter, so "
-                    "its spectra measure the update since the fork. (The same method and options would go on "
-                    "with the parent's own adapters and memories.)")
-        elif changes == {}:
-            st.caption("Nothing changed yet: this fork would repeat the parent's remaining tasks exactly.")
+        kind, note = fork_preview(parent, changes, after, REGISTRY)
+        if kind:
+            (st.info if kind == "info" else st.caption)(note)
         if bad_json:
             slots["other"].error(bad_json)
-        if not st.button("Start the fork", type="primary", key=f"{key}-button", icon=":material/call_split:") \
-                or bad_json:
-            return
-        try:
-            new_id = lineage.fork(store, run["id"], int(after), changes,
-                                      launch_key=fork_launch_key(run["id"], int(after), changes))
-        except ConfigError as exc:
-            say(exc.field if exc.field in slots else "other", str(exc))
-            return
-        except UserError as exc:
-            # what cannot change at a fork comes from the JSON options; the rest is about the fork point
-            fixed = any(option in changes for option in lineage.FIXED_AT_FORK)
-            say("other" if fixed else "after_task", str(exc))
-            return
-        set_selected([run["id"], new_id])
-        say_after_rerun(f"Started run #{new_id} from #{run['id']}'s state after task {after}"
-                        + (f" with {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else
-                           " with the same options") + "; parent and fork are selected.", links=True)
+        clicked = st.button("Start the fork", type="primary", key=f"fork{run['id']}-button",
+                            icon=":material/call_split:")
+        if clicked and not bad_json:
+            start_fork(run["id"], after, changes, slots)
 
 
 if len(sel) == 1 and sel[0]["status"] == "finished":

@@ -2,7 +2,8 @@
 
 The selection lives in the session and is mirrored in the URL (``?runs=3,5``), so it survives a
 page switch (Streamlit clears query parameters when navigating) and a reload or a shared link.
-Nothing here trains or imports torch.
+Nothing here trains. (torch is loaded all the same: the automatic-resume settings come from
+cldash.engine.checkpoints, which imports it.)
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import re
 import threading
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from cldash.runs.recovery import AUTO_RESUME_LIMIT, AUTO_RESUME_SETTING
 from cldash.core.errors import UserError
 from cldash.dashboard.figures import PLOTLY_CONFIG
+from cldash.dashboard.labels import run_label
 from cldash.runs.processes import default_limit, max_concurrent
 from cldash.runs.queue import schedule
+from cldash.runs.recovery import AUTO_RESUME_LIMIT, AUTO_RESUME_SETTING
 from cldash.store import Store, default_db, mask_url
-from cldash.dashboard.views import run_label
 
 ACTIVE = ("queued", "running")
 
@@ -33,8 +36,6 @@ def through_app() -> None:
     multipage mode). Switching that mode off and re-running routes the request through app.py,
     which picks the same page by its URL. Every page calls this first.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
@@ -184,8 +185,6 @@ def refresh_sidebar() -> None:
     """Redraw the sidebar's counts and run picker from the store now. The sidebar is drawn before the page, so a
     page that has just created runs (a launch) calls this once after it: the sidebar then says "2 runs",
     "Running 2 / 2" and offers the new runs at once, not only from the next rerun."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
     slots = getattr(_RUN, "slots", None)
     ctx = get_script_run_ctx()
     if not slots or (ctx is not None and ctx.fragment_ids_this_run):   # no sidebar, or a fragment's own rerun

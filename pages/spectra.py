@@ -1,11 +1,12 @@
 """Spectra: singular values of each adapter's update over steps, the spectrum at one step across
 runs, shape measures over steps, and a layer x module grid; cumulative and per-task updates."""
 
-import pandas as pd
 import streamlit as st
 
-from cldash.dashboard.figures import MEASURE_LABELS, layer_module_heatmap, measures_figure, spectrum_heatmap, spectrum_overlay
-from cldash.dashboard.views import boundaries, module_grid, run_label, run_style
+from cldash.dashboard.figures import layer_module_heatmap, measures_figure, spectrum_heatmap, spectrum_overlay
+from cldash.dashboard.labels import MEASURE_LABELS, run_label, run_style
+from cldash.dashboard.tables import spectra_table
+from cldash.dashboard.views import boundaries, measure_lines, module_grid, spectrum_modules, update_kinds
 from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()
@@ -25,13 +26,11 @@ index = store.spectrum_index(run_id)
 if index.empty:
     st.info("This run has no spectra logged yet.")
     st.stop()
-kinds = sorted(index.kind.unique(), key=lambda k: (k != "cumulative", k != "task", k))
+kinds = update_kinds(index)
 kind = c2.selectbox("update", kinds, help="cumulative: W(now) − W₀, against the pre-trained weight; "
                                          "task: the change since the current task started; others: method read-outs.")
 modules = store.modules(run_id)
-module_names = [m for m in modules.name if m in set(index[index.kind == kind].module)] or \
-    sorted(index[index.kind == kind].module.unique())
-view = c3.selectbox("module", [*module_names, "layer × module grid"])
+view = c3.selectbox("module", [*spectrum_modules(modules, index, kind), "layer × module grid"])
 
 if view == "layer × module grid":
     rows = store.spectra(run_id, kind=kind, with_values=False)
@@ -49,8 +48,7 @@ series = store.spectra(run_id, module=view, kind=kind)
 plot(spectrum_heatmap(series, title=f"{styles[run_id]['name']} · {view}: singular values over steps ({kind})",
                       boundaries=boundaries(run)),
      key="sp-heat", filename=png_name("spectra-heatmap", view, kind, "run", run_id))
-download(series.assign(values=[" ".join(f"{v:.6g}" for v in vals) for vals in series["values"]]),
-         f"run-{run_id}-{view}-{kind}", key="dl-series")
+download(spectra_table(series), f"run-{run_id}-{view}-{kind}", key="dl-series")
 
 st.subheader("Spectrum at one step, across runs")
 steps = sorted(series.step.unique())
@@ -67,16 +65,8 @@ plot(spectrum_overlay({styles[r]["name"]: v for r, v in zip(at.run_id, at["value
 st.subheader("Shape measures over steps")
 chosen = st.multiselect("measures", list(MEASURE_LABELS), default=["erank", "top1_energy", "stable_rank", "frobenius"],
                         format_func=MEASURE_LABELS.get)
-both = [k for k in ("cumulative", "task") if k in kinds]
-frames, lines = [], {}
-for rid in [run_id, *others]:
-    for k in both or [kind]:
-        df = store.spectra(rid, module=view, kind=k, with_values=False)
-        if len(df):
-            label = f"{styles[rid]['name']} · {k}"    # a run keeps its colour; its per-task update is dashed
-            frames.append(df.assign(label=label))
-            lines[label] = {"name": label, "color": styles[rid]["color"], "dash": "dash" if k == "task" else "solid"}
-if frames and chosen:
-    plot(measures_figure(pd.concat(frames, ignore_index=True), chosen, boundaries=boundaries(run), styles=lines,
+measures, lines = measure_lines(store, [run_id, *others], view, kinds, kind, styles)
+if len(measures) and chosen:
+    plot(measures_figure(measures, chosen, boundaries=boundaries(run), styles=lines,
                          title=f"{view}: cumulative update (solid, against W₀) and per-task update (dashed)"),
          key="sp-measures", filename=png_name("spectra-measures", view, "runs", run_id, *others))

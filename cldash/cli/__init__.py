@@ -611,7 +611,7 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     from cldash.config import aids_label
     from cldash.store import count_rows
-    from cldash.dashboard.tables import weights_label
+    from cldash.dashboard.labels import weights_label
     from cldash.core.text import printable
 
     store = _store_reconciled(args.db)

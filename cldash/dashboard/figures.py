@@ -15,7 +15,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cldash.dashboard.views import RUN_PALETTE
+from cldash.dashboard.labels import MEASURE_LABELS, RUN_PALETTE, module_label
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 MAX_POINTS = 1500        # points per line drawn
@@ -27,7 +27,7 @@ DIVERGING = "RdBu"
 FONT = {"size": 15, "color": "#222"}
 TICK_FONT = {"size": 14}
 TITLE_FONT = {"size": 18}
-# The categorical palette of runs and module types (views.RUN_PALETTE: Okabe-Ito without its yellow).
+# The categorical palette of runs and module types (labels.RUN_PALETTE: Okabe-Ito without its yellow).
 PALETTE = RUN_PALETTE
 # matplotlib's magma from its second-darkest colour up: Streamlit's chart theme repaints the near-black
 # "#000004" that starts Plotly's Magma as a pale pink, which made the smallest values look like the largest
@@ -241,7 +241,7 @@ def series_figure(df: pd.DataFrame, y: str = "value", color: str | None = "label
                   styles: dict | None = None, integer_y: bool = False, task_names: dict[int, str] | None = None,
                   empty_note: str = "nothing logged yet") -> go.Figure:
     """Lines of y over steps, one per `color` group (downsampled), with a labelled dotted line where each task
-    starts. `styles` maps a group to its look: {"name", "color", "dash", "symbol"} (views.run_style,
+    starts. `styles` maps a group to its look: {"name", "color", "dash", "symbol"} (labels.run_style,
     module_styles); a group of one point is drawn as a marker, so a chart never shows a legend over nothing.
     A log axis gets ticks that read as numbers (log_ticks); `integer_y` whole-number ticks (ranks)."""
     fig = go.Figure()
@@ -415,7 +415,7 @@ def spectrum_heatmap(spectra: pd.DataFrame, title: str = "", boundaries: list[in
 def spectrum_overlay(spectra: dict[str, np.ndarray], title: str = "", log_y: bool = True,
                      normalize: bool = False, styles: dict | None = None) -> go.Figure:
     """Singular values σi against i for several updates (e.g. one per run at the same step), each in its
-    style (`styles`: name -> {"color", "symbol", "dash"}, views.run_style)."""
+    style (`styles`: name -> {"color", "symbol", "dash"}, labels.run_style)."""
     fig = go.Figure()
     shown = []
     for name, v in spectra.items():
@@ -441,11 +441,6 @@ def spectrum_overlay(spectra: dict[str, np.ndarray], title: str = "", log_y: boo
     return fig
 
 
-# Plain text (they also label the pages' pickers): no underscores, no markup.
-MEASURE_LABELS = {"erank": "effective rank", "top1_energy": "top-1 energy share", "stable_rank": "stable rank",
-                  "frobenius": "Frobenius norm ‖ΔW‖", "condition": "condition number",
-                  "numerical_rank": "numerical rank",
-                  "entropy": "normalised spectral entropy", "w0_energy": "energy in W0's top directions"}
 INTEGER_MEASURES = ("numerical_rank",)
 
 
@@ -521,7 +516,8 @@ def module_styles(modules: pd.DataFrame) -> dict[str, dict]:
     out = {}
     for row in rows:
         layer = int(row.layer) if row.layer == row.layer else 0
-        out[row.name] = {"name": f"layer {layer} · {row.kind}", "color": PALETTE[kinds.index(row.kind) % len(PALETTE)],
+        out[row.name] = {"name": module_label(row.name, layer, row.kind),
+                         "color": PALETTE[kinds.index(row.kind) % len(PALETTE)],
                          "dash": DASHES[layers.index(layer) % len(DASHES)] if layer in layers else "solid"}
     return out
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 import re
 import tempfile
@@ -26,16 +25,18 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.offline import get_plotlyjs
 
 import cldash
 from cldash.core.errors import UserError
+from cldash.core.text import id_ranges
 from cldash.dashboard.figures import (HEADLINE as HEADLINE_FIGURE, PLOTLY_CONFIG, accuracy_matrix_figure, downsample,
-                            headline_figure, measures_figure, pareto_figure,
-                            series_figure, spectrum_overlay)
+                                      headline_figure, measures_figure, pareto_figure, series_figure,
+                                      spectrum_overlay)
+from cldash.dashboard.labels import ENDED, run_caption, run_label, run_style
+from cldash.dashboard.views import CompareData, boundaries, compare_data
 from cldash.measures.metrics import METRICS, fmt
 from cldash.store import Store
-from cldash.core.text import id_ranges
-from cldash.dashboard.views import CompareData, boundaries, compare_data, run_label, run_style
 
 # The numbers a class looks at first (issue 15): the bar chart and the first columns of the table.
 HEADLINE = ("acc", "forgetting", "general_retention", "la", "bwt")
@@ -44,21 +45,11 @@ HEADLINE_BARS = (*HEADLINE_FIGURE, ("bwt", "backward transfer (BWT)", True))
 LOSS_POINTS = 400        # points per run's loss curve: enough for its shape, small for 14 runs
 SPECTRUM_MEASURES = ("top1_energy", "erank")
 FONT_SIZE = 16           # figure text that reads on a projector
-ENDED = "finished"
 
 
 # -- the parts -------------------------------------------------------------------------------------------
 def _metric(key: str):
     return next(m for m in METRICS if m.key == key)
-
-
-def _run_caption(run: dict) -> str:
-    """'#4 lora r=8 single · digits-rotate · seed 0', with ' · unfinished (running, step 40/300)' when it has
-    not finished."""
-    label = run_label(run)
-    if run["status"] != ENDED:
-        label += f" · unfinished ({run['status']}, step {run.get('step') or 0}/{run.get('total_steps') or '?'})"
-    return label
 
 
 def _loss_figure(store: Store, runs: list[dict]) -> go.Figure | None:
@@ -145,7 +136,7 @@ def _configs(data: CompareData) -> str:
         record = {"id": r["id"], "name": r.get("name"), "status": r["status"], "config": r["config"],
                   "versions": r.get("versions"), "device": r.get("device"), "weights": r.get("weights")}
         text = json.dumps(record, indent=2, default=str, allow_nan=True)
-        out.append(f"<details><summary>{_e(_run_caption(r))}</summary><pre>{_e(text)}</pre></details>")
+        out.append(f"<details><summary>{_e(run_caption(r))}</summary><pre>{_e(text)}</pre></details>")
     return "".join(out)
 
 
@@ -231,8 +222,23 @@ details { margin: 6px 0; } summary { cursor: pointer; font-weight: 600; }
 def handout_html(store: Store, run_ids, title: str | None = None, *, now: datetime | None = None) -> str:
     """The handout of these runs as one HTML document (see the module's docstring). Unknown run ids are one
     UserError naming them; unfinished runs are included with what they have, marked as such."""
-    from plotly.offline import get_plotlyjs
+    data = _compared(store, run_ids)
+    title = title or f"cldash handout: runs {id_ranges([r['id'] for r in data.runs])}"
+    page = _Page()
+    _heading(page, store, data, title, now or datetime.now(timezone.utc))
+    _headline_metrics(page, data)
+    _accuracy_against_forgetting(page, data)
+    _accuracy_matrices(page, data)
+    _loss_curves(page, store, data.runs)
+    _update_spectrum(page, store, data.runs)
+    page.add(f"<h2>Configurations</h2>{_configs(data)}")
+    page.add(f"<p class=\"meta\">Made by cldash {_e(cldash.__version__)} with plotly.js embedded: this file "
+             "needs no network.</p>")
+    return _document(page, title)
 
+
+def _compared(store: Store, run_ids) -> CompareData:
+    """The runs as the Compare page reads them; a UserError when none is given or some are not in the store."""
     ids = list(dict.fromkeys(int(i) for i in run_ids))
     if not ids:
         raise UserError("give at least one run to put in the handout; `cldash list` shows the runs.")
@@ -241,21 +247,24 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
     if missing:
         raise UserError(f"there {'is no run' if len(missing) == 1 else 'are no runs'} {id_ranges(missing)} in "
                         f"{store.display}; `cldash list` shows the runs.")
-    runs = data.runs
-    when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
-    title = title or f"cldash handout: runs {id_ranges([r['id'] for r in runs])}"
-    unfinished = [r for r in runs if r["status"] != ENDED]
-    styles = {run_label(r): run_style(r) for r in runs}   # a run's name and colour on every chart (views)
-    page = _Page()
+    return data
 
+
+def _heading(page: _Page, store: Store, data: CompareData, title: str, now: datetime) -> None:
+    """The title, when and from which store, which runs had not finished, and the list of the runs."""
+    runs = data.runs
+    when = now.strftime("%Y-%m-%d %H:%M UTC")
+    unfinished = [r for r in runs if r["status"] != ENDED]
     page.add(f"<h1>{_e(title)}</h1><p class=\"meta\">{_e(when)} · {len(runs)} run{'s' * (len(runs) != 1)} "
              f"from the store {_e(_store_name(store))} · cldash {_e(cldash.__version__)}</p>")
     if unfinished:
-        page.add(f"<p class=\"note\"><span class=\"badge\">unfinished</span> {id_ranges([r['id'] for r in unfinished])}"
-                 " had not finished when this handout was made: they show what they had, and their metrics that "
-                 "need the last row of R are n/a.</p>")
+        page.add(f"<p class=\"note\"><span class=\"badge\">unfinished</span> "
+                 f"{id_ranges([r['id'] for r in unfinished])} had not finished when this handout was made: they show "
+                 "what they had, and their metrics that need the last row of R are n/a.</p>")
     page.add(f"<h2>The runs compared</h2>{_runs_list(data)}")
 
+
+def _headline_metrics(page: _Page, data: CompareData) -> None:
     page.add("<h2>Headline metrics</h2>")
     seeded = bool((data.by_setting["seeds"] > 1).any())
     if seeded:   # one bar per setting: the mean over its seeds, the error bar its standard deviation
@@ -266,6 +275,8 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
         page.figure(headline_figure(data.metrics, metrics=HEADLINE_BARS))
     page.add(f"<h3>Every metric, per run</h3>{_metrics_table(data)}<h3>What each metric means</h3>{_definitions()}")
 
+
+def _accuracy_against_forgetting(page: _Page, data: CompareData) -> None:
     page.add("<h2>Accuracy against forgetting</h2>")
     points = data.metrics.assign(label=data.metrics["label"])
     if points[["acc", "forgetting"]].notna().all(axis=1).any():
@@ -274,17 +285,21 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
     else:
         page.add("<p class=\"note\">No run has both numbers yet (they need a finished run).</p>")
 
+
+def _accuracy_matrices(page: _Page, data: CompareData) -> None:
     page.add("<h2>Accuracy matrices</h2><p class=\"note\">R[i][j]: score on task j after training through task i; "
              "the row 'before' is the pre-trained model, the last column the general (pre-training) task. One "
              "colour scale, 0 to 1, for every run.</p><div class=\"grid\">")
-    for r in runs:
+    for r in data.runs:
         m = data.matrices[r["id"]]
         if m["rows"]:
-            page.figure(accuracy_matrix_figure(m, title=_run_caption(r)))
+            page.figure(accuracy_matrix_figure(m, title=run_caption(r)))
         else:
-            page.add(f"<p>{_e(_run_caption(r))}: nothing evaluated yet.</p>")
+            page.add(f"<p>{_e(run_caption(r))}: nothing evaluated yet.</p>")
     page.add("</div>")
 
+
+def _loss_curves(page: _Page, store: Store, runs: list[dict]) -> None:
     page.add("<h2>Loss curves</h2>")
     loss = _loss_figure(store, runs)
     if loss is not None:
@@ -292,25 +307,27 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
     else:
         page.add("<p class=\"note\">No loss logged yet.</p>")
 
+
+def _update_spectrum(page: _Page, store: Store, runs: list[dict]) -> None:
     page.add("<h2>The update's spectrum</h2>")
     measures = _spectrum_frames(store, runs)
-    if len(measures):
-        page.add("<p class=\"note\">Of each run's cumulative update W − W0, averaged over its adapted modules: "
-                 "the top-1 energy share σ1² / Σ σi² (near 1: one direction holds the update) and the effective "
-                 "rank (how many directions it spreads over).</p>")
-        page.figure(measures_figure(measures, list(SPECTRUM_MEASURES), boundaries=boundaries(runs[0]),
-                                    title="Shape of the update over steps", styles=styles))
-        module, last = _last_spectra(store, runs)
-        if last:
-            page.figure(spectrum_overlay(last, normalize=True, styles=styles,
-                                         title=f"{module}: singular values at each run's last logged step, ÷ σ1"))
-    else:
+    if not len(measures):
         page.add("<p class=\"note\">No spectra logged yet.</p>")
+        return
+    styles = {run_label(r): run_style(r) for r in runs}   # a run's name and colour on every chart (labels)
+    page.add("<p class=\"note\">Of each run's cumulative update W − W0, averaged over its adapted modules: "
+             "the top-1 energy share σ1² / Σ σi² (near 1: one direction holds the update) and the effective "
+             "rank (how many directions it spreads over).</p>")
+    page.figure(measures_figure(measures, list(SPECTRUM_MEASURES), boundaries=boundaries(runs[0]),
+                                title="Shape of the update over steps", styles=styles))
+    module, last = _last_spectra(store, runs)
+    if last:
+        page.figure(spectrum_overlay(last, normalize=True, styles=styles,
+                                     title=f"{module}: singular values at each run's last logged step, ÷ σ1"))
 
-    page.add(f"<h2>Configurations</h2>{_configs(data)}")
-    page.add(f"<p class=\"meta\">Made by cldash {_e(cldash.__version__)} with plotly.js embedded: this file "
-             "needs no network.</p>")
 
+def _document(page: _Page, title: str) -> str:
+    """The page's parts in one HTML document, with plotly.js embedded and a script that draws every figure."""
     config = json.dumps({**PLOTLY_CONFIG, "responsive": True, "showLink": False, "showSendToCloud": False})
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

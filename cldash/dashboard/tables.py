@@ -6,9 +6,11 @@ import math
 
 import pandas as pd
 
-from cldash.measures.metrics import METRICS
+from cldash.core.options import describe
 from cldash.core.text import printable
-from cldash.dashboard.views import group_label, lineage_label, run_regime
+from cldash.dashboard.labels import group_label, lineage_label, weights_label
+from cldash.dashboard.views import run_regime
+from cldash.measures.metrics import METRICS
 
 KEY_METRICS = {"acc": "final acc", "bwt": "BWT", "forgetting": "forgetting", "general_retention": "general kept"}
 
@@ -40,20 +42,9 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def weights_label(weights: dict | None, short: bool = False) -> str:
-    """Which backbone weights a run used (runs.weights): the shipped files, weights pre-trained on
-    the run's machine, or a Hugging Face model."""
-    if not weights:
-        return "" if short else "not recorded (the run started before cldash 0.2 recorded it)"
-    source, sha = weights.get("source"), (weights.get("sha256") or "")[:12]
-    if source == "shipped":
-        return "shipped" if short else f"shipped {weights.get('name')} weights (sha256 {sha})"
-    if source == "local":
-        return "pre-trained locally" if short else \
-            f"{weights.get('name')} pre-trained on the run's machine (sha256 {sha}, {weights.get('file')})"
-    if source == "hugging-face":
-        return "Hugging Face" if short else f"Hugging Face model {weights.get('name')}"
-    return str(source)
+def spectra_table(series: pd.DataFrame) -> pd.DataFrame:
+    """Spectra rows for CSV export: each step's singular values as one text cell ("3.2 1.1 0.02")."""
+    return series.assign(values=[" ".join(f"{v:.6g}" for v in vals) for vals in series["values"]])
 
 
 def metric_help() -> dict[str, str]:
@@ -84,3 +75,26 @@ def matrices_table(items: list[dict]) -> pd.DataFrame:
             row.update((name, float(col[i])) for name, col in m["general"].items())
             rows.append(row)
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["matrix", "runs", "trained_through"])
+
+
+def order_table(order: dict) -> pd.DataFrame:
+    """A measured order (Store.orders) as a table: each position's task and its cosine with the next one."""
+    o = order
+    return pd.DataFrame({"position": range(1, len(o["order"]) + 1),
+                         "task": [f"T{i + 1}: {o['tasks'][i]}" for i in o["order"]],
+                         "cosine with the next": [o["matrix"][a][b] for a, b in zip(o["order"][:-1], o["order"][1:])]
+                         + [float("nan")]})
+
+
+def conflict_table(order: dict) -> pd.DataFrame:
+    """The gradient-conflict matrix of a measured order, its rows and columns named T1, T2 ... (CSV export)."""
+    names = [f"T{i + 1}" for i in range(len(order["tasks"]))]
+    return pd.DataFrame(order["matrix"], index=names, columns=names)
+
+
+def options_table(options_class) -> pd.DataFrame:
+    """A method's options (its Config dataclass, cldash.core.options.describe) for its card: default, what it
+    does, where the default comes from; indexed by the option's name."""
+    rows = [{"option": r["name"], "default": str(r["default"]), "what it does": r["help"],
+             "default from": r.get("source") or ""} for r in describe(options_class)]
+    return pd.DataFrame(rows, columns=["option", "default", "what it does", "default from"]).set_index("option")

@@ -1,14 +1,14 @@
-"""What each dashboard page loads: functions from the store to plain data (no Streamlit).
+"""What each dashboard page loads and says: functions from the store to plain data, and the pages' sentences
+built from it (no Streamlit).
 
 Pages call these and hand the result to cldash.dashboard.figures; tests and bench/dashboard_load.py call
 them directly. Each loads only what its page draws (one module's spectra, the final rows of R,
-rows newer than the last step seen), in a few batched queries.
+rows newer than the last step seen), in a few batched queries. Names of runs, settings and groups come from
+cldash.dashboard.labels.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 import warnings
@@ -19,144 +19,15 @@ import pandas as pd
 
 from cldash.analysis import claims
 from cldash.analysis.claims import Claim
+from cldash.config import RunConfig, describe_run, resolve
+from cldash.dashboard.labels import (fork_note, run_color, run_label, run_name, run_refs, run_symbol, setting_key,
+                                     setting_labels, short_setting_name)
 from cldash.measures.metrics import METRICS, summarize
 from cldash.store import Store
-
-# Fields that do not change what is being compared: runs differing only in these are seeds of one setting.
-NOT_SETTING = ("seed", "name", "checkpoints")
-
-
-def setting_key(config: dict) -> str:
-    """Runs with the same configuration apart from the seed share this key."""
-    core = {k: v for k, v in config.items() if k not in NOT_SETTING}
-    return hashlib.sha1(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-def setting_label(config: dict) -> str:
-    """'lora r=8 single · digits-rotate' (the run label without the seed)."""
-    opts = config.get("method_options") or {}
-    bits = [config["method"]]
-    for key in ("rank", "init_r", "target_r"):
-        if key in opts:
-            bits.append(f"{key.replace('_', '')}={opts[key]}" if key != "rank" else f"r={opts[key]}")
-            break
-    if config.get("policy"):
-        bits.append(str(config["policy"]))
-    from cldash.config import aids_label
-
-    if aids_label(config):   # replay and EWC change what a run is: a fork that switched replay on says so
-        bits.append(f"+ {aids_label(config)}")
-    return f"{' '.join(bits)} · {config['stream']}"
-
-
-def run_label(run: dict) -> str:
-    return f"#{run['id']} {setting_label(run['config'])} · seed {run['seed']}"
-
-
-# -- run identity on charts: one colour and one short name per run, the same on every chart and page ---------
-# Okabe & Ito's colour-blind-safe palette ("Color Universal Design", 2008; Wong, Nature Methods 8:441, 2011)
-# without its yellow (#F0E442), which is too pale against a white page on a projector. Ordered so that
-# consecutive run ids get far-apart hues (a blue, then an orange-red, then a green ...) and the two blues, like
-# the two oranges, sit three places apart.
-RUN_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#56B4E9", "#E69F00", "#CC79A7", "#000000")
-# With more runs than colours the marker symbol changes too (#1 and #8 share a colour, not a symbol).
-RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
-
-# The methods' labels as their registry gives them (cldash.methods; imported there with torch, which the
-# pages never load), shortened for a legend.
-METHOD_NAMES = {"full": "full FT", "lora": "LoRA", "pissa": "PiSSA", "dora": "DoRA", "adalora": "AdaLoRA",
-                "loraga": "LoRA-GA", "wegeft": "WeGeFT", "loretta": "LoRETTA", "eblora": "EBLoRA",
-                "codyra": "CoDyRA", "slice": "SLICE", "inflora": "InfLoRA", "sdlora": "SD-LoRA", "olora": "O-LoRA"}
-
-
-def run_color(run_id: int) -> str:
-    """The colour of run `run_id` on every chart: RUN_PALETTE by id, so consecutive runs differ."""
-    return RUN_PALETTE[(int(run_id) - 1) % len(RUN_PALETTE)]
-
-
-def run_symbol(run_id: int) -> str:
-    """The marker symbol of run `run_id`: changes once the palette has gone round."""
-    return RUN_SYMBOLS[((int(run_id) - 1) // len(RUN_PALETTE)) % len(RUN_SYMBOLS)]
-
-
-def method_name(config: dict) -> str:
-    """'LoRA', 'rsLoRA', 'full FT' ... for a run's config."""
-    opts = config.get("method_options") or {}
-    if config["method"] == "lora" and opts.get("rslora"):
-        return "rsLoRA"
-    return METHOD_NAMES.get(config["method"], config["method"])
-
-
-def setting_name(config: dict) -> str:
-    """A setting as a legend names it: the method and its key options, 'LoRA r=8', 'AdaLoRA r=8 merge',
-    'LoRA r=4 + replay 200 (balanced)' (the stream and the seed left out; setting_label has them)."""
-    opts = config.get("method_options") or {}
-    bits = [method_name(config)]
-    for key in ("rank", "target_r", "init_r"):
-        if key in opts:
-            bits.append(f"r={opts[key]}")
-            break
-    if config.get("policy") and config["policy"] != "single":
-        bits.append(str(config["policy"]))
-    if config.get("preset") not in (None, "", "common"):
-        bits.append(f"[{config['preset']}]")
-    from cldash.config import aids_label
-
-    if aids_label(config):
-        bits.append(f"+ {aids_label(config)}")
-    return " ".join(bits)
-
-
-def run_name(run: dict) -> str:
-    """A run as every chart names it: '#4 LoRA r=8' (run_label is the long form, with stream and seed)."""
-    return f"#{run['id']} {setting_name(run['config'])}"
-
-
-def run_style(run: dict) -> dict:
-    """The name, colour and marker symbol of a run on every chart."""
-    return {"name": run_name(run), "color": run_color(run["id"]), "symbol": run_symbol(run["id"])}
-
-
-# Readable names of the scalars methods log (Ranks page read-outs, axis and colour-bar titles).
-SCALAR_LABELS = {
-    "loss": "training loss", "lr": "learning rate", "active_rank": "active rank",
-    "active_rank_total": "active rank, all modules", "active_rank_share": "share of ranks still active",
-    "budget": "rank budget", "lambda_abs_max": "largest |λ| (AdaLoRA singular value)",
-    "codyra_threshold": "gate threshold κ", "gate_abs_mean": "mean |gate|",
-    "task_update_norm": "norm of the task's update",
-    "F_rank": "rank of the protected basis F", "F_leakage": "leakage into the protected basis F",
-    "U_orthogonality_error": "orthogonality error of U", "V_orthogonality_error": "orthogonality error of V",
-    "magnitude": "magnitude", "spectrum_flatness": "spectrum flatness σ₁ / σᵣ",
-    "lora_A_norm": "norm of A", "lora_B_norm": "norm of B", "init_subspace_drift": "drift from the initial subspace",
-    "gradient_top2r_energy": "gradient energy in the top 2r directions", "memory_dim": "memory dimension",
-    "memory_fraction": "memory share of the input space", "interference": "interference",
-    "old_rank": "rank of the frozen old adapters", "directions": "stored directions",
-    "gram_offdiag_abs_cos": "mean |cos| between stored directions",
-    "current_max_abs_cos": "largest |cos| of the new direction", "phi_norm": "norm of φ",
-    "delta_m": "magnitude change Δm", "delta_d": "direction change Δd",
-    "magnitude_ratio_median": "magnitude ratio, median", "magnitude_ratio_q10": "magnitude ratio, 10th percentile",
-    "magnitude_ratio_q90": "magnitude ratio, 90th percentile", "gradient_conflict_cos": "gradient conflict (cosine)",
-    "reconciled_grad_norm_ratio": "reconciled / raw gradient norm", "numerical_rank": "numerical rank",
-}
-
 
 # Scalars that count something (ranks, dimensions, directions): drawn with whole-number ticks.
 COUNT_SCALARS = frozenset({"active_rank", "active_rank_total", "budget", "F_rank", "memory_dim", "old_rank",
                            "directions", "numerical_rank"})
-
-
-def scalar_label(name: str) -> str:
-    """A logged scalar's readable name ('active_rank_share' -> 'share of ranks still active'); an unknown one
-    with its underscores as spaces."""
-    return SCALAR_LABELS.get(name, name.replace("_", " "))
-
-
-def module_label(module: str, layer=None, kind: str | None = None) -> str:
-    """'layer 0 · q_proj' for vit.layers.0.attention.q_proj (from the modules table's layer and kind), else the
-    module's last two name parts."""
-    if kind and layer is not None and not (isinstance(layer, float) and math.isnan(layer)):
-        return f"layer {int(layer)} · {kind}"
-    return ".".join(str(module).split(".")[-2:])
 
 
 def status_line(run: dict) -> tuple[float, str, str]:
@@ -173,42 +44,6 @@ def status_line(run: dict) -> tuple[float, str, str]:
     if re.fullmatch(rf"{re.escape(str(run['status']))}( \(.*\))? at step \d+", note):
         note = ""
     return (min(1.0, step / total) if total else 0.0), text, note
-
-
-def _flat(config: dict, prefix: str = "") -> dict[str, object]:
-    out = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def setting_labels(configs: list[dict]) -> list[str]:
-    """`setting_label` of each config, made distinct where different settings share one: a sweep over an
-    option the short label leaves out (lr, alpha, a stream option) gets that option's values appended
-    ("lora r=8 single · digits-rotate · lr=0.003"), so the rows of one sweep can be told apart.
-
-    The recorded regime (config["regime"]) is left out of the comparison: it describes the preset, which
-    is itself compared. Settings that still look alike get the start of their setting key."""
-    labels = [setting_label(c) for c in configs]
-    keys = [setting_key(c) for c in configs]
-    by_label: dict[str, dict[str, dict]] = {}
-    for label, key, config in zip(labels, keys, configs):
-        by_label.setdefault(label, {})[key] = config
-    extra: dict[str, str] = {}
-    for label, settings in by_label.items():
-        if len(settings) < 2:
-            continue
-        flat = {key: _flat({k: v for k, v in c.items() if k not in NOT_SETTING and k != "regime"})
-                for key, c in settings.items()}
-        fields = sorted(set().union(*flat.values()))
-        differing = [f for f in fields if len({json.dumps(d.get(f), default=str) for d in flat.values()}) > 1]
-        for key, d in flat.items():
-            bits = [f"{f.rsplit('.', 1)[-1]}={d.get(f)}" for f in differing]
-            extra[key] = " · " + (", ".join(bits) if bits else f"setting {key[:6]}")
-    return [label + extra.get(key, "") for label, key in zip(labels, keys)]
 
 
 def boundaries(run: dict) -> list[int]:
@@ -244,13 +79,11 @@ def compare_data(store: Store, run_ids: list[int]) -> CompareData:
     settings = setting_labels([r["config"] for r in runs])
     for r, setting in zip(runs, settings):
         m = run_metrics(r, matrices[r["id"]])
-        # the setting's short chart name keeps what setting_labels appended to tell a sweep's settings apart
-        short = setting_name(r["config"]) + setting[len(setting_label(r["config"])):]
         rows.append({"id": r["id"], "label": run_label(r), "setting": setting,
                      "setting_key": setting_key(r["config"]), "method": r["method"], "seed": r["seed"],
                      "status": r["status"], **{k.key: m.get(k.key, math.nan) for k in METRICS},
-                     "name": run_name(r), "setting_name": short, "color": run_color(r["id"]),
-                     "symbol": run_symbol(r["id"])})
+                     "name": run_name(r), "setting_name": short_setting_name(r["config"], setting),
+                     "color": run_color(r["id"]), "symbol": run_symbol(r["id"])})
     metrics = pd.DataFrame(rows, columns=["id", "label", "setting", "setting_key", "method", "seed", "status",
                                           *[m.key for m in METRICS], "name", "setting_name", "color", "symbol"])
     return CompareData(runs, matrices, metrics, seed_summary(metrics))
@@ -273,6 +106,15 @@ def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:
         parts.append(g[ident].first().rename(columns={"setting_name": "name"}))
     out = pd.concat(parts, axis=1).reset_index().drop(columns="setting_key")
     return out
+
+
+def mean_sd_table(by_setting: pd.DataFrame) -> pd.DataFrame:
+    """seed_summary's rows with each metric written "mean ± sd" ("mean" alone from a single seed)."""
+    shown = by_setting.copy()
+    for m in METRICS:
+        shown[m.key] = [f"{mu:.3f} ± {sd:.3f}" if sd == sd else f"{mu:.3f}"
+                        for mu, sd in zip(by_setting[m.key], by_setting[f"{m.key}_std"])]
+    return shown
 
 
 def mean_matrix(matrices: list[dict]) -> dict:
@@ -345,27 +187,7 @@ def compare_summary(data: CompareData) -> str:
     return f"{n} run{'s' * (n != 1)} · {settings} setting{'s' * (settings != 1)}{per} · {statuses}"
 
 
-# -- lineage: resumed runs and forks --------------------------------------------------------------
-def fork_note(run: dict) -> str:
-    """"fork of #3 after task 1" for a fork (runs.parent_id, fork_task), "" for any other run."""
-    if not run.get("parent_id"):
-        return ""
-    return f"fork of #{run['parent_id']} after task {run.get('fork_task')}"
-
-
-def lineage_label(run: dict) -> str:
-    """Where a run comes from, for the Runs table: "fork of #3 after task 1", "resumed 2×", and, while a
-    resumed run waits in the queue, the task it continues after ("continues after task 1"); "" for a run
-    that started from scratch and was never resumed."""
-    bits = [fork_note(run)] if run.get("parent_id") else []
-    if run.get("resumes"):
-        bits.append(f"resumed {run['resumes']}×")
-        if run.get("status") == "queued" and run.get("resume_task") is not None:
-            bits.append(f"continues after task {run['resume_task']}" if run["resume_task"]
-                        else "starts over (no checkpoint)")
-    return " · ".join(bits)
-
-
+# -- lineage: forks beside their parents ---------------------------------------------------------
 def lineage_roots(runs: list[dict]) -> dict[int, int]:
     """For each run, the id of its earliest ancestor among `runs` (its own id when its parent is not among
     them)."""
@@ -413,6 +235,21 @@ def missing_parents(runs: list[dict]) -> dict[int, int]:
     return {r["id"]: r["parent_id"] for r in runs if r.get("parent_id") and r["parent_id"] not in ids}
 
 
+def addable_parents(store: Store, runs: list[dict]) -> dict[int, int]:
+    """missing_parents of `runs` whose parent is still in the store (a deleted parent cannot be added)."""
+    orphans = missing_parents(runs)
+    if not orphans:
+        return {}
+    kept = {r["id"] for r in store.runs(ids=set(orphans.values()))}
+    return {f: p for f, p in orphans.items() if p in kept}
+
+
+def forks_note(orphans: dict[int, int]) -> str:
+    """What the Compare page says of forks compared without their parents ({fork id: parent id})."""
+    return (" · ".join(f"#{f} is a fork of #{p}" for f, p in orphans.items()) + ": compare each with its "
+            "parent, beside it, with the fork point marked.")
+
+
 def matrix_rows(items: list[dict], per_row: int) -> list[list[dict]]:
     """`items` (matrix_items, in lineage order) in rows of at most `per_row`. A run and its forks (the items
     sharing a "lineage") start a new row rather than break over two, so a fork sits beside its parent; a
@@ -446,73 +283,7 @@ def difference_defaults(items: list[dict]) -> tuple[int, int]:
     return 0, 1
 
 
-def fork_changes(parent: dict, fields: dict, other: str = "") -> dict:
-    """The changes a "What if…" form asks for, as checkpoints.fork takes them: each field of `fields` (run
-    options: method, lr, replay, ewc_lambda, seed ...) whose value differs from the parent's config, then
-    the options of `other`, a JSON object (which win over the fields; "method_options": {...} too). An
-    empty lr keeps the parent's (or, for another method, that method's default). Raises ConfigError (one
-    sentence, its field "other") for text that is not a JSON object."""
-    from cldash.core.errors import ConfigError
-
-    config = parent["config"]
-    changes = {}
-    for key, value in fields.items():
-        if isinstance(value, str):
-            value = value.strip()
-            if value == "":
-                continue
-            try:   # "0.001" from a text field equals a stored 0.001; anything else goes to validation as is
-                number = float(value)
-            except ValueError:
-                number = None
-            if number is not None and config.get(key) is not None and number == config.get(key):
-                continue
-        if value != config.get(key):
-            changes[key] = value
-    if other.strip():
-        try:
-            extra = json.loads(other)
-        except ValueError as exc:
-            raise ConfigError(f"other options must be a JSON object such as {{\"batch_size\": 32}}; this text "
-                              f"is not JSON ({exc.msg} at character {exc.pos}).", "other") from None
-        if not isinstance(extra, dict):
-            raise ConfigError(f"other options must be a JSON object such as {{\"batch_size\": 32}} (got "
-                              f"{type(extra).__name__}).", "other")
-        changes.update(extra)
-    return changes
-
-
-def starts_on_merged_weights(parent: dict, changes: dict) -> bool:
-    """Whether a fork with these changes starts a new method on the parent's merged weights (another
-    method, other method options or another policy) instead of continuing the parent's method."""
-    config = parent["config"]
-    if changes.get("method", config["method"]) != config["method"]:
-        return True
-    options = {**(config.get("method_options") or {}), **(changes.get("method_options") or {})}
-    return options != (config.get("method_options") or {}) or \
-        ("policy" in changes and changes["policy"] != config.get("policy"))
-
-
-def fork_launch_key(parent_id: int, after_task: int, changes: dict) -> str:
-    """One key per parent, fork point and changes: the same fork asked for twice (a double click) is one run."""
-    digest = hashlib.sha1(json.dumps(changes, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return f"fork:{parent_id}:{after_task}:{digest}"
-
-
 # -- groups --------------------------------------------------------------------------------------
-def group_label(group_key: str | None) -> str:
-    """A run group as the pages name it: "sweep NAME" for a `cldash sweep` (group_key "sweep:NAME"),
-    "launch KEY" for a launch from the Launch page, the key itself for the others ("claims", a demo's
-    "demo-xxxxxxxx", an order's), "" for a run in no group."""
-    if not group_key:
-        return ""
-    if group_key.startswith("sweep:"):
-        return f"sweep {group_key[len('sweep:'):]}"
-    if re.fullmatch(r"[0-9a-f]{12}", group_key):     # the Launch page keys a launch by 12 hex digits of a uuid4
-        return f"launch {group_key}"
-    return group_key
-
-
 def run_regime(run: dict) -> str:
     """"common" (the shared defaults) or the preset a run ran under ("paper", "paper:METHOD"); a row of
     Store.run_listing carries it as "regime"."""
@@ -542,6 +313,40 @@ def filter_runs(runs: list[dict], status=(), method=(), stream=(), regime=(), gr
             and (not group or (r.get("group_key") or "") in group)]
 
 
+# -- the Runs page's words -----------------------------------------------------------------------
+def listing_caption(runs: list[dict]) -> str:
+    """The line under the runs table: "3 finished · 1 running — latest: #3 finished, #4 running" (the last 8)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return (" · ".join(f"{n} {status}" for status, n in sorted(counts.items())) + " — latest: " +
+            ", ".join(f"#{r['id']} {r['status']}" for r in runs[-8:]))
+
+
+def resumed_message(done: list[tuple[int, int]]) -> str:
+    """What the Runs page says after resuming runs, from (run id, the task it continues after; 0: from the
+    start) pairs."""
+    each = [f"#{run_id} from its checkpoint after task {task}" if task else
+            f"#{run_id} from the start (it has no checkpoint)" for run_id, task in done]
+    return f"Resumed {', '.join(each)}; the rows of each unfinished task were dropped, so nothing counts twice."
+
+
+def delete_label(selected: int, active: int) -> tuple[str, str]:
+    """The delete checkbox's label (how many of the selected runs it deletes) and the line under it (why not
+    the active ones), short enough for a third of the page."""
+    ended = selected - active
+    still = "" if not active else \
+        f"{active} {'is' if active == 1 else 'are'} still active: cancel {'it' if active == 1 else 'them'} first."
+    if not active:
+        label = "I want to delete the selected run" if selected == 1 else \
+            f"I want to delete the {selected} selected runs"
+    elif not ended:
+        label = "Nothing to delete"
+    else:
+        label = f"I want to delete {ended} of the {selected} selected runs"
+    return label, still
+
+
 # -- live ----------------------------------------------------------------------------------------
 @dataclass
 class LiveCache:
@@ -568,12 +373,85 @@ class LiveCache:
 
 
 # -- spectra -------------------------------------------------------------------------------------
+def update_kinds(index: pd.DataFrame) -> list[str]:
+    """The update kinds a run's spectra have (Store.spectrum_index): cumulative, task, then the methods' own."""
+    return sorted(index.kind.unique(), key=lambda k: (k != "cumulative", k != "task", k))
+
+
+def spectrum_modules(modules: pd.DataFrame, index: pd.DataFrame, kind: str) -> list[str]:
+    """The modules with spectra of this kind, in the modules table's order (else by name)."""
+    logged = index[index.kind == kind].module
+    return [m for m in modules.name if m in set(logged)] or sorted(logged.unique())
+
+
+def measure_lines(store: Store, run_ids: list[int], module: str, kinds: list[str], kind: str,
+                  styles: dict[int, dict]) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Shape measures of one module over steps for several runs, with a look per line: each run's cumulative
+    and per-task updates where it has them (else the update `kind`), labelled "#4 LoRA r=8 · task". A run keeps
+    its colour (`styles`: labels.run_style by run id); its per-task update is dashed. Empty when nothing is
+    logged."""
+    both = [k for k in ("cumulative", "task") if k in kinds]
+    frames, lines = [], {}
+    for rid in run_ids:
+        for k in both or [kind]:
+            df = store.spectra(rid, module=module, kind=k, with_values=False)
+            if len(df):
+                label = f"{styles[rid]['name']} · {k}"
+                frames.append(df.assign(label=label))
+                lines[label] = {"name": label, "color": styles[rid]["color"],
+                                "dash": "dash" if k == "task" else "solid"}
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), lines
+
+
 def module_grid(modules: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame:
     """Spectra rows joined with their module's layer and type (for layer x module heatmaps)."""
     if spectra.empty or modules.empty:
         return pd.DataFrame(columns=[*spectra.columns, "layer", "module_type"])
     mods = modules[["name", "layer", "kind"]].rename(columns={"name": "module", "kind": "module_type"})
     return spectra.merge(mods, on="module", how="left")
+
+
+# -- ranks ----------------------------------------------------------------------------------------
+NUMERICAL_RANK = "numerical rank of the update"   # the Ranks page's choice of the spectra's numerical rank
+# rank histories a method logs itself besides those named "...rank...": the DualGPM memory (InfLoRA), the stored
+# directions (SD-LoRA)
+RANK_LIKE = ("memory_dim", "directions")
+
+
+def rank_scalars(names: pd.DataFrame) -> list[str]:
+    """The rank histories a run's method logs itself per module (Store.scalar_names): active ranks (AdaLoRA,
+    CoDyRA), the protected basis F (EBLoRA), the DualGPM memory (InfLoRA), the stored directions (SD-LoRA),
+    the frozen pairs' rank (O-LoRA)."""
+    return [n for n in names[names.per_module].name if "rank" in n or n in RANK_LIKE] if len(names) else []
+
+
+def rank_series(store: Store, run_id: int, source: str, kind: str | None = None) -> pd.DataFrame:
+    """One rank per module over steps (step, module, value): a scalar the method logs, or NUMERICAL_RANK, the
+    numerical rank of the update of `kind` ("cumulative" or "task") from its spectra."""
+    if source == NUMERICAL_RANK:
+        rows = store.spectra(run_id, kind=kind, with_values=False)
+        return rows.rename(columns={"numerical_rank": "value"})[["step", "module", "value"]]
+    return store.scalars(run_id, names=[source])[["step", "module", "value"]]
+
+
+def logged_task_ends(run: dict, df: pd.DataFrame) -> list[int]:
+    """The steps at which the run's tasks ended that `df` (a series over steps) has reached; its last step
+    when it has reached none."""
+    return [s for s in boundaries(run) if s <= df.step.max()] or [int(df.step.max())]
+
+
+def readout_names(names: pd.DataFrame, ranks: list[str]) -> list[str]:
+    """The method's own read-outs among a run's scalars (Store.scalar_names): all but the loss, the learning
+    rate and the rank histories (`ranks`)."""
+    return names[~names.name.isin(["loss", "lr", *ranks])].name.tolist() if len(names) else []
+
+
+def readout_series(store: Store, run_id: int, name: str) -> pd.DataFrame:
+    """A read-out over steps with a "label" column for its lines: the module, or the read-out's name for a
+    scalar of the whole run."""
+    series = store.scalars(run_id, names=[name])
+    series["label"] = series["module"].where(series["module"] != "", name)
+    return series
 
 
 # -- claims --------------------------------------------------------------------------------------
@@ -620,6 +498,57 @@ def claim_values_table(claim: Claim, verdict: dict) -> pd.DataFrame:
                          **{f"seed {s}": by_seed.get(s, math.nan) for s in seeds},
                          "mean": mean, "sd": sd,
                          "mean ± sd": "" if not have else f"{mean:.3f}" if sd != sd else f"{mean:.3f} ± {sd:.3f}",
-                         "run ids": ", ".join(f"#{i}" for i in run_ids.get(label, {}).values())})
+                         "run ids": run_refs(run_ids.get(label, {}).values())})
     return pd.DataFrame(rows, columns=["metric", "what", "run", *[f"seed {s}" for s in seeds], "mean", "sd",
                                        "mean ± sd", "run ids"])
+
+
+# -- lessons ---------------------------------------------------------------------------------------
+def lesson_progress(state: dict, runs: int) -> str:
+    """A lesson's runs in one line (cldash.analysis.lessons.progress): "2 of 3 finished · 1 queued or running"."""
+    return (f"{state['finished']} of {runs} finished"
+            + (f" · {state['active']} queued or running" if state["active"] else "")
+            + (f" · {state['failed']} did not finish (launch again to retry them)" if state["failed"] else ""))
+
+
+def lesson_run_line(label: str, run: dict | None, icons: dict[str, str]) -> str:
+    """One of a lesson's runs as a Markdown list item: its status icon (`icons`), label, id, status and share
+    done; "not launched" before it is."""
+    if run is None:
+        return f"- {label}: not launched"
+    share = 1.0 if run["status"] == "finished" else float(run["progress"] or 0)
+    return f"- {icons.get(run['status'], '')} **{label}** · run #{run['id']} · {run['status']} · {100 * share:.0f} %"
+
+
+# -- methods ---------------------------------------------------------------------------------------
+def method_order(names) -> list[str]:
+    """Methods as the pages list them: LoRA and full fine-tuning (the two baselines) first, the others by name."""
+    return ["lora", "full"] + sorted(n for n in names if n not in ("lora", "full"))
+
+
+def method_facts(method, policies: dict[str, str]) -> list[str]:
+    """The lines under a method's card (a registered Method class): its default learning rate, its task-boundary
+    policies (`policies`: cldash.methods.POLICIES, what each means) and what it trains (Markdown)."""
+    facts = [f"default learning rate {method.default_lr:g}"]
+    if method.policies:
+        facts.append("task-boundary policy: " + ", ".join(f"**{p}** ({method.policy_notes.get(p, policies[p])})"
+                                                          for p in method.policies) +
+                     f"; default {method.policies[0]}")
+    facts.append("trains every backbone weight" if method.trains_backbone else "trains only its adapters")
+    return facts
+
+
+# -- orders ---------------------------------------------------------------------------------------
+def order_runs(order: dict, methods: list[str], seed: int) -> tuple[list[dict], list[str], list[str]]:
+    """The Orders page's runs of a measured order (Store.orders): one config per method on the stream's tasks in
+    the adversarial order, with their launch keys (the same order, methods and seed launched twice is one set of
+    runs) and names. Raises ConfigError for a method that does not fit the order's stream or backbone."""
+    o = order
+    configs = [resolve({"method": m, "stream": o["stream"], "backbone": o["backbone"],
+                        "stream_options": o["ordered_options"],
+                        "backbone_options": o["config"].get("backbone_options", {}),
+                        "targets": o["config"].get("targets", []), "seed": seed,
+                        "name": f"{m} · {o['stream']} adversarial order #{o['id']} · seed {seed}"}).to_dict()
+               for m in methods]
+    keys = [f"order{o['id']}:{c['method']}:{c['seed']}" for c in configs]
+    return configs, keys, [c["name"] or describe_run(RunConfig(**c)) for c in configs]

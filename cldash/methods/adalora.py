@@ -232,6 +232,7 @@ class RankAllocator:
 @register
 class AdaLoRA(AdapterMethod):
     name = "adalora"
+    display_name = "AdaLoRA"
     label = "AdaLoRA"
     paper = "Zhang et al., ICLR 2023, arXiv 2303.10512"
     summary = ("An SVD-form adapter P diag(lambda) Q per layer; a cubic budget prunes the least important "

@@ -77,6 +77,7 @@ class StepContext:
 class Method:
     name: ClassVar[str]
     label: ClassVar[str]
+    display_name: ClassVar[str] = ""   # the label shortened for a legend ("full FT"); empty: the label itself
     paper: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     equation: ClassVar[str] = ""

@@ -119,6 +119,7 @@ def threshold(task_step: int, task_steps: int, kappa_max: float, dense_fraction:
 @register
 class CoDyRA(Method):
     name = "codyra"
+    display_name = "CoDyRA"
     label = "CoDyRA"
     paper = "Lu et al., arXiv 2412.01004 (Findings of EMNLP 2026); code Artificer-AI-Lab/CoDyRA"
     summary = ("LoRA with a gate per rank-one component, soft-thresholded after every step on a rising "

@@ -91,6 +91,7 @@ class DoRABranch(LoRABranch):
 @register
 class DoRA(LoRA):
     name = "dora"
+    display_name = "DoRA"
     label = "DoRA"
     paper = "Liu et al., ICML 2024, arXiv 2402.09353"
     summary = ("Splits each weight row into a trainable magnitude and a direction adapted by LoRA; the "

@@ -199,6 +199,7 @@ class EBLoRAConfig:
 @register
 class EBLoRA(Method):
     name = "eblora"
+    display_name = "EBLoRA"
     label = "EBLoRA"
     paper = "Spectral Imbalance Causes Forgetting in Low-Rank Continual Adaptation, arXiv 2602.00722 (ICML 2026)"
     summary = ("Each task's update is a magnitude times an orthonormal U V^T (a flat spectrum), started on the "

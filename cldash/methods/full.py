@@ -23,6 +23,7 @@ class FullConfig:
 @register
 class FullFineTuning(Method):
     name = "full"
+    display_name = "full FT"
     label = "Full fine-tuning (SeqFT)"
     paper = "the naive continual-learning baseline; e.g. TRACE's SeqFT, arXiv 2310.06762"
     summary = "Trains every weight of the backbone on each task in turn; the update is dense (full rank)."

@@ -209,6 +209,7 @@ def old_dimension(memory: torch.Tensor | None, mode: str, n: int) -> int:
 @register
 class InfLoRA(Method):
     name = "inflora"
+    display_name = "InfLoRA"
     label = "InfLoRA"
     paper = "Liang & Li, CVPR 2024, arXiv 2404.00228"
     summary = ("Each task's down-projection is designed from the task's input covariance, projected away from the "

@@ -91,6 +91,7 @@ def check_rank(method: str, rank: int, shapes: dict[str, tuple[int, int]], optio
 @register
 class LoRA(AdapterMethod):
     name = "lora"
+    display_name = "LoRA"
     label = "LoRA"
     paper = "Hu et al., ICLR 2022, arXiv 2106.09685; rsLoRA: Kalajdzievski, arXiv 2312.03732"
     summary = ("Adds a trainable rank-r product B A next to each frozen weight. B starts at zero, "

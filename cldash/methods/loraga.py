@@ -156,6 +156,7 @@ def estimate_gradients(model: torch.nn.Module, layers: dict[str, AdaptedLinear],
 @register
 class LoRAGA(LoRA):
     name = "loraga"
+    display_name = "LoRA-GA"
     label = "LoRA-GA"
     paper = "Wang, Yu, Li, NeurIPS 2024, arXiv 2407.05000 (scaling as PEFT 0.21.2, or the authors' code)"
     summary = ("LoRA started on the top singular vectors of the task's estimated full gradient, with the "

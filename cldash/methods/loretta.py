@@ -182,6 +182,7 @@ class LoRETTAConfig:
 @register
 class LoRETTA(AdapterMethod):
     name = "loretta"
+    display_name = "LoRETTA"
     label = "LoRETTA (rep)"
     paper = "Yang, Zhou, Wong, Zhang, NAACL 2024, arXiv 2402.11417"
     summary = ("LoRA whose factors A and B are tensor trains of small cores: far fewer parameters for the "

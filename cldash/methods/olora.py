@@ -82,6 +82,7 @@ def row_space_cosines(A1: torch.Tensor, A2: torch.Tensor) -> torch.Tensor:
 @register
 class OLoRA(LoRA):
     name = "olora"
+    display_name = "O-LoRA"
     label = "O-LoRA"
     paper = "Wang et al., Findings of EMNLP 2023, arXiv 2310.14152"
     summary = ("Each task adds a fresh LoRA pair; earlier pairs are frozen, and a penalty pushes the new "

@@ -65,6 +65,7 @@ def pissa_factors(weight: torch.Tensor, rank: int, scaling: float, svd_iteration
 @register
 class PiSSA(LoRA):
     name = "pissa"
+    display_name = "PiSSA"
     label = "PiSSA"
     paper = "Meng, Wang, Zhang, NeurIPS 2024, arXiv 2404.02948"
     summary = ("LoRA started on the weight's top-r singular directions (the residual stays frozen), so "

@@ -189,6 +189,7 @@ def frobenius_inner(X: LowRank, Y: LowRank) -> torch.Tensor:
 @register
 class SDLoRA(Method):
     name = "sdlora"
+    display_name = "SD-LoRA"
     label = "SD-LoRA"
     paper = "Wu et al., ICLR 2025, arXiv 2501.13198"
     summary = ("Earlier tasks' updates are frozen as normalised directions with trainable magnitudes (one per task, "

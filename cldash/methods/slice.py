@@ -80,6 +80,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 @register
 class SLICE(LoRAGA):
     name = "slice"
+    display_name = "SLICE"
     label = "SLICE (reconstruction)"
     paper = "Pasquali, Barros et al., arXiv 2605.12752 (no code; reconstructed on LoRA-GA)"
     summary = ("LoRA-GA's gradient initialisation, but from the current task's gradient reconciled with a replay "

@@ -104,6 +104,7 @@ def module_type(name: str) -> str:
 @register
 class WeGeFT(AdapterMethod):
     name = "wegeft"
+    display_name = "WeGeFT"
     label = "WeGeFT"
     paper = "Savadikar, Song, Wu, ICML 2025, arXiv 2312.00700"
     summary = ("The update is generated from the frozen weight itself, W Phi^T Psi: it stays in the span of "

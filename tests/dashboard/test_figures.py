@@ -89,7 +89,7 @@ def test_a_fork_s_matrix_has_a_line_under_its_fork_row_and_a_note():
 
 
 # -- charts that read on a projector (issue 15) -------------------------------------------------------------
-from cldash.dashboard import views as V  # noqa: E402
+from cldash.dashboard import labels as L  # noqa: E402
 
 
 def run(rid, method="lora", **opts):
@@ -98,11 +98,11 @@ def run(rid, method="lora", **opts):
 
 
 def test_a_run_keeps_its_colour_on_every_chart_and_the_palette_is_distinct():
-    assert len(set(V.RUN_PALETTE)) == len(V.RUN_PALETTE) == 7 and "#F0E442" not in V.RUN_PALETTE  # no pale yellow
-    assert [V.run_color(i) for i in (1, 2, 3)] == ["#0072B2", "#D55E00", "#009E73"]
-    assert all(V.run_color(i) != V.run_color(i + 1) for i in range(1, 30))       # consecutive runs differ
-    assert V.run_color(8) == V.run_color(1) and V.run_symbol(8) != V.run_symbol(1)  # round the palette: a new symbol
-    a, b = V.run_style(run(4, rank=8)), V.run_style(run(5, "full"))
+    assert len(set(L.RUN_PALETTE)) == len(L.RUN_PALETTE) == 7 and "#F0E442" not in L.RUN_PALETTE  # no pale yellow
+    assert [L.run_color(i) for i in (1, 2, 3)] == ["#0072B2", "#D55E00", "#009E73"]
+    assert all(L.run_color(i) != L.run_color(i + 1) for i in range(1, 30))       # consecutive runs differ
+    assert L.run_color(8) == L.run_color(1) and L.run_symbol(8) != L.run_symbol(1)  # round the palette: a new symbol
+    a, b = L.run_style(run(4, rank=8)), L.run_style(run(5, "full"))
     assert (a["name"], b["name"]) == ("#4 LoRA r=8", "#5 full FT")
     loss = pd.DataFrame({"step": [1, 2, 1, 2], "value": [1.0, 0.5, 2.0, 1.0], "label": [4, 4, 5, 5]})
     lines = F.series_figure(loss, styles={4: a, 5: b})
@@ -198,6 +198,6 @@ def test_no_literal_underscores_in_titles_and_legends():
              F.spectrum_overlay({"a": np.ones(2)}, normalize=True).layout.yaxis.title.text,
              F.layer_module_heatmap(pd.DataFrame({"layer": [0], "module_type": ["q"], "stable_rank": [1.0]}),
                                     "stable_rank").data[0].colorbar.title.text,
-             *F.MEASURE_LABELS.values(), *V.SCALAR_LABELS.values(), V.scalar_label("some_new_scalar")]
+             *L.MEASURE_LABELS.values(), *L.SCALAR_LABELS.values(), L.scalar_label("some_new_scalar")]
     assert not [t for t in texts if "_" in t]
-    assert V.scalar_label("active_rank_share") == "share of ranks still active"
+    assert L.scalar_label("active_rank_share") == "share of ranks still active"

@@ -90,7 +90,7 @@ class Loads(HTMLParser):
 
 
 def test_the_handout_holds_labels_definitions_configs_and_loads_nothing(store, page):
-    from cldash.dashboard.views import run_label
+    from cldash.dashboard.labels import run_label
 
     for run in store.runs():
         assert run_label(run) in page                      # every run by method and options, not only by id
@@ -113,7 +113,7 @@ def test_the_handout_holds_labels_definitions_configs_and_loads_nothing(store, p
 
 
 def test_the_handout_s_figures_hold_the_stored_numbers(store, page):
-    from cldash.dashboard.views import RUN_PALETTE
+    from cldash.dashboard.labels import RUN_PALETTE
 
     figures = [json.loads(f) for f in re.findall(r"^draw\(\"fig-\d+\", (.*)\);$", page, flags=re.M)]
     # headline bars, accuracy-forgetting, 3 matrices, loss, spectrum measures, last spectra

@@ -8,7 +8,8 @@ import pytest
 
 from cldash.config import resolve
 from cldash.store import Store
-from cldash.dashboard.views import LiveCache, compare_data, setting_key, setting_label
+from cldash.dashboard.labels import setting_key, setting_label
+from cldash.dashboard.views import LiveCache, compare_data
 
 
 def fake_run(store, seed, scores, steps=10, group=None, status="running", **cfg):
@@ -129,7 +130,7 @@ FULL = [[0.1, 0.2, 0.9], [0.8, 0.3, 0.7], [0.5, 0.9, 0.6]]
 
 
 def test_setting_labels_tell_apart_settings_that_differ_only_in_an_unlabelled_option():
-    from cldash.dashboard.views import setting_labels
+    from cldash.dashboard.labels import setting_labels
 
     cfg = lambda **kw: resolve({"method": "lora", **kw}).to_dict()   # noqa: E731
     configs = [cfg(lr=1e-3), cfg(lr=1e-2), cfg(lr=1e-3, seed=1), cfg(method_options={"rank": 4})]
@@ -189,7 +190,8 @@ def test_matrix_pages_cover_every_item_once():
 
 def test_groups_labels_sizes_and_filters(db):
     from cldash.dashboard.tables import runs_table
-    from cldash.dashboard.views import filter_runs, group_label, group_sizes
+    from cldash.dashboard.labels import group_label
+    from cldash.dashboard.views import filter_runs, group_sizes
 
     assert [group_label(k) for k in ("sweep:ranks", "claims", "demo-1f3a9c2e", "0123456789ab", None, "")] == \
         ["sweep ranks", "claims", "demo-1f3a9c2e", "launch 0123456789ab", "", ""]
@@ -266,7 +268,7 @@ def lineage_run(rid, parent=None, fork_task=None, status="finished", resumes=Non
 
 
 def test_lineage_labels_say_where_a_run_comes_from():
-    from cldash.dashboard.views import lineage_label
+    from cldash.dashboard.labels import lineage_label
 
     assert lineage_label(lineage_run(1)) == ""
     assert lineage_label(lineage_run(4, parent=3, fork_task=1, status="queued", resume_task=1)) == \
@@ -319,7 +321,7 @@ def test_compare_items_mark_a_fork_and_the_difference_starts_with_fork_minus_par
 
 def test_fork_changes_are_what_the_form_changed(db):
     from cldash.core.errors import ConfigError
-    from cldash.dashboard.views import fork_changes, fork_launch_key, starts_on_merged_weights
+    from cldash.dashboard.forks import fork_changes, fork_launch_key, starts_on_merged_weights
 
     parent = {"config": resolve({"method": "lora", "lr": 0.001, "replay": 0, "seed": 0}).to_dict()}
     same = {"method": "lora", "lr": "", "seed": 0, "replay": 0, "ewc_lambda": 0.0}
@@ -343,7 +345,7 @@ def test_fork_changes_are_what_the_form_changed(db):
 
 def test_charts_name_a_run_by_its_method_and_key_options():
     from cldash.methods import REGISTRY
-    from cldash.dashboard.views import METHOD_NAMES, run_name, setting_name
+    from cldash.dashboard.labels import run_name, setting_name
 
     def cfg(method, policy="single", **extra):
         return {"method": method, "policy": policy, "stream": "digits-rotate", **extra}
@@ -354,12 +356,13 @@ def test_charts_name_a_run_by_its_method_and_key_options():
     assert setting_name(cfg("full", None, replay=200, replay_rule="balanced")) == "full FT + replay 200 (balanced)"
     assert setting_name(cfg("lora", preset="paper", method_options={"rank": 8})) == "LoRA r=8 [paper]"
     # every registered method has a short name, the start of its registry label
-    assert set(METHOD_NAMES) == set(REGISTRY)
-    assert all(REGISTRY[k].label.startswith(v) for k, v in METHOD_NAMES.items() if k != "full")
+    names = {k: cls.display_name for k, cls in REGISTRY.items()}
+    assert all(names.values())
+    assert all(REGISTRY[k].label.startswith(v) for k, v in names.items() if k != "full")
 
 
 def test_compare_data_gives_runs_and_settings_their_chart_name_and_colour(db):
-    from cldash.dashboard.views import run_color
+    from cldash.dashboard.labels import run_color
 
     store = Store(db)
     a = fake_run(store, 0, [[0.1, 0.2, 0.9], [0.8, 0.3, 0.7], [0.5, 0.9, 0.6]], rank=4)
