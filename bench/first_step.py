@@ -139,7 +139,7 @@ def phases_child(run_id: str) -> None:
         mark("first step")
         raise KeyboardInterrupt
 
-    cli.LogLines.__call__ = first_step
+    cli.run.LogLines.__call__ = first_step
     with contextlib.redirect_stdout(sys.stderr):
         cli.main(["execute", run_id])
     out, prev_w, prev_c = {}, t_spawn, 0.0

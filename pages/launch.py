@@ -11,6 +11,7 @@ import streamlit as st
 
 from cldash.backbones import BACKBONES
 from cldash.config import RunConfig, check_fields, describe_run
+from cldash.config.grid import grid_lines, parse_grid
 from cldash.core.errors import ConfigError, UserError
 from cldash.runs.launch import launch
 from cldash.runs.launchers import Resources, parse
@@ -18,7 +19,7 @@ from cldash.methods import POLICIES, REGISTRY, marked_label
 from cldash.core.options import describe, is_default, option_label, worded
 from cldash.config.presets import preset_names, regime_label
 from cldash.streams import STREAMS, get_stream
-from cldash.runs.sweeps import Sweep, launch_sweep, plan, split_option
+from cldash.runs.sweeps import Sweep, launch_sweep, plan
 from cldash.runs.sweeps import parse_seeds as sweep_seeds
 from pages.shared import get_store, option_widget, set_selected, through_app
 
@@ -223,13 +224,10 @@ def form_values(name: str, seed: int, drop_defaults: bool) -> dict:
 
 
 def grid_of(text: str) -> dict[str, list]:
-    grid = {}
-    for line in [ln.strip() for ln in text.splitlines() if ln.strip()]:
-        key, values = split_option(line)
-        if key in grid:
-            raise UserError(f"{key} is in the grid twice; give its values on one line.")
-        grid[key] = json.loads(values) if values.startswith("[") else [v.strip() for v in values.split(",") if v.strip()]
-    return grid
+    """The grid text area read as `cldash sweep --grid` reads its values, one option a line; the values are
+    left to the sweep's plan to check (a JSON list that does not parse is json's ValueError)."""
+    return parse_grid(grid_lines(text), twice="{name} is in the grid twice; give its values on one line.",
+                      checked=False)
 
 
 with st.expander("Sweep: a grid of runs as one group, on this machine or a Ray cluster", expanded=False):

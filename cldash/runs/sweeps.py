@@ -16,6 +16,7 @@ The runs share the group ``sweep:NAME``, which the Runs and Compare pages filter
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -23,6 +24,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from cldash.config import RunConfig, describe_run, resolve
+from cldash.config.presets import get_preset
 from cldash.core.errors import ConfigError, UserError
 
 GROUP_PREFIX = "sweep:"
@@ -79,15 +82,6 @@ class Plan:
         return text + "".join(f"\n  {n}" for n in self.notes)
 
 
-def split_option(text: str) -> tuple[str, str]:
-    """``rank=4,8,16`` -> ("rank", "4,8,16"), the name with dashes read as underscores."""
-    name, sep, values = text.partition("=")
-    name = name.strip().replace("-", "_")
-    if not sep or not name or not values.strip():
-        raise UserError(f"write an option as NAME=VALUE (a grid as NAME=V1,V2,...), e.g. rank=4,8,16 (got {text!r}).")
-    return name, values.strip()
-
-
 def parse_seeds(text: str) -> list[int]:
     """``0-4`` or ``0,1,2`` or ``0-2,7`` -> the seeds, in order, each once."""
     seeds: list[int] = []
@@ -113,9 +107,8 @@ def parse_list(text: str, what: str) -> list[str]:
 
 def _where(name: str, method: str, stream: str) -> str | None:
     """Where option `name` lives for `method` on `stream`: "run", "method", "stream", or None."""
-    from cldash.config import RunConfig
-    from cldash.methods import get_method
-    from cldash.streams import get_stream
+    from cldash.methods import get_method  # deferred: imports torch
+    from cldash.streams import get_stream  # deferred: imports torch
 
     if name in {f.name for f in dataclasses.fields(RunConfig)} - {"method", "stream", "backbone", "seed", "preset",
                                                                    "method_options", "stream_options",
@@ -129,8 +122,6 @@ def _where(name: str, method: str, stream: str) -> str | None:
 
 
 def _values(sweep: Sweep, method: str, options: dict) -> dict:
-    import copy
-
     base = copy.deepcopy(sweep.base)
     values = {**base, "method": method, "stream": sweep.stream, "backbone": sweep.backbone,
               "method_options": dict(sweep.method_options.get(method, {})),
@@ -150,8 +141,6 @@ def _launch_key(group: str, cfg: dict) -> str:
 
 
 def _label(cfg: dict, options: dict) -> str:
-    from cldash.config import RunConfig, describe_run
-
     bits = [f"{k}={v}" for k, v in options.items() if k != "rank"]
     return describe_run(RunConfig(**cfg)) + (f" · {' '.join(bits)}" if bits else "")
 
@@ -160,10 +149,26 @@ def plan(store, sweep: Sweep) -> Plan:
     """Every run of the sweep, resolved, and which of them the store already holds (none looked up with no
     store). Raises one sentence for a bad name, method, preset, option or value (naming the combination),
     before anything is stored."""
-    from cldash.config import resolve
-    from cldash.methods import get_method
-    from cldash.config.presets import get_preset
-    from cldash.streams import get_stream
+    _check_names(sweep)
+    options = {**{k: [v] for k, v in sweep.fixed.items()}, **sweep.grid}
+    for key in sorted(set(sweep.grid) & set(sweep.fixed)):
+        raise UserError(f"option {key} is both in the grid and fixed; give it once.")
+    notes = _option_notes(sweep, options)
+    _check_size(sweep)
+    configs, keys, skipped = _resolve_runs(sweep, options)
+    for preset, methods in skipped.items():
+        notes.append(f"{', '.join(methods)} {'has' if len(methods) == 1 else 'have'} no {preset} preset: skipped "
+                     f"under {preset}")
+    if not configs:
+        raise UserError("the sweep has no runs: no method has the presets asked for.")
+    existing = store.run_ids_for_launch_keys(keys) if store is not None else {}
+    return Plan(sweep, configs, keys, existing, notes)
+
+
+def _check_names(sweep: Sweep) -> None:
+    """The sweep's own name, its methods and its stream exist (each problem one sentence)."""
+    from cldash.methods import get_method  # deferred: imports torch
+    from cldash.streams import get_stream  # deferred: imports torch
 
     name = sweep.key()
     if not NAME_PATTERN.match(name):
@@ -174,9 +179,10 @@ def plan(store, sweep: Sweep) -> Plan:
     for m in sweep.methods:
         get_method(m)
     get_stream(sweep.stream)
-    options = {**{k: [v] for k, v in sweep.fixed.items()}, **sweep.grid}
-    for key in sorted(set(sweep.grid) & set(sweep.fixed)):
-        raise UserError(f"option {key} is both in the grid and fixed; give it once.")
+
+
+def _option_notes(sweep: Sweep, options: dict) -> list[str]:
+    """Refuses an option that no method, run or stream has; notes the methods a grid option does not vary."""
     notes = []
     for key in options:
         homes = {m: _where(key, m, sweep.stream) for m in sweep.methods}
@@ -187,13 +193,22 @@ def plan(store, sweep: Sweep) -> Plan:
         if lacking and key in sweep.grid:
             notes.append(f"{', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no option {key}: "
                          f"{'its' if len(lacking) == 1 else 'their'} runs do not vary with it")
+    return notes
+
+
+def _check_size(sweep: Sweep) -> None:
     total = len(sweep.methods) * len(sweep.presets) * len(sweep.seeds)
     for values in sweep.grid.values():
         total *= len(values)
     if total > MAX_RUNS:
         raise UserError(f"the sweep has {total} combinations, more than {MAX_RUNS}; sweep fewer values at once.")
+
+
+def _resolve_runs(sweep: Sweep, options: dict) -> tuple[list[dict], list[str], dict[str, list[str]]]:
+    """Each distinct run's resolved configuration and launch key, in order, and the methods skipped under
+    each paper preset they lack. Combinations that resolve alike (a method without a grid option) are one run."""
     configs, keys, seen = [], [], set()
-    skipped = {}
+    skipped: dict[str, list[str]] = {}
     names, grids = list(options), [options[k] for k in options]
     for method, preset in itertools.product(sweep.methods, sweep.presets):
         if preset.startswith("paper"):
@@ -205,15 +220,7 @@ def plan(store, sweep: Sweep) -> Plan:
         for combo in itertools.product(*grids):
             chosen = dict(zip(names, combo))
             for seed in sweep.seeds:
-                values = {**_values(sweep, method, chosen), "preset": preset, "seed": seed}
-                try:
-                    cfg = resolve(values).to_dict()
-                except ConfigError as exc:
-                    where = ", ".join(f"{k}={v}" for k, v in chosen.items())
-                    # named as the grid and the fixed options name them: 'rank', not 'lora.rank'
-                    said = re.sub(rf"(?<![\w.\-]){re.escape(method)}\.(\w+)", r"\1", str(exc).rstrip("."))
-                    raise UserError(f"{said} (in the sweep's run {method}, preset {preset}"
-                                    + (f", {where}" if where else "") + ").") from None
+                cfg = _resolve_run(sweep, method, preset, seed, chosen)
                 key = _launch_key(sweep.group, cfg)
                 if key in seen:
                     continue
@@ -222,13 +229,20 @@ def plan(store, sweep: Sweep) -> Plan:
                                            and _where(k, method, sweep.stream)})
                 configs.append(cfg)
                 keys.append(key)
-    for preset, methods in skipped.items():
-        notes.append(f"{', '.join(methods)} {'has' if len(methods) == 1 else 'have'} no {preset} preset: skipped "
-                     f"under {preset}")
-    if not configs:
-        raise UserError("the sweep has no runs: no method has the presets asked for.")
-    existing = store.run_ids_for_launch_keys(keys) if store is not None else {}
-    return Plan(sweep, configs, keys, existing, notes)
+    return configs, keys, skipped
+
+
+def _resolve_run(sweep: Sweep, method: str, preset: str, seed: int, chosen: dict) -> dict:
+    """One combination's resolved configuration; a bad value is one sentence naming the combination."""
+    values = {**_values(sweep, method, chosen), "preset": preset, "seed": seed}
+    try:
+        return resolve(values).to_dict()
+    except ConfigError as exc:
+        where = ", ".join(f"{k}={v}" for k, v in chosen.items())
+        # named as the grid and the fixed options name them: 'rank', not 'lora.rank'
+        said = re.sub(rf"(?<![\w.\-]){re.escape(method)}\.(\w+)", r"\1", str(exc).rstrip("."))
+        raise UserError(f"{said} (in the sweep's run {method}, preset {preset}"
+                        + (f", {where}" if where else "") + ").") from None
 
 
 def launch_sweep(store, sweep: Sweep | Plan, launcher=None, resources=None) -> tuple[Plan, list[int]]:

@@ -135,16 +135,16 @@ def _run(i, status, task=0, step=0, progress=0.0):
 
 
 def test_demo_progress_lines_on_a_pipe_and_on_a_terminal(monkeypatch, capsys):
-    from cldash import cli
+    from cldash.cli import lessons, waiting
 
-    monkeypatch.setattr("cldash.runs.queue.reconcile", lambda store: [])
-    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    monkeypatch.setattr("cldash.cli.waiting.reconcile", lambda store: [])
+    monkeypatch.setattr(waiting.time, "sleep", lambda s: None)
     states = [[_run(1, "queued"), _run(2, "queued")],
               [_run(1, "running", 1, 4, 0.2), _run(2, "queued")],
               [_run(1, "running", 1, 8, 0.4), _run(2, "running", 1, 2, 0.1)],   # no task change: no new line
               [_run(1, "running", 2, 12, 0.6), _run(2, "running", 1, 6, 0.3)],
               [_run(1, "finished", 2, 20, 1.0), {**_run(2, "failed", 1, 9, 0.45), "error": "diverged\nTraceback"}]]
-    assert cli._watch(ScriptedStore(states), [1, 2], tty=False) == 1
+    assert lessons._watch(ScriptedStore(states), [1, 2], tty=False) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("#1") and "queued" in lines[0] and lines[1].startswith("#2")
     assert [ln[:2] for ln in lines[2:-2]] == ["#1", "#2", "#1", "#1", "#2"]
@@ -156,7 +156,7 @@ def test_demo_progress_lines_on_a_pipe_and_on_a_terminal(monkeypatch, capsys):
     fresh = {**_run(3, "queued"), "num_tasks": 0, "total_steps": 100}     # before its process built the stream
     assert demo_line(fresh) == "#3   lora r=8           task -    step -         [..........]   0 % queued"
     # on a terminal: every poll redraws the same two lines in place
-    assert cli._watch(ScriptedStore(states[-2:-1] + [[_run(1, "finished", 2, 20, 1.0)] * 1 + [
+    assert lessons._watch(ScriptedStore(states[-2:-1] + [[_run(1, "finished", 2, 20, 1.0)] * 1 + [
         _run(2, "finished", 2, 20, 1.0)]]), [1, 2], tty=True) == 0
     out = capsys.readouterr().out
     assert out.count("\x1b[F\x1b[K") == 2 and out.count("100 % finished") == 2
@@ -165,10 +165,10 @@ def test_demo_progress_lines_on_a_pipe_and_on_a_terminal(monkeypatch, capsys):
 
 
 def test_cldash_demo_queues_the_quick_or_full_demo_and_watches_it(db, no_start, monkeypatch, capsys):
-    from cldash import cli
+    from cldash.cli import lessons
 
     watched = []
-    monkeypatch.setattr(cli, "_watch", lambda store, ids, tty: watched.append(ids) or 0)
+    monkeypatch.setattr(lessons, "_watch", lambda store, ids, tty: watched.append(ids) or 0)
     assert main(["--db", db, "demo"]) == 0
     assert [r["method"] for r in Store(db).runs()] == ["lora", "full", "eblora", "pissa"]
     assert re.match(r"quick demo: runs #1 to #4 -> ", capsys.readouterr().out) and watched == [[1, 2, 3, 4]]

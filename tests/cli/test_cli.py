@@ -176,9 +176,21 @@ HOISTED = [  # argv -> (global options, the rest)
 
 @pytest.mark.parametrize("argv,split", HOISTED, ids=[" ".join(a) for a, _ in HOISTED])
 def test_global_options_are_moved_in_front(argv, split):
-    from cldash.cli import _hoist_global_options
+    from cldash.cli.arguments import hoist_global_options
 
-    assert _hoist_global_options(argv) == split
+    assert hoist_global_options(argv) == split
+
+
+def test_help_and_the_cli_docstring_list_every_command_of_the_table(capsys):
+    import cldash.cli as cli
+
+    assert main(["--help"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("    ")
+              and not line.startswith("     ")]
+    assert listed == [c.name for c in cli.COMMANDS]
+    documented = cli.__doc__.split("The commands:", 1)[1]
+    assert [line.split()[0] for line in documented.splitlines() if line.startswith("  ")
+            and not line.startswith("   ")] == listed
 
 
 def test_help_shows_plain_metavars(capsys):
