@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,14 +32,20 @@ _TAKES_NO_VALUE = ("store_true", "store_false", "store_const", "count")
 @dataclass(frozen=True)
 class Command:
     """One row of the CLI's table (cldash.cli.COMMANDS): `cldash NAME` is described by `help` and runs
-    `handler(args)` once `add_arguments` has added its arguments to its parser. A `staged` command's flags
-    depend on its values (a run's on its method, stream and backbone): it reads the rest of argv itself, as
+    `handler(args)` once `add_arguments` has added its arguments to its parser. Both are named as
+    "module:function" inside cldash.cli and imported only when that command runs, so `cldash --help` and a
+    mistyped command answer without loading the store or the engine. A `staged` command's flags depend on
+    its values (a run's on its method, stream and backbone): it reads the rest of argv itself, as
     `handler(args, rest)`."""
     name: str
     help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None
-    handler: Callable[..., int]
+    add_arguments: str | None
+    handler: str
     staged: bool = False
+
+    def function(self, spec: str) -> Callable:
+        module, _, name = spec.partition(":")
+        return getattr(importlib.import_module(f"cldash.cli.{module}"), name)
 
 
 def hoist_global_options(argv: list[str]) -> tuple[list[str], list[str]]:
