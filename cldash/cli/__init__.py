@@ -733,7 +733,7 @@ def _writing(path: Path):
 
 def export_peft(store, args) -> int:
     """The run's final adapters as a PEFT LoRA adapter folder (adapter_model.safetensors + adapter_config.json)."""
-    from cldash.engine.loop import load_adapted_model
+    from cldash.engine.adapters import load_adapted_model
     from cldash.methods.peft_format import save_peft
 
     if args.out == "-":
