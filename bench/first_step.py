@@ -99,7 +99,9 @@ def phases_child(run_id: str) -> None:
     import dataclasses
 
     import cldash.backbones as B
-    import cldash.engine.loop as E
+    import cldash.engine.assembly as A
+    import cldash.engine.evaluation as V
+    import cldash.runs.execute as X
     import cldash.store as S
     mark("import cldash.engine (rest)")
 
@@ -124,17 +126,17 @@ def phases_child(run_id: str) -> None:
 
     after(S.Store, "__init__", "store open")
     after(S.Store, "claim", "claim (shows running)")
-    after(E, "resolve", "resolve config")
-    after(E, "versions", "versions()")
+    after(X, "resolve", "resolve config")
+    after(X, "versions", "versions()")
     for key, entry in list(B.BACKBONES.items()):
         def load(o, load=entry.load):
             out = load(o)
             mark("backbone load")
             return out
         B.BACKBONES[key] = dataclasses.replace(entry, load=load)
-    before(E, "task_model", "stream (data)")
-    before(E.ContinualRun, "evaluate", "model, method attach, W0 basis")
-    after(E.ContinualRun, "evaluate", "row-0 evaluation")
+    before(A, "task_model", "stream (data)")
+    before(V.TaskScores, "evaluate", "model, method attach, W0 basis")
+    after(V.TaskScores, "evaluate", "row-0 evaluation")
 
     def first_step(self, progress):
         mark("first step")

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cldash.config import check_against_model, resolve
 from cldash.core.errors import UserError
+from cldash.core.options import as_dict
 
 EXHAUSTIVE_UP_TO = 8
 
@@ -130,33 +132,32 @@ def measure(values: dict, batches: int = 4, batch_size: int = 32, seed: int = 0)
     """Resolve a run configuration (stream, backbone, targets), measure its tasks' gradient conflict on the
     pre-trained backbone, and return what the store keeps: the matrix, the adversarial order, its
     cost against the configured order's, and the stream options that run the tasks in that order."""
-    import torch
+    import torch  # deferred: the dashboard imports this module for `stream_flags`; pages never load torch
 
-    from cldash.backbones import task_model
-    from cldash.config import check_against_model, resolve
-    from cldash.core.options import as_dict
+    from cldash.engine.assembly import assemble  # deferred: imports torch
 
     resolved = resolve({**values, "method": "full"})
-    targets = list(check_against_model(resolved))
+    targets = check_against_model(resolved)   # a target that matches nothing is said before any loading
     torch.manual_seed(seed)
-    backbone = resolved.backbone.load(resolved.backbone_options)
-    stream = resolved.stream_cls(resolved.stream_options, backbone)
+    # the pre-trained backbone as it is: no method attached
+    parts = assemble(resolved, with_method=False, targets=targets)
+    stream, model = parts.stream, parts.model
     if len(stream.tasks) < 2:
         raise UserError(f"stream {resolved.config.stream} has {len(stream.tasks)} task; an order needs at least two.")
     reorder = getattr(stream, "reordered", None)
     if reorder is None:
         raise UserError(f"stream {resolved.config.stream} cannot run its tasks in another order (it has no "
                         "option listing them); choose a stream such as skills or digits-rotate.")
-    model = task_model(backbone, stream.heads)
     model.net.requires_grad_(False)
-    conflict = gradient_conflict(model, stream, targets, batches, batch_size, seed)
+    conflict = gradient_conflict(model, stream, list(targets), batches, batch_size, seed)
     order = adversarial_order(conflict.matrix)
     natural = list(range(len(conflict.tasks)))
     return {"stream": resolved.config.stream, "backbone": resolved.config.backbone,
             "stream_options": as_dict(resolved.stream_options), "backbone_options": as_dict(resolved.backbone_options),
             "targets": list(resolved.config.targets), "tasks": conflict.tasks, "modules": conflict.modules,
             "matrix": conflict.matrix.tolist(), "order": order, "cost": order_cost(conflict.matrix, order),
-            "natural_cost": order_cost(conflict.matrix, natural), "ordered_options": {**as_dict(resolved.stream_options), **reorder(order)},
+            "natural_cost": order_cost(conflict.matrix, natural),
+            "ordered_options": {**as_dict(resolved.stream_options), **reorder(order)},
             "batches": batches, "batch_size": batch_size, "seed": seed}
 
 

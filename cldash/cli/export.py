@@ -93,7 +93,7 @@ def _writing(path: Path):
 
 def export_peft(store, args) -> int:
     """The run's final adapters as a PEFT LoRA adapter folder (adapter_model.safetensors + adapter_config.json)."""
-    from cldash.engine.loop import load_adapted_model  # deferred: imports torch
+    from cldash.engine.adapters import load_adapted_model  # deferred: imports torch
     from cldash.methods.peft_format import save_peft  # deferred: imports torch
 
     if args.out == "-":

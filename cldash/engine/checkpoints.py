@@ -52,7 +52,7 @@ def save(store, run_id: int, task: int, state: dict, keep: str = "latest") -> Pa
     earlier tasks' afterwards. Returns its path."""
     target = path(store, run_id, task)
     target.parent.mkdir(parents=True, exist_ok=True)
-    import torch   # deferred: the dashboard's scheduler imports this module and never trains
+    import torch  # deferred: the dashboard's scheduler imports this module and never trains
 
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)
@@ -98,7 +98,7 @@ def load(store, run_id: int, task: int) -> dict:
     if want is None or _sha256(file) != want:
         raise UserError(f"the checkpoint of run {run_id} after task {task} ({file}) does not match the checksum "
                         "recorded when it was written; it is not loaded (resume from an earlier task, or run again).")
-    import torch   # deferred: the dashboard's scheduler imports this module and never trains
+    import torch  # deferred: the dashboard's scheduler imports this module and never trains
 
     try:
         return torch.load(file, map_location="cpu", weights_only=False)

@@ -28,17 +28,24 @@ mini-batch gradients of the training loss (gold labels, the "empirical" Fisher),
 task's end point instead of one term per task. A parameter that stops existing or training at a
 boundary (a merged adapter, a frozen one) drops out of the penalty: with the ``merge`` policy an
 adapter method's earlier tasks live in the frozen weight and EWC has nothing left to anchor.
+
+**Hooks.** The loop reaches both through the `Aid` hooks (`ReplayAid`, `EWCAid`; `aids_for` makes a run's list),
+as it reaches the method through the method's, so that the loop has no branch for either. What a checkpoint
+keeps of them is the `ReplayBuffer` and the `EWC` objects themselves, under "replay" and "ewc".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from cldash.streams.base import Split, Task
+from cldash.config import RunConfig
+from cldash.methods import Method, StepContext, TaskContext
+from cldash.streams.base import Split, Stream, Task
 
 RULES = ("balanced", "reservoir")
 
@@ -201,3 +208,178 @@ class EWC:
             return float("nan")
         k = max(1, int(share * flat.numel()))
         return float(flat.topk(k).values.sum()) / total
+
+
+def batch_source(stream: Stream, task: Task, generator: torch.Generator) -> Callable[[int, int], Iterator[Any]]:
+    """A TaskContext's ``batches``: (n, size) -> n training batches of `task`, drawn with `generator`."""
+    def batches(n: int, size: int):
+        it = stream.batches(task, size, generator)
+        for _ in range(n):
+            yield next(it)
+    return batches
+
+
+# -- the hooks the loop calls ----------------------------------------------------------------------
+Log = Callable[[str, float], None]   # a scalar for the store at the run's current step
+
+
+class Aid:
+    """A continual-learning aid beside the method. The loop calls, for every task, in this order:
+
+        before_task(ctx)               before the method's before_task (so the method sees what it adds to ctx)
+        start_steps(params, gen)       the parameters that train in this task and the task's generator
+        extra_loss(ctx) -> Tensor      each step, after the method's extra loss; logged and named as `term`
+        end_task(ctx)                  after the task's final evaluation, before the method's after_task
+                                       (the weights as they trained, before a merge folds them away)
+        after_task(ctx)                after the method's after_task
+
+    and, to continue from a checkpoint, `saved()` (what the checkpoint keeps under `key`) and `restore`.
+    """
+
+    key: ClassVar[str]    # its entry in a checkpoint's state
+    term: ClassVar[str]   # the name of its loss term in the store and in a divergence's sentence
+
+    def before_task(self, ctx: TaskContext) -> None:
+        pass
+
+    def start_steps(self, params: list[nn.Parameter], generator: torch.Generator) -> None:
+        pass
+
+    def extra_loss(self, ctx: StepContext) -> torch.Tensor | None:
+        return None
+
+    def end_task(self, ctx: TaskContext) -> None:
+        pass
+
+    def after_task(self, ctx: TaskContext) -> None:
+        pass
+
+    def explain(self, value: float) -> str:
+        """Why the loss diverged when its term is `value`, and what to lower (a sentence's second half)."""
+        raise NotImplementedError
+
+    def saved(self) -> Any:
+        raise NotImplementedError
+
+    def restore(self, saved: Any, finished: list[Task], same_method: bool, model: nn.Module,
+                params: list[nn.Parameter]) -> None:
+        """Continue from a checkpoint after the `finished` tasks: `saved` is what `saved()` gave (None where the
+        parent run had the aid off); `same_method`: the run continues the checkpoint's method object."""
+        raise NotImplementedError
+
+
+def aids_for(cfg: RunConfig, method: Method, stream: Stream, log: Log) -> list[Aid]:
+    """A run's aids, replay before EWC (the order their loss terms are added, logged and checked): replay for
+    the run's option or for the buffer the method asks for, EWC for a positive ``ewc_lambda``."""
+    out: list[Aid] = []
+    memory, method_replays = method.replay_request()
+    capacity = max(cfg.replay, memory)
+    if capacity:
+        buffer = ReplayBuffer(capacity, cfg.replay_rule, torch.Generator().manual_seed(cfg.seed * 1000 + 999))
+        out.append(ReplayAid(buffer, cfg.replay > 0 or method_replays, stream, cfg, log))
+    if cfg.ewc_lambda > 0:
+        out.append(EWCAid(EWC(cfg.ewc_lambda, cfg.ewc_online, cfg.ewc_gamma), stream, cfg, log))
+    return out
+
+
+class ReplayAid(Aid):
+    """Replay: the buffer's loss added to each step's (when `train`), the buffer handed to the method as
+    ``ctx.extras["replay"]``, and each finished task's examples offered to the buffer."""
+
+    key = "replay"
+    term = "replay_loss"
+
+    def __init__(self, buffer: ReplayBuffer, train: bool, stream: Stream, cfg: RunConfig, log: Log):
+        self.buffer = buffer
+        self.train = train      # False: a buffer only the method uses (SLICE's replay gradient)
+        self.stream = stream
+        self.cfg = cfg
+        self.log = log
+        self.replaying = False
+        self.replays: Iterator[ReplayBatch] | None = None
+
+    def before_task(self, ctx: TaskContext) -> None:
+        self.replaying = len(self.buffer) > 0
+        if self.replaying:
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 500 + ctx.index)
+            ctx.extras["replay"] = replace(ctx, name="replay", loss_fn=lambda b: replay_loss(self.stream, ctx.model, b),
+                                           batches=self._sampler(gen), extras={})
+
+    def start_steps(self, params: list[nn.Parameter], generator: torch.Generator) -> None:
+        size = self.cfg.replay_batch_size or self.cfg.batch_size
+        self.replays = self.buffer.batches(size, generator) if self.replaying and self.train else None
+
+    def extra_loss(self, ctx: StepContext) -> torch.Tensor | None:
+        if self.replays is None:
+            return None
+        return replay_loss(self.stream, ctx.task.model, next(self.replays))
+
+    def after_task(self, ctx: TaskContext) -> None:
+        self.buffer.add(self.stream.tasks[ctx.index - 1])
+        self.log("replay_buffer_size", float(len(self.buffer)))
+
+    def explain(self, value: float) -> str:
+        return (f"the replay loss (on finished tasks' examples) is {value:.3g}; lower the learning rate "
+                f"({self.cfg.lr:g}), clip gradients (--max-grad-norm) or turn replay off (--replay 0).")
+
+    def saved(self) -> ReplayBuffer:
+        return self.buffer
+
+    def restore(self, saved, finished, same_method, model, params) -> None:
+        if saved is not None and saved.capacity == self.buffer.capacity and saved.rule == self.buffer.rule:
+            self.buffer = saved
+        else:   # replay switched on (or resized) at a fork: the buffer it would hold after these tasks
+            for task in finished:
+                self.buffer.add(task)
+
+    def _sampler(self, generator: torch.Generator) -> Callable[[int, int], Iterator[ReplayBatch]]:
+        def batches(n: int, size: int):
+            for _ in range(n):
+                yield self.buffer.sample(size, generator)
+        return batches
+
+
+class EWCAid(Aid):
+    """EWC: the penalty added to each step's loss, and each task consolidated at its end (its Fisher and
+    anchor), before the method's after_task can merge or freeze what trained."""
+
+    key = "ewc"
+    term = "ewc_penalty"
+
+    def __init__(self, ewc: EWC, stream: Stream, cfg: RunConfig, log: Log):
+        self.ewc = ewc
+        self.stream = stream
+        self.cfg = cfg
+        self.log = log
+        self.params: list[nn.Parameter] = []
+
+    def start_steps(self, params: list[nn.Parameter], generator: torch.Generator) -> None:
+        self.params = params
+
+    def extra_loss(self, ctx: StepContext) -> torch.Tensor | None:
+        return self.ewc.penalty(self.params)
+
+    def end_task(self, ctx: TaskContext) -> None:
+        self.consolidate(ctx.model, self.stream.tasks[ctx.index - 1], self.params, ctx.index)
+
+    def consolidate(self, model: nn.Module, task: Task, params: list[nn.Parameter], t: int) -> None:
+        """EWC at a task's end: the diagonal Fisher of the parameters that trained, then the anchor."""
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 700 + t)
+        batches = batch_source(self.stream, task, gen)(self.cfg.ewc_batches, self.cfg.batch_size)
+        model.train()
+        fisher = self.ewc.fisher(params, lambda b: self.stream.loss(model, b, task), batches)
+        self.ewc.consolidate(params, fisher)
+        self.log("ewc_fisher_top1pct_share", self.ewc.mass_top_share())
+
+    def explain(self, value: float) -> str:
+        return f"the EWC penalty is {value:.3g} with --ewc-lambda {self.cfg.ewc_lambda:g}; lower --ewc-lambda."
+
+    def saved(self) -> EWC:
+        return self.ewc
+
+    def restore(self, saved, finished, same_method, model, params) -> None:
+        if saved is not None and same_method:
+            self.ewc.terms = saved.terms
+        else:   # switched on at a fork: the finished tasks consolidated on the weights at the fork
+            for t, task in enumerate(finished, start=1):
+                self.consolidate(model, task, params, t)

@@ -15,12 +15,14 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
+from contextlib import contextmanager
 
 from cldash.config import resolve
 from cldash.core.errors import RunFailed, UserError
 from cldash.engine import checkpoints
-from cldash.engine.loop import Cancelled, ContinualRun, Progress, pick_device, save_adapters, versions
+from cldash.engine.adapters import save_adapters
+from cldash.engine.loop import Cancelled, ContinualRun, Progress, pick_device, versions
 from cldash.runs.processes import clear_end, record_end, reserve_end
 from cldash.store import Store, write_failure
 
@@ -37,65 +39,98 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
         return store.get_run(run_id)["status"]   # another process took it first
     reserve_end(store, run_id)   # room for how the run ends, taken while the disk has some
     writer = store.writer(run_id)
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum, frame):
-        raise Cancelled()
-
-    in_main = _in_main_thread()
-    if in_main:
-        signal.signal(signal.SIGTERM, on_term)
-    status, error = "failed", None
     crun = None
-    try:
-        resolved = resolve(run["config"])
-        store.update_run(run_id, versions=versions(), device=str(pick_device(resolved.config.device)),
-                         total_steps=resolved.config.steps_per_task, heartbeat_at=time.time())
-        crun = ContinualRun(resolved, writer=writer, progress=progress)
-        store.update_run(run_id, weights=crun.backbone.info)
-        tasks, modules = crun.structure()
-        store.write_structure(run_id, tasks, modules)
-        store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),
-                         primary_metric=crun.stream.primary_metric)
-        after = run["resume_task"] or 0
-        if after:
-            crun.restore(checkpoints.load(store, run_id, after), after)
-        if resolved.config.checkpoints != "none":
-            def keep(task: int, state: dict) -> None:
-                try:
-                    checkpoints.save(store, run_id, task, state, keep=resolved.config.checkpoints)
-                except (OSError, TypeError, AttributeError, RuntimeError) as exc:   # an aid, not the run itself
-                    print(f"cldash: no checkpoint after task {task} ({type(exc).__name__}: {exc}); the run goes on, "
-                          "and a resume would start from an earlier task", file=sys.stderr, flush=True)
-                    return
-                store.update_run(run_id, checkpoint_task=task)
-            crun.checkpoint = keep
-        summary = crun.run(after_task=after)
-        save_adapters(crun, store.adapter_path(run_id))
-        store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), resume_task=None,
-                         **crun.position())
-        clear_end(store, run_id)
-        return "finished"
-    except Cancelled:
-        status, error = "cancelled", f"cancelled at step {crun.done if crun else 0}"
-    except KeyboardInterrupt:
-        status, error = "interrupted", f"interrupted (Ctrl-C) at step {crun.done if crun else 0}"
-    except RunFailed as exc:
-        status, error = "failed", str(exc)
-    except Exception as exc:  # noqa: BLE001 - any crash is recorded with its reason
-        refused = write_failure(exc)
-        if refused:   # a full disk, a read-only store: one sentence, the traceback says nothing more
-            error = f"{refused}; the run stopped " + (f"at step {crun.done}" if crun else "before training started")
-        elif isinstance(exc, UserError):   # one sentence already: a checkpoint that cannot be loaded
-            error = str(exc)
-        else:
-            where = f" at step {crun.step}" if crun else " before training started"
-            error = f"{type(exc).__name__}{where}: {exc}\n\n{traceback.format_exc()}"
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+    with _sigterm_cancels():
+        try:
+            resolved = resolve(run["config"])
+            _record_start(store, run_id, resolved)
+            crun = ContinualRun(resolved, writer=writer, progress=progress)
+            _record_structure(store, run_id, crun)
+            after = run["resume_task"] or 0
+            if after:
+                crun.restore(checkpoints.load(store, run_id, after), after)
+            crun.checkpoint = _checkpointer(store, run_id, resolved.config.checkpoints)
+            summary = crun.run(after_task=after)
+            _record_finish(store, run_id, crun, summary)
+            return "finished"
+        except (Exception, KeyboardInterrupt) as exc:   # Cancelled and RunFailed are Exceptions
+            status, error = _how_it_ended(exc, crun)
     _finish_unclean(store, writer, run_id, {"status": status, "error": error, **(crun.position() if crun else {})})
     return status
+
+
+def _on_term(signum, frame):
+    raise Cancelled()
+
+
+@contextmanager
+def _sigterm_cancels():
+    """SIGTERM (what `cldash cancel` sends) raises Cancelled while the run trains, where Python lets a handler
+    be set (the main thread); the previous handler is back afterwards."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _record_start(store: Store, run_id: int, resolved) -> None:
+    store.update_run(run_id, versions=versions(), device=str(pick_device(resolved.config.device)),
+                     total_steps=resolved.config.steps_per_task, heartbeat_at=time.time())
+
+
+def _record_structure(store: Store, run_id: int, crun: ContinualRun) -> None:
+    """The run's backbone weights, tasks and modules, and its size, once the model is assembled."""
+    store.update_run(run_id, weights=crun.backbone.info)
+    tasks, modules = crun.structure()
+    store.write_structure(run_id, tasks, modules)
+    store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),
+                     primary_metric=crun.stream.primary_metric)
+
+
+def _checkpointer(store: Store, run_id: int, keep: str) -> Callable[[int, dict], None] | None:
+    """What the run calls at each task's end to write its checkpoint (None for ``checkpoints: none``)."""
+    if keep == "none":
+        return None
+
+    def save(task: int, state: dict) -> None:
+        try:
+            checkpoints.save(store, run_id, task, state, keep=keep)
+        except (OSError, TypeError, AttributeError, RuntimeError) as exc:   # an aid, not the run itself
+            print(f"cldash: no checkpoint after task {task} ({type(exc).__name__}: {exc}); the run goes on, "
+                  "and a resume would start from an earlier task", file=sys.stderr, flush=True)
+            return
+        store.update_run(run_id, checkpoint_task=task)
+    return save
+
+
+def _record_finish(store: Store, run_id: int, crun: ContinualRun, summary: dict) -> None:
+    save_adapters(crun, store.adapter_path(run_id))
+    store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), resume_task=None,
+                     **crun.position())
+    clear_end(store, run_id)
+
+
+def _how_it_ended(exc: BaseException, crun: ContinualRun | None) -> tuple[str, str]:
+    """(status, error) for the exception that ended the run; called while it is handled (its traceback)."""
+    if isinstance(exc, Cancelled):
+        return "cancelled", f"cancelled at step {crun.done if crun else 0}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", f"interrupted (Ctrl-C) at step {crun.done if crun else 0}"
+    if isinstance(exc, RunFailed):
+        return "failed", str(exc)
+    refused = write_failure(exc)
+    if refused:   # a full disk, a read-only store: one sentence, the traceback says nothing more
+        return "failed", f"{refused}; the run stopped " + (f"at step {crun.done}" if crun else
+                                                            "before training started")
+    if isinstance(exc, UserError):   # one sentence already: a checkpoint that cannot be loaded
+        return "failed", str(exc)
+    where = f" at step {crun.step}" if crun else " before training started"
+    return "failed", f"{type(exc).__name__}{where}: {exc}\n\n{traceback.format_exc()}"
 
 
 def _finish_unclean(store: Store, writer, run_id: int, end: dict) -> bool:
@@ -124,7 +159,6 @@ def _finish_unclean(store: Store, writer, run_id: int, end: dict) -> bool:
 
 
 def _in_main_thread() -> bool:
-
     return threading.current_thread() is threading.main_thread()
 
 

@@ -10,8 +10,8 @@ import torch
 
 from cldash.config import resolve
 from cldash.engine.loop import ContinualRun
-from cldash.runs.execute import execute
 from cldash.measures.spectra import update_singular_values
+from cldash.runs.execute import execute
 from cldash.store import Store
 
 SMALL = {"steps_per_task": 20, "eval_interval": 10, "spectra_interval": 5, "dense_spectra_interval": 10,
@@ -58,6 +58,7 @@ def test_same_seed_same_matrix_whatever_the_thread_count_with_no_pretraining(tmp
     import sys
 
     from cldash.cli import main
+
     from conftest import SHORT
 
     def argv(threads):
@@ -127,7 +128,7 @@ CULPRITS = {
     "ewc": ("cldash.engine.rehearsal.EWC.penalty", 3.2e38, {"ewc_lambda": 100.0},
             "the loss became 3.2e+38 at step 1 (task 1, rotate 60°, step 1 of 20): the EWC penalty is 3.2e+38 "
             "with --ewc-lambda 100; lower --ewc-lambda."),
-    "replay": ("cldash.engine.loop.replay_loss", float("inf"), {"replay": 50},
+    "replay": ("cldash.engine.rehearsal.replay_loss", float("inf"), {"replay": 50},
                "the loss became inf at step 21 (task 2, rotate 120°, step 1 of 20): the replay loss (on finished "
                "tasks' examples) is inf; lower the learning rate (0.005), clip gradients (--max-grad-norm) or turn "
                "replay off (--replay 0)."),

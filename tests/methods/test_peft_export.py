@@ -117,7 +117,7 @@ def test_dense_updates_are_refused_with_a_sentence(case):
 
 def test_cli_exports_a_finished_run_and_delete_removes_its_adapters(tmp_path, capsys):
     from cldash.cli import main
-    from cldash.engine.loop import load_adapted_model
+    from cldash.engine.adapters import load_adapted_model
     from cldash.store import Store
     from cldash.streams.digits import digits_splits, normalize
 
@@ -149,7 +149,7 @@ def test_cli_exports_a_finished_run_and_delete_removes_its_adapters(tmp_path, ca
 def test_a_finished_run_reloads_with_its_trained_heads(tmp_path, args):
     """The saved state holds the heads that trained, so the rebuilt model scores what the run scored."""
     from cldash.cli import main
-    from cldash.engine.loop import load_adapted_model
+    from cldash.engine.adapters import load_adapted_model
     from cldash.store import Store
 
     db = str(tmp_path / "runs.db")
