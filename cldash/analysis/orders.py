@@ -19,13 +19,18 @@ modules) and the exact objective are this project's reading: a reconstruction.
 from __future__ import annotations
 
 import itertools
+import json
+import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from cldash.config import check_against_model, resolve
+from cldash.core.cache import cache_dir, cache_key, file_lock
 from cldash.core.errors import UserError
 from cldash.core.options import as_dict
+from cldash.runs.processes import is_run_process, start_cldash
 
 EXHAUSTIVE_UP_TO = 8
 
@@ -92,7 +97,7 @@ def stream_flags(stream_options: dict) -> str:
 def gradient_conflict(model, stream, targets: list[str], batches: int = 4, batch_size: int = 32,
                       seed: int = 0) -> Conflict:
     """Cosines of the accumulated full-weight gradients of every pair of tasks, per targeted module."""
-    import torch   # (the dashboard imports this module for `stream_flags`; pages never load torch)
+    import torch  # (the dashboard imports this module for `stream_flags`; pages never load torch)
 
     modules = dict(model.net.named_modules())
     weights = {name: modules[name].weight for name in targets}
@@ -166,8 +171,6 @@ def _measurement_file(store, args: list[str]):
     """Where a background measurement of `args` (cldash order's arguments) keeps its process id and its log:
     next to the store's run logs, keyed by the store and the arguments, so that one measurement of the same
     order is running at a time."""
-    from cldash.core.cache import cache_dir, cache_key
-
     folder = cache_dir() / "logs" / cache_key({"store": store.url})
     return folder / f"order-{cache_key({'args': args})}.json"
 
@@ -185,12 +188,6 @@ def start_measurement(store, args: list[str]) -> dict:
     group, the store's URL in its environment as CLDASH_DB, never on its command line, its output in a log
     file that is kept). A measurement of the same arguments still running is returned instead of a second
     one (a double click measures once). Returns the measurement: pid, args, log path."""
-    import json
-    import time
-
-    from cldash.core.cache import file_lock
-    from cldash.runs.processes import is_run_process, start_cldash
-
     path = _measurement_file(store, args)
     with file_lock(path.with_suffix(".lock")):
         current = measurement(store, args)
@@ -205,8 +202,6 @@ def start_measurement(store, args: list[str]) -> dict:
 
 def measurement(store, args: list[str]) -> dict | None:
     """The last background measurement of `args` on this store (start_measurement), or None."""
-    import json
-
     try:
         return json.loads(_measurement_file(store, args).read_text())
     except (OSError, ValueError):
@@ -216,11 +211,6 @@ def measurement(store, args: list[str]) -> dict | None:
 def measurement_state(store, started: dict) -> tuple[str, object]:
     """('measuring', seconds so far), ('done', the stored order) or ('failed', its one-line reason): read from
     the process and its log (cldash order prints "order N: ..." once the order is stored, or "error: ...")."""
-    import re
-    import time
-
-    from cldash.runs.processes import is_run_process
-
     try:
         text = open(started["log"], encoding="utf-8", errors="replace").read()
     except OSError:

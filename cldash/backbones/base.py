@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import transformers
 from torch import nn
 
 from cldash.backbones.weights import cache_path, cached, shipped
@@ -124,8 +125,6 @@ def load_pretrained(name: str, options, recipe: str, pretrain: Callable, build_n
     when `options` are the defaults they were made with, else with locally pre-trained ones
     (``pretrain(options) -> (state_dict, record)`` on first use, then cached; cldash.backbones.weights).
     Returns (net in eval mode, Weights)."""
-    import transformers
-
     net = build_net(options)
     found = shipped(name, options, recipe)
     if found is not None:

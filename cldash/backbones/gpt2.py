@@ -25,6 +25,19 @@ from cldash.backbones.base import Backbone, load_pretrained
 from cldash.backbones.weights import make_record, one_thread
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
+from cldash.streams.skills import (
+    BOS,
+    EOS,
+    GENERAL_SKILLS,
+    IN_CONTEXT_SKILLS,
+    MAX_LEN,
+    VOCAB,
+    LanguageStream,
+    Task,
+    lm_loss,
+    mixture_split,
+    trim,
+)
 
 # Every linear of a GPT-2 block: the fused q/k/v projection, the attention output, the MLP pair.
 GPT2_TARGETS = ["c_attn|c_proj|c_fc"]
@@ -53,9 +66,7 @@ class GPT2TinyOptions:
 
 
 def _config(o: GPT2TinyOptions):
-    from transformers import GPT2Config
-
-    from cldash.streams.skills import BOS, EOS, MAX_LEN, VOCAB
+    from transformers import GPT2Config  # deferred: loads transformers' model code
 
     return GPT2Config(vocab_size=len(VOCAB), n_positions=MAX_LEN, n_embd=o.n_embd, n_layer=o.n_layer,
                       n_head=o.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -64,7 +75,7 @@ def _config(o: GPT2TinyOptions):
 
 
 def build_net(o: GPT2TinyOptions):
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel  # deferred: loads transformers' model code
 
     return GPT2LMHeadModel(_config(o))
 
@@ -85,8 +96,6 @@ RECIPE = "adamw-onecycle-clip1-pool6000-trim-v2"
 def scores(net) -> dict[str, float]:
     """Exact match on the held-out general skills and on few-shot first/last prompts, scored on the
     same examples (seed 2) as the skills stream's general columns."""
-    from cldash.streams.skills import GENERAL_SKILLS, IN_CONTEXT_SKILLS, LanguageStream, Task, mixture_split
-
     net.eval()
     scorer = LanguageStream(None, None)
     model = lambda x: _logits(net, x)  # noqa: E731
@@ -98,8 +107,6 @@ def scores(net) -> dict[str, float]:
 
 def pretrain(o: GPT2TinyOptions) -> tuple[dict, dict]:
     """Train a fresh tiny GPT-2 on the general mixture on one CPU thread; return its state dict and record."""
-    from cldash.streams.skills import GENERAL_SKILLS, IN_CONTEXT_SKILLS, lm_loss, mixture_split, trim
-
     tagged = mixture_split(list(GENERAL_SKILLS), PRETRAIN_POOL * len(GENERAL_SKILLS), seed=0)
     shots = mixture_split(list(IN_CONTEXT_SKILLS), PRETRAIN_POOL * len(IN_CONTEXT_SKILLS), seed=0, few_shot=2)
     with torch.random.fork_rng(devices=[]), one_thread():

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cldash.core import hub
 from cldash.backbones.base import Backbone, BackboneEntry, linear_modules
+from cldash.core import hub
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
 
@@ -42,8 +42,11 @@ class HFOptions:
 
 
 def _auto_classes():
-    from transformers import (AutoModelForCausalLM, AutoModelForImageClassification,
-                              AutoModelForSequenceClassification)
+    from transformers import (  # deferred: loads transformers' model code
+        AutoModelForCausalLM,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+    )
 
     return {"causal-lm": AutoModelForCausalLM, "sequence-classification": AutoModelForSequenceClassification,
             "image-classification": AutoModelForImageClassification}
@@ -56,7 +59,7 @@ def _first_line(exc: Exception) -> str:
 @functools.lru_cache(maxsize=32)
 def auto_config(name: str):
     """The model's transformers config, or one sentence saying why it cannot be had."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # deferred: loads transformers' model code
 
     try:
         with hub.cache_only_unless_reachable(name) as offline:
@@ -83,8 +86,10 @@ def model_kind(config) -> str:
         for kind, suffixes in KINDS.items():
             if arch.endswith(suffixes):
                 return kind
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (  # deferred: the Auto classes' tables are large
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    )
     if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "causal-lm"
     if config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
@@ -118,7 +123,7 @@ def default_target_patterns(net: nn.Module) -> list[str]:
 
 
 def tokenizer_for(name: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # deferred: loads transformers' model code
 
     try:
         with hub.cache_only_unless_reachable(name):

@@ -21,6 +21,7 @@ from cldash.backbones.base import Backbone, load_pretrained
 from cldash.backbones.weights import make_record, one_thread
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
+from cldash.streams.digits import digits_splits, normalize
 
 # transformers 5.x names the attention linears q/k/v/o_proj and the MLP fc1/fc2; 4.x used
 # query/key/value/attention.output.dense and intermediate.dense/output.dense.
@@ -47,7 +48,7 @@ class ViTTinyOptions:
 
 
 def _config(o: ViTTinyOptions):
-    from transformers import ViTConfig
+    from transformers import ViTConfig  # deferred: loads transformers' model code
 
     return ViTConfig(image_size=8, patch_size=o.patch_size, num_channels=1, hidden_size=o.hidden_size,
                      num_hidden_layers=o.layers, num_attention_heads=o.heads, intermediate_size=o.mlp_size,
@@ -55,7 +56,7 @@ def _config(o: ViTTinyOptions):
 
 
 def build_net(o: ViTTinyOptions):
-    from transformers import ViTForImageClassification
+    from transformers import ViTForImageClassification  # deferred: loads transformers' model code
 
     return ViTForImageClassification(_config(o))
 
@@ -73,8 +74,6 @@ RECIPE = "adamw-onecycle-b64-v1"
 
 def scores(net) -> dict[str, float]:
     """The pre-trained model's score on the held-out upright digits (the runs' general task)."""
-    from cldash.streams.digits import digits_splits, normalize
-
     _, test = digits_splits()
     net.eval()
     with torch.no_grad():
@@ -83,8 +82,6 @@ def scores(net) -> dict[str, float]:
 
 def pretrain(o: ViTTinyOptions) -> tuple[dict, dict]:
     """Train a fresh tiny ViT on upright digits on one CPU thread; return its state dict and record."""
-    from cldash.streams.digits import digits_splits, normalize
-
     train, _ = digits_splits()
     x, y = normalize(train.x), train.y
     with torch.random.fork_rng(devices=[]), one_thread():

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -30,8 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy
 import torch
+import transformers
+from safetensors.torch import load_file, save_file
 
+from cldash import __version__
 from cldash.core.cache import cache_dir, cache_key, file_lock, sha256_file
 from cldash.core.errors import UserError
 
@@ -62,19 +65,12 @@ def record_path(path: Path) -> Path:
 
 
 def maker_versions() -> dict[str, str]:
-    import numpy
-    import transformers
-
-    from cldash import __version__
-
     return {"cldash": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "numpy": numpy.__version__, "python": platform.python_version(), "machine": platform.machine()}
 
 
 def write_weights(path: Path, state_dict: dict[str, torch.Tensor], record: dict) -> dict:
     """Save weights and their record atomically (the record, with the file's sha256, lands last)."""
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp))
@@ -88,8 +84,6 @@ def write_weights(path: Path, state_dict: dict[str, torch.Tensor], record: dict)
 
 def read_weights(path: Path, source: str) -> Weights:
     """Weights whose record exists and whose sha256 matches it; else DamagedWeights with the reason."""
-    from safetensors.torch import load_file
-
     rec_path = record_path(path)
     if not path.exists():
         raise DamagedWeights(f"{path.name} is missing")
@@ -142,8 +136,6 @@ def one_thread():
 def cache_path(name: str, options, recipe: str) -> Path:
     """The cache file of `name` pre-trained locally with `options` and `recipe`; the key holds
     transformers' major version, since the state dict's module names follow it."""
-    import transformers
-
     key = {"options": dataclasses.asdict(options), "recipe": recipe,
            "transformers": transformers.__version__.split(".")[0]}
     return cache_dir() / "backbones" / f"{name}-{cache_key(key)}.safetensors"

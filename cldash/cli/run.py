@@ -198,7 +198,7 @@ def cmd_pretrain(args, rest: list[str]) -> int:
     from cldash.backbones import (  # deferred: imports torch
         BACKBONES,
         get_backbone,
-        weights as W,  # deferred: imports torch
+        weights as W,
     )
 
     pre = Parser(prog="cldash pretrain", add_help=False, allow_abbrev=False)

@@ -27,7 +27,7 @@ def file_lock(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         try:
-            import fcntl
+            import fcntl  # here, not at the top: POSIX only (elsewhere there is no lock)
         except ImportError:  # pragma: no cover - non-POSIX: no lock, atomic rename still holds
             yield
             return

@@ -24,14 +24,14 @@ _probed: tuple[float, bool] | None = None    # (when, reachable)
 
 
 def _endpoint() -> str:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: huggingface_hub, only for a Hub name
 
     return constants.ENDPOINT
 
 
 def env_offline() -> bool:
     """HF_HUB_OFFLINE as huggingface_hub reads it (at its import) or as the environment has it now."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: huggingface_hub, only for a Hub name
 
     return bool(constants.HF_HUB_OFFLINE) or \
         os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
@@ -78,7 +78,7 @@ def cache_only_unless_reachable(name: str):
     its offline mode meanwhile: transformers then reads only the local cache (local_files_only), and nothing
     reaches for the network, not even huggingface_hub's own one-off lookups made while building request
     headers."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: huggingface_hub, only for a Hub name
 
     offline = why_not(name)
     before = constants.HF_HUB_OFFLINE

@@ -38,12 +38,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cldash.core.errors import ConfigError
+from cldash.core.options import option
+from cldash.core.presets import Cited, PaperPreset
+from cldash.measures.spectra import LowRank
 from cldash.methods.base import Method, StepContext, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
-from cldash.core.options import option
-from cldash.measures.spectra import LowRank
-from cldash.core.presets import Cited, PaperPreset
 
 
 class GatedBranch(Branch):
@@ -99,8 +100,6 @@ class CoDyRAConfig:
     beta2: float = option(0.9999, "AdamW beta2", source="main.py: betas (0.9, 0.9999)", low=0.0, high=1.0)
 
     def check(self, prefix: str) -> None:
-        from cldash.core.errors import ConfigError
-
         if self.dense_fraction >= 1.0:
             raise ConfigError(f"{prefix}.dense_fraction must be below 1 so that the sparse phase has steps "
                               f"(got {self.dense_fraction:g}).", f"{prefix}.dense_fraction")

@@ -14,9 +14,13 @@ backbone's own head) is evaluated with every stream as the "general" task.
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.util
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,12 +36,6 @@ TEST_FRACTION = 0.3
 def _raw_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled digits, read from its file as `load_digits` reads it, without importing
     scikit-learn (and SciPy with it): that import was a second of every run's start."""
-    import gzip
-    import importlib.util
-    from pathlib import Path
-
-    import numpy as np
-
     spec = importlib.util.find_spec("sklearn")   # finds the package without running it
     path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
     if path is not None and path.is_file():
@@ -45,7 +43,7 @@ def _raw_digits() -> tuple[torch.Tensor, torch.Tensor]:
             data = np.loadtxt(fh, delimiter=",")   # 64 pixels (0..16) and the digit, a row per image
         images, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
     else:   # pragma: no cover - an unusual scikit-learn layout
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # deferred: loads SciPy and pandas, as said above
 
         d = load_digits()
         images, target = d.images, d.target

@@ -73,7 +73,7 @@ def _datasets():
 
 def read_source(src: str, o: HFStreamOptions) -> dict:
     """{split name: DataFrame} of one source; a file without a split column gives {"all": df}."""
-    import pandas as pd
+    import pandas as pd  # deferred: pandas, only for a data set read from files
 
     p = Path(src)
     if p.suffix in FILE_SUFFIXES:
