@@ -27,8 +27,8 @@ def main() -> None:
     p.add_argument("--replay", type=int, default=0, help="a replay buffer, which the checkpoint holds too")
     args = p.parse_args()
 
-    from cldash.engine import checkpoints
     from cldash.config import resolve
+    from cldash.engine import checkpoints
     from cldash.runs.execute import execute
     from cldash.store import Store
 

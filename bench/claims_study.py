@@ -56,7 +56,7 @@ def render(store: Store, claims: tuple, regimes: tuple, seconds: float | None) -
     runs = store.runs()
     ends = [r["finished_at"] for r in runs if r.get("finished_at")]
     span = max(ends) - min(r["created_at"] for r in runs) if ends else None
-    lines = [f"# The seed papers' claims, checked from the store\n",
+    lines = ["# The seed papers' claims, checked from the store\n",
              f"Produced by `python bench/claims_study.py` ({len(runs)} runs in the store"
              + (f", {span / 60:.0f} minutes from the first queued to the last finished, 2 at a time on a machine "
                 "other work shared" if span else "") + f"; {machine()} in this process, each run on 1 thread; store bench/out/claims.db, "

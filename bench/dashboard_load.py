@@ -68,8 +68,8 @@ def main() -> None:
     args = p.parse_args()
 
     from cldash.dashboard.figures import accuracy_matrix_figure, spectrum_heatmap
-    from cldash.store import Store
     from cldash.dashboard.views import LiveCache, compare_data
+    from cldash.store import Store
 
     tmp = Path(tempfile.mkdtemp())
     store = Store(str(tmp / "big.db"))

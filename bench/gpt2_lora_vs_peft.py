@@ -33,9 +33,9 @@ def main() -> None:
 
     from cldash.backbones import match_targets
     from cldash.backbones.gpt2 import GPT2_TARGETS, GPT2TinyOptions, load
+    from cldash.core.options import build
     from cldash.methods import get_method
     from cldash.methods.base import TaskContext
-    from cldash.core.options import build
     from cldash.streams.skills import lm_loss, skill_split, trim
 
     device = torch.device(args.device)

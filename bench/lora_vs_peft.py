@@ -33,9 +33,9 @@ def main() -> None:
 
     from cldash.backbones import match_targets
     from cldash.backbones.vit import ViTTinyOptions, load
+    from cldash.core.options import build
     from cldash.methods import get_method
     from cldash.methods.base import TaskContext
-    from cldash.core.options import build
     from cldash.streams.digits import digits_splits, normalize
 
     device = torch.device(args.device)

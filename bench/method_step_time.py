@@ -42,8 +42,8 @@ def main() -> None:
 
     from cldash.backbones import match_targets
     from cldash.backbones.vit import VIT_TARGETS, ViTTinyOptions, load
-    from cldash.methods import REGISTRY, StepContext, TaskContext
     from cldash.core.options import build
+    from cldash.methods import REGISTRY, StepContext, TaskContext
     from cldash.streams.digits import digits_splits, normalize, rotate
 
     device = torch.device(args.device)

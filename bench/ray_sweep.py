@@ -58,8 +58,8 @@ def main() -> None:
     from cldash.runs.launch import launch
     from cldash.runs.launchers import Resources
     from cldash.runs.launchers.ray_jobs import RayLauncher
-    from cldash.store import Store, sqlite_path
     from cldash.runs.sweeps import Sweep, plan
+    from cldash.store import Store, sqlite_path
 
     store = Store(args.db or str(Path(tempfile.mkdtemp()) / "ray_sweep.db"))
     cluster = RayLauncher(args.address)

@@ -15,8 +15,17 @@ from cldash.dashboard.figures import accuracy_matrix_figure, headline_figure, ma
 from cldash.dashboard.labels import group_label, run_refs, runs_in
 from cldash.dashboard.report import handout_file_name, handout_html
 from cldash.dashboard.tables import matrices_table, matrix_table, metric_help
-from cldash.dashboard.views import (addable_parents, compare_data, compare_summary, difference_defaults, forks_note,
-                                    matrix_items, matrix_pages, matrix_rows, mean_sd_table)
+from cldash.dashboard.views import (
+    addable_parents,
+    compare_data,
+    compare_summary,
+    difference_defaults,
+    forks_note,
+    matrix_items,
+    matrix_pages,
+    matrix_rows,
+    mean_sd_table,
+)
 from cldash.measures.metrics import METRICS
 from pages.shared import download, download_later, get_store, plot, png_name, runs_for_page, set_selected, through_app
 

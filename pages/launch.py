@@ -12,15 +12,14 @@ import streamlit as st
 from cldash.backbones import BACKBONES
 from cldash.config import RunConfig, check_fields, describe_run
 from cldash.config.grid import grid_lines, parse_grid
+from cldash.config.presets import preset_names, regime_label
 from cldash.core.errors import ConfigError, UserError
+from cldash.core.options import describe, is_default, option_label, worded
+from cldash.methods import POLICIES, REGISTRY, marked_label
 from cldash.runs.launch import launch
 from cldash.runs.launchers import Resources, parse
-from cldash.methods import POLICIES, REGISTRY, marked_label
-from cldash.core.options import describe, is_default, option_label, worded
-from cldash.config.presets import preset_names, regime_label
+from cldash.runs.sweeps import Sweep, launch_sweep, parse_seeds as sweep_seeds, plan
 from cldash.streams import STREAMS, get_stream
-from cldash.runs.sweeps import Sweep, launch_sweep, plan
-from cldash.runs.sweeps import parse_seeds as sweep_seeds
 from pages.shared import get_store, option_widget, set_selected, through_app
 
 through_app()

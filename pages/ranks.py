@@ -6,8 +6,17 @@ import streamlit as st
 
 from cldash.dashboard.figures import layer_module_heatmap, module_styles, series_figure
 from cldash.dashboard.labels import run_label, run_name, scalar_label
-from cldash.dashboard.views import (COUNT_SCALARS, NUMERICAL_RANK, boundaries, logged_task_ends, module_grid,
-                                    rank_scalars, rank_series, readout_names, readout_series)
+from cldash.dashboard.views import (
+    COUNT_SCALARS,
+    NUMERICAL_RANK,
+    boundaries,
+    logged_task_ends,
+    module_grid,
+    rank_scalars,
+    rank_series,
+    readout_names,
+    readout_series,
+)
 from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()

@@ -8,8 +8,17 @@ import streamlit as st
 
 from cldash.analysis.lessons import LESSONS, get_lesson, launch_lesson, summary as lesson_summary
 from cldash.core.errors import ConfigError, UserError
-from cldash.dashboard.forks import (fork_changes, fork_error, fork_intro, fork_launch_key, fork_methods, fork_points,
-                                    fork_preview, fork_started, no_fork_reason)
+from cldash.dashboard.forks import (
+    fork_changes,
+    fork_error,
+    fork_intro,
+    fork_launch_key,
+    fork_methods,
+    fork_points,
+    fork_preview,
+    fork_started,
+    no_fork_reason,
+)
 from cldash.dashboard.labels import group_label, run_refs
 from cldash.dashboard.tables import runs_table
 from cldash.dashboard.views import delete_label, filter_runs, group_sizes, listing_caption, resumed_message, run_regime

@@ -10,10 +10,16 @@ cldash.backbones.weights) and, for the in-project backbones, the pre-training re
 from __future__ import annotations
 
 from cldash.backbones import gpt2, hf, vit
-from cldash.backbones.base import (Backbone, BackboneEntry, CausalLMModel, ClassifierModel, linear_modules,
-                                   match_targets, task_model)
+from cldash.backbones.base import (
+    Backbone,
+    BackboneEntry,
+    CausalLMModel,
+    ClassifierModel,
+    linear_modules,
+    match_targets,
+    task_model,
+)
 from cldash.core.errors import ConfigError
-
 
 BACKBONES: dict[str, BackboneEntry] = {
     "vit-tiny": BackboneEntry("vit-tiny", "Tiny ViT (8x8 digits, 2 layers, width 64)", "image-classification",

@@ -30,9 +30,17 @@ from plotly.offline import get_plotlyjs
 import cldash
 from cldash.core.errors import UserError
 from cldash.core.text import id_ranges
-from cldash.dashboard.figures import (HEADLINE as HEADLINE_FIGURE, PLOTLY_CONFIG, accuracy_matrix_figure, downsample,
-                                      headline_figure, measures_figure, pareto_figure, series_figure,
-                                      spectrum_overlay)
+from cldash.dashboard.figures import (
+    HEADLINE as HEADLINE_FIGURE,
+    PLOTLY_CONFIG,
+    accuracy_matrix_figure,
+    downsample,
+    headline_figure,
+    measures_figure,
+    pareto_figure,
+    series_figure,
+    spectrum_overlay,
+)
 from cldash.dashboard.labels import ENDED, run_caption, run_label, run_style
 from cldash.dashboard.views import CompareData, boundaries, compare_data
 from cldash.measures.metrics import METRICS, fmt

@@ -20,8 +20,17 @@ import pandas as pd
 from cldash.analysis import claims
 from cldash.analysis.claims import Claim
 from cldash.config import RunConfig, describe_run, resolve
-from cldash.dashboard.labels import (fork_note, run_color, run_label, run_name, run_refs, run_symbol, setting_key,
-                                     setting_labels, short_setting_name)
+from cldash.dashboard.labels import (
+    fork_note,
+    run_color,
+    run_label,
+    run_name,
+    run_refs,
+    run_symbol,
+    setting_key,
+    setting_labels,
+    short_setting_name,
+)
 from cldash.measures.metrics import METRICS, summarize
 from cldash.store import Store
 
@@ -359,7 +368,7 @@ class LiveCache:
     last_eval_step: int = -1
     queries: int = 0
 
-    def update(self, store: Store) -> "LiveCache":
+    def update(self, store: Store) -> LiveCache:
         new = store.scalars(self.run_id, names=["loss"], since_step=self.last_loss_step)
         if len(new):
             self.loss = pd.concat([self.loss, new[["step", "value"]]], ignore_index=True)

@@ -49,7 +49,7 @@ class LowRank:
     def dense(self) -> torch.Tensor:
         return self.B @ self.A
 
-    def detach_clone(self) -> "LowRank":
+    def detach_clone(self) -> LowRank:
         return LowRank(self.B.detach().clone(), self.A.detach().clone())
 
 
@@ -66,7 +66,7 @@ class Dense:
     def dense(self) -> torch.Tensor:
         return self.M
 
-    def detach_clone(self) -> "Dense":
+    def detach_clone(self) -> Dense:
         return Dense(self.M.detach().clone())
 
 

@@ -7,8 +7,17 @@ PEFT exporter), so a new method registers itself by existing: no list to edit.
 import importlib
 import pkgutil
 
-from cldash.methods.base import (POLICIES, REGISTRY, Method, StepContext, TaskContext, get_method,
-                                 marked_label, paper_presets, register)
+from cldash.methods.base import (
+    POLICIES,
+    REGISTRY,
+    Method,
+    StepContext,
+    TaskContext,
+    get_method,
+    marked_label,
+    paper_presets,
+    register,
+)
 
 for _info in pkgutil.iter_modules(__path__):
     if _info.name not in ("base", "layer", "peft_format"):

@@ -30,16 +30,17 @@ A method whose authors published a training regime ends its module with ``PAPER_
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from cldash.core.errors import ConfigError
 from cldash.core.presets import PaperPreset
-from cldash.methods.layer import BRANCH_TYPES, AdaptedLinear, Branch, wrap
 from cldash.measures.spectra import Update
+from cldash.methods.layer import BRANCH_TYPES, AdaptedLinear, Branch, wrap
 
 # Task-boundary policies (reference note baseline-methods.md, section 3.4).
 POLICIES = {

@@ -55,13 +55,12 @@ import torch
 from torch import nn
 
 from cldash.core.errors import ConfigError
+from cldash.core.options import option
+from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
+from cldash.measures.spectra import LowRank
 from cldash.methods.base import Method, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch, layer_index
 from cldash.methods.loraga import estimate_gradients
-from cldash.core.options import option
-from cldash.measures.spectra import LowRank
-from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
-
 
 BASIS_GRADIENTS = ("merged", "task_start")
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cldash.measures.spectra import Dense, LowRank, Update, concat
 from cldash.core.text import with_article
+from cldash.measures.spectra import Dense, LowRank, Update, concat
 
 try:  # transformers' GPT-2 style linear (weight stored as (in, out))
     from transformers.pytorch_utils import Conv1D
@@ -44,7 +44,7 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
 
 
 # Every Branch subclass by class name, so that a saved adapter state can rebuild its branches.
-BRANCH_TYPES: dict[str, type["Branch"]] = {}
+BRANCH_TYPES: dict[str, type[Branch]] = {}
 
 
 class Branch(nn.Module):
@@ -61,14 +61,14 @@ class Branch(nn.Module):
     def spec(self) -> dict:
         raise NotImplementedError(f"{type(self).__name__} must define spec() to be saved")
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, layer: "AdaptedLinear") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, layer: AdaptedLinear) -> torch.Tensor:
         raise NotImplementedError
 
-    def factors(self, layer: "AdaptedLinear") -> LowRank | None:
+    def factors(self, layer: AdaptedLinear) -> LowRank | None:
         """This branch's weight update as ``B @ A`` (scaling folded in), or None if not low-rank."""
         return None
 
-    def delta_weight(self, layer: "AdaptedLinear") -> torch.Tensor:
+    def delta_weight(self, layer: AdaptedLinear) -> torch.Tensor:
         """This branch's weight update as a dense ``(out, in)`` matrix (for merging)."""
         f = self.factors(layer)
         if f is None:

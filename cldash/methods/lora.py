@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldash.core.errors import ConfigError
-from cldash.methods.base import AdapterMethod, TaskContext, register
-from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.core.options import option
 from cldash.measures.spectra import LowRank
+from cldash.methods.base import AdapterMethod, TaskContext, register
+from cldash.methods.layer import AdaptedLinear, Branch
 
 
 class LoRABranch(Branch):

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 import torch
 
 from cldash.core.errors import ConfigError
+from cldash.core.options import option
+from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig
-from cldash.core.options import option
-from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 
 DIRECTIONS = ("ArB2r", "ArBr", "A2rBr", "random")
 SCALES = ("stable", "weight_svd", "gd_scale", "unit")

@@ -42,12 +42,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cldash.core.options import option
+from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
+from cldash.measures.spectra import LowRank, Update
 from cldash.methods.base import AdapterMethod, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
-from cldash.core.options import option
-from cldash.measures.spectra import LowRank, Update
-from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
 
 TARGET_MODE = 8   # the authors' tables use modes of 4 to 16, mostly 8
 

@@ -33,12 +33,11 @@ from dataclasses import dataclass
 
 import torch
 
-from cldash.core.errors import ConfigError
+from cldash.core.options import option
+from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
 from cldash.methods.base import StepContext, TaskContext, register
 from cldash.methods.layer import AdaptedLinear
 from cldash.methods.lora import LoRA, LoRABranch, check_rank
-from cldash.core.options import option
-from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
 
 OVERLAPS = ("l1", "squared")
 

@@ -47,12 +47,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldash.core.errors import ConfigError
+from cldash.core.options import option
+from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
+from cldash.measures.spectra import LowRank
 from cldash.methods.base import Method, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import check_rank
-from cldash.core.options import option
-from cldash.measures.spectra import LowRank
-from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 
 NORMALIZERS = ("product", "frobenius")
 MAGNITUDES = ("shared", "per_layer")

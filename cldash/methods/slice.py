@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import torch
 
+from cldash.core.options import option
 from cldash.methods.base import TaskContext, register
 from cldash.methods.loraga import FORMS, LoRAGA, LoRAGAConfig, estimate_gradients
-from cldash.core.options import option
 
 SURGERY = ("current", "symmetric", "none")
 COMBINE = ("sum", "current")

@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cldash.core.errors import ConfigError
+from cldash.core.options import option
+from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
+from cldash.measures.spectra import LowRank, Update
 from cldash.methods.base import AdapterMethod, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
-from cldash.core.options import option
-from cldash.measures.spectra import LowRank, Update
-from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 
 
 class WeGeFTGenerator(nn.Module):

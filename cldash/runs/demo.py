@@ -37,7 +37,7 @@ def demo_configs(seed: int = 0, full: bool = False) -> list[dict]:
     """The demo comparison on digits-rotate with every method's defaults (one seed). The quick one
     (`QUICK_DEMO_METHODS` on a shortened stream, under 90 s on 2 CPU cores), or with `full` LoRA, full
     fine-tuning and every other registered method on the whole stream (FULL_DEMO_TIME)."""
-    from cldash.methods import REGISTRY   # deferred: cldash.methods imports torch
+    from cldash.methods import REGISTRY  # deferred: cldash.methods imports torch
 
     if not full:
         return [resolve({"method": name, "stream": DEMO_STREAM, "seed": seed, **QUICK_DEMO_RUN}).to_dict()

@@ -23,17 +23,38 @@ Modules inside the package import each other directly, never through here.
 
 import cldash.store.migrations as migrations
 from cldash.store.refusals import write_failure
-from cldash.store.schema import (ACTIVE, ENDED, SPECTRUM_MEASURES, Base, Evaluation, Meta, ModuleRow, OrderRow, Run,
-                                 Scalar, Spectrum, TaskRow)
-from cldash.store.store import Store, build_matrix, count_rows
-from cldash.store.urls import default_db, mask_url, sqlite_path, to_url
-from cldash.store.writer import FLUSH_SECONDS, RunWriter
 
 # Private names that tests and bench/ reach for: the cached engine (to dispose of it), the JSON of a column,
 # the stores found at the head revision (bench/store_open.py clears it).
-from cldash.store.schema import _j  # noqa: F401
-from cldash.store.store import _READY  # noqa: F401
-from cldash.store.urls import _engine  # noqa: F401
+from cldash.store.schema import (
+                                 ACTIVE,
+                                 ENDED,
+                                 SPECTRUM_MEASURES,
+                                 Base,
+                                 Evaluation,
+                                 Meta,
+                                 ModuleRow,
+                                 OrderRow,
+                                 Run,
+                                 Scalar,
+                                 Spectrum,
+                                 TaskRow,
+                                 _j,  # noqa: F401
+)
+from cldash.store.store import (
+                                 _READY,  # noqa: F401
+                                 Store,
+                                 build_matrix,
+                                 count_rows,
+)
+from cldash.store.urls import (
+                                 _engine,  # noqa: F401
+                                 default_db,
+                                 mask_url,
+                                 sqlite_path,
+                                 to_url,
+)
+from cldash.store.writer import FLUSH_SECONDS, RunWriter
 
 __all__ = ["ACTIVE", "ENDED", "FLUSH_SECONDS", "SPECTRUM_MEASURES", "Base", "Evaluation", "Meta", "ModuleRow",
            "OrderRow", "Run", "RunWriter", "Scalar", "Spectrum", "Store", "TaskRow", "build_matrix", "count_rows",

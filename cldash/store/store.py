@@ -16,24 +16,24 @@ import json
 import os
 import shutil
 import socket
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, OperationalError
 
+import cldash.store.migrations as migrations
 from cldash.core.cache import cache_dir
 from cldash.core.errors import StoreWriteError, UserError
-import cldash.store.migrations as migrations
 from cldash.store.refusals import write_failure
-from cldash.store.schema import (Evaluation, Meta, ModuleRow, OrderRow, Run, Scalar, Spectrum, TaskRow, _j,
-                                 _now)
+from cldash.store.schema import Evaluation, Meta, ModuleRow, OrderRow, Run, Scalar, Spectrum, TaskRow, _j, _now
 from cldash.store.urls import _engine, display_of, mask_in, sqlite_path, to_url
 from cldash.store.writer import FLUSH_SECONDS, RunWriter
 
 if TYPE_CHECKING:   # pandas is imported by the readers that make frames: a run's process only writes, and
-    import pandas as pd   # importing pandas was a tenth of the time before its first step
+    import pandas as pd  # importing pandas was a tenth of the time before its first step
 
 _READY: set = set()   # stores this process has already found at the head revision
 
@@ -323,7 +323,7 @@ class Store:
             df = self.spectra(rid, module=module, kind=kind, step=at)
             df.insert(0, "run_id", rid)
             frames.append(df)
-        import pandas as pd   # deferred: only the readers make frames (see TYPE_CHECKING above)
+        import pandas as pd  # deferred: only the readers make frames (see TYPE_CHECKING above)
 
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -381,7 +381,7 @@ class Store:
         return {status: n for status, n in rows}
 
     def _frame(self, query) -> pd.DataFrame:
-        import pandas as pd   # deferred: only the readers make frames (see TYPE_CHECKING above)
+        import pandas as pd  # deferred: only the readers make frames (see TYPE_CHECKING above)
 
         with self.engine.connect() as conn:
             result = conn.execute(query)

@@ -5,7 +5,8 @@ at a time and several runs can write while the dashboard reads."""
 from __future__ import annotations
 
 import time
-from typing import Callable, ContextManager, Protocol
+from collections.abc import Callable
+from typing import ContextManager, Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine

@@ -4,8 +4,16 @@ every module in it but base, so each registers itself: no list to edit."""
 import importlib
 import pkgutil
 
-from cldash.streams.base import (STREAM_PREFIXES, STREAMS, Split, Stream, Task, get_stream, register_stream,
-                                 register_stream_prefix)
+from cldash.streams.base import (
+    STREAM_PREFIXES,
+    STREAMS,
+    Split,
+    Stream,
+    Task,
+    get_stream,
+    register_stream,
+    register_stream_prefix,
+)
 
 for _info in pkgutil.iter_modules(__path__):
     if _info.name != "base":

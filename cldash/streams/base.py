@@ -8,8 +8,9 @@ that makes the stream class of a spec, so this module needs to know none of them
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def to(self, device) -> "Split":
+    def to(self, device) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
 
@@ -56,7 +57,7 @@ class Stream:
         self.heads: dict[str, int] = {}        # new heads this stream needs: name -> outputs
         self.primary_metric = "accuracy"
 
-    def to(self, device) -> "Stream":
+    def to(self, device) -> Stream:
         for task in self.tasks + self.general:
             task.test = task.test.to(device)
             if task.train is not None:

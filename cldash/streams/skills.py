@@ -31,8 +31,8 @@ skill is learned and kept, not generalisation to unseen inputs.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -106,8 +106,8 @@ def test_cli_lists_launches_and_rejects_an_unknown_lesson(db, no_start, capsys):
 
 
 def test_the_quick_demo_is_four_methods_on_a_short_stream_and_the_full_one_every_method():
-    from cldash.runs.demo import demo_configs, QUICK_DEMO_METHODS
     from cldash.methods import REGISTRY
+    from cldash.runs.demo import QUICK_DEMO_METHODS, demo_configs
 
     quick, full = demo_configs(), demo_configs(full=True)
     assert [c["method"] for c in quick] == list(QUICK_DEMO_METHODS) == ["lora", "full", "eblora", "pissa"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cldash.cli import main
 from cldash.analysis.orders import EXHAUSTIVE_UP_TO, adversarial_order, order_cost
+from cldash.cli import main
 from cldash.store import Store
 
 

@@ -12,8 +12,7 @@ import shutil
 import pytest
 import torch
 
-from cldash.backbones import BACKBONES, gpt2, vit
-from cldash.backbones import weights as W
+from cldash.backbones import BACKBONES, gpt2, vit, weights as W
 from cldash.cli import main
 from cldash.core.errors import UserError
 

@@ -287,11 +287,11 @@ def test_the_hub_probe_gives_up_after_its_timeout_and_skips_local_folders(monkey
 def test_a_run_on_a_local_hf_model_resumes_to_the_same_rows(hf_dir, tmp_path):
     """The checkpoint pickles a Hugging Face model with its logits and features functions; resumed after task
     1, the run stores what the uninterrupted one does."""
-    from test_checkpoints import interrupt_in_task_2, rows
-
-    from cldash.runs import lineage
     from cldash.config import resolve
+    from cldash.runs import lineage
     from cldash.runs.execute import execute
+
+    from test_checkpoints import interrupt_in_task_2, rows
 
     store = Store(str(tmp_path / "runs.db"))
     cfg = resolve({"method": "lora", "backbone": f"hf:{hf_dir / 'lm'}", "stream": f"hf:{hf_dir / 'succ.csv'},"

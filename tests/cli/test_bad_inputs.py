@@ -21,6 +21,7 @@ from cldash.cli import main
 from cldash.config import RunConfig
 from cldash.core.options import describe
 from cldash.store import Store
+
 from test_cli import BAD, MISTAKES
 
 # A row: (argv after `cldash --db DB`, a phrase the sentence must contain[, environment variables]).

@@ -8,10 +8,10 @@ import re
 import pytest
 
 from cldash.config import RunConfig, check_against_model, resolve
-from cldash.methods import REGISTRY, get_method, paper_presets
+from cldash.config.presets import AIDS, ROLE_PATTERNS, apply, role_patterns
 from cldash.core.options import build
 from cldash.core.presets import Cited, PaperPreset
-from cldash.config.presets import AIDS, ROLE_PATTERNS, apply, role_patterns
+from cldash.methods import REGISTRY, get_method, paper_presets
 
 PAPER = paper_presets()
 

@@ -20,9 +20,9 @@ import torch
 
 from cldash.methods import StepContext
 from cldash.methods.eblora import grow_basis
-from cldash.methods.loraga import loraga_factors, estimate_gradients
-from test_cl_methods_orthogonal import context, net_and_method, train
+from cldash.methods.loraga import estimate_gradients, loraga_factors
 
+from test_cl_methods_orthogonal import context, net_and_method, train
 
 # -- LoRA-GA: the authors' form ------------------------------------------------------------------
 
@@ -112,9 +112,9 @@ def test_loraga_authors_form_on_the_vit_keeps_the_function_and_has_the_data_free
 
 
 def test_slice_defaults_to_the_authors_form_and_is_that_lora_ga_on_the_first_task():
+    from cldash.core.options import build
     from cldash.methods.loraga import LoRAGAConfig
     from cldash.methods.slice import SLICEConfig
-    from cldash.core.options import build
 
     assert build(LoRAGAConfig, {}, "loraga").init_form == "peft"     # the PEFT parity tests hold
     assert build(SLICEConfig, {}, "slice").init_form == "authors"

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from cldash.config import resolve
-from cldash.engine.loop import ContinualRun
-from cldash.runs.execute import execute
-from cldash.core.errors import ConfigError
 from cldash.config.presets import ROLE_PATTERNS, apply, regime_table, role_patterns
+from cldash.core.errors import ConfigError
+from cldash.engine.loop import ContinualRun
 from cldash.methods import paper_presets
+from cldash.runs.execute import execute
 from cldash.store import Store
 
 PAPER = paper_presets()

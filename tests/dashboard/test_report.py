@@ -14,6 +14,7 @@ import pytest
 from cldash.config import resolve
 from cldash.measures.metrics import METRICS, summarize
 from cldash.store import Store
+
 from test_app import array
 
 EVIL = "<script>alert('handout')</script>"
@@ -192,6 +193,7 @@ def test_cldash_report_writes_the_file_and_refuses_bad_input_leaving_nothing(tmp
 
 def test_the_compare_page_offers_the_handout_named_after_its_runs(store, monkeypatch):
     from streamlit.runtime.media_file_manager import MediaFileManager
+
     from test_app import app
 
     made = {}   # the button's data is a callable, run on a click only: catch it where Streamlit registers it

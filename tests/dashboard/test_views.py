@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from cldash.config import resolve
-from cldash.store import Store
 from cldash.dashboard.labels import setting_key, setting_label
 from cldash.dashboard.views import LiveCache, compare_data
+from cldash.store import Store
 
 
 def fake_run(store, seed, scores, steps=10, group=None, status="running", **cfg):
@@ -189,8 +189,8 @@ def test_matrix_pages_cover_every_item_once():
 
 
 def test_groups_labels_sizes_and_filters(db):
-    from cldash.dashboard.tables import runs_table
     from cldash.dashboard.labels import group_label
+    from cldash.dashboard.tables import runs_table
     from cldash.dashboard.views import filter_runs, group_sizes
 
     assert [group_label(k) for k in ("sweep:ranks", "claims", "demo-1f3a9c2e", "0123456789ab", None, "")] == \
@@ -344,8 +344,8 @@ def test_fork_changes_are_what_the_form_changed(db):
 
 
 def test_charts_name_a_run_by_its_method_and_key_options():
-    from cldash.methods import REGISTRY
     from cldash.dashboard.labels import run_name, setting_name
+    from cldash.methods import REGISTRY
 
     def cfg(method, policy="single", **extra):
         return {"method": method, "policy": policy, "stream": "digits-rotate", **extra}

@@ -16,11 +16,11 @@ import torch.nn.functional as F
 
 from cldash.backbones import linear_modules, match_targets
 from cldash.backbones.vit import VIT_TARGETS, ViTTinyOptions, build_net
+from cldash.core.options import build
 from cldash.methods import StepContext, TaskContext, get_method
 from cldash.methods.inflora import dual_gpm_update, input_covariances
 from cldash.methods.olora import overlap_penalty
 from cldash.methods.sdlora import SDCurrentBranch, SDDirectionBranch
-from cldash.core.options import build
 from cldash.streams.digits import digits_splits, normalize, rotate
 
 

@@ -18,8 +18,8 @@ from cldash.methods import StepContext
 from cldash.methods.codyra import GatedBranch, threshold
 from cldash.methods.eblora import grow_basis
 from cldash.methods.slice import reconcile
-from test_cl_methods_orthogonal import context, net_and_method, train
 
+from test_cl_methods_orthogonal import context, net_and_method, train
 
 # -- CoDyRA ------------------------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 peft = pytest.importorskip("peft")
 
 from cldash.backbones import linear_modules, match_targets  # noqa: E402
-from cldash.methods import StepContext, TaskContext, get_method  # noqa: E402
 from cldash.core.options import build  # noqa: E402
+from cldash.methods import StepContext, TaskContext, get_method  # noqa: E402
 
 
 def vit():

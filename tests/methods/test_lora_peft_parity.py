@@ -11,9 +11,9 @@ import torch
 
 peft = pytest.importorskip("peft")
 
+from cldash.core.options import build  # noqa: E402
 from cldash.methods import get_method  # noqa: E402
 from cldash.methods.base import TaskContext  # noqa: E402
-from cldash.core.options import build  # noqa: E402
 
 
 def vit():

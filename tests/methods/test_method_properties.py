@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from cldash.backbones import linear_modules, match_targets
 from cldash.backbones.vit import VIT_TARGETS, ViTTinyOptions, build_net
-from cldash.methods import StepContext, TaskContext, get_method
 from cldash.core.options import build
+from cldash.methods import StepContext, TaskContext, get_method
 from cldash.streams.digits import digits_splits, normalize, rotate
 
 

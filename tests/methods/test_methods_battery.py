@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from cldash.backbones import linear_modules, match_targets
 from cldash.backbones.vit import VIT_TARGETS, ViTTinyOptions, build_net
 from cldash.core.errors import ConfigError
-from cldash.methods import REGISTRY, StepContext, TaskContext, get_method
 from cldash.core.options import build
 from cldash.measures.spectra import Dense, LowRank, analyze
+from cldash.methods import REGISTRY, StepContext, TaskContext, get_method
 from cldash.streams.digits import digits_splits, normalize, rotate
 
 

@@ -17,6 +17,7 @@ peft = pytest.importorskip("peft")
 from cldash.backbones.vit import ViTTinyOptions, build_net  # noqa: E402
 from cldash.core.errors import UserError  # noqa: E402
 from cldash.methods.peft_format import peft_adapter, save_peft  # noqa: E402
+
 from test_methods_battery import Case, make, probe, task_context, train, two_tasks  # noqa: E402
 
 
@@ -79,8 +80,8 @@ def test_conv1d_layers_export_with_fan_in_fan_out(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from cldash.backbones import match_targets
-    from cldash.methods import TaskContext, get_method
     from cldash.core.options import build
+    from cldash.methods import TaskContext, get_method
 
     def gpt2():
         torch.manual_seed(0)

@@ -352,8 +352,8 @@ def test_a_page_opened_in_streamlits_old_multipage_mode_is_routed_through_app(se
 
 
 def test_orders_page_measures_an_order_shows_the_stored_conflict_and_launches_the_order(tmp_path, monkeypatch):
-    from cldash.runs.launch import cancel
     from cldash.analysis.orders import measurement_state, start_measurement
+    from cldash.runs.launch import cancel
 
     db = tmp_path / "orders.db"
     store = Store(str(db))

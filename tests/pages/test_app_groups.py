@@ -153,7 +153,7 @@ def test_without_groups_the_compare_page_has_no_runs_from_choice(tmp_path, monke
     at = app(store.display, monkeypatch, "pages/compare.py", runs=[a, b])
     assert [s.label for s in at.selectbox] == ["run A", "run B"]
     assert len(heatmaps(at)) == 2 and at.dataframe[0].value["id"].tolist() == [a, b]
-    import json    # every chart's PNG is named after the chart and its runs, never Plotly's "plot-image.png"
+    import json  # every chart's PNG is named after the chart and its runs, never Plotly's "plot-image.png"
     names = [json.loads(c.proto.config)["toImageButtonOptions"]["filename"] for c in at.get("plotly_chart")]
     assert f"cldash-compare-matrix-run-{a}" in names and f"cldash-compare-headline-runs-{a}-{b}" in names
     assert all(n.startswith("cldash-compare-") for n in names)

@@ -10,10 +10,11 @@ import shutil
 import numpy as np
 import pytest
 
-from cldash.runs import lineage, recovery
 from cldash.config import resolve
+from cldash.runs import lineage, recovery
 from cldash.runs.execute import execute
 from cldash.store import Store, _engine
+
 from conftest import use_few_test_digits
 from test_app import app, array, charts, no_starts
 

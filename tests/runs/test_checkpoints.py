@@ -12,12 +12,12 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from cldash.engine import checkpoints
-from cldash.runs import lineage, recovery
 from cldash.config import resolve
-from cldash.runs.execute import execute
 from cldash.core.errors import UserError
+from cldash.engine import checkpoints
 from cldash.methods import REGISTRY
+from cldash.runs import lineage, recovery
+from cldash.runs.execute import execute
 from cldash.store import Evaluation, Scalar, Spectrum, Store
 
 STEPS = 4

@@ -6,11 +6,11 @@ import time
 import pytest
 
 from cldash.config import resolve
+from cldash.methods import REGISTRY
 from cldash.runs.demo import demo_configs
 from cldash.runs.launch import launch, rerun
 from cldash.runs.processes import is_run_process, log_path, spawn
 from cldash.runs.queue import reconcile, schedule
-from cldash.methods import REGISTRY
 from cldash.store import Store
 
 from test_store import _wait

@@ -16,17 +16,16 @@ import cldash.runs.launchers as launchers
 import cldash.runs.queue as queue_module
 from cldash.cli import main
 from cldash.config import resolve
-from cldash.runs.execute import execute
 from cldash.core.errors import UserError
-from cldash.runs.launch import cancel, launch
-from cldash.runs.launchers.local import queue
-from cldash.runs.processes import log_path
-from cldash.runs.queue import reconcile, schedule, STALE_SECONDS
+from cldash.runs.execute import execute
+from cldash.runs.launch import cancel
 from cldash.runs.launchers import JobState, Resources, parse
-from cldash.runs.launchers.local import LocalLauncher
+from cldash.runs.launchers.local import LocalLauncher, queue
 from cldash.runs.launchers.ray_jobs import RayLauncher
-from cldash.store import RunWriter, Store
+from cldash.runs.processes import log_path
+from cldash.runs.queue import STALE_SECONDS, reconcile, schedule
 from cldash.runs.sweeps import Sweep, launch_sweep, parse_seeds, plan
+from cldash.store import RunWriter, Store
 
 TINY_RUN = {"method": "lora", "steps_per_task": 6, "eval_interval": 0, "spectra_interval": 0,
             "dense_spectra_interval": 0, "stream_options": {"angles": [45, 90, 135]}}

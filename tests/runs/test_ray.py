@@ -24,11 +24,11 @@ if not (RAY and PG) and not os.environ.get("CI"):
 
 from cldash.config import resolve  # noqa: E402
 from cldash.runs.launch import cancel, launch
-from cldash.runs.queue import reconcile  # noqa: E402
 from cldash.runs.launchers import Resources, logs  # noqa: E402
 from cldash.runs.launchers.ray_jobs import RayLauncher  # noqa: E402
-from cldash.store import ENDED, Store, count_rows  # noqa: E402
+from cldash.runs.queue import reconcile  # noqa: E402
 from cldash.runs.sweeps import Sweep, launch_sweep  # noqa: E402
+from cldash.store import ENDED, Store, count_rows  # noqa: E402
 
 LONG = {"method": "lora", "steps_per_task": 100_000, "eval_interval": 0, "spectra_interval": 0,
         "stream_options": {"angles": [90]}}

@@ -18,11 +18,9 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from cldash import __version__
-
-from cldash.store import migrations
 from cldash.cli import main
 from cldash.core.errors import UserError
-from cldash.store import Base, Store, count_rows
+from cldash.store import Base, Store, count_rows, migrations
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "store-rev1.db"
 RECORD = json.loads(FIXTURE.with_suffix(".json").read_text())

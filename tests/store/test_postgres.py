@@ -60,8 +60,7 @@ def test_a_cli_run_into_postgres_reads_back_and_deletes(pg_url, capsys):
 def test_upgrading_a_postgres_store_from_0001_keeps_its_runs(empty_pg_url, recorded, capsys):
     from sqlalchemy import create_engine
 
-    from cldash.store import migrations
-    from cldash.store import Store
+    from cldash.store import Store, migrations
 
     from test_migrations import alembic_upgrade, assert_run_kept, insert_run_at_0001
 
@@ -108,8 +107,7 @@ def test_a_postgres_upgrade_waits_for_the_one_under_way(empty_pg_url, capsys):
 
     from sqlalchemy import create_engine
 
-    from cldash.store import migrations
-    from cldash.store import Store
+    from cldash.store import Store, migrations
 
     from test_migrations import alembic_upgrade
 

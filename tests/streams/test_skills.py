@@ -11,9 +11,23 @@ import torch
 
 from cldash.cli import main
 from cldash.store import Store
-from cldash.streams.skills import (GENERAL_SKILLS, IGNORE, IN_CONTEXT_SKILLS, PAD, SKILLS, STREAM_SKILLS, VOCAB,
-                                   answer_scores, decode, few_shot_example, mixture_split, skill_split,
-                                   tagged_example, to_split, trim)
+from cldash.streams.skills import (
+    GENERAL_SKILLS,
+    IGNORE,
+    IN_CONTEXT_SKILLS,
+    PAD,
+    SKILLS,
+    STREAM_SKILLS,
+    VOCAB,
+    answer_scores,
+    decode,
+    few_shot_example,
+    mixture_split,
+    skill_split,
+    tagged_example,
+    to_split,
+    trim,
+)
 
 
 def _tokens(row) -> list[str]:
@@ -102,8 +116,8 @@ def test_pretrained_gpt2_knows_the_general_skills(gpt2):
     """The shipped weights' exact match on the general mixture's held-out examples is the one their
     record states, inside the documented band; a new skill is unknown before training."""
     from cldash.backbones import task_model
-    from cldash.streams.skills import LanguageStream
     from cldash.streams.base import Task
+    from cldash.streams.skills import LanguageStream
 
     model = task_model(gpt2)
     test = Task("general", test=mixture_split(list(GENERAL_SKILLS), 300, seed=2))

@@ -6,8 +6,17 @@ tests/runs/test_launchers.py.
 """
 
 from cldash.runs.launchers import local, ray_jobs  # noqa: F401  (each registers itself)
-from cldash.runs.launchers.base import (LAUNCHERS, JobState, Launcher, Resources, for_run, is_local, logs, parse,
-                                        register_launcher)
+from cldash.runs.launchers.base import (
+                                        LAUNCHERS,
+                                        JobState,
+                                        Launcher,
+                                        Resources,
+                                        for_run,
+                                        is_local,
+                                        logs,
+                                        parse,
+                                        register_launcher,
+)
 
 __all__ = ["LAUNCHERS", "JobState", "Launcher", "Resources", "for_run", "is_local", "logs", "parse",
            "register_launcher"]

@@ -35,7 +35,7 @@ class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
 
-    def check(self) -> "Resources":
+    def check(self) -> Resources:
         if not 0 < self.cpus <= 1024:
             raise UserError(f"CPUs per run must be more than 0 and at most 1024 (got {self.cpus:g}).")
         if not 0 <= self.gpus <= 64:

@@ -14,7 +14,15 @@ from contextlib import contextmanager
 from cldash.core.cache import cache_dir, cache_key, file_lock
 from cldash.core.errors import StoreWriteError
 from cldash.runs.launchers.base import JobState, Resources, is_local, register_launcher
-from cldash.runs.processes import default_limit, gpu_count, is_run_process, log_path, max_concurrent, signal_group, spawn
+from cldash.runs.processes import (
+    default_limit,
+    gpu_count,
+    is_run_process,
+    log_path,
+    max_concurrent,
+    signal_group,
+    spawn,
+)
 
 
 def tail_lines(path, tail: int) -> str:

@@ -32,8 +32,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from cldash import __version__
-from cldash.core.errors import UserError
 from cldash.core.cache import file_lock
+from cldash.core.errors import UserError
 from cldash.store.urls import sqlite_path
 
 HEAD = "0005"
@@ -188,8 +188,8 @@ def _backup(store, revision: str) -> Path:
 
 
 def _alembic_upgrade(conn: Connection, revision: str = "head") -> None:
-    from alembic import command   # deferred: a store at the head is opened without importing Alembic
-    from alembic.config import Config   # deferred: as above
+    from alembic import command  # deferred: a store at the head is opened without importing Alembic
+    from alembic.config import Config  # deferred: as above
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent).replace("%", "%%"))
