@@ -59,7 +59,8 @@ def render(store: Store, claims: tuple, regimes: tuple, seconds: float | None) -
     lines = ["# The seed papers' claims, checked from the store\n",
              f"Produced by `python bench/claims_study.py` ({len(runs)} runs in the store"
              + (f", {span / 60:.0f} minutes from the first queued to the last finished, 2 at a time on a machine "
-                "other work shared" if span else "") + f"; {machine()} in this process, each run on 1 thread; store bench/out/claims.db, "
+                "other work shared" if span else "")
+             + f"; {machine()} in this process, each run on 1 thread; store bench/out/claims.db, "
              "raw verdicts in claims_study.json). Each claim's runs at seeds 0, 1, 2; a check holds when the 95 % "
              "t-interval of the paired difference over seeds lies on the claimed side of 0.\n"]
     for claim in claims:

@@ -165,7 +165,7 @@ def launched(rounds: int, label: str) -> None:
     visible: list[dict] = []
     phases: list[dict] = []
     loads = []
-    for r in range(rounds):
+    for _ in range(rounds):
         loads.append(os.getloadavg()[0])
         folder = Path(tempfile.mkdtemp(prefix="cldash-first-step-"))
         os.environ["CLDASH_CACHE"] = str(folder / "cache")

@@ -77,8 +77,8 @@ def main() -> None:
     t = interleaved(fns, args.rounds)
     per_step = {k: median(v) / args.steps for k, v in t.items()}
     save(f"gpt2_lora_vs_peft_{device.type}", {
-        "what": "pre-trained tiny GPT-2 (skills), rank 8, all 8 Conv1D linears, batch %d of `sort`, "
-                "forward+backward+AdamW" % args.batch,
+        "what": f"pre-trained tiny GPT-2 (skills), rank 8, all 8 Conv1D linears, batch {args.batch} of `sort`, "
+                "forward+backward+AdamW",
         "ms_per_step": {k: round(1000 * v, 3) for k, v in per_step.items()},
         "steps_per_second": {k: round(1 / v, 1) for k, v in per_step.items()},
         "ratio_ours_over_peft": round(per_step["ours"] / per_step["peft"], 3),

@@ -78,7 +78,7 @@ def main() -> None:
     t = interleaved(fns, args.rounds)
     per_step = {k: median(v) / args.steps for k, v in t.items()}
     save(f"lora_vs_peft_{device.type}", {
-        "what": "tiny ViT, rank 8, all 12 linears, batch %d, forward+backward+AdamW" % args.batch,
+        "what": f"tiny ViT, rank 8, all 12 linears, batch {args.batch}, forward+backward+AdamW",
         "ms_per_step": {k: round(1000 * v, 3) for k, v in per_step.items()},
         "ratio_ours_over_peft": round(per_step["ours"] / per_step["peft"], 3),
         "rounds": args.rounds, "steps_per_round": args.steps})

@@ -67,7 +67,10 @@ def main() -> None:
         method = cls(build(cls.Config, {}, name), policy=cls.policies[0] if cls.policies else None)
         method.attach(net, match_targets(net, VIT_TARGETS))
         net.to(device)
-        loss_fn = (lambda b, net=net: F.cross_entropy(net(pixel_values=b[0]).logits, b[1]))
+
+        def loss_fn(b, net=net):
+            return F.cross_entropy(net(pixel_values=b[0]).logits, b[1])
+
         gen = torch.Generator().manual_seed(0)
         for k in range(1, args.task):   # earlier tasks: a few steps each, then the boundary
             done = TaskContext(k, args.task, f"bench {k}", 5, net, loss_fn, batch_fn, gen, device)
@@ -91,7 +94,7 @@ def main() -> None:
         opt = method.make_optimizer(trainable, cls.default_lr, 0.0)
         net.train()
 
-        def fn(method=method, opt=opt, loss_fn=loss_fn, ctx=ctx, counter=[0]):
+        def fn(method=method, opt=opt, loss_fn=loss_fn, ctx=ctx, counter=[0]):  # noqa: B006 - a call counter on purpose
             for idx in batches:
                 counter[0] += 1
                 sctx = StepContext(counter[0], counter[0], ctx)
@@ -111,11 +114,13 @@ def main() -> None:
                 "trainable_parameters": params[k], "before_task_ms": round(1000 * setup_s[k], 1)}
             for k, v in per_step.items()}
     for k, r in rows.items():
-        print(f"{k:<8} {r['ms_per_step']:8.2f} ms/step  x{r['ratio_to_lora']:.2f}  {r['trainable_parameters']:>7} params"
+        print(f"{k:<8} {r['ms_per_step']:8.2f} ms/step  x{r['ratio_to_lora']:.2f}  "
+              f"{r['trainable_parameters']:>7} params"
               f"  before_task {r['before_task_ms']:.0f} ms")
     save(f"method_step_time_{device.type}" + (f"_task{args.task}" if args.task > 1 else ""), {
         "what": f"tiny ViT, 12 linears, default options, batch {args.batch}, loss + extra loss + backward + AdamW + "
-                f"after_step, steps of task {args.task}", "command": " ".join(["python", "bench/method_step_time.py", *sys.argv[1:]]),
+                f"after_step, steps of task {args.task}",
+        "command": " ".join(["python", "bench/method_step_time.py", *sys.argv[1:]]),
         "rounds": args.rounds, "steps_per_round": args.steps, "methods": rows})
 
 

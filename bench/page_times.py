@@ -195,7 +195,8 @@ def main() -> None:
         "store_seconds": round(make_seconds, 1), "pages": result, "rounds": args.rounds})
     for page, r in result.items():
         chart = r["first_chart_seconds"]
-        print(f"{page:8s} {r['median_seconds']:6.3f} s   sidebar {r['sidebar_seconds']:.3f} s   first chart {'-' if chart is None else f'{chart:.3f} s'}"
+        print(f"{page:8s} {r['median_seconds']:6.3f} s   sidebar {r['sidebar_seconds']:.3f} s   "
+              f"first chart {'-' if chart is None else f'{chart:.3f} s'}"
               f"   ({r['charts']} charts)")
 
 if __name__ == "__main__":

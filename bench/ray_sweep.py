@@ -95,7 +95,8 @@ def main() -> None:
     together_s, alone_s = min(times["together"]), min(times["one_by_one"])
     result = {"machine": machine(), "cluster": f"{res['nodes']} node(s), {res['CPU']:g} CPUs, {res['GPU']:g} GPUs",
               "what": f"{args.runs} runs of LoRA on digits-rotate (2 tasks x {args.steps} steps), {args.cpus:g} CPU "
-                      f"and {args.gpus:g} GPU each, store {'sqlite' if sqlite_path(store.url) else store.url.split(':')[0]}",
+                      f"and {args.gpus:g} GPU each, "
+                      f"store {'sqlite' if sqlite_path(store.url) else store.url.split(':')[0]}",
               "seconds": {"together": round(together_s, 1), "one_by_one": round(alone_s, 1)},
               "ratio_together_over_one_by_one": round(together_s / alone_s, 3), "rounds": args.rounds,
               "date": time.strftime("%Y-%m-%d")}

@@ -71,7 +71,8 @@ def main() -> None:
     save("store_open", {
         "command": f"python bench/store_open.py --rounds {args.rounds} --before {args.before}",
         "median_ms": ms,
-        "after_over_before": {case: round(ms[f"{case} after"] / ms[f"{case} before"], 3) for case in ("first", "again")},
+        "after_over_before": {case: round(ms[f"{case} after"] / ms[f"{case} before"], 3)
+                              for case in ("first", "again")},
     })
     shutil.rmtree(folder, ignore_errors=True)
 

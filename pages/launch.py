@@ -47,7 +47,8 @@ def show_error(field: str, message: str, fallback: str = "method") -> None:
 
 
 # what a launch always sends, whatever the regime (the rest is dropped where left at its default: the preset's)
-KEEP = {"preset", "aid_preset", "method", "stream", "backbone", "seed", "method_options", "stream_options", "backbone_options"}
+KEEP = {"preset", "aid_preset", "method", "stream", "backbone", "seed", "method_options", "stream_options",
+        "backbone_options"}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -63,7 +64,8 @@ def method_label(name: str) -> str:
 
 
 names = ["lora", "full"] + sorted(n for n in REGISTRY if n not in ("lora", "full"))
-methods = with_slot("method", lambda: st.multiselect("Methods", names, default=["lora"], format_func=method_label, key="launch-methods",
+methods = with_slot("method", lambda: st.multiselect("Methods", names, default=["lora"], format_func=method_label,
+                                                      key="launch-methods",
                                                       help="Every method picked runs once per seed, side by side."))
 HF = "hf:"   # the choice that opens a field for Hugging Face data sets / models
 
@@ -187,8 +189,9 @@ for name in methods:
         values = {}
         for row in describe(cls.Config):
             default = presets[preset].get(row["name"], row["default"])
-            values[row["name"]] = with_slot(f"{name}.{row['name']}", lambda r=row, d=default: option_widget(
-                r, f"m-{name}-{preset}-{r['name']}", default=d))
+            values[row["name"]] = with_slot(f"{name}.{row['name']}",
+                                            lambda r=row, d=default, name=name, preset=preset: option_widget(
+                                                r, f"m-{name}-{preset}-{r['name']}", default=d))
         method_values[name] = values
 
 backbone_values = {}

@@ -92,7 +92,8 @@ left.metric("Sum of consecutive cosines (adversarial)", f"{o['cost']:.3f}")
 right.metric("Configured order", f"{o['natural_cost']:.3f}")
 st.dataframe(table, hide_index=True, column_config={"cosine with the next": st.column_config.NumberColumn(
     format="%.3f")})
-st.download_button("Conflict matrix (CSV)", conflict_table(o).to_csv(), file_name=f"order-{o['id']}-conflict.csv", mime="text/csv")
+st.download_button("Conflict matrix (CSV)", conflict_table(o).to_csv(), file_name=f"order-{o['id']}-conflict.csv",
+                   mime="text/csv")
 
 st.subheader("Run in this order")
 flags = stream_flags(o["ordered_options"])

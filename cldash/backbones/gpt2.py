@@ -70,7 +70,8 @@ def _config(o: GPT2TinyOptions):
 
     return GPT2Config(vocab_size=len(VOCAB), n_positions=MAX_LEN, n_embd=o.n_embd, n_layer=o.n_layer,
                       n_head=o.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                      bos_token_id=BOS, eos_token_id=EOS, pad_token_id=None,   # no padding warning: right padding never needs a mask here
+                      # no padding warning: right padding never needs a mask here
+                      bos_token_id=BOS, eos_token_id=EOS, pad_token_id=None,
                       tie_word_embeddings=False)   # lm_head its own weight: the pre-trained head (--train-head)
 
 

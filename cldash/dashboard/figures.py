@@ -459,8 +459,9 @@ def measures_figure(spectra: pd.DataFrame, measures: list[str], color: str = "la
                                      line={"color": st.get("color", PALETTE[k % len(PALETTE)]),
                                            "dash": st.get("dash"), "width": 2.5}), row=1, col=c)
     starts = task_starts(boundaries)[1:]   # every subplot's lines in one layout update (see _boundaries)
-    fig.update_layout(shapes=[*fig.layout.shapes, *[line for c in range(1, len(measures) + 1) for line in
-                                                    _task_lines(starts, *(("x", "y") if c == 1 else (f"x{c}", f"y{c}")))]])
+    fig.update_layout(shapes=[*fig.layout.shapes,
+                              *[line for c in range(1, len(measures) + 1)
+                                for line in _task_lines(starts, *(("x", "y") if c == 1 else (f"x{c}", f"y{c}")))]])
     for c, m in enumerate(measures, start=1):
         if m in INTEGER_MEASURES and not df.empty:
             v = df[m].to_numpy(dtype=float)

@@ -86,7 +86,7 @@ def setting_labels(configs: list[dict]) -> list[str]:
     for label, key, config in zip(labels, keys, configs):
         by_label.setdefault(label, {})[key] = config
     extra: dict[str, str] = {}
-    for label, settings in by_label.items():
+    for _label, settings in by_label.items():
         if len(settings) < 2:
             continue
         flat = {key: _flat({k: v for k, v in c.items() if k not in NOT_SETTING and k != "regime"})

@@ -472,7 +472,8 @@ def claims_board(store: Store, regimes: tuple[str, ...]) -> tuple[list[dict], in
 
 
 def claim_seeds(verdict: dict) -> int:
-    """The seeds of cldash.analysis.claims.SEEDS at which every run of the claim has finished (the 'n' of 'n of 3 seeds')."""
+    """The seeds of cldash.analysis.claims.SEEDS at which every run of the claim has finished (the 'n' of
+    'n of 3 seeds')."""
     runs = verdict["runs"]
     return sum(1 for s in claims.SEEDS if runs and all(s in by_seed for by_seed in runs.values()))
 

@@ -224,7 +224,7 @@ def analyze(updates: dict, bases: dict | None = None) -> dict:
             d = dense.detach().to(_work_dtype(dense))
             inside = float((U.detach().to(d.dtype).T @ d).pow(2).sum())
         out[key] = _finish(sigma.cpu().numpy(), u.shape, inside)
-    for (_, _, device, ushape), keys in groups.items():
+    for (_, _, _device, ushape), keys in groups.items():
         dtype = _work_dtype(updates[keys[0]].B)
         B = torch.stack([updates[k].B.detach() for k in keys]).to(dtype)        # (g, m, k)
         A = torch.stack([updates[k].A.detach() for k in keys]).to(dtype)        # (g, k, n)

@@ -176,7 +176,8 @@ class EBLoRAConfig:
     init_a: float = option(0.0, "magnitude init s = -(a + b l / (L - 1)): a", source="UCIT configs: a = b = 0 "
                                                                                      "(MLLM-DCL: 0.002)",
                            low=-1000, high=1000)
-    init_b: float = option(0.0, "magnitude init s = -(a + b l / (L - 1)): b", source="UCIT configs: 0 (MLLM-DCL: 0.006)",
+    init_b: float = option(0.0, "magnitude init s = -(a + b l / (L - 1)): b",
+                           source="UCIT configs: 0 (MLLM-DCL: 0.006)",
                            low=-1000, high=1000)
     step_scale_dim: int = option(0, "D of the step rescale sqrt(D / r); 0: the layer's input size (the code's "
                                     "4096 is LLaVA's hidden size)",

@@ -82,7 +82,8 @@ class InfLoRABranch(Branch):
 
 @dataclass
 class InfLoRAConfig:
-    rank: int = option(10, "rank r of each task's pair B_t A_t", source="InfLoRA configs/cifar100_inflora.json (rank 10)",
+    rank: int = option(10, "rank r of each task's pair B_t A_t",
+                       source="InfLoRA configs/cifar100_inflora.json (rank 10)",
                        low=1, high=65_536)
     lamb: float = option(0.95, "energy threshold lambda_b of the memory after the first task",
                          source="InfLoRA configs/cifar100_inflora.json (lamb 0.95; 0.98 for ImageNet-R)",

@@ -96,7 +96,8 @@ class LoRA(AdapterMethod):
     paper = "Hu et al., ICLR 2022, arXiv 2106.09685; rsLoRA: Kalajdzievski, arXiv 2312.03732"
     summary = ("Adds a trainable rank-r product B A next to each frozen weight. B starts at zero, "
                "so training starts from the pre-trained model.")
-    equation = r"W = W_0 + \frac{\alpha}{r} B A,\quad A \in \mathbb{R}^{r\times n},\ B \in \mathbb{R}^{m\times r},\ B_0 = 0"
+    equation = (r"W = W_0 + \frac{\alpha}{r} B A,\quad A \in \mathbb{R}^{r\times n},\ "
+                r"B \in \mathbb{R}^{m\times r},\ B_0 = 0")
     Config = LoRAConfig
     policies = ("single", "merge", "stack")
     default_lr = 5e-3
@@ -147,7 +148,8 @@ class LoRA(AdapterMethod):
         out = {"lora_A_norm": a_norm, "lora_B_norm": b_norm}
         if self.rewrites_base:
             out["init_subspace_drift"] = {name: init_subspace_drift(layer, self.current_branch(layer))
-                                          for name, layer in self.layers.items() if len(layer.branches) and layer.offset}
+                                          for name, layer in self.layers.items()
+                                          if len(layer.branches) and layer.offset}
         return out
 
 

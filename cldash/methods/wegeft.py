@@ -109,7 +109,8 @@ class WeGeFT(AdapterMethod):
     paper = "Savadikar, Song, Wu, ICML 2025, arXiv 2312.00700"
     summary = ("The update is generated from the frozen weight itself, W Phi^T Psi: it stays in the span of "
                "the pre-trained weight; optionally one generator per module type, shared by all layers.")
-    equation = r"\Delta W = \frac{\alpha}{r} W_0 \Phi^\top \Psi,\quad \Phi, \Psi \in \mathbb{R}^{r\times n},\ \Phi_0 = 0"
+    equation = (r"\Delta W = \frac{\alpha}{r} W_0 \Phi^\top \Psi,\quad "
+                r"\Phi, \Psi \in \mathbb{R}^{r\times n},\ \Phi_0 = 0")
     Config = WeGeFTConfig
     policies = ("single", "merge", "stack")
     policy_notes = {"merge": "merge, then a fresh generator acts on the merged weight"}
@@ -132,8 +133,8 @@ class WeGeFT(AdapterMethod):
                 kind = module_type(name)
                 if kind in first and first[kind][1] != in_f:
                     raise ConfigError(
-                        f"wegeft.tie shares one generator across every {kind}, but {first[kind][0]} has {first[kind][1]} "
-                        f"inputs and {name} has {in_f}; set wegeft.tie to false.", "wegeft.tie")
+                        f"wegeft.tie shares one generator across every {kind}, but {first[kind][0]} has "
+                        f"{first[kind][1]} inputs and {name} has {in_f}; set wegeft.tie to false.", "wegeft.tie")
                 first.setdefault(kind, (name, in_f))
 
     def group_of(self, layer: AdaptedLinear) -> str:

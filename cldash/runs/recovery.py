@@ -30,7 +30,8 @@ def requeue(store, run_id: int) -> int:
     task = max([t for t in tasks if t <= (run["checkpoint_task"] or 0)], default=0)
     steps = run["config"]["steps_per_task"]
     # from the start, row 0 is evaluated again: nothing of the run's rows stays
-    store.truncate_after(run_id, task * steps if task else -1, status="queued", resume_task=task, step=task * steps, task=task,
+    store.truncate_after(run_id, task * steps if task else -1, status="queued", resume_task=task,
+                         step=task * steps, task=task,
                          progress=task * steps / max(1, run["total_steps"] or 1), error=None, finished_at=None,
                          pid=None, host=None, cancel_requested_at=None, summary=None, launcher="local",
                          resumes=(run["resumes"] or 0) + 1)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import ContextManager, Protocol
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
@@ -23,7 +24,7 @@ class _Store(Protocol):
     """What a writer uses of its cldash.store.store.Store (not imported: that module imports this one)."""
     engine: Engine
 
-    def _writing(self) -> ContextManager[None]: ...
+    def _writing(self) -> AbstractContextManager[None]: ...
 
 
 class RunWriter:

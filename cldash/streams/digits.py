@@ -140,7 +140,7 @@ class DigitsPermute(DigitsStream):
         g = torch.Generator().manual_seed(options.permutation_seed)
         for t in range(options.tasks):
             perm = torch.randperm(64, generator=g)
-            shuffle = lambda x: x.reshape(len(x), 64)[:, perm].reshape(len(x), 8, 8)  # noqa: E731
+            shuffle = lambda x, perm=perm: x.reshape(len(x), 64)[:, perm].reshape(len(x), 8, 8)  # noqa: E731
             self.tasks.append(Task(f"permutation {t + 1}",
                                    train=Split(normalize(shuffle(train.x)), train.y),
                                    test=Split(normalize(shuffle(test.x)), test.y)))

@@ -182,7 +182,8 @@ class HFStream(LanguageStream):
     def _columns(self, df, *cols) -> None:
         missing = [c for c in cols if c not in df.columns]
         if missing:
-            raise ConfigError(f"the data has no column {missing[0]!r} (its columns are: {', '.join(map(str, df.columns))}); "
+            raise ConfigError(f"the data has no column {missing[0]!r} "
+                              f"(its columns are: {', '.join(map(str, df.columns))}); "
                               f"name the right one with --stream-{'prompt' if self.causal else 'text'}-column and "
                               f"--stream-{'answer' if self.causal else 'label'}-column.", "stream_options")
 

@@ -222,8 +222,8 @@ class SkillsOptions:
     test_examples: int = option(300, "test examples per task (and per general task)", low=10, high=100_000)
     in_context: bool = option(True, "also score few-shot prompts of skills only ever seen in context "
                                     "(in-context performance, a second general column)")
-    data_seed: int = option(0, "seed of the generated examples (train and test examples come from two seeds derived from it; "
-                                 "pre-training from another)", low=0, high=2**31 - 1)
+    data_seed: int = option(0, "seed of the generated examples (train and test examples come from two seeds "
+                                 "derived from it; pre-training from another)", low=0, high=2**31 - 1)
 
     def check(self, prefix: str) -> None:
         if not self.skills:

@@ -1,5 +1,5 @@
-"""Lessons (cldash.analysis.lessons), the quick demo, `cldash lessons` and `cldash demo`, the Lessons page and the welcome
-page. Nothing here trains: launches are queued with the scheduler switched off, and the pages are read under
+"""Lessons (cldash.analysis.lessons), the quick demo, `cldash lessons` and `cldash demo`, the Lessons page and the
+welcome page. Nothing here trains: launches are queued with the scheduler switched off, and the pages are read under
 AppTest; tests/pages/test_browser_lesson.py runs one lesson for real."""
 
 import re

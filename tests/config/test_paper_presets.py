@@ -1,6 +1,6 @@
-"""The paper presets (each method module's PAPER_PRESET, cldash.methods.paper_presets): every key an existing option, every value in its range,
-every value cited to a file of the authors' repository or a section of the paper, and every preset
-resolvable into a run whose targets match the default backbones."""
+"""The paper presets (each method module's PAPER_PRESET, cldash.methods.paper_presets): every key an existing
+option, every value in its range, every value cited to a file of the authors' repository or a section of the
+paper, and every preset resolvable into a run whose targets match the default backbones."""
 
 import dataclasses
 import re

@@ -186,8 +186,8 @@ def test_rank_axes_and_grids_have_whole_number_ticks_and_modules_their_own_look(
     (hm,) = F.layer_module_heatmap(grid, "value", value_title="active rank", integer=True).data
     assert hm.colorbar.title.text == "active rank" and hm.colorbar.tickformat == "d" and hm.text[0][1] == "7"
     kinds = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]
-    modules = pd.DataFrame({"name": [f"vit.layers.{l}.x.{k}" for l in (0, 1) for k in kinds],
-                            "layer": [l for l in (0, 1) for _ in kinds], "kind": kinds * 2})
+    modules = pd.DataFrame({"name": [f"vit.layers.{layer}.x.{k}" for layer in (0, 1) for k in kinds],
+                            "layer": [layer for layer in (0, 1) for _ in kinds], "kind": kinds * 2})
     looks = F.module_styles(modules)
     assert len({(s["color"], s["dash"]) for s in looks.values()}) == 12
     assert looks["vit.layers.1.x.v_proj"] == {"name": "layer 1 · v_proj", "color": F.PALETTE[2], "dash": "dash"}

@@ -142,7 +142,7 @@ def test_inflora_new_update_leaves_old_inputs_in_the_memory_unchanged(energy):
     inputs = {}
     for key, ctx in (("old", context(net, 1, 0.0)), ("new", context(net, 2, 90.0))):
         seen = {}
-        hooks = [layer.register_forward_hook(lambda m, i, o, n=name: seen.update({n: i[0].detach()}))
+        hooks = [layer.register_forward_hook(lambda m, i, o, n=name, seen=seen: seen.update({n: i[0].detach()}))
                  for name, layer in method.layers.items()]
         with torch.no_grad():
             ctx.loss_fn(next(ctx.batches(1, 64)))

@@ -170,7 +170,8 @@ def test_adalora_forward_delta_and_orthogonality_regulariser_match_peft():
     net, mine, method, ctx, theirs, x = adalora_pair()
     torch.testing.assert_close(out(mine, x), out(theirs, x), rtol=0, atol=0)
     for name, layer in method.layers.items():
-        torch.testing.assert_close(layer.branches[0].delta_weight(layer), peft_layer(theirs, name).get_delta_weight("default"),
+        torch.testing.assert_close(layer.branches[0].delta_weight(layer),
+                                   peft_layer(theirs, name).get_delta_weight("default"),
                                    rtol=1e-6, atol=1e-8)
         torch.testing.assert_close(layer.update().dense(), peft_layer(theirs, name).get_delta_weight("default"),
                                    rtol=1e-5, atol=1e-7)

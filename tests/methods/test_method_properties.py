@@ -52,7 +52,7 @@ def context(net, steps=10, angle=90.0, seed=0):
 def test_pissa_init_reproduces_the_weight_from_its_top_r_svd():
     net, method = net_and_method("pissa", {"rank": 8, "alpha": 16})
     method.before_task(context(net))
-    for name, layer in method.layers.items():
+    for _name, layer in method.layers.items():
         branch = layer.branches[0]
         s = branch.scaling
         principal = s * (branch.lora_B @ branch.lora_A).double()
@@ -135,8 +135,9 @@ def first_step_alignment(name, options, lr=1e-3):
     x, y = rotated(90.0, n=512)
     full_batch = [(x, y)]
     ctx = context(net)
-    G = estimate_gradients(net, method.layers, TaskContext(1, 1, "t", 1, net, ctx.loss_fn, lambda n, s: iter(full_batch),
-                                                           ctx.generator, ctx.device), 1, len(y))
+    G = estimate_gradients(net, method.layers,
+                           TaskContext(1, 1, "t", 1, net, ctx.loss_fn, lambda n, s: iter(full_batch),
+                                       ctx.generator, ctx.device), 1, len(y))
     method.before_task(ctx)
     before = {n: layer.effective_weight().detach().clone() for n, layer in method.layers.items()}
     loss = ctx.loss_fn((x, y))

@@ -246,7 +246,8 @@ def test_update_at_init_is_zero_or_documented(case):
         elif case.at_init == "tt-gaussian":
             # the released code's init: every reconstructed factor entry ~ sqrt(1 / (fan_in + fan_out))
             branch = layer.branches[0]
-            for M, fan in ((branch.A(), layer.in_features + branch.rank), (branch.B(), branch.rank + layer.out_features)):
+            for M, fan in ((branch.A(), layer.in_features + branch.rank),
+                           (branch.B(), branch.rank + layer.out_features)):
                 ratio = float(M.std()) / math.sqrt(1 / fan)
                 assert 0.5 < ratio < 2.0, (name, ratio)
             assert float(delta.norm()) > 0
@@ -314,7 +315,7 @@ def test_save_and_load_round_trip_exactly(case):
     state = torch.load(buffer, weights_only=True)
     net2, method2 = make(case, seed=0)
     method2.load_state_dict(state)
-    for a, b in ((net, method), (net2, method2)):
+    for a, _ in ((net, method), (net2, method2)):
         a.eval()
     x = probe()
     with torch.no_grad():

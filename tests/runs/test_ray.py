@@ -23,7 +23,7 @@ if not (RAY and PG) and not os.environ.get("CI"):
                 allow_module_level=True)
 
 from cldash.config import resolve  # noqa: E402
-from cldash.runs.launch import cancel, launch
+from cldash.runs.launch import cancel, launch  # noqa: E402 - after the skip that needs it
 from cldash.runs.launchers import Resources, logs  # noqa: E402
 from cldash.runs.launchers.ray_jobs import RayLauncher  # noqa: E402
 from cldash.runs.queue import reconcile  # noqa: E402

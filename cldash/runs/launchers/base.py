@@ -13,10 +13,10 @@ its queued row and writes straight to the store), and answers five questions abo
 - ``resources()``: what the launcher can run on (nodes, CPUs, GPUs).
 
 Launchers are registered by name like the methods: a module that implements `Launcher` and carries
-`@register_launcher`; `parse` and `for_run` find it in `LAUNCHERS`, so nothing else names it. A run row records its launcher's
-name (``runs.launcher``) and what it needs to find the run again (``runs.launcher_info``: a Ray
-cluster's address and the job's id), so any process that opens the store (the dashboard, a CLI on
-another machine) can cancel it, read its logs and reconcile it.
+`@register_launcher`; `parse` and `for_run` find it in `LAUNCHERS`, so nothing else names it. A run
+row records its launcher's name (``runs.launcher``) and what it needs to find the run again
+(``runs.launcher_info``: a Ray cluster's address and the job's id), so any process that opens the
+store (the dashboard, a CLI on another machine) can cancel it, read its logs and reconcile it.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ The store's URL reaches the run in its environment (CLDASH_DB, in the job's runt
 command line; Ray keeps a job's runtime_env in its job table, which users of the Ray dashboard can read.
 
 Addresses: ``ray://HEAD:10001`` (Ray Client's port: the dashboard on HEAD's default port 8265 is tried first,
-else Ray Client resolves it, about 3 s once per process) or ``http://HEAD:8265`` (the dashboard's own). The python that runs on the nodes is
-``python`` on their PATH, as `ray start` found it, or CLDASH_RAY_PYTHON.
+else Ray Client resolves it, about 3 s once per process) or ``http://HEAD:8265`` (the dashboard's own).
+The python that runs on the nodes is ``python`` on their PATH, as `ray start` found it, or CLDASH_RAY_PYTHON.
 """
 
 from __future__ import annotations
