@@ -19,7 +19,7 @@ from cldash.config import resolve
 from cldash.core.errors import UserError
 from cldash.runs.execute import execute
 from cldash.runs.launch import cancel
-from cldash.runs.launchers import JobState, Resources, parse
+from cldash.runs.launchers import LAUNCHERS, JobState, Resources, for_run, parse
 from cldash.runs.launchers.local import LocalLauncher, queue
 from cldash.runs.launchers.ray_jobs import RayLauncher
 from cldash.runs.processes import log_path
@@ -47,6 +47,31 @@ def test_launchers_are_named_by_what_a_user_writes(spec, name, address, monkeypa
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     launcher = parse(spec)
     assert launcher.name == name and launcher.address == address
+
+
+# One row per registered launcher: what a user writes to name it. A new launcher joins the contract below by
+# adding its row (the first test fails until it does).
+LAUNCHER_CASES = {"local": "local", "ray": "ray://head.example:10001"}
+PROTOCOL = ("info", "check_store", "default_gpus", "submit", "cancel", "status", "logs", "resources")
+
+
+def test_every_registered_launcher_has_a_row():
+    assert sorted(LAUNCHERS) == sorted(LAUNCHER_CASES)
+
+
+@pytest.mark.parametrize("name", sorted(LAUNCHER_CASES))
+def test_a_launcher_keeps_the_contract(name):
+    """Named by its spec, rebuilt from what a run row records of it, answering every call of the protocol,
+    and listed in the sentence that answers an unknown launcher."""
+    launcher = parse(LAUNCHER_CASES[name])
+    assert launcher.name == name and isinstance(launcher, LAUNCHERS[name])
+    assert all(callable(getattr(launcher, call, None)) for call in PROTOCOL), name
+    row = {"id": 1, "launcher": name, "launcher_info": launcher.info(Resources())}
+    again = for_run(row)
+    assert type(again) is type(launcher) and again.address == launcher.address
+    with pytest.raises(UserError) as said:
+        parse("no-such-launcher")
+    assert LAUNCHERS[name].spec_help in str(said.value)
 
 
 @pytest.mark.parametrize("spec, phrase", [
