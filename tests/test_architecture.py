@@ -1,5 +1,6 @@
 """The architecture of shared/design.md as tests: the start-up path does not load torch, cldash's modules
-import each other without circles, and no function is longer than 60 lines. The layers themselves are
+import each other without circles, an import inside a function says why it is there, and no function is
+longer than 60 lines. The layers themselves are
 import-linter contracts in pyproject.toml, checked by `lint-imports` in .ci/run."""
 
 import ast
@@ -79,6 +80,33 @@ def test_no_function_longer_than_60_lines():
     found = long_functions()
     for path, line, name, length in found:
         print(f"{path}:{line} {name}: {length} lines")
+    assert found == []
+
+
+def unexplained_deferred_imports(folders=("cldash", "pages")) -> list[tuple[str, int, str]]:
+    """Imports inside a function (or method) with no comment on their lines: an import is deferred only to keep
+    a heavy library off a fast path, and its comment says which (`# deferred: imports torch`)."""
+    found = []
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith(GENERATED):
+                continue
+            lines = path.read_text().splitlines()
+            for fn in ast.walk(ast.parse("\n".join(lines))):
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)) and \
+                            not any("#" in line for line in lines[node.lineno - 1:node.end_lineno]):
+                        found.append((rel, node.lineno, lines[node.lineno - 1].strip()))
+    return sorted(set(found))
+
+
+def test_every_deferred_import_says_why():
+    found = unexplained_deferred_imports()
+    for path, line, text in found:
+        print(f"{path}:{line} {text}")
     assert found == []
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from cldash.config import RunConfig, describe_run, resolve
 from cldash.config.presets import get_preset
 from cldash.core.errors import ConfigError, UserError
+from cldash.runs.launch import launch
 
 GROUP_PREFIX = "sweep:"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
@@ -248,8 +249,6 @@ def _resolve_run(sweep: Sweep, method: str, preset: str, seed: int, chosen: dict
 def launch_sweep(store, sweep: Sweep | Plan, launcher=None, resources=None) -> tuple[Plan, list[int]]:
     """Queue the sweep's runs that the store does not hold yet (with `launcher`, cldash.runs.launchers; default the
     local one); returns the plan and the ids of the runs queued now."""
-    from cldash.runs.launch import launch
-
     p = sweep if isinstance(sweep, Plan) else plan(store, sweep)
     new = p.new
     if not new:

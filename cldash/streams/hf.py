@@ -63,7 +63,7 @@ def source_name(src: str) -> str:
 
 def _datasets():
     try:
-        import datasets
+        import datasets  # deferred: an extra (cldash[hf]), only for a saved or Hub data set
     except ImportError:
         raise ConfigError("reading saved or Hub data sets needs the optional datasets package: "
                           "pip install 'cldash[hf]' (local CSV, JSON and Parquet files need nothing more).",

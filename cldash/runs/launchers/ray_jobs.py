@@ -95,7 +95,7 @@ class RayLauncher:
             if down and time.monotonic() - down[0] < DOWN_SECONDS:
                 raise Unreachable(down[1])
             try:
-                from ray.job_submission import JobSubmissionClient
+                from ray.job_submission import JobSubmissionClient  # deferred: Ray is an extra (cldash[ray])
             except ImportError:
                 raise UserError("the Ray launcher needs Ray: pip install 'cldash[ray]' (ray[default]), on this "
                                 "machine and on the cluster's nodes.") from None
@@ -126,7 +126,7 @@ class RayLauncher:
                             "--head`, or check the address (ray://HEAD:10001 or http://HEAD:8265).") from None
 
     def nodes(self) -> list:
-        from ray.util.state import list_nodes
+        from ray.util.state import list_nodes  # deferred: Ray is an extra (cldash[ray])
 
         client = self._client_or_error()
         return [n for n in list_nodes(address=client.get_address(), limit=10_000) if n.state == "ALIVE"]
@@ -248,7 +248,7 @@ class RayLauncher:
 def _local_addresses() -> set[str]:
     out = {"127.0.0.1", "::1"}
     try:
-        import psutil
+        import psutil  # deferred: comes with Ray, an extra
 
         for addrs in psutil.net_if_addrs().values():
             out.update(a.address for a in addrs)
