@@ -75,8 +75,36 @@ def pytest_collection_modifyitems(config, items):
     (out / "pid").write_text(str(proc.pid))
 
 
+def leftover_runs(folder: str) -> list[tuple[int, str]]:
+    """Run processes (`cldash execute`) whose store lies under `folder`: (pid, its test), from /proc."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            env = dict(e.split("=", 1) for e in (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+                       if "=" in e)
+        except OSError:
+            continue
+        if b"execute" in cmd and b"cldash" in cmd and folder in env.get("CLDASH_DB", ""):
+            found.append((int(proc.name), env.get("PYTEST_CURRENT_TEST", "?")))
+    return found
+
+
 def pytest_sessionfinish(session, exitstatus):
-    if _is_worker(session.config) or BAND_DIR not in os.environ:
+    if _is_worker(session.config):
+        return
+    # a test that queues runs and does not wait for them leaves them running (and starting the next queued one)
+    # through the rest of the suite and after it: end them, and say which test did
+    left = leftover_runs(str(session.config._tmp_path_factory.getbasetemp()))
+    for pid, _test in left:
+        try:
+            os.killpg(pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if left:
+        print(f"\nwarning: {len(left)} run process(es) outlived their tests and were ended: "
+              + ", ".join(sorted({test for _, test in left})))
+    if BAND_DIR not in os.environ:
         return
     out = Path(os.environ[BAND_DIR])
     pid = (out / "pid").read_text() if (out / "pid").exists() else ""
@@ -141,6 +169,18 @@ def use_few_test_digits(monkeypatch) -> None:
     train, test = digits.digits_splits()
     few = (train, Split(test.x[:FEW_TEST_DIGITS], test.y[:FEW_TEST_DIGITS]))
     monkeypatch.setattr(digits, "digits_splits", lambda: few)
+
+
+def keep_runs_queued(monkeypatch) -> None:
+    """Every schedule, wherever it is called from (a launch, the sidebar, a CLI command, a resume), reconciles
+    as usual and starts no run process: this machine's slots stay empty, the queued runs stay queued. (A
+    patch on one module's `schedule` misses the modules that imported it by name; the CLI's did, and a test's
+    18 demo runs then trained through the rest of the suite.)"""
+    import cldash.runs.launchers.local as local
+    import cldash.runs.queue as queue
+
+    for module in (queue, local):
+        monkeypatch.setattr(module, "start_waiting", lambda store: [])
 
 
 @pytest.fixture

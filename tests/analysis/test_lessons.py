@@ -18,10 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def no_start(monkeypatch):
     """Queued runs stay queued: no run process starts (the dashboard's sidebar schedules too)."""
-    import pages.shared
+    from conftest import keep_runs_queued
 
-    monkeypatch.setattr("cldash.runs.launch.schedule", lambda store: [])
-    monkeypatch.setattr(pages.shared, "schedule", lambda store: [])
+    keep_runs_queued(monkeypatch)
 
 
 @pytest.mark.parametrize("lesson", L.LESSONS, ids=lambda x: x.key)

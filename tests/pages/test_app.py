@@ -14,6 +14,8 @@ from streamlit.testing.v1 import AppTest
 from cldash.methods import REGISTRY
 from cldash.store import Store
 
+from conftest import keep_runs_queued
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["pages/runs.py", "pages/lessons.py", "pages/launch.py", "pages/live.py", "pages/compare.py",
          "pages/claims.py", "pages/spectra.py", "pages/ranks.py", "pages/methods.py", "pages/orders.py"]
@@ -405,14 +407,8 @@ def test_launch_form_offers_the_skills_stream_on_the_tiny_gpt2(tmp_path, monkeyp
 
 
 def no_starts(monkeypatch) -> None:
-    """Queue runs but start none: the launcher's and the sidebar's schedule do nothing."""
-    import cldash.runs.launch as launch_module
-    import cldash.runs.lineage as lineage
-    import pages.shared as shared
-
-    monkeypatch.setattr(launch_module, "schedule", lambda store: [])
-    monkeypatch.setattr(lineage, "schedule", lambda store: [])
-    monkeypatch.setattr(shared, "schedule", lambda store: [])
+    """Queue runs but start none: every schedule (the launcher's, the sidebar's) starts nothing."""
+    keep_runs_queued(monkeypatch)
 
 
 def test_the_sidebar_counts_and_offers_the_runs_a_launch_made_in_the_same_run(tmp_path, monkeypatch):

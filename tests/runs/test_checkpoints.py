@@ -20,6 +20,8 @@ from cldash.runs import lineage, recovery
 from cldash.runs.execute import execute
 from cldash.store import Evaluation, Scalar, Spectrum, Store
 
+from conftest import keep_runs_queued
+
 STEPS = 4
 BASE = {"steps_per_task": STEPS, "batch_size": 16, "eval_interval": 2, "spectra_interval": 2,
         "dense_spectra_interval": 2, "stream_options": {"angles": [45, 90, 135]}}
@@ -175,7 +177,7 @@ def test_what_cannot_fork_is_one_sentence(after, changes, phrase, db, few_test_d
 def test_cldash_resume_and_fork(db, capsys, few_test_digits, monkeypatch):
     from cldash.cli import main
 
-    monkeypatch.setattr(lineage, "schedule", lambda store: [])   # queue, start nothing: executed here
+    keep_runs_queued(monkeypatch)   # queue, start nothing: executed here
     store = Store(db)
     cut = store.create_run(resolve({"method": "lora", **BASE, "checkpoints": "all"}).to_dict())
     assert execute(store, cut, progress=interrupt_in_task_2()) == "interrupted"
