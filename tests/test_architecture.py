@@ -59,21 +59,25 @@ def test_no_import_circles():
     assert len(circles) == 0
 
 
-def long_functions(folders=("cldash", "pages"), longest=LONGEST):
-    """(path, line, name, length) of each function or method longer than `longest` lines, counted from its
-    `def` to its last line (decorators excluded)."""
-    found = []
+def functions(folders=("cldash", "pages")):
+    """(path relative to the root, its source lines, a function or method in it) for the code the checks cover:
+    cldash/ and pages/, without the Alembic revisions."""
     for folder in folders:
         for path in sorted((ROOT / folder).rglob("*.py")):
             relative = path.relative_to(ROOT).as_posix()
             if relative.startswith(GENERATED):
                 continue
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            for node in ast.walk(ast.parse("\n".join(lines))):
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    length = node.end_lineno - node.lineno + 1
-                    if length > longest:
-                        found.append((relative, node.lineno, node.name, length))
-    return found
+                    yield relative, lines, node
+
+
+def long_functions(longest=LONGEST):
+    """(path, line, name, length) of each function or method longer than `longest` lines, counted from its
+    `def` to its last line (decorators excluded)."""
+    return [(path, fn.lineno, fn.name, fn.end_lineno - fn.lineno + 1) for path, _, fn in functions()
+            if fn.end_lineno - fn.lineno + 1 > longest]
 
 
 def test_no_function_longer_than_60_lines():
@@ -83,24 +87,12 @@ def test_no_function_longer_than_60_lines():
     assert found == []
 
 
-def unexplained_deferred_imports(folders=("cldash", "pages")) -> list[tuple[str, int, str]]:
+def unexplained_deferred_imports() -> list[tuple[str, int, str]]:
     """Imports inside a function (or method) with no comment on their lines: an import is deferred only to keep
     a heavy library off a fast path, and its comment says which (`# deferred: imports torch`)."""
-    found = []
-    for folder in folders:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            rel = path.relative_to(ROOT).as_posix()
-            if rel.startswith(GENERATED):
-                continue
-            lines = path.read_text().splitlines()
-            for fn in ast.walk(ast.parse("\n".join(lines))):
-                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    continue
-                for node in ast.walk(fn):
-                    if isinstance(node, (ast.Import, ast.ImportFrom)) and \
-                            not any("#" in line for line in lines[node.lineno - 1:node.end_lineno]):
-                        found.append((rel, node.lineno, lines[node.lineno - 1].strip()))
-    return sorted(set(found))
+    return sorted({(path, node.lineno, lines[node.lineno - 1].strip()) for path, lines, fn in functions()
+                   for node in ast.walk(fn) if isinstance(node, (ast.Import, ast.ImportFrom))
+                   and not any("#" in line for line in lines[node.lineno - 1:node.end_lineno])})
 
 
 def test_every_deferred_import_says_why():
