@@ -20,7 +20,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from cldash.core.errors import UserError
 from cldash.dashboard.figures import PLOTLY_CONFIG
 from cldash.dashboard.labels import run_label
-from cldash.runs.processes import default_limit, max_concurrent
+from cldash.runs.processes import RUNS_PER_GPU_SETTING, default_limit, gpu_count, max_concurrent, runs_per_gpu
 from cldash.runs.queue import schedule
 from cldash.runs.recovery import AUTO_RESUME_LIMIT, AUTO_RESUME_SETTING
 from cldash.store import Store, default_db, mask_url
@@ -148,10 +148,23 @@ def sidebar() -> Store | None:
         counts_slot = st.empty()
         with counts_slot.container():
             _draw_counts(store)
+        if gpu_count():
+            share = runs_per_gpu(store)
+            new_share = st.number_input("Runs per GPU", min_value=1, max_value=64, value=share, step=1,
+                                        key="runs-per-gpu",
+                                        help="How many background runs share one GPU (each sees only its own): "
+                                             "small runs leave a large GPU mostly idle.")
+            if new_share != share:
+                try:
+                    store.set_setting(RUNS_PER_GPU_SETTING, str(int(new_share)))
+                    schedule(store)
+                except UserError as exc:   # a read-only store
+                    st.error(str(exc))
         limit = max_concurrent(store)
         new_limit = st.number_input("Runs at once", min_value=1, max_value=64, value=limit, step=1,
-                                    help=f"Concurrency limit for background runs (default {default_limit()}: "
-                                         "one per GPU, else one per CPU core). Queued runs start when a slot frees.")
+                                    help=f"Concurrency limit for background runs (default {default_limit(store)}: "
+                                         "Runs per GPU on each GPU, else one per CPU core). Queued runs start when "
+                                         "a slot frees.")
         if new_limit != limit:
             try:
                 store.set_setting("max_concurrent", str(int(new_limit)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from cldash.runs.launchers.local import queue
-from cldash.runs.processes import gpu_count, max_concurrent
+from cldash.runs.processes import RUNS_PER_GPU_SETTING, gpu_count, max_concurrent, runs_per_gpu
 from cldash.runs.queue import reconcile, schedule
 from cldash.runs.recovery import AUTO_RESUME_SETTING
 from cldash.store import Store
@@ -29,6 +29,8 @@ def add_queue_arguments(p) -> None:
     p.add_argument("--auto-resume", choices=("on", "off"), help="on: the scheduler resumes interrupted runs from "
                    "their checkpoints by itself (a reboot or a lost node costs at most one task; at most 3 times a "
                    "run); the store keeps the setting")
+    p.add_argument("--runs-per-gpu", type=int, metavar="N", help="how many local runs share one GPU (default 1; "
+                   "small runs leave a large GPU mostly idle); each run sees only its GPU; the store keeps the setting")
 
 
 def cmd_queue(args) -> int:
@@ -37,13 +39,18 @@ def cmd_queue(args) -> int:
     store = Store(args.db)
     if args.auto_resume:
         store.set_setting(AUTO_RESUME_SETTING, args.auto_resume)
+    if args.runs_per_gpu is not None:
+        if not 1 <= args.runs_per_gpu <= 64:
+            print(f"cldash: --runs-per-gpu must be between 1 and 64 (got {args.runs_per_gpu}).", file=sys.stderr)
+            return 2
+        store.set_setting(RUNS_PER_GPU_SETTING, str(args.runs_per_gpu))
     if args.no_start:
         reconcile(store)
     started = [] if args.no_start else schedule(store)
     active, waiting = queue(store)
     limit = max_concurrent(store)
     source = "set in the store" if store.get_setting("max_concurrent") else \
-        f"the default: one per {'GPU' if gpu_count() else 'CPU core'}"
+        f"the default: {runs_per_gpu(store)} per GPU" if gpu_count() else "the default: one per CPU core"
     print(f"{store.display}: {len(active)} active, {len(waiting)} waiting; at most {limit} run(s) at once ({source}); "
           f"automatic resume {store.get_setting(AUTO_RESUME_SETTING) or 'off'}")
     if active or waiting:

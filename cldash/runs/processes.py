@@ -85,23 +85,38 @@ def clear_end(store: Store, run_id: int) -> None:
         pass
 
 
-def gpu_count() -> int:
-    """NVIDIA GPUs visible to this machine, without importing torch in the dashboard process."""
+RUNS_PER_GPU_SETTING = "runs_per_gpu"   # the store's setting: how many local runs share one GPU
+
+
+def gpu_ids() -> list[str]:
+    """The NVIDIA GPUs visible to this machine, as CUDA_VISIBLE_DEVICES names them, without importing torch in the
+    dashboard process."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
     gpus = Path("/proc/driver/nvidia/gpus")
-    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+    return [str(i) for i in range(len(list(gpus.iterdir())))] if gpus.is_dir() else []
 
 
-def default_limit() -> int:
-    """How many runs may be active at once: one per GPU, else the number of CPU cores."""
-    return gpu_count() or os.cpu_count() or 1
+def gpu_count() -> int:
+    return len(gpu_ids())
+
+
+def runs_per_gpu(store: Store | None) -> int:
+    """How many local runs share one GPU (the store's setting; 1 by default): small runs leave most of a large GPU
+    idle, so several at once finish a sweep sooner."""
+    value = store.get_setting(RUNS_PER_GPU_SETTING) if store is not None else None
+    return int(value) if value and value.isdigit() and int(value) > 0 else 1
+
+
+def default_limit(store: Store | None = None) -> int:
+    """How many runs may be active at once: `runs_per_gpu` per GPU, else the number of CPU cores."""
+    return gpu_count() * runs_per_gpu(store) or os.cpu_count() or 1
 
 
 def max_concurrent(store: Store) -> int:
     value = store.get_setting("max_concurrent")
-    return int(value) if value and value.isdigit() and int(value) > 0 else default_limit()
+    return int(value) if value and value.isdigit() and int(value) > 0 else default_limit(store)
 
 
 def start_cldash(store: Store, args: list[str], log, what: str, extra_env: dict | None = None,

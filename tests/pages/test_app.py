@@ -433,6 +433,21 @@ def test_the_sidebar_counts_and_offers_the_runs_a_launch_made_in_the_same_run(tm
     assert at.sidebar.multiselect[0].value == [1, 2] and at.sidebar.caption[0].value.endswith(" · 2 runs")
 
 
+def test_the_sidebar_sets_how_many_runs_share_a_gpu_where_there_is_one(tmp_path, monkeypatch):
+    """With GPUs, "Runs per GPU" shows and sets the store's share, and the default limit follows it (2 GPUs x 3)."""
+    no_starts(monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    db = tmp_path / "gpus.db"
+    at = app(db, monkeypatch, "pages/launch.py")
+    assert at.sidebar.number_input(key="runs-per-gpu").value == 1
+    at.sidebar.number_input(key="runs-per-gpu").set_value(3).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert Store(str(db)).get_setting("runs_per_gpu") == "3"
+    assert at.run().sidebar.metric[0].value == "0 / 6"   # the counts are drawn above the input: the next run
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not [n for n in app(db, monkeypatch, "pages/launch.py").sidebar.number_input if n.key == "runs-per-gpu"]
+
+
 def regime_lines(at) -> dict[str, list[str]]:
     """{claim statement: its regime lines ('*common* :gray-badge[...] 0 of 3 seeds · ...')}."""
     from cldash.analysis.claims import CLAIMS

@@ -192,3 +192,27 @@ def test_a_process_between_exec_and_its_new_arguments_counts_as_alive(monkeypatc
         other.kill()
         other.wait()
     assert not is_run_process(other.pid)
+
+
+def test_runs_share_the_gpus_evenly_and_each_sees_only_its_own(db, monkeypatch):
+    """Two GPUs, two runs per GPU: four runs start at once, two on each GPU, each with CUDA_VISIBLE_DEVICES set to its
+    GPU (recorded in its launcher info); a run that names cuda:1 keeps every GPU visible and counts on GPU 1."""
+    from cldash.runs.launchers import local
+    from cldash.runs.processes import RUNS_PER_GPU_SETTING, max_concurrent
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
+    store = Store(db)
+    store.set_setting(RUNS_PER_GPU_SETTING, "2")
+    assert max_concurrent(store) == 4
+    envs = {}
+    monkeypatch.setattr(local, "spawn", lambda store, rid, extra_env: envs.setdefault(rid, extra_env))
+    pinned = resolve(QUICK).to_dict()
+    pinned["device"] = "cuda:1"   # resolve refuses cuda here (no GPU); the launcher reads it as stored
+    ids = launch(store, [resolve(QUICK).to_dict()] * 3 + [pinned] + [resolve(QUICK).to_dict()], start=False)
+    with local.slots_lock(store):
+        started = local.start_waiting(store)
+    assert started == ids[:4]
+    gpus = [store.get_run(i)["launcher_info"]["gpu"] for i in started]
+    assert gpus == ["4", "7", "4", "7"]
+    assert [envs[i].get("CUDA_VISIBLE_DEVICES") for i in started] == ["4", "7", "4", None]
+    assert local.gpu_for({"config": {"device": "cpu"}}, []) == (None, False)

@@ -17,6 +17,7 @@ from cldash.runs.launchers.base import JobState, Resources, is_local, register_l
 from cldash.runs.processes import (
     default_limit,
     gpu_count,
+    gpu_ids,
     is_run_process,
     log_path,
     max_concurrent,
@@ -52,7 +53,7 @@ class LocalLauncher:
         pass   # every local run shares this machine's disk: any store works
 
     def default_gpus(self, backbones: list[str]) -> float:
-        return 0.0   # the local scheduler runs one run per GPU (cldash.runs.processes.default_limit)
+        return 0.0   # the local scheduler gives each run one GPU of its own, shared by runs_per_gpu (least_used_gpu)
 
     def submit(self, store, runs: list[dict], resources: Resources | None = None) -> list[int]:
         with slots_lock(store):
@@ -94,6 +95,26 @@ class LocalLauncher:
                 "limit": max_concurrent(store) if store is not None else default_limit()}
 
 
+def gpu_for(run: dict, active: list[dict]) -> tuple[str | None, bool]:
+    """The visible GPU a starting run takes, and whether it should see only that one (CUDA_VISIBLE_DEVICES): a run
+    on device auto or cuda gets the GPU holding the fewest `active` runs, so two runs on a two-GPU machine do not
+    both take GPU 0; a run that names cuda:N keeps its N (it is counted on that GPU, and sees them all); a CPU run
+    or a machine without a GPU, (None, False)."""
+    ids = gpu_ids()
+    device = str((run.get("config") or {}).get("device", "auto"))
+    if not ids or not device.startswith(("auto", "cuda")):
+        return None, False
+    if device.startswith("cuda:"):
+        n = device.split(":", 1)[1]
+        return (ids[int(n)] if n.isdigit() and int(n) < len(ids) else None), False
+    load = {i: 0 for i in ids}
+    for other in active:
+        gpu = (other.get("launcher_info") or {}).get("gpu")
+        if gpu in load:
+            load[gpu] += 1
+    return min(ids, key=lambda i: load[i]), True
+
+
 def queue(store) -> tuple[list[dict], list[dict]]:
     """The runs holding a slot (running, or started and not claimed yet, a foreground `cldash run`
     included) and the runs waiting for one, in the order `start_waiting` starts them."""
@@ -125,6 +146,13 @@ def start_waiting(store) -> list[int]:
             store.update_run(run["id"], host=socket.gethostname())
         except StoreWriteError:
             break
-        spawn(store, run["id"], extra_env={"CLDASH_THREADS": str(threads)})
+        env = {"CLDASH_THREADS": str(threads)}
+        gpu, only = gpu_for(run, active)
+        if gpu is not None:
+            if only:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+            store.update_run(run["id"], launcher_info={"gpu": gpu})
+            active.append({**run, "launcher_info": {"gpu": gpu}})
+        spawn(store, run["id"], extra_env=env)
         started.append(run["id"])
     return started
