@@ -26,6 +26,7 @@ explicitly wins over the preset, and the record says so.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from cldash.config.run_config import RunConfig
@@ -159,6 +160,8 @@ def get_preset(name: str, method: str) -> tuple[str, PaperPreset | None, bool]:
 def _fill(out: dict, items: dict[str, Cited], record: dict) -> None:
     """Fill `items` into the raw configuration `out` where the user set nothing, noting it in `record`."""
     for key, cited in items.items():
+        if key == "epochs":
+            continue   # translated once the batch size is known (_epochs_to_steps)
         if key.startswith("method."):
             opt, target = key.split(".", 1)[1], out["method_options"]
         else:
@@ -172,6 +175,24 @@ def _fill(out: dict, items: dict[str, Cited], record: dict) -> None:
         record["sources"][key] = cited.source
         if cited.note:
             record["notes"].append(f"{key}: {cited.note}")
+
+
+def _epochs_to_steps(out: dict, epochs: Cited, stream: str, record: dict) -> None:
+    """The authors' epochs on a named benchmark as steps per task: epochs x the benchmark's mean training images a
+    task / the batch size (rounded up), unless the user set steps_per_task."""
+    from cldash.streams import get_stream  # deferred: imports torch; pages import presets at start-up
+
+    if out.get("steps_per_task") not in (None, "") and "steps_per_task" not in record["values"]:
+        record["overridden"].append("steps_per_task")   # the user's own
+        return
+    sizes = get_stream(stream).train_sizes()
+    batch = int(out.get("batch_size") or RunConfig.batch_size)
+    mean = sum(sizes) / len(sizes)
+    out["steps_per_task"] = steps = math.ceil(epochs.value * mean / batch)
+    record["values"]["steps_per_task"] = steps
+    record["sources"]["steps_per_task"] = epochs.source
+    record["notes"].append(f"steps_per_task: {epochs.value:g} epochs of {stream}'s {mean:,.0f} training images a "
+                           f"task (mean over its {len(sizes)} tasks) at batch {batch}")
 
 
 def apply(raw: dict, method: str) -> tuple[dict, dict]:
@@ -194,7 +215,11 @@ def apply(raw: dict, method: str) -> tuple[dict, dict]:
     out = dict(raw)
     out["method_options"] = dict(raw.get("method_options") or {})
     if preset is not None:
-        _fill(out, preset.training() if training_only else preset.values, record)
+        stream = str(raw.get("stream") or "")
+        items = preset.training(stream) if training_only else preset.for_stream(stream)
+        _fill(out, items, record)
+        if "epochs" in items:
+            _epochs_to_steps(out, items["epochs"], stream, record)
     if aid:
         record["notes"] += [f"{aid} ({AIDS[aid].paper}): {n}" for n in AIDS[aid].notes]
         _fill(out, AIDS[aid].values, record)

@@ -35,7 +35,7 @@ task-boundary policy, and the continual methods fix their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # the two translation rules that many presets' notes and sources say in the same words
@@ -62,7 +62,14 @@ class PaperPreset:
     code: str                        # the authors' repository, "Artificer-AI-Lab/CoDyRA", or "" (none public)
     values: dict[str, Cited]
     notes: tuple[str, ...] = ()      # what did not carry over at all, in sentences
+    # named benchmark stream -> the values the authors set for that data set, over `values`; ``epochs`` there is
+    # translated into steps_per_task from the benchmark's training-set size (cldash.config.presets.apply)
+    benchmarks: dict[str, dict[str, Cited]] = field(default_factory=dict)
 
-    def training(self) -> dict[str, Cited]:
+    def for_stream(self, stream: str) -> dict[str, Cited]:
+        """The values of a run on `stream`: the authors' settings for that benchmark where they have some."""
+        return {**self.values, **self.benchmarks.get(stream, {})}
+
+    def training(self, stream: str = "") -> dict[str, Cited]:
         """The run-level part (no method options): what ``paper:METHOD`` lends another method."""
-        return {k: v for k, v in self.values.items() if not k.startswith("method.")}
+        return {k: v for k, v in self.for_stream(stream).items() if not k.startswith("method.")}
