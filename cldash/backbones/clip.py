@@ -44,6 +44,9 @@ class CLIPImageTower(nn.Module):
     A CLIPVisionModel without a projection (a bare ``clip_vision_model`` checkpoint) gives its normalised
     pooled output instead (``visual_projection`` None)."""
 
+    # transformers' and PEFT's helpers walking a model ask its root for this (the part that holds the encoder)
+    base_model_prefix = "vision_model"
+
     def __init__(self, vision_model: nn.Module, visual_projection: nn.Module | None, config):
         super().__init__()
         self.vision_model = vision_model

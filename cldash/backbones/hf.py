@@ -329,8 +329,11 @@ def _clip_text(name: str, revision: str | None, dtype: str):
 
 
 def _load_clip(name: str, o: HFOptions, revision: str | None, short: str | None, kwargs: dict) -> Backbone:
-    config = auto_config(name, revision)
-    model = _from_pretrained(_clip_class(config), name, revision, short or "the CLIP model", **kwargs).eval()
+    from transformers import AutoConfig  # deferred: loads transformers' model code
+
+    label = short or "the CLIP model"
+    config = _from_pretrained(AutoConfig, name, revision, label)     # which class: whole model or vision tower
+    model = _from_pretrained(_clip_class(config), name, revision, label, **kwargs).eval()
     tower, text, text_projection, scale = clip.split(model)
     prompts = None
     if text is not None:
