@@ -89,7 +89,7 @@ def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
 
 
-def _offline_error(what: str, name: str, offline: str) -> ConfigError:
+def offline_error(what: str, name: str, offline: str) -> ConfigError:
     todo = "unset it to download the model" if offline.startswith("HF_HUB_OFFLINE") else \
         "download it once with internet"
     return ConfigError(f"cannot load {what} {name!r}: it is not a local model folder and not in the local Hugging "
@@ -115,7 +115,7 @@ def auto_config(name: str, revision: str | None = None):
         if not offline:
             raise ConfigError(f"cannot load the Hugging Face model {name!r}: {_first_line(exc)}.",
                               "backbone") from None
-        raise _offline_error("the Hugging Face model", name, offline) from None
+        raise offline_error("the Hugging Face model", name, offline) from None
 
 
 def model_kind(config) -> str:
@@ -231,12 +231,12 @@ def _from_pretrained(cls, name: str, revision: str | None, label: str, **kwargs)
             return cls.from_pretrained(name, revision=revision, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as exc:
         if offline:
-            raise _offline_error(f"the weights of {label}", name, offline) from None
+            raise offline_error(f"the weights of {label}", name, offline) from None
         raise ConfigError(f"cannot load the weights of {label} {name!r}: "
                           f"{str(exc).splitlines()[0].rstrip('.')}.", "backbone") from None
 
 
-def _hub_file(name: str, filename: str, revision: str | None) -> Path | None:
+def hub_file(name: str, filename: str, revision: str | None) -> Path | None:
     """The local path of one file of the model (a folder's own, or the Hub cache's snapshot), or None."""
     from transformers.utils import cached_file  # deferred: loads transformers' hub code
 
@@ -254,7 +254,7 @@ def resolved_revision(name: str, revision: str | None) -> str:
     the commit), "local" for a model folder."""
     if Path(name).is_dir():
         return "local"
-    found = _hub_file(name, "config.json", revision)
+    found = hub_file(name, "config.json", revision)
     return found.parent.name if found is not None else (revision or "unknown")
 
 
@@ -271,7 +271,7 @@ def image_fields(name: str, config, revision: str | None = None) -> dict:
     )
 
     vision = clip.vision_config(config) if config.model_type in clip.CLIP_TYPES else config
-    file = _hub_file(name, "preprocessor_config.json", revision)
+    file = hub_file(name, "preprocessor_config.json", revision)
     processor = json.loads(file.read_text()) if file is not None else {}
     clip_like = config.model_type in clip.CLIP_TYPES
     mean = processor.get("image_mean") or (OPENAI_CLIP_MEAN if clip_like else IMAGENET_STANDARD_MEAN)

@@ -38,6 +38,7 @@ from torch import nn
 
 from cldash.backbones import clip, hf
 from cldash.backbones.base import Backbone, BackboneEntry
+from cldash.core import hub
 
 # transformers 5 names ViT's attention linears q_proj/k_proj/v_proj/o_proj and its MLP fc1/fc2 (4.x:
 # query/key/value/attention.output.dense, intermediate.dense/output.dense): both spellings
@@ -104,6 +105,17 @@ def load(key: str, o: hf.HFOptions) -> Backbone:
     backbone.default_targets = list(pinned.targets)
     backbone.info["pinned_revision"] = pinned.revision
     return backbone
+
+
+def missing_weights(key: str) -> str | None:
+    """Why the pinned model's weights cannot be had now (one sentence), or None: they are in the local Hugging
+    Face cache at the pinned commit, or the Hub can be asked. Reads no weights (a check before a run is
+    stored)."""
+    pinned = PINNED[key]
+    offline = hub.why_not(pinned.repo)
+    if offline is None or hf.hub_file(pinned.repo, "config.json", pinned.revision) is not None:
+        return None
+    return str(hf.offline_error(f"the weights of {pinned.name}", pinned.repo, offline))
 
 
 def entries() -> dict[str, BackboneEntry]:

@@ -269,3 +269,32 @@ def test_loading_a_short_name_offline_is_one_sentence(no_network, tmp_path, monk
                           "the local Hugging Face cache, and cldash cannot reach the Hugging Face Hub")
     assert "\n" not in msg and msg.endswith(".") and err.value.field == "backbone"
     assert len(no_network) <= 1                                         # the probe's lookup at most
+
+
+@pytest.mark.parametrize("name,model", [("vit-b16-in21k", "vit"), ("clip-vit-b16", "clip")])
+def test_a_pinned_name_loads_from_the_cache_at_its_commit_and_records_it(models, no_network, tmp_path, monkeypatch,
+                                                                           name, model):
+    """The tiny stand-in placed in a Hugging Face cache where the pinned commit's snapshot would be: loaded
+    offline through the pinned path, the run records that commit."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from cldash.backbones.pretrained import PINNED, missing_weights
+
+    pinned = PINNED[name]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    folder = tmp_path / f"models--{pinned.repo.replace('/', '--')}"
+    assert "cannot reach the Hugging Face Hub" in missing_weights(name)
+    shutil.copytree(models / model, folder / "snapshots" / pinned.revision)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(pinned.revision)
+    assert missing_weights(name) is None
+    b = BACKBONES[name].load(HFOptions())
+    assert b.name == name and b.info["revision"] == pinned.revision and b.info["name"] == pinned.repo
+    assert b.default_targets == list(pinned.targets) and b.image_size == 16
+    if name == "clip-vit-b16":
+        assert b.prompt_embeddings(["a cat."]).shape == (1, 24)
+    else:
+        assert b.image_mean == tuple(MEAN)
+    assert len(no_network) <= 1
