@@ -79,6 +79,22 @@ def test_an_hf_vit_has_its_image_fields_and_a_new_head_reads_what_its_classifier
     assert bare.image_mean == bare.image_std == (0.5, 0.5, 0.5) and bare.image_size == 16   # ViT's defaults
 
 
+def test_a_pooled_image_model_gives_a_new_head_its_classifiers_input(tmp_path):
+    """A convolutional classifier's head reads the pooled, normalised last feature map (ConvNeXt's pooler)."""
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    torch.manual_seed(0)
+    ConvNextForImageClassification(ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3,
+                                                  image_size=32)).save_pretrained(tmp_path / "convnext")
+    b = _load(tmp_path / "convnext")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = b.features(b.net, x)
+        assert feats.shape == (2, b.hidden_size) == (2, 16)
+        torch.testing.assert_close(b.net.classifier(feats), b.logits(b.net, x), rtol=0, atol=1e-6)
+    assert b.image_size == 32 and b.image_mean == (0.5, 0.5, 0.5)
+
+
 def test_vit_tiny_says_its_input_is_the_digits_normalisation():
     from cldash.streams.digits import normalize
 
