@@ -1,9 +1,16 @@
 """Pre-trained image backbones by short name, each pinned to a Hub commit.
 
-- ``vit-b16-in21k``: google/vit-base-patch16-224-in21k, the ViT-B/16 pre-trained on ImageNet-21k that
-  InfLoRA and SD-LoRA start from (their code loads timm's vit_base_patch16_224_in21k: liangyanshuo/InfLoRA
-  models/vit_inflora.py default_cfgs, the same Google JAX weights). Kind image-classification: a new
-  linear head reads the [CLS] token after the final layer norm (the checkpoint has no classifier).
+- ``vit-b16-in21k``: google/vit-base-patch16-224-in21k, a ViT-B/16 pre-trained on ImageNet-21k (the ViT
+  paper's, Dosovitskiy et al., as its model card says), the architecture, resolution and pre-training data
+  InfLoRA and SD-LoRA start from. Kind image-classification: the checkpoint has no classifier; a new linear
+  head reads the [CLS] token after the final layer norm, as InfLoRA's does (liangyanshuo/InfLoRA
+  models/sinet_inflora.py: ViT_lora_co.forward ends with self.norm(x), SiNet takes image_features[:, 0, :]).
+  Not necessarily the authors' exact weights: InfLoRA builds timm's vit_base_patch16_224_in21k
+  (models/sinet_inflora.py: SiNet), whose URL in its copy of timm's table (models/vit_inflora.py:
+  default_cfgs) is the AugReg checkpoint (Steiner et al., arXiv 2106.10270:
+  B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz); older timm versions gave the original
+  weights under the same name. Which of the two the Hub copy is was not checked here (it cannot be
+  offline); a transformers-format copy of other weights can be given as ``hf:PATH``.
 - ``clip-vit-b16``: openai/clip-vit-base-patch16, CoDyRA's backbone (Artificer-AI-Lab/CoDyRA main.py:
   --backbone_type ViT-B-16, --pretrained_weight openai). Kind clip: the vision tower and its projection as
   image features, zero-shot heads from text prompts (cldash.backbones.clip).
