@@ -255,7 +255,9 @@ def resolved_revision(name: str, revision: str | None) -> str:
     if Path(name).is_dir():
         return "local"
     found = hub_file(name, "config.json", revision)
-    return found.parent.name if found is not None else (revision or "unknown")
+    if found is not None:
+        return found.parent.name
+    return revision if revision and re.fullmatch(r"[0-9a-f]{40}", revision) else "unknown"
 
 
 def image_fields(name: str, config, revision: str | None = None) -> dict:
@@ -298,7 +300,7 @@ def load(name: str, kind: str, o: HFOptions, revision: str | None = None, short:
     if o.num_labels and kind != "causal-lm":
         kwargs.update(num_labels=o.num_labels, ignore_mismatched_sizes=True)
     net = _from_pretrained(_auto_classes()[kind], name, revision, label, **kwargs).eval()
-    tokenizer = tokenizer_for(name) if kind != "image-classification" else None
+    tokenizer = tokenizer_for(name, revision) if kind != "image-classification" else None
     pad = tokenizer.pad_token_id if tokenizer is not None else None
     if tokenizer is not None and getattr(net.config, "pad_token_id", None) is None:
         net.config.pad_token_id = pad    # sequence classifiers find each row's last token by it
