@@ -107,7 +107,10 @@ def test_vit_tiny_says_its_input_is_the_digits_normalisation():
 def test_clip_loads_with_zero_shot_heads_that_give_clips_own_logits(models):
     from transformers import CLIPModel
 
-    b = _load(models / "clip")
+    entry = get_backbone(f"hf:{models / 'clip'}")
+    chosen = match_targets(entry.build_net(HFOptions()), list(entry.default_targets))
+    assert entry.kind == "clip" and len(chosen) == 2 * 6 and all(n.startswith("vision_model.") for n in chosen)
+    b = entry.load(HFOptions())
     ref = CLIPModel.from_pretrained(models / "clip").eval()
     assert (b.kind, b.hidden_size, b.num_labels, b.image_size, b.num_channels) == ("clip", 24, 0, 16, 3)
     assert b.logit_scale == pytest.approx(math.exp(2.6592), rel=1e-6)   # CLIPConfig's logit_scale_init_value
