@@ -1,4 +1,5 @@
-"""Backbones: small transformers models built from configs and pre-trained in-project.
+"""Backbones: small transformers models built from configs and pre-trained in-project, pre-trained Hub
+image models by short name (pinned to a commit: cldash.backbones.pretrained), and any Hugging Face model.
 
 Each entry names its options dataclass, a builder of the bare network (random weights, cheap:
 used to check a configuration against the layer sizes without pre-training), a loader of the
@@ -9,7 +10,7 @@ cldash.backbones.weights) and, for the in-project backbones, the pre-training re
 
 from __future__ import annotations
 
-from cldash.backbones import gpt2, hf, vit
+from cldash.backbones import gpt2, hf, pretrained, vit
 from cldash.backbones.base import (
     Backbone,
     BackboneEntry,
@@ -28,6 +29,7 @@ BACKBONES: dict[str, BackboneEntry] = {
     "gpt2-tiny": BackboneEntry("gpt2-tiny", "Tiny GPT-2 (generated skills, 2 layers, width 64)", "causal-lm",
                                gpt2.GPT2TinyOptions, gpt2.build_net, gpt2.load, tuple(gpt2.GPT2_TARGETS),
                                gpt2.pretrain, gpt2.scores, gpt2.RECIPE),
+    **pretrained.entries(),
 }
 
 

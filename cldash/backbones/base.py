@@ -31,6 +31,16 @@ class Backbone:
     info: dict = field(default_factory=dict)      # where the weights came from (Weights.summary())
     head_modules: tuple[str, ...] = ("classifier",)   # the pre-trained head (trains with --train-head)
     tokenizer: object = None                      # a Hugging Face model's tokenizer (hf: backbones)
+    # an image model's input, as its image processor (or its authors' transform) prepares it; a stream
+    # resizes to image_size and normalises with image_mean / image_std itself (0: not an image model)
+    image_size: int = 0
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    num_channels: int = 3
+    # CLIP-style models: prompts -> their L2-normalised text embeddings (C, hidden) in the space of
+    # `features`, so that logit_scale * prompt_embeddings(prompts) is a zero-shot head's weight
+    prompt_embeddings: Callable[[list[str]], torch.Tensor] | None = None
+    logit_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,13 +64,34 @@ class ClassifierModel(nn.Module):
     ``model(x, head="pretrained")`` uses the backbone's own classifier (the general task and
     domain-incremental streams); ``model(x, head="stream")`` a fresh linear head on the same
     features (class-incremental streams).
+
+    ``head_init[name] = (weight (n, hidden), trainable)`` starts head `name` from that weight with a zero
+    bias (CLIP's zero-shot head: logit_scale times the class prompts' embeddings), frozen unless
+    `trainable`. Every head is first made as nn.Linear makes it, so the global generator advances the
+    same with or without an initial weight.
     """
 
-    def __init__(self, backbone: Backbone, heads: dict[str, int] | None = None):
+    def __init__(self, backbone: Backbone, heads: dict[str, int] | None = None,
+                 head_init: dict[str, tuple[torch.Tensor, bool]] | None = None):
         super().__init__()
         self.backbone = backbone
         self.net = backbone.net
         self.heads = nn.ModuleDict({k: nn.Linear(backbone.hidden_size, n) for k, n in (heads or {}).items()})
+        for name, (weight, trainable) in (head_init or {}).items():
+            self._start_head(name, weight, trainable)
+
+    @torch.no_grad()
+    def _start_head(self, name: str, weight: torch.Tensor, trainable: bool) -> None:
+        if name not in self.heads:
+            raise ValueError(f"head_init names head {name!r}, which the stream does not ask for "
+                             f"(its heads: {', '.join(self.heads) or 'none'})")
+        head = self.heads[name]
+        if tuple(weight.shape) != tuple(head.weight.shape):
+            raise ValueError(f"head_init[{name!r}] has shape {tuple(weight.shape)}; head {name!r} needs "
+                             f"{tuple(head.weight.shape)} (classes, the backbone's hidden size)")
+        head.weight.copy_(weight.detach())
+        head.bias.zero_()
+        head.requires_grad_(bool(trainable))
 
     def forward(self, x: torch.Tensor, head: str = "pretrained") -> torch.Tensor:
         if head == "pretrained":
@@ -72,9 +103,9 @@ class CausalLMModel(nn.Module):
     """A causal language model as the engine sees it: ``model(input_ids)`` -> next-token logits
     (N, T, vocab) from the backbone's own LM head. Language streams need no new heads."""
 
-    def __init__(self, backbone: Backbone, heads: dict[str, int] | None = None):
+    def __init__(self, backbone: Backbone, heads: dict[str, int] | None = None, head_init: dict | None = None):
         super().__init__()
-        if heads:
+        if heads or head_init:
             raise ValueError(f"a causal language model takes no new classifier heads (asked for {sorted(heads)})")
         self.backbone = backbone
         self.net = backbone.net
@@ -84,11 +115,13 @@ class CausalLMModel(nn.Module):
         return self.backbone.logits(self.net, x)
 
 
-def task_model(backbone: Backbone, heads: dict[str, int] | None = None) -> nn.Module:
-    """The model a run trains: a causal LM as is, any other backbone with its classifier heads."""
+def task_model(backbone: Backbone, heads: dict[str, int] | None = None,
+               head_init: dict[str, tuple[torch.Tensor, bool]] | None = None) -> nn.Module:
+    """The model a run trains: a causal LM as is, any other backbone with its classifier heads (`head_init`:
+    the heads that start from a given weight, ClassifierModel)."""
     if backbone.kind == "causal-lm":
-        return CausalLMModel(backbone, heads)
-    return ClassifierModel(backbone, heads)
+        return CausalLMModel(backbone, heads, head_init)
+    return ClassifierModel(backbone, heads, head_init)
 
 
 def linear_modules(model: nn.Module) -> dict[str, tuple[int, int]]:

@@ -109,4 +109,6 @@ def load(o: ViTTinyOptions) -> Backbone:
     net, weights = load_pretrained("vit-tiny", o, RECIPE, pretrain, build_net)
     return Backbone(name="vit-tiny", net=net, kind="image-classification", default_targets=list(VIT_TARGETS),
                     hidden_size=o.hidden_size, num_labels=10, features=_features, logits=_logits,
-                    info=weights.summary())
+                    info=weights.summary(), image_size=8, num_channels=1,
+                    # cldash.streams.digits.normalize: x * 2 - 1 on pixels in [0, 1], i.e. mean 0.5, std 0.5
+                    image_mean=(0.5,), image_std=(0.5,))
