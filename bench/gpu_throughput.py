@@ -62,7 +62,8 @@ def write_inputs(root: Path, size: str) -> tuple[str, str]:
                                                                    "width": dims["image_size"]}}))
     rng = np.random.default_rng(0)
     side = dims["image_size"]
-    images = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(CLASSES * PER_CLASS)]
+    images = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+              for _ in range(CLASSES * PER_CLASS)]
     labels = [i % CLASSES for i in range(len(images))]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=CLASSES)})
     data = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
