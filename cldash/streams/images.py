@@ -29,7 +29,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,7 @@ LABEL_COLUMNS = ("label", "fine_label", "labels")   # ... and its class (CIFAR-1
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CROP_ATTEMPTS = 10                            # torchvision's tries before it falls back to the whole image
-TEST_CROP = 224 / 256                         # InfLoRA's utils/data.py (ImageNet-R, DomainNet): Resize(256), CenterCrop(224)
+TEST_CROP = 224 / 256    # InfLoRA's utils/data.py (ImageNet-R, DomainNet test): Resize(256), CenterCrop(224)
 DECODE_CHUNK = 256
 
 
@@ -113,6 +113,7 @@ class ImageTable:
     class_names: list[str]
     read: Callable[[list[int]], list]                    # rows -> PIL images
     ids: list[str] | None = None                         # a folder's relative file names
+    extra: dict = field(default_factory=dict)            # other columns asked for: name -> (values, ClassLabel names)
 
 
 @dataclass
@@ -174,25 +175,31 @@ def _column(names: list[str], wanted: str, candidates: tuple[str, ...], what: st
     return found
 
 
-def _dataset_table(ds, image_col: str, label_col: str) -> ImageTable:
-    feature = ds.features[label_col]
-    values = list(ds[label_col])
-    if hasattr(feature, "names"):                        # a ClassLabel: its integers and names
-        names, labels = list(feature.names), np.asarray(values, dtype=np.int64)
-    else:                                                # strings or numbers: sorted, numbered
-        distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
-        index = {v: i for i, v in enumerate(distinct)}
-        names, labels = [str(v) for v in distinct], np.asarray([index[v] for v in values], dtype=np.int64)
-    return ImageTable(labels, names, lambda rows: list(ds.select(rows)[image_col]))
+def _numbered(ds, column: str) -> tuple[np.ndarray, list[str]]:
+    """A column as integers and the names they stand for: a ClassLabel's own, else the sorted distinct values."""
+    feature, values = ds.features[column], list(ds[column])
+    if hasattr(feature, "names"):
+        return np.asarray(values, dtype=np.int64), list(feature.names)
+    distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
+    index = {v: i for i, v in enumerate(distinct)}
+    return np.asarray([index[v] for v in values], dtype=np.int64), [str(v) for v in distinct]
 
 
-def read_dataset(src: str, image_column: str = "", label_column: str = "") -> ImageSource:
-    """A ``save_to_disk`` folder or a Hub name, through ``datasets`` (the Hub only when it answers)."""
+def _dataset_table(ds, image_col: str, label_col: str, extra: tuple[str, ...] = ()) -> ImageTable:
+    labels, names = _numbered(ds, label_col)
+    return ImageTable(labels, names, lambda rows: list(ds.select(rows)[image_col]),
+                      extra={c: _numbered(ds, c) for c in extra})
+
+
+def read_dataset(src: str, image_column: str = "", label_column: str = "", revision: str | None = None,
+                 extra: tuple[str, ...] = ()) -> ImageSource:
+    """A ``save_to_disk`` folder or a Hub name (at `revision`, a commit), through ``datasets`` (the Hub only when
+    it answers); `extra` columns are read as well (DomainNet's domain)."""
     ds = _datasets()
     p = Path(src)
     try:
         with hub.cache_only_unless_reachable(src):
-            data = ds.load_from_disk(str(p)) if p.is_dir() else ds.load_dataset(src)
+            data = ds.load_from_disk(str(p)) if p.is_dir() else ds.load_dataset(src, revision=revision)
     except Exception as exc:  # noqa: BLE001 - any loader failure is one sentence naming the source
         raise ConfigError(f"cannot load the data set {src!r}: {str(exc).splitlines()[0].rstrip('.')}.",
                           "stream") from None
@@ -201,8 +208,12 @@ def read_dataset(src: str, image_column: str = "", label_column: str = "") -> Im
     names = list(first.column_names)
     image_col = _column(names, image_column, IMAGE_COLUMNS, "image", src, "--stream-image-column")
     label_col = _column(names, label_column, LABEL_COLUMNS, "label", src, "--stream-label-column")
-    revision = "+".join(f"{k}:{getattr(v, '_fingerprint', '')}" for k, v in parts.items())
-    return ImageSource(src, revision, {k: _dataset_table(v, image_col, label_col) for k, v in parts.items()},
+    read = "+".join(f"{k}:{getattr(v, '_fingerprint', '')}" for k, v in parts.items())
+    missing = [c for c in extra if c not in names]
+    if missing:
+        raise ConfigError(f"the data set {src!r} has no column {missing[0]!r}; its columns are: {', '.join(names)}.",
+                          "stream")
+    return ImageSource(src, read, {k: _dataset_table(v, image_col, label_col, extra) for k, v in parts.items()},
                        image_col, label_col)
 
 
@@ -315,6 +326,8 @@ class ImageStream(Stream):
 
     def __init__(self, options, backbone):
         super().__init__(options, backbone)
+        self.n_tasks = getattr(self, "n_tasks", None) or options.tasks         # a named benchmark fixes both
+        self.center_crop = getattr(self, "center_crop", None) or options.center_crop
         self.size, self.channels = image_geometry(backbone, self.name)
         self.mean = torch.tensor(getattr(backbone, "image_mean", (0.5,) * self.channels)).view(1, -1, 1, 1)
         self.std = torch.tensor(getattr(backbone, "image_std", (0.5,) * self.channels)).view(1, -1, 1, 1)
@@ -347,12 +360,12 @@ class ImageStream(Stream):
     # -- building the tasks --------------------------------------------------------------------------------
     def build_tasks(self, src: ImageSource, train, test, order: list[int]) -> None:
         o = self.options
-        if len(order) < o.tasks:
-            raise ConfigError(f"the data set {src.name!r} has {len(order)} classes, too few for {o.tasks} tasks; "
+        if len(order) < self.n_tasks:
+            raise ConfigError(f"the data set {src.name!r} has {len(order)} classes, too few for {self.n_tasks} tasks; "
                               f"choose at most {len(order)} tasks.", f"{self.name}.tasks")
         names = next(iter(src.splits.values())).class_names
         position = {c: i for i, c in enumerate(order)}          # a class's output in the head = its place in order
-        groups = np.array_split(np.arange(len(order)), o.tasks)
+        groups = np.array_split(np.arange(len(order)), self.n_tasks)
         picked = [(self._rows(train, order, g, o.max_train), self._rows(test, order, g, o.max_test)) for g in groups]
         x_train, x_test = self._decoded(src, [p[0] for p in picked]), self._decoded(src, [p[1] for p in picked])
         self.heads = {"stream": len(order)}
@@ -361,9 +374,10 @@ class ImageStream(Stream):
             (tr, te), a, b = picked[t], x_train[t], x_test[t]
             self.tasks.append(Task(f"classes {', '.join(names[order[i]] for i in g[:3])}"
                                    f"{' ...' if len(g) > 3 else ''}", head="stream",
-                                   classes=tuple(int(i) for i in g), train=Split(a, label(tr)), test=Split(b, label(te))))
+                                   classes=tuple(int(i) for i in g), train=Split(a, label(tr)),
+                                   test=Split(b, label(te))))
         self.info = {"source": src.name, "revision": src.revision, "class_order": [names[c] for c in order],
-                     "image_size": self.size, "center_crop": o.center_crop, **self.info}
+                     "image_size": self.size, "center_crop": self.center_crop, **self.info}
 
     def _rows(self, df, order: list[int], group, limit: int):
         keep = df[df["label"].isin([order[i] for i in group])]
@@ -381,10 +395,9 @@ class ImageStream(Stream):
         table = src.splits[split]
         wanted = sorted(set().union(*(df["row"].tolist() for df in per_task)))
         payload = {"source": src.name, "revision": src.revision, "split": split, "size": self.size,
-                   "channels": self.channels, "crop": round(self.options.center_crop, 6),
+                   "channels": self.channels, "crop": round(self.center_crop, 6),
                    "columns": [src.image_column, src.label_column], "rows": cache_key({"rows": wanted})}
-        x = cached_images(payload, lambda: decode_rows(table, wanted, self.size, self.channels,
-                                                       self.options.center_crop),
+        x = cached_images(payload, lambda: decode_rows(table, wanted, self.size, self.channels, self.center_crop),
                           {"benchmark": self.name, "images": len(wanted)})
         where = np.full(len(table.labels), -1, dtype=np.int64)
         where[wanted] = np.arange(len(wanted))

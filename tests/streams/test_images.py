@@ -12,8 +12,7 @@ import torch
 
 from cldash.core.errors import ConfigError
 from cldash.core.options import build
-from cldash.streams import get_stream
-from cldash.streams import images as images_module
+from cldash.streams import get_stream, images as images_module
 from cldash.streams.images import (
     ImageStreamOptions,
     crop_flip,
@@ -147,7 +146,10 @@ def test_errors_are_one_sentence(cache, saved, folder, monkeypatch):
         _stream(folder, class_order="random")
     with pytest.raises(ConfigError, match=r"no split 'validation'; its splits are: train, test"):
         _stream(saved, test_split="validation")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr("cldash.core.hub.reachable", lambda: False)
     with pytest.raises(ConfigError, match=r"cannot load the data set 'someone/pictures': it is not a local folder, "
                                           r"and cldash cannot reach the Hugging Face Hub"):
