@@ -155,6 +155,11 @@ class ImageNetR(Benchmark):
 
 @dataclass
 class DomainNetOptions(BenchmarkOptions):
+    # DomainNet decoded at 224 px is 88 GB of uint8, more than one GPU holds: by default a seeded subset per domain
+    # (20,000 + 5,000 images x 6 domains: 22.6 GB); 0 takes all
+    max_train: int = option(20_000, "training images per domain at most (a seeded subset); 0: all", low=0,
+                            high=10_000_000)
+    max_test: int = option(5_000, "test images per domain at most (a seeded subset); 0: all", low=0, high=10_000_000)
     scenario: str = option("domain-il", "domain-il: the six domains as tasks, one shared 345-way head; class-il: "
                                         "InfLoRA's 5 tasks of 69 classes over all domains",
                            choices=("domain-il", "class-il"))
@@ -208,3 +213,25 @@ class DomainNet(Benchmark):
 
 
 BENCHMARKS = {cls.name: cls for cls in (Cifar100, ImageNetR, DomainNet)}
+
+
+@dataclass
+class _Resolution:
+    """What decoding needs of a backbone, for preparing a benchmark's cache before any model is loaded."""
+    image_size: int
+    num_channels: int = 3
+
+
+def prepare(name: str, size: int, source: str = "") -> dict:
+    """Download (when needed) and decode benchmark `name` into the image cache at `size` x `size`, as a run
+    with a backbone of that resolution will read it; returns the stream's provenance (stream.info)."""
+    cls = BENCHMARKS[name]
+    options = cls.Options(**({"source": source} if source else {}))
+    return cls(options, _Resolution(size)).info
+
+
+def disk_estimate(name: str, size: int) -> tuple[int, int]:
+    """(bytes of the decoded cache at `size`, bytes of the download): images x 3 x size x size, and the
+    download size the split file records (approximate, from the Hub pages and the original archives)."""
+    spec = split_spec(name)
+    return spec["images"] * 3 * size * size, spec["download_bytes"]

@@ -18,9 +18,9 @@ from test_images import FakeBackbone, _image
 
 # Pinned: a changed split or order is a changed benchmark, and must be a deliberate edit of these lines.
 SHA256 = {
-    "cifar100-10.json": "20f59907008e48e257b757b487bc7036a7d0a50d7be5f95c14ee790c87bcf55b",
-    "domainnet.json": "db8a96c6a5ac157eb4b18d9a30e616e1dcfb2e3dada5b9c85de1cb279249d11e",
-    "imagenet-r-10.json": "a4de7542eb67dfb5543310fabfdc6485177c4f0f38023d8792d6fb9d9e80d514",
+    "cifar100-10.json": "d797c12704baf1f48a90d426cc2e57f2c4c1490e9d6abd33581def3b099cf551",
+    "domainnet.json": "dd6a71199a7156b0bf8fd601fd8c310e79d249f622ae8e3152439baf58d31983",
+    "imagenet-r-10.json": "cf3e2fa13513cb61ce1c1e3e1bd7c244fef38cd8acb2353de825e7c9a19fc65f",
 }
 
 
@@ -108,13 +108,13 @@ def test_benchmark_data_that_does_not_match_is_one_sentence(tiny_hub):
 
 
 def test_benchmark_offline_without_the_data_says_what_to_run(tmp_path, monkeypatch):
-    import huggingface_hub
+    from huggingface_hub import constants
 
     monkeypatch.setenv("CLDASH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr("cldash.core.hub.reachable", lambda: False)
     with pytest.raises(ConfigError) as err:
         _bench("imagenet-r-10")

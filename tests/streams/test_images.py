@@ -146,10 +146,10 @@ def test_errors_are_one_sentence(cache, saved, folder, monkeypatch):
         _stream(folder, class_order="random")
     with pytest.raises(ConfigError, match=r"no split 'validation'; its splits are: train, test"):
         _stream(saved, test_split="validation")
-    import huggingface_hub
+    from huggingface_hub import constants
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr("cldash.core.hub.reachable", lambda: False)
     with pytest.raises(ConfigError, match=r"cannot load the data set 'someone/pictures': it is not a local folder, "
                                           r"and cldash cannot reach the Hugging Face Hub"):
