@@ -67,18 +67,19 @@ def _list(benchmarks) -> int:
 
 
 def _fetch(name: str, size: int, source: str) -> int:
-    from cldash.streams.benchmarks import disk_estimate, prepare, split_spec  # deferred: imports torch
+    from cldash.streams.benchmarks import disk_estimate, hub_ids, prepare, split_spec  # deferred: imports torch
 
-    spec = split_spec(name)
-    offline = None if source else hub.why_not(spec["hub"]["id"])
+    spec, ids = split_spec(name), hub_ids(name)
+    offline = None if source else hub.why_not(ids[0])
     if offline and not offline.startswith("HF_HUB_OFFLINE"):    # with HF_HUB_OFFLINE, the local HF cache may hold it
         raise UserError(f"cannot fetch {name}: {offline}; run `cldash data fetch {name}` where the Hugging Face Hub "
                         "can be reached (or give --source DIR, a saved copy).")
     decoded, download = disk_estimate(name, size)
-    fetched = f"read from {source}" if source else f"about {_gb(download)} to download ({spec['hub']['id']})"
+    fetched = f"read from {source}" if source else f"about {_gb(download)} to download ({', '.join(ids)})"
     print(f"{name}: {spec['images']:,} images; {fetched} and about {_gb(decoded)} of decoded {size} x {size} images "
           f"in {cache_dir() / 'images'}.", flush=True)
     info = prepare(name, size, source)
-    print(f"{name} is ready: {info.get('source')} at revision {info.get('revision')}, split file "
-          f"{info.get('split_file')} (sha256 {str(info.get('split_sha256'))[:12]}...).")
+    read = f"{info['source']} at revision {info['revision']}" if "source" in info else ", ".join(info["datasets"])
+    print(f"{name} is ready: {read}, split file {info.get('split_file')} (sha256 {str(info.get('split_sha256'))[:12]}"
+          "...).")
     return 0

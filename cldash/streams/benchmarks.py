@@ -23,8 +23,10 @@ The data is needed only when a run builds a stream: listing streams and checking
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from cldash.core import hub
 from cldash.core.cache import sha256_file
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
-from cldash.streams.base import Split, Task, register_stream
+from cldash.streams.base import Split, Stream, Task, register_stream
 from cldash.streams.images import ImageSource, ImageStream, read_dataset
 
 SPLITS = Path(__file__).with_name("splits")
@@ -212,22 +214,124 @@ class DomainNet(Benchmark):
         return keep
 
 
-BENCHMARKS = {cls.name: cls for cls in (Cifar100, ImageNetR, DomainNet)}
+@dataclass
+class ClipOptions:
+    max_train: int = option(5_000, "training images per data set at most (a seeded subset); 0: all", low=0,
+                            high=10_000_000)
+    max_test: int = option(2_000, "test images per data set (and of the general one) at most; 0: all", low=0,
+                           high=10_000_000)
+    augment: str = option("none", "none (CoDyRA trains on CLIP's own test-style preprocessing); crop-flip",
+                          choices=("none", "crop-flip"))
+    train_heads: bool = option(False, "train the zero-shot heads too (default: frozen, the text side stays CLIP's)")
+    seed: int = option(0, "seed of the max_train / max_test subsets", low=0, high=2**31 - 1)
+
+
+@register_stream
+class ClipMTIL(Benchmark):
+    """CoDyRA's setting in small (CoDyRA follows MTIL, "Boosting Continual Learning of Vision-Language Models via
+    Mixture-of-Experts Adapters"): a CLIP model learns a few image classification data sets one after the other,
+    each scored by its own zero-shot head built from its class names (``logit_scale * prompt_embeddings``, one
+    prompt per class in the data set's template, from CoDyRA's scenario_datasets/collections.py), and a data set
+    the stream never trains on is scored zero-shot throughout as the general task. The data sets are the MTIL ones
+    that have small Hub copies, in MTIL's order; the list, templates and sizes are in splits/clip-mtil-5.json."""
+
+    name = "clip-mtil-5"
+    label = "CLIP: five data sets in a row (MTIL style)"
+    summary = ("A CLIP model learns CIFAR-100, DTD, EuroSAT, MNIST and Stanford Cars one after the other, each with "
+               "a zero-shot head from its class names; RESISC45 stays zero-shot as the general task; needs a CLIP "
+               "backbone and the data (cldash data fetch clip-mtil-5).")
+    Options = ClipOptions
+    metrics = ("accuracy",)
+
+    def __init__(self, options, backbone):
+        Stream.__init__(self, options, backbone)
+        self.center_crop = self.spec["center_crop"]
+        embed = getattr(backbone, "prompt_embeddings", None)
+        if embed is None and not isinstance(backbone, DecodeOnly):
+            raise ConfigError(f"stream {self.name} needs a CLIP backbone that embeds text prompts "
+                              "(--backbone clip-vit-b16).", "backbone")
+        self.setup_pixels(backbone)
+        self.primary_metric = "accuracy"
+        for entry in self.spec["datasets"]:
+            train, test, prompts = self._one(entry)
+            head = entry["name"]
+            self.heads[head] = len(prompts)
+            if embed is not None:
+                weight = embed(prompts) * float(getattr(backbone, "logit_scale", 1.0))
+                self.head_init[head] = (weight.detach().float(), bool(options.train_heads))
+            task = Task(entry["name"], test=test, train=train, head=head)
+            (self.tasks if train is not None else self.general).append(task)
+        for task in self.general:
+            task.kind = "general"
+        self.info = {"datasets": [d["hub"] for d in self.spec["datasets"]], "image_size": self.size,
+                     "split_file": self.spec["split_file"], "split_sha256": self.spec["split_sha256"]}
+
+    def _one(self, entry: dict):
+        """(train Split or None for the general data set, test Split, the class prompts) of one data set."""
+        o = self.options
+        try:
+            src = read_dataset(entry["hub"], entry.get("image_column", ""), entry.get("label_column", ""),
+                               revision=entry.get("revision"))
+        except ConfigError:
+            if hub.why_not(entry["hub"]):
+                raise ConfigError(f"the {self.name} data is not here and the Hub cannot be reached; run `cldash data "
+                                  f"fetch {self.name}` with internet.", "stream") from None
+            raise
+        parts = [entry.get("train_split")] if entry.get("train_split") else []
+        out = []
+        for part, limit in zip(parts + [entry["test_split"]], ([o.max_train] if parts else []) + [o.max_test]):
+            self._expect_rows(src, part, None)
+            labels = src.splits[part].labels
+            rows = np.arange(len(labels))
+            if limit and len(rows) > limit:
+                rows = np.sort(torch.randperm(len(rows), generator=torch.Generator().manual_seed(o.seed + 1))[:limit]
+                               .numpy())
+            frame = _frame(part, rows, labels[rows])
+            x = self._decoded(src, [frame])[0]
+            out.append(Split(x, torch.as_tensor(labels[rows], dtype=torch.long)))
+        names = next(iter(src.splits.values())).class_names
+        prompts = [entry["template"].format(class_name(n, entry.get("camel_case", False))) for n in names]
+        return (out[0] if parts else None), out[-1], prompts
+
+
+def _frame(split: str, rows, labels):
+    import pandas as pd  # deferred: pandas, as ImageStream.train_test
+
+    return pd.DataFrame({"split": split, "row": rows, "label": labels})
+
+
+def class_name(name: str, camel_case: bool = False) -> str:
+    """A label as CoDyRA words it in a prompt: underscores as spaces (collections.py's underline_to_space), and
+    for EuroSAT CamelCase split into words (its process_labels: a space before each inner capital)."""
+    words = name.replace("_", " ")
+    return re.sub(r"(\w)([A-Z])", r"\1 \2", words) if camel_case else words
+
+
+BENCHMARKS = {cls.name: cls for cls in (Cifar100, ImageNetR, DomainNet, ClipMTIL)}
 
 
 @dataclass
-class _Resolution:
+class DecodeOnly:
     """What decoding needs of a backbone, for preparing a benchmark's cache before any model is loaded."""
     image_size: int
     num_channels: int = 3
+
+
+def hub_ids(name: str) -> list[str]:
+    """The Hub data sets benchmark `name` reads."""
+    spec = split_spec(name)
+    return [d["hub"] for d in spec["datasets"]] if "datasets" in spec else [spec["hub"]["id"]]
 
 
 def prepare(name: str, size: int, source: str = "") -> dict:
     """Download (when needed) and decode benchmark `name` into the image cache at `size` x `size`, as a run
     with a backbone of that resolution will read it; returns the stream's provenance (stream.info)."""
     cls = BENCHMARKS[name]
+    if source and "source" not in {f.name for f in dataclasses.fields(cls.Options)}:
+        raise ConfigError(f"{name} reads {len(hub_ids(name))} data sets from the Hub; a --source folder stands for "
+                          "one data set, so it does not apply.", "source")
     options = cls.Options(**({"source": source} if source else {}))
-    return cls(options, _Resolution(size)).info
+    return cls(options, DecodeOnly(size)).info
 
 
 def disk_estimate(name: str, size: int) -> tuple[int, int]:

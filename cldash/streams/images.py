@@ -328,6 +328,15 @@ class ImageStream(Stream):
         super().__init__(options, backbone)
         self.n_tasks = getattr(self, "n_tasks", None) or options.tasks         # a named benchmark fixes both
         self.center_crop = getattr(self, "center_crop", None) or options.center_crop
+        self.setup_pixels(backbone)
+        self.primary_metric = "accuracy" if options.evaluation == "class-il" else "task_il_accuracy"
+        src = self.open_source()
+        train, test = self.train_test(src)
+        order = self.class_order(src, train)
+        self.build_tasks(src, train, test, order)
+
+    def setup_pixels(self, backbone) -> None:
+        """The resolution and normalisation of the backbone, and the augmentation's generator."""
         self.size, self.channels = image_geometry(backbone, self.name)
         self.mean = torch.tensor(getattr(backbone, "image_mean", (0.5,) * self.channels)).view(1, -1, 1, 1)
         self.std = torch.tensor(getattr(backbone, "image_std", (0.5,) * self.channels)).view(1, -1, 1, 1)
@@ -335,11 +344,6 @@ class ImageStream(Stream):
         # generator with it first) and re-seeded from each task's batch generator (batches), so a resumed run
         # draws the same crops as one that was never stopped
         self.augment_generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        self.primary_metric = "accuracy" if options.evaluation == "class-il" else "task_il_accuracy"
-        src = self.open_source()
-        train, test = self.train_test(src)
-        order = self.class_order(src, train)
-        self.build_tasks(src, train, test, order)
 
     # -- what a named benchmark overrides ------------------------------------------------------------------
     def open_source(self) -> ImageSource:

@@ -18,6 +18,7 @@ from test_images import FakeBackbone, _image
 
 # Pinned: a changed split or order is a changed benchmark, and must be a deliberate edit of these lines.
 SHA256 = {
+    "clip-mtil-5.json": "a0d765831207213856c741aeb91ce0401e0f08d799c6500fe206b645c436296d",
     "cifar100-10.json": "d797c12704baf1f48a90d426cc2e57f2c4c1490e9d6abd33581def3b099cf551",
     "domainnet.json": "dd6a71199a7156b0bf8fd601fd8c310e79d249f622ae8e3152439baf58d31983",
     "imagenet-r-10.json": "cf3e2fa13513cb61ce1c1e3e1bd7c244fef38cd8acb2353de825e7c9a19fc65f",
@@ -53,9 +54,9 @@ def test_class_orders_and_splits():
 
 
 def test_named_streams_are_listed_without_the_data():
-    for name in ("cifar100-10", "imagenet-r-10", "domainnet"):
+    for name in ("cifar100-10", "imagenet-r-10", "domainnet", "clip-mtil-5"):
         cls = STREAMS[name]
-        assert cls.Options is not None and "needs the data" in cls.summary
+        assert f"(cldash data fetch {name})" in cls.summary
         build(cls.Options, {}, prefix=name)             # a configuration checks offline
 
 
@@ -143,3 +144,46 @@ def test_domainnet_domains_are_the_tasks(tmp_path, monkeypatch):
     assert all(len(t.train) == 6 and len(t.test) == 3 and t.classes is None for t in s.tasks)
     with pytest.raises(ConfigError, match=r"has 3 classes, too few for 5 tasks"):   # InfLoRA's 5 x 69 setting
         _bench("domainnet", source=str(tmp_path / "dn"), scenario="class-il")
+
+
+def test_clip_stream_has_zero_shot_heads_and_a_general_task(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("CLDASH_CACHE", str(tmp_path / "cache"))
+    entries = []
+    for k, (name, classes) in enumerate([("mnist", ["0", "1"]), ("eurosat", ["AnnualCrop", "SeaLake", "River"]),
+                                         ("general: resisc45", ["golf_course", "lake"])]):
+        feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
+        part = lambda n, classes=classes, feats=feats: datasets.Dataset.from_dict(  # noqa: E731
+            {"image": [_image(c, i) for c in range(len(classes)) for i in range(n)],
+             "label": [c for c in range(len(classes)) for _ in range(n)]}, features=feats)
+        datasets.DatasetDict({"train": part(3), "test": part(2)}).save_to_disk(str(tmp_path / name))
+        template = {"mnist": 'a photo of the number: "{}".', "eurosat": "a centered satellite photo of {}."}
+        entries.append({"name": name, "hub": str(tmp_path / name), "test_split": "test",
+                        "template": template.get(name, "satellite imagery of {}."), "camel_case": name == "eurosat",
+                        **({"train_split": "train"} if k < 2 else {})})
+    spec = {**split_spec("clip-mtil-5"), "datasets": entries}
+    monkeypatch.setattr(benchmarks, "split_spec", lambda name: spec)
+    asked = []
+
+    def embed(prompts):
+        asked.extend(prompts)
+        v = torch.tensor([[len(p) % 7 + 1.0, 1.0, float(i), 2.0] for i, p in enumerate(prompts)])
+        return v / v.norm(dim=1, keepdim=True)
+
+    backbone = FakeBackbone()
+    backbone.prompt_embeddings, backbone.logit_scale = embed, 100.0
+    cls = STREAMS["clip-mtil-5"]
+    s = cls(build(cls.Options, {"max_train": 4}, prefix=cls.name), backbone)
+    assert [t.name for t in s.tasks] == ["mnist", "eurosat"] and [t.name for t in s.general] == ["general: resisc45"]
+    assert s.general[0].kind == "general" and s.general[0].head == "general: resisc45"
+    assert s.heads == {"mnist": 2, "eurosat": 3, "general: resisc45": 2}
+    assert asked[:3] == ['a photo of the number: "0".', 'a photo of the number: "1".',
+                         "a centered satellite photo of Annual Crop."]
+    assert asked[-1] == "satellite imagery of lake."
+    weight, trainable = s.head_init["eurosat"]
+    assert weight.shape == (3, 4) and trainable is False
+    assert torch.allclose(weight.norm(dim=1), torch.full((3,), 100.0))     # logit_scale x unit text embeddings
+    assert [len(t.train) for t in s.tasks] == [4, 4] and len(s.general[0].test) == 4
+    with pytest.raises(ConfigError, match=r"needs a CLIP backbone that embeds text prompts"):
+        cls(build(cls.Options, {}, prefix=cls.name), FakeBackbone())
