@@ -306,12 +306,15 @@ def crop_flip(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
 
 
 def image_geometry(backbone, stream: str) -> tuple[int, int]:
-    size = int(getattr(backbone, "image_size", 0) or 0)
+    """(resolution, channels): what the backbone states, else what its transformers config says (an hf: image
+    model's config has image_size and num_channels); no resolution at all is one sentence."""
+    config = getattr(getattr(backbone, "net", None), "config", None)
+    size = int(getattr(backbone, "image_size", 0) or getattr(config, "image_size", 0) or 0)
     if size <= 0:
         raise ConfigError(f"stream {stream} needs an image backbone that states its input resolution (a Hugging "
                           "Face image model: --backbone vit-b16-in21k, clip-vit-b16 or hf:NAME_OR_PATH).",
                           "backbone")
-    return size, int(getattr(backbone, "num_channels", 3) or 3)
+    return size, int(getattr(backbone, "num_channels", 0) or getattr(config, "num_channels", 0) or 3)
 
 
 class ImageStream(Stream):

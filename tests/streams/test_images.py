@@ -230,3 +230,28 @@ def test_loss_and_logits_convert_uint8_on_the_fly(cache, folder):
 def test_options_defaults_check():
     o = build(ImageStreamOptions, {}, prefix="hf-image:x")
     assert o.class_order == "seed:1993" and o.augment == "crop-flip" and o.center_crop == pytest.approx(0.875)
+
+
+@pytest.mark.slow
+def test_cli_run_on_an_image_folder_with_a_tiny_local_vit(cache, folder, tmp_path):
+    """The whole path: `cldash run --stream hf-image:DIR --backbone hf:DIR` on a random-init ViT saved locally."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from cldash.cli import main
+    from cldash.store import Store
+
+    vit = tmp_path / "vit"
+    config = ViTConfig(image_size=SIDE, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=3)
+    ViTForImageClassification(config).save_pretrained(vit)
+    db = str(tmp_path / "runs.db")
+    assert main(["--db", db, "run", "--method", "lora", "--backbone", f"hf:{vit}", "--stream", f"hf-image:{folder}",
+                 "--stream-tasks", "3", "--steps-per-task", "3", "--batch-size", "4", "--eval-interval", "0",
+                 "--spectra-interval", "0", "--dense-spectra-interval", "0", "--quiet"]) == 0
+    (run,) = Store(db).runs()
+    m = Store(db).accuracy_matrix(run["id"])
+    assert len(m["tasks"]) == 3 and m["tasks"][0].startswith("classes class")
+    R = np.asarray(m["R"], dtype=float)
+    assert R.shape == (4, 3) and np.isfinite(R).all() and ((R >= 0) & (R <= 1)).all()   # rows 0..3, scored
+    assert run["status"] == "finished"
+    assert len(list((cache / "images").glob("*.pt"))) == 2
