@@ -209,12 +209,28 @@ def read_dataset(src: str, image_column: str = "", label_column: str = "", revis
     image_col = _column(names, image_column, IMAGE_COLUMNS, "image", src, "--stream-image-column")
     label_col = _column(names, label_column, LABEL_COLUMNS, "label", src, "--stream-label-column")
     read = "+".join(f"{k}:{getattr(v, '_fingerprint', '')}" for k, v in parts.items())
+    commit = None if p.is_dir() else hub_commit(src, revision)
+    read = f"{commit} ({read})" if commit else read     # the Hub commit when known, and datasets' fingerprints
     missing = [c for c in extra if c not in names]
     if missing:
         raise ConfigError(f"the data set {src!r} has no column {missing[0]!r}; its columns are: {', '.join(names)}.",
                           "stream")
     return ImageSource(src, read, {k: _dataset_table(v, image_col, label_col, extra) for k, v in parts.items()},
                        image_col, label_col)
+
+
+def hub_commit(repo_id: str, revision: str | None = None) -> str | None:
+    """The commit of a Hub data set as the local Hugging Face cache recorded it when it was downloaded (its refs
+    file), read offline; `revision` itself when it is already a commit hash; None when not known."""
+    from huggingface_hub import constants  # deferred: huggingface_hub, only for a Hub name
+
+    if revision and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    ref = Path(constants.HF_HUB_CACHE) / f"datasets--{repo_id.replace('/', '--')}" / "refs" / (revision or "main")
+    try:
+        return ref.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def read_images(src: str, image_column: str = "", label_column: str = "") -> ImageSource:
@@ -273,7 +289,7 @@ def cached_images(payload: dict, decode: Callable[[], torch.Tensor], note: dict 
                 path.with_suffix(".json").write_text(json.dumps({**payload, **(note or {}), "bytes":
                                                                  path.stat().st_size}, default=str))
                 return x
-    return torch.load(path, weights_only=True)
+    return torch.load(path, weights_only=True, mmap=True)   # mapped: the tasks' copies are the only ones in memory
 
 
 # -- the augmentation and the pixels, on the device ----------------------------------------------------------

@@ -255,3 +255,18 @@ def test_cli_run_on_an_image_folder_with_a_tiny_local_vit(cache, folder, tmp_pat
     assert R.shape == (4, 3) and np.isfinite(R).all() and ((R >= 0) & (R <= 1)).all()   # rows 0..3, scored
     assert run["status"] == "finished"
     assert len(list((cache / "images").glob("*.pt"))) == 2
+
+
+def test_hub_commit_is_read_from_the_local_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from cldash.streams.images import hub_commit
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    refs = tmp_path / "datasets--someone--pictures" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("0123456789abcdef0123456789abcdef01234567\n")
+    assert hub_commit("someone/pictures") == "0123456789abcdef0123456789abcdef01234567"
+    assert hub_commit("someone/other") is None
+    pinned = "ee20570ae7a29c51571e55a9a17983f7625295d6"
+    assert hub_commit("someone/pictures", pinned) == pinned
