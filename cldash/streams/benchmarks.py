@@ -241,7 +241,7 @@ class ClipMTIL(Benchmark):
                "a zero-shot head from its class names; RESISC45 stays zero-shot as the general task; needs a CLIP "
                "backbone and the data (cldash data fetch clip-mtil-5).")
     Options = ClipOptions
-    metrics = ("accuracy",)
+    default_backbone = "clip-vit-b16"
 
     def __init__(self, options, backbone):
         Stream.__init__(self, options, backbone)
