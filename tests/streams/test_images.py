@@ -270,3 +270,24 @@ def test_hub_commit_is_read_from_the_local_cache(tmp_path, monkeypatch):
     assert hub_commit("someone/other") is None
     pinned = "ee20570ae7a29c51571e55a9a17983f7625295d6"
     assert hub_commit("someone/pictures", pinned) == pinned
+
+
+def test_two_constructions_at_once_decode_once(cache, folder, monkeypatch):
+    """The cache's lock: two streams built at the same moment (two runs starting together) decode each image
+    once between them, and both get the same pixels."""
+    import threading
+
+    count = Counting(monkeypatch)
+    built, start = [], threading.Barrier(2)
+
+    def build_one():
+        start.wait()
+        built.append(_stream(folder, tasks=2))
+    threads = [threading.Thread(target=build_one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert count.calls == CLASSES * PER_CLASS
+    assert torch.equal(built[0].tasks[1].test.x, built[1].tasks[1].test.x)
+    assert not list((cache / "images").glob("*.tmp"))         # written atomically: no half-written file left
