@@ -38,7 +38,7 @@ from cldash.core.cache import sha256_file
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
 from cldash.streams.base import Split, Stream, Task, register_stream
-from cldash.streams.images import ImageSource, ImageStream, read_dataset
+from cldash.streams.images import ImageSource, ImageStream, is_image_folder, read_dataset
 
 SPLITS = Path(__file__).with_name("splits")
 
@@ -87,6 +87,10 @@ class Benchmark(ImageStream):
         if local and not Path(local).is_dir():
             raise ConfigError(f"the {self.name} source {local} is not a folder (give a save_to_disk copy of "
                               f"{hubspec['id']}).", f"{self.name}.source")
+        if local and is_image_folder(Path(local)):
+            raise ConfigError(f"{self.spec['split_file']} lists rows of the Hub data set {hubspec['id']}, which an "
+                              f"image folder cannot be matched against; give a save_to_disk copy of it, or use "
+                              f"--stream hf-image:{local} for a split of your own.", f"{self.name}.source")
         offline = None if local else hub.why_not(src)
         try:
             return read_dataset(src, hubspec["image_column"], hubspec["label_column"],

@@ -103,6 +103,11 @@ def test_benchmark_data_that_does_not_match_is_one_sentence(tiny_hub):
     with pytest.raises(ConfigError, match=r"has 20 rows but imagenet-r-10.json lists 30000; it is another copy"):
         _bench("imagenet-r-10", source=str(path))
     spec["splits"]["all"]["rows"] = 20
+    pictures = path.parent / "pictures" / "n00"
+    pictures.mkdir(parents=True)
+    _image(0, 0).save(pictures / "a.png")
+    with pytest.raises(ConfigError, match=r"lists rows of the Hub data set axiong/imagenet-r, which an image folder"):
+        _bench("imagenet-r-10", source=str(path.parent / "pictures"))
     spec["class_order"] = ["n03", "n01", "n00", "n09"]
     with pytest.raises(ConfigError, match=r"classes do not match imagenet-r-10.json \(1 of its 4 classes missing"):
         _bench("imagenet-r-10", source=str(path))
