@@ -10,12 +10,17 @@ cldash/streams/splits/ (a small JSON file of ids and the order, never images):
   split and says so in the file.
 - ``domainnet``: domain-incremental, the six domains one after the other (InfLoRA's utils/data.py order), all
   345 classes in one shared head; ``--stream-scenario class-il`` gives InfLoRA's own DomainNet setting instead
-  (configs/domainnet_inflora.json: 5 tasks of 69 classes, class order 0..344, all domains together).
+  (configs/domainnet_inflora.json: 5 tasks of 69 classes, class order 0..344, all domains together). The Hub
+  copy wltjr1007/DomainNet is pinned at the commit public code pins it at; its two splits are taken as DomainNet's
+  official train/test lists (not verified offline). Decoded at 224 px all of it is 88 GB, so by default a seeded
+  subset of 20,000 + 5,000 images per domain is used.
+- ``clip-mtil-5``: CoDyRA's MTIL-style setting in small, for a CLIP backbone (ClipMTIL below).
 
 Reproducibility rests on the split file: a user's copy is matched against it by its row count (and the class
 names the order lists), and a copy that does not match is one sentence, not a silent different split. Where no
-public code pins the Hub revision (CIFAR-100, ImageNet-R) the pin is by content: the run records the revision it
-actually read (``datasets``' fingerprint) next to the split file's sha256 in ``stream.info``.
+public code pins the Hub revision (CIFAR-100, ImageNet-R, the CLIP data sets) the pin is by content: the run
+records the revision it actually read (the Hub commit from the local cache's refs, and ``datasets``' fingerprints)
+next to the split file's sha256 in ``stream.info``.
 
 The data is needed only when a run builds a stream: listing streams and checking a configuration work offline.
 ``cldash data fetch NAME`` downloads and decodes ahead of time.
