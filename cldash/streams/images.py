@@ -321,7 +321,9 @@ def crop_flip_params(n: int, generator: torch.Generator, scale=CROP_SCALE, ratio
 def crop_flip(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Float images (N, C, H, W) cropped by `params` (crop_flip_params) and resized back to H x W (bilinear)."""
     theta = torch.zeros(len(x), 2, 3, dtype=x.dtype, device=x.device)
-    p = params.to(device=x.device, dtype=x.dtype)
+    # drawn on the CPU (a seeded CPU generator, the same crops on every device); copied from pinned memory without
+    # blocking, so a training step does not wait for the GPU to drain
+    p = (params.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else params).to(dtype=x.dtype)
     theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -438,7 +440,11 @@ class ImageStream(Stream):
         f = x.float().div_(255.0)
         if train and self.options.augment == "crop-flip":
             f = crop_flip(f, crop_flip_params(len(f), self.augment_generator))
-        return (f - self.mean.to(f.device)) / self.std.to(f.device)
+        return (f - self.mean) / self.std
+
+    def to(self, device) -> Stream:
+        self.mean, self.std = self.mean.to(device), self.std.to(device)   # once, not a copy per batch
+        return super().to(device)
 
     def batches(self, task: Task, batch_size: int, generator: torch.Generator):
         self.augment_generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
