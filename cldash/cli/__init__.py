@@ -36,6 +36,8 @@ COMMANDS = (
             "export:add_export_arguments", "export:cmd_export"),
     Command("methods", "list the registered methods and their options", None, "catalog:cmd_methods"),
     Command("streams", "list the task streams and their options", None, "catalog:cmd_streams"),
+    Command("data", "the named image benchmarks: `data list` shows what is cached, `data fetch NAME` downloads and "
+            "decodes one ahead of a run (and says how much disk it needs)", "data:add_data_arguments", "data:cmd_data"),
     Command("claims", "the seed papers' claims, with verdicts computed from the stored runs; --launch queues the "
             "runs they still need", "claims:add_claims_arguments", "claims:cmd_claims"),
     Command("lessons", "the classroom lessons (a question, runs that take about a minute, what to look at); "

@@ -55,6 +55,10 @@ class Stream:
         self.tasks: list[Task] = []
         self.general: list[Task] = []
         self.heads: dict[str, int] = {}        # new heads this stream needs: name -> outputs
+        # a head's initial weight (outputs, hidden) and whether it trains, e.g. a CLIP zero-shot head from prompts;
+        # a head without an entry starts as nn.Linear does (backbones.ClassifierModel reads this)
+        self.head_init: dict[str, tuple[torch.Tensor, bool]] = {}
+        self.info: dict = {}                   # the data's provenance (source, revision, split file), stored per run
         self.primary_metric = "accuracy"
 
     def to(self, device) -> Stream:
