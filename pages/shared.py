@@ -130,6 +130,20 @@ def _draw_choices(store: Store) -> list[int]:
     return list(labels)
 
 
+def _runs_per_gpu(store: Store) -> None:
+    """The input of how many background runs share one GPU (shown where there is a GPU)."""
+    share = runs_per_gpu(store)
+    new_share = st.number_input("Runs per GPU", min_value=1, max_value=64, value=share, step=1, key="runs-per-gpu",
+                                help="How many background runs share one GPU (each sees only its own): small runs "
+                                     "leave a large GPU mostly idle.")
+    if new_share != share:
+        try:
+            store.set_setting(RUNS_PER_GPU_SETTING, str(int(new_share)))
+            schedule(store)
+        except UserError as exc:   # a read-only store
+            st.error(str(exc))
+
+
 def sidebar() -> Store | None:
     """Store location and health, active runs, concurrency limit, automatic resume, the selected runs.
 
@@ -149,17 +163,7 @@ def sidebar() -> Store | None:
         with counts_slot.container():
             _draw_counts(store)
         if gpu_count():
-            share = runs_per_gpu(store)
-            new_share = st.number_input("Runs per GPU", min_value=1, max_value=64, value=share, step=1,
-                                        key="runs-per-gpu",
-                                        help="How many background runs share one GPU (each sees only its own): "
-                                             "small runs leave a large GPU mostly idle.")
-            if new_share != share:
-                try:
-                    store.set_setting(RUNS_PER_GPU_SETTING, str(int(new_share)))
-                    schedule(store)
-                except UserError as exc:   # a read-only store
-                    st.error(str(exc))
+            _runs_per_gpu(store)
         limit = max_concurrent(store)
         new_limit = st.number_input("Runs at once", min_value=1, max_value=64, value=limit, step=1,
                                     help=f"Concurrency limit for background runs (default {default_limit(store)}: "

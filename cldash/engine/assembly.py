@@ -44,7 +44,7 @@ def assemble(resolved: Resolved, device: torch.device = CPU, with_method: bool =
     backbone = resolved.backbone.load(resolved.backbone_options)
     stream = resolved.stream_cls(resolved.stream_options, backbone).to(device)
     stream.loss_classes = resolved.config.loss_classes
-    model = task_model(backbone, stream.heads)
+    model = task_model(backbone, stream.heads, stream.head_init)
     if targets is None:
         targets = check_against_model(resolved)
     method = attach_method(resolved, model, targets) if with_method else None

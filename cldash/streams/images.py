@@ -345,7 +345,7 @@ class ImageStream(Stream):
     """Class-incremental tasks from an image source (see the module docstring)."""
 
     source: str = ""
-    backbone_kinds = ("image-classification",)
+    backbone_kinds = ("image-classification", "clip")   # a CLIP image tower scores through new or prompt heads
     default_backbone = "vit-b16-in21k"
     Options = ImageStreamOptions
     metrics = ("accuracy", "task_il_accuracy")
