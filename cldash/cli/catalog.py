@@ -67,6 +67,16 @@ def _print_aid(name: str) -> None:
     print()
 
 
+def _print_benchmarks(preset) -> None:
+    """The authors' values for each named benchmark, over the preset's own (epochs become steps per task)."""
+    for stream, values in preset.benchmarks.items():
+        print(f"  on --stream {stream}:")
+        for key, cited in values.items():
+            print(f"    {key:<20} {str(cited.value):>14}  {cited.source}")
+            if cited.note:
+                print(f"    {'':<20} {'':>14}  translated: {cited.note}")
+
+
 def _print_paper(name: str, preset) -> None:
     """A method's paper preset next to the common regime, option by option, with each value's source."""
     print(f"{name}: --preset paper, from {preset.paper}" + (f" (code: {preset.code})" if preset.code else ""))
@@ -75,6 +85,7 @@ def _print_paper(name: str, preset) -> None:
         print(f"  {row['option']:<22} {row['common'][:14]:>14} {row['paper'][:14]:>14}  {row['source']}")
         if row["note"]:
             print(f"  {'':<22} {'':>14} {'':>14}  translated: {row['note']}")
+    _print_benchmarks(preset)
     for note in preset.notes:
         print(f"  note: {note}")
     print()

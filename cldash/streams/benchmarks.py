@@ -78,6 +78,17 @@ class Benchmark(ImageStream):
     def spec(self) -> dict:
         return split_spec(self.name)
 
+    @classmethod
+    def train_sizes(cls) -> list[int]:
+        """Training images of each task with the default options, from the split file alone (no data): what a paper
+        preset's epochs on this benchmark become in steps (cldash.config.presets)."""
+        s = split_spec(cls.name)
+        if "all" in s["splits"]:
+            total = s["splits"]["all"]["rows"] - len(s["test_rows"])
+        else:
+            total = s["splits"]["train"]["rows"]
+        return [total // s["tasks"]] * s["tasks"]
+
     def __init__(self, options, backbone):
         self.n_tasks = getattr(self, "n_tasks", None) or self.spec["tasks"]
         self.center_crop = self.spec["center_crop"]
@@ -183,6 +194,11 @@ class DomainNet(Benchmark):
     summary = ("DomainNet's six domains one after the other (345 classes, one shared head), domain-incremental; "
                "needs the data (cldash data fetch domainnet).")
     Options = DomainNetOptions
+
+    @classmethod
+    def train_sizes(cls) -> list[int]:
+        """The default subset: max_train images of each domain (every domain's official train list is larger)."""
+        return [DomainNetOptions.max_train] * len(split_spec(cls.name)["domains"])
 
     def __init__(self, options, backbone):
         if options.scenario == "class-il":

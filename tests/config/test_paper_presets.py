@@ -149,3 +149,41 @@ def test_aids_set_only_the_aid_options(name):
     cfg = resolve({**{k: c.value for k, c in AIDS[name].values.items()}, "method": "lora"})
     for key, cited in AIDS[name].values.items():
         assert getattr(cfg.config, key) == cited.value
+
+
+def test_a_paper_preset_on_a_named_benchmark_takes_that_data_sets_configuration():
+    """InfLoRA on imagenet-r-10: configs/mimg10_inflora.json's 50 epochs of 2,400 training images a task at batch 128
+    are ceil(50 x 2400 / 128) = 938 steps, and its lamb 0.98; the same preset on a small stream keeps the common 300
+    steps and CIFAR-100's lamb; a baseline on paper:inflora gets the schedule but not the method's option; the user's
+    own steps win, and the record says so."""
+    from cldash.config import resolve
+
+    inr = resolve({"method": "inflora", "stream": "imagenet-r-10", "preset": "paper"}).config
+    assert (inr.steps_per_task, inr.method_options["lamb"]) == (938, 0.98)
+    assert "mimg10_inflora.json" in inr.regime["sources"]["steps_per_task"]
+    small = resolve({"method": "inflora", "stream": "digits-split", "preset": "paper"}).config
+    assert (small.steps_per_task, small.method_options["lamb"]) == (300, 0.95)
+    lora = resolve({"method": "lora", "stream": "imagenet-r-10", "preset": "paper:inflora"}).config
+    assert lora.steps_per_task == 938 and "lamb" not in lora.method_options
+    mine = resolve({"method": "inflora", "stream": "imagenet-r-10", "preset": "paper", "steps_per_task": 7}).config
+    assert mine.steps_per_task == 7 and "steps_per_task" in mine.regime["overridden"]
+
+
+def test_every_benchmark_value_of_a_paper_preset_names_a_benchmark_and_a_field():
+    import dataclasses
+
+    from cldash.config.run_config import RunConfig
+    from cldash.methods import get_method, paper_presets
+    from cldash.streams import get_stream
+
+    fields = {f.name for f in dataclasses.fields(RunConfig)} | {"epochs"}
+    seen = 0
+    for method, preset in paper_presets().items():
+        options = {f.name for f in dataclasses.fields(get_method(method).Config)}
+        for stream, values in preset.benchmarks.items():
+            assert get_stream(stream).train_sizes(), stream
+            for key, cited in values.items():
+                assert (key.split(".", 1)[1] in options) if key.startswith("method.") else key in fields, key
+                assert cited.source.startswith(preset.code), cited.source
+                seen += 1
+    assert seen >= 10
