@@ -16,10 +16,12 @@ from cldash.config.presets import preset_names, regime_label
 from cldash.core.errors import ConfigError, UserError
 from cldash.core.options import describe, is_default, option_label, worded
 from cldash.methods import POLICIES, REGISTRY, marked_label
+from cldash.runs.data_fetch import fetch_tail, fetching, start_fetch
 from cldash.runs.launch import launch
 from cldash.runs.launchers import Resources, parse
 from cldash.runs.sweeps import Sweep, launch_sweep, parse_seeds as sweep_seeds, plan
 from cldash.streams import STREAMS, get_stream
+from cldash.streams.benchmarks import BENCHMARKS, cached_sizes, disk_estimate
 from pages.shared import get_store, option_widget, set_selected, through_app
 
 through_app()
@@ -70,6 +72,29 @@ methods = with_slot("method", lambda: st.multiselect("Methods", names, default=[
 HF = "hf:"   # the choice that opens a field for Hugging Face data sets / models
 
 
+def data_panel(name: str, size: int = 224) -> None:
+    """A named benchmark's data: whether it is decoded in the cache, how much disk it needs, and a button that
+    fetches it in the background (cldash data fetch NAME)."""
+    cached = cached_sizes(name)
+    if size in cached:
+        st.caption(f":material/check_circle: The {name} data is ready ({size} px, {cached[size] / 1e9:.1f} GB "
+                   "in the cache).")
+        return
+    decoded, download = disk_estimate(name, size)
+    if fetching(name):
+        st.info(f"Fetching the {name} data in the background… {fetch_tail(name, 1)}", icon=":material/download:")
+        return
+    st.caption(f"The {name} data is not in the cache yet: about {download / 1e9:.1f} GB to download and "
+               f"{decoded / 1e9:.1f} GB of decoded {size} px images. A run fetches it itself; fetching now lets "
+               "runs start at once.")
+    if st.button(f"Fetch the {name} data", key=f"fetch-{name}", icon=":material/download:"):
+        start_fetch(get_store(), name, size)
+        st.rerun()
+    last = fetch_tail(name, 2)
+    if last:
+        st.caption(f"Last fetch: {last}")
+
+
 def hf_spec(text: str) -> str:
     text = text.strip()
     return text if text.startswith(HF) else HF + text
@@ -92,6 +117,8 @@ except ConfigError as exc:   # an empty or missing hf: source: said under the fi
     scls, stream_error = None, str(exc)
 if scls is not None:
     st.caption(scls.summary)
+if stream in BENCHMARKS:
+    data_panel(stream)
 with c2:
     kinds = scls.backbone_kinds if scls is not None else ()
     fitting = [n for n, e in BACKBONES.items() if e.kind in kinds]

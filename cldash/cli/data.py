@@ -5,8 +5,6 @@ resolution, so that a run later starts at once (cldash.streams.benchmarks)."""
 
 from __future__ import annotations
 
-import json
-
 from cldash.core import hub
 from cldash.core.cache import cache_dir
 from cldash.core.errors import UserError
@@ -36,30 +34,17 @@ def cmd_data(args) -> int:
     return _fetch(args.name, args.size, args.source or "")
 
 
-def _cached(name: str) -> dict[int, int]:
-    """{resolution: bytes} of the benchmark's decoded images in the cache (from the notes beside them)."""
-    sizes: dict[int, int] = {}
-    for note in (cache_dir() / "images").glob("*.json"):
-        try:
-            meta = json.loads(note.read_text())
-        except (OSError, ValueError):
-            continue
-        if meta.get("benchmark") == name:
-            sizes[meta["size"]] = sizes.get(meta["size"], 0) + int(meta.get("bytes", 0))
-    return sizes
-
-
 def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
 
 
 def _list(benchmarks) -> int:
-    from cldash.streams.benchmarks import disk_estimate, split_spec  # deferred: imports torch
+    from cldash.streams.benchmarks import cached_sizes, disk_estimate, split_spec  # deferred: imports torch
 
     print(f"{'benchmark':<15} {'tasks':>5} {'images':>8} {'download':>9} {'at 224':>9}  cached")
     for name in benchmarks:
         spec, (decoded, download) = split_spec(name), disk_estimate(name, DEFAULT_SIZE)
-        cached = _cached(name)
+        cached = cached_sizes(name)
         where = ", ".join(f"{s} px: {_gb(b)}" for s, b in sorted(cached.items())) or "no"
         print(f"{name:<15} {spec['tasks']:>5} {spec['images']:>8,} {_gb(download):>9} {_gb(decoded):>9}  {where}")
     print(f"(cache: {cache_dir() / 'images'}; `cldash data fetch NAME` prepares one)")

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from cldash.core import hub
-from cldash.core.cache import sha256_file
+from cldash.core.cache import cache_dir, sha256_file
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
 from cldash.streams.base import Split, Stream, Task, register_stream
@@ -357,6 +357,19 @@ def prepare(name: str, size: int, source: str = "") -> dict:
                           "one data set, so it does not apply.", "source")
     options = cls.Options(**({"source": source} if source else {}))
     return cls(options, DecodeOnly(size)).info
+
+
+def cached_sizes(name: str) -> dict[int, int]:
+    """{resolution: bytes} of the benchmark's decoded images in the cache (from the notes beside them)."""
+    sizes: dict[int, int] = {}
+    for note in (cache_dir() / "images").glob("*.json"):
+        try:
+            meta = json.loads(note.read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("benchmark") == name:
+            sizes[meta["size"]] = sizes.get(meta["size"], 0) + int(meta.get("bytes", 0))
+    return sizes
 
 
 def disk_estimate(name: str, size: int) -> tuple[int, int]:

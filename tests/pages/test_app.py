@@ -448,6 +448,41 @@ def test_the_sidebar_sets_how_many_runs_share_a_gpu_where_there_is_one(tmp_path,
     assert not [n for n in app(db, monkeypatch, "pages/launch.py").sidebar.number_input if n.key == "runs-per-gpu"]
 
 
+def test_the_launch_page_says_whether_a_benchmarks_data_is_here_and_fetches_it_in_the_background(tmp_path, monkeypatch):
+    """A named benchmark shows its disk needs and a fetch button; the button starts `cldash data fetch NAME` as a
+    process of its own (its pid kept in the cache), and once the decoded images are in the cache it says so."""
+    import subprocess
+    import sys
+
+    from cldash.runs import data_fetch
+
+    no_starts(monkeypatch)
+    monkeypatch.setenv("CLDASH_CACHE", str(tmp_path / "cache"))
+    started = []
+
+    def fake_start(store, args, log, what, mode="ab"):
+        started.append(args)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("cifar100-10: 60,000 images; about 170 MB to download\n")
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)  # cldash"])
+
+    monkeypatch.setattr(data_fetch, "start_cldash", fake_start)
+    at = app(tmp_path / "d.db", monkeypatch, "pages/launch.py")
+    at.selectbox(key="launch-stream").select("cifar100-10").run()
+    assert any("not in the cache yet" in c.value and "9.0 GB" in c.value for c in at.caption)
+    at.button(key="fetch-cifar100-10").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert started == [["data", "fetch", "cifar100-10", "--size", "224"]]
+    assert any("Fetching the cifar100-10 data" in i.value for i in at.info)
+    pid = int((tmp_path / "cache" / "logs" / "data-fetch-cifar100-10.pid").read_text())
+    __import__("os").kill(pid, 9)
+    images = tmp_path / "cache" / "images"
+    images.mkdir(parents=True)
+    (images / "x.json").write_text('{"benchmark": "cifar100-10", "size": 224, "bytes": 9000000000}')
+    at.run()
+    assert any("data is ready (224 px, 9.0 GB" in c.value for c in at.caption)
+
+
 def regime_lines(at) -> dict[str, list[str]]:
     """{claim statement: its regime lines ('*common* :gray-badge[...] 0 of 3 seeds · ...')}."""
     from cldash.analysis.claims import CLAIMS
