@@ -96,6 +96,9 @@ class Method:
     weight_space_kinds: ClassVar[tuple[str, ...]] = ()
     # the Config options that weigh extra_loss (named when that term makes the loss diverge)
     extra_loss_options: ClassVar[tuple[str, ...]] = ()
+    # why the model cannot run under torch.compile with this method (a run's --compile then says so and goes
+    # on without it); empty: it can
+    compile_note: ClassVar[str] = ""
 
     def __init__(self, config, policy: str | None = None):
         self.config = config
