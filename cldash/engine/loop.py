@@ -28,6 +28,7 @@ import math
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -107,6 +108,18 @@ def _lr_lambda(schedule: str, warmup: int, steps: int) -> Callable[[int], float]
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (i - warmup) / span)))
         return 1.0
     return f
+
+
+def _advance(scheduler: torch.optim.lr_scheduler.LRScheduler, stepped: bool) -> None:
+    """The schedule's next step, also after a step fp16's scaler skipped (the schedule counts steps taken or
+    not, as PyTorch's AMP examples do); PyTorch's warning that the optimizer has not stepped yet is then
+    expected, and says nothing."""
+    if stepped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        scheduler.step()
 
 
 @dataclass
@@ -310,7 +323,7 @@ class ContinualRun:
             stepped = self.precision.step(total, training.optimizer, training.params, self.cfg.max_grad_norm)
         except torch.OutOfMemoryError as exc:
             raise RunFailed(self.out_of_memory(training.index)) from exc
-        training.scheduler.step()
+        _advance(training.scheduler, stepped)
         sctx.loss = value
         self.method.after_step(sctx)
         if self.writer:
