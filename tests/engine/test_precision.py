@@ -249,3 +249,14 @@ def test_resolve_refuses_a_subset_with_no_anytime_evaluation_and_takes_fp16_on_c
     assert resolve({**TINY, "precision": "fp16", "device": "cpu"}).config.precision == "fp16"
     with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, fp16"):
         resolve({**TINY, "precision": "fp8"})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device bench runs it)")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_tiny_run_on_cuda_in_each_precision(tmp_path, precision, few_test_digits):
+    store, run_id, status = _run(tmp_path, precision=precision, device="cuda")
+    run = store.get_run(run_id)
+    assert status == "finished" and run["device"].startswith("cuda")
+    want = precision if precision == "fp16" or torch.cuda.is_bf16_supported() else "fp16"
+    assert run["runtime"]["precision"] == want
+    assert np.isfinite(store.scalars(run_id, names=["loss"]).value.to_numpy()).all()
