@@ -15,7 +15,9 @@
 
 Fallbacks, each said in one sentence on stderr and recorded with the run: a CUDA GPU without bf16 (before
 Ampere) uses fp16; a device type without autocast uses fp32. CPU autocast has both bf16 and fp16 in
-torch 2.x (checked on torch 2.13: fp16 autocast and GradScaler("cpu") work), so a CPU run keeps either.
+torch 2.x (checked on torch 2.13: fp16 autocast and GradScaler("cpu") work), so a CPU run keeps either;
+on a CPU they are for checking, not speed (measured on this project's 2-core reference machine, the default
+5-task digits-rotate LoRA run at 50 steps a task: fp32 7.0 s, bf16 9.9 s, fp16 47 s).
 """
 
 from __future__ import annotations
