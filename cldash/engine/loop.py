@@ -42,7 +42,7 @@ from cldash.core.errors import RunFailed
 from cldash.engine.assembly import assemble, attach_method, merge_into_base
 from cldash.engine.checkpoints import continues_method
 from cldash.engine.evaluation import TaskScores
-from cldash.engine.precision import Precision
+from cldash.engine.precision import Precision, usable
 from cldash.engine.readouts import Readouts
 from cldash.engine.rehearsal import EWC, ReplayBuffer, aids_for, batch_source
 from cldash.measures.spectra import Update
@@ -303,7 +303,7 @@ class ContinualRun:
         try:
             self.scores.evaluate(self.forward_model, self.step, trained_through, final)
         except torch.OutOfMemoryError as exc:
-            raise RunFailed(self.out_of_memory(trained_through, scoring=True)) from exc
+            raise RunFailed(self.out_of_memory(scoring=True)) from exc
 
     def train_step(self, training: TaskTraining, s: int) -> float:
         """Step `s` of the task: the task's loss plus the method's and the aids' terms (under the precision's
@@ -345,13 +345,14 @@ class ContinualRun:
             terms[aid.term] = aid.extra_loss(sctx)
         return {key: part for key, part in terms.items() if part is not None}
 
-    def out_of_memory(self, t: int, scoring: bool = False) -> str:
+    def out_of_memory(self, t: int = 0, scoring: bool = False) -> str:
         """The sentence a run that ran out of memory ends with: where, and the sizes and precision to try."""
         cfg, used = self.cfg, self.precision.used
         memory = "GPU memory" if self.device.type == "cuda" else f"{self.device.type} memory"
-        lower = [] if used != "fp32" else ["--precision bf16"]
+        half = usable("bf16", self.device)[0]   # bf16, or fp16 on a GPU without it, or none without autocast
+        lower = [f"--precision {half}"] if used == "fp32" and half != "fp32" else []
         if scoring:
-            where = f"while scoring after step {self.step} (task {t}) with eval batch size {cfg.eval_batch_size}"
+            where = f"while scoring the tasks after step {self.step} with eval batch size {cfg.eval_batch_size}"
             tries = [f"--eval-batch-size {max(1, cfg.eval_batch_size // 2)}", *lower]
         else:
             where = f"at step {self.step} (task {t}) with batch size {cfg.batch_size}"

@@ -227,6 +227,13 @@ def test_running_out_of_memory_in_a_step_names_the_batch_size_and_precision(tmp_
     assert run["error"] == "out of cpu memory at step 8 (task 2) with batch size 256 in fp32; try --batch-size 128 " \
                            "or --precision bf16."
     assert run["step"] == 7
+    # on a GPU without bf16 the sentence names fp16 instead
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
+    crun = ContinualRun(resolve(TINY))
+    crun.device, crun.step = torch.device("cuda"), 5
+    assert crun.out_of_memory(1) == "out of GPU memory at step 5 (task 1) with batch size 64 in fp32; try " \
+                                    "--batch-size 32 or --precision fp16."
 
 
 def test_running_out_of_memory_while_scoring_names_the_eval_batch_size(tmp_path, monkeypatch, few_test_digits):
@@ -238,7 +245,7 @@ def test_running_out_of_memory_while_scoring_names_the_eval_batch_size(tmp_path,
     monkeypatch.setattr(DigitsRotate, "evaluate", oom)
     store, run_id, status = _run(tmp_path, precision="bf16", eval_batch_size=512)
     assert status == "failed"
-    assert store.get_run(run_id)["error"] == "out of cpu memory while scoring after step 0 (task 0) with eval batch " \
+    assert store.get_run(run_id)["error"] == "out of cpu memory while scoring the tasks after step 0 with eval batch " \
                                              "size 512 in bf16; try --eval-batch-size 256."
 
 
