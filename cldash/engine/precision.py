@@ -9,7 +9,8 @@
 - fp16 scales the loss with a GradScaler (its range is too small for small gradients): scale, backward,
   unscale before clipping, step (skipped when a gradient overflowed), update. The divergence check reads the
   unscaled loss of the forward pass, so a step the scaler skips for an inf gradient never reads as a
-  diverged run; only a loss that is itself not finite does.
+  diverged run; only a loss that is itself not finite does. A skipped step's gradients are dropped, so the
+  methods' after_step never reads an inf gradient.
 - Spectra never run here: the read-outs are taken outside autocast, in float32 or float64
   (cldash.engine.readouts, cldash.measures.spectra).
 
@@ -80,7 +81,12 @@ class Precision:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         self.scaler.step(optimizer)
         self.scaler.update()
-        return self.scaler.get_scale() >= scale   # the scaler lowers its scale exactly when it skipped the step
+        if self.scaler.get_scale() >= scale:   # the scaler lowers its scale exactly when it skipped the step
+            return True
+        # a skipped step's gradients are not finite: what reads them after the step (AdaLoRA's importance
+        # scores in after_step) sees none, as after a step with nothing to learn
+        optimizer.zero_grad(set_to_none=True)
+        return False
 
     def record(self) -> dict:
         """What the run row keeps: the precision used, and the one asked for with why, where they differ."""

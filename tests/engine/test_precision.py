@@ -128,6 +128,7 @@ def test_a_skipped_step_leaves_the_weights_and_a_taken_one_moves_them():
         loss = layer(x).float().pow(2).mean() * 1e6
     assert amp.step(loss, opt, list(layer.parameters()), max_grad_norm=1.0) is False
     assert torch.equal(layer.weight, before) and amp.scaler.get_scale() == 2.0 ** 126
+    assert layer.weight.grad is None   # its inf gradients dropped: after_step hooks never read them
     amp.scaler = torch.amp.GradScaler("cpu")
     opt.zero_grad()
     with amp.autocast():
@@ -267,3 +268,29 @@ def test_a_tiny_run_on_cuda_in_each_precision(tmp_path, precision, few_test_digi
     want = precision if precision == "fp16" or torch.cuda.is_bf16_supported() else "fp16"
     assert run["runtime"]["precision"] == want
     assert np.isfinite(store.scalars(run_id, names=["loss"]).value.to_numpy()).all()
+
+
+def test_adalora_s_importance_scores_stay_finite_through_skipped_fp16_steps(monkeypatch, few_test_digits):
+    """AdaLoRA reads the gradients in after_step (its importance scores): the steps the scaler skips give it
+    none, so its scores stay finite and its pruning goes on."""
+    real = Precision.for_device
+
+    def huge_scale(requested, device):
+        p = real(requested, device)
+        p.scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 24)
+        return p
+
+    from cldash.methods.adalora import RankAllocator
+
+    finite = []   # after each update of the importance scores: are they all finite
+    real_update = RankAllocator.update_ipt
+
+    def update_ipt(self):
+        real_update(self)
+        finite.append(all(bool(torch.isfinite(v).all()) for v in self.exp_avg_ipt.values()))
+
+    monkeypatch.setattr(Precision, "for_device", staticmethod(huge_scale))
+    monkeypatch.setattr(RankAllocator, "update_ipt", update_ipt)
+    _, crun = _losses(method="adalora", precision="fp16")
+    assert crun.precision.scaler.get_scale() < 2.0 ** 24   # some steps were skipped
+    assert finite and all(finite)
