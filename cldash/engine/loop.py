@@ -380,7 +380,8 @@ class ContinualRun:
                 "replay": self.replay, "ewc": self.ewc, "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "step": self.step, "done": self.done, "done_task": self.done_task, **self.scores.state()}
+                "step": self.step, "done": self.done, "done_task": self.done_task, **self.scores.state(),
+                "grad_scaler": self.precision.state()}
 
     def restore(self, state: dict, after_task: int) -> None:
         """Continue from a checkpoint's `state`: the same method goes on where it was; another method, or the
@@ -405,6 +406,7 @@ class ContinualRun:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step, self.done, self.done_task = state["step"], state["done"], state["done_task"]
         self.scores.restore(state)
+        self.precision.restore(state.get("grad_scaler"))   # checkpoints from before precision have none
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         """The run's optimizer: the method's AdamW (some methods set their own betas or a Riemannian AdamW),

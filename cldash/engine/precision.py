@@ -88,6 +88,15 @@ class Precision:
         optimizer.zero_grad(set_to_none=True)
         return False
 
+    def state(self) -> dict | None:
+        """What a checkpoint keeps (fp16: the scaler's scale and growth counter, so a resumed run goes on with
+        the scale the uninterrupted one has)."""
+        return self.scaler.state_dict() if self.scaler is not None else None
+
+    def restore(self, saved: dict | None) -> None:
+        if saved and self.scaler is not None:
+            self.scaler.load_state_dict(saved)
+
     def record(self) -> dict:
         """What the run row keeps: the precision used, and the one asked for with why, where they differ."""
         out = {"precision": self.used}

@@ -294,3 +294,33 @@ def test_adalora_s_importance_scores_stay_finite_through_skipped_fp16_steps(monk
     _, crun = _losses(method="adalora", precision="fp16")
     assert crun.precision.scaler.get_scale() < 2.0 ** 24   # some steps were skipped
     assert finite and all(finite)
+
+
+def test_a_resumed_fp16_run_goes_on_with_the_loss_scale_of_the_uninterrupted_one(tmp_path, monkeypatch,
+                                                                                  few_test_digits):
+    """The scale starts so high that the first task skips steps and lowers it: a resume that started again
+    from the initial scale would skip steps again in task 2, and its losses and scales would differ."""
+    from cldash.runs import lineage
+
+    real = Precision.for_device
+
+    def huge_scale(requested, device):
+        p = real(requested, device)
+        p.scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 24)
+        return p
+
+    def interrupt(p):
+        if p.step == 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Precision, "for_device", staticmethod(huge_scale))
+    store = Store(str(tmp_path / "runs.db"))
+    cfg = resolve({**TINY, "precision": "fp16"}).to_dict()
+    whole, cut = store.create_run(cfg), store.create_run(cfg)
+    assert execute(store, whole) == "finished"
+    assert execute(store, cut, progress=interrupt) == "interrupted"
+    assert lineage.resume(store, cut, start=False) == 1
+    assert execute(store, cut) == "finished"
+    a, b = (store.scalars(r, names=["loss", "loss_scale", "skipped_step"]) for r in (whole, cut))
+    assert a[a.name == "skipped_step"].value.sum() > 0   # the first task did skip steps
+    assert a[["step", "name", "value"]].values.tolist() == b[["step", "name", "value"]].values.tolist()
