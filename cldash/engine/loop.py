@@ -444,6 +444,8 @@ class ContinualRun:
             return (f"{where}: {cfg.method}'s own loss term is {parts[culprit]:.3g}" +
                     (f" with {weights}; lower {'it' if ',' not in weights else 'them'}." if weights else
                      f"; lower the learning rate ({cfg.lr:g}) or clip gradients (--max-grad-norm)."))
+        if self.precision.used == "fp16" and not math.isfinite(task_loss):   # fp16 overflows past 65504
+            return f"{where} in fp16; try --precision bf16 (fp16's range ends at 65504) or lower the learning rate."
         return f"{where}; lower the learning rate ({cfg.lr:g}) or clip gradients (--max-grad-norm)."
 
     def matrix(self) -> tuple[list[list[float]], dict[str, list[float]]]:

@@ -324,3 +324,15 @@ def test_a_resumed_fp16_run_goes_on_with_the_loss_scale_of_the_uninterrupted_one
     a, b = (store.scalars(r, names=["loss", "loss_scale", "skipped_step"]) for r in (whole, cut))
     assert a[a.name == "skipped_step"].value.sum() > 0   # the first task did skip steps
     assert a[["step", "name", "value"]].values.tolist() == b[["step", "name", "value"]].values.tolist()
+
+
+def test_an_inf_task_loss_in_fp16_points_at_bf16(tmp_path, monkeypatch, few_test_digits):
+    from cldash.streams.digits import DigitsRotate
+
+    real = DigitsRotate.loss
+    monkeypatch.setattr(DigitsRotate, "loss", lambda self, *a: real(self, *a) * float("inf"))
+    store, run_id, status = _run(tmp_path, precision="fp16")
+    assert status == "failed"
+    assert store.get_run(run_id)["error"] == "the loss became inf at step 1 (task 1, rotate 60°, step 1 of 6) in " \
+                                             "fp16; try --precision bf16 (fp16's range ends at 65504) or lower the " \
+                                             "learning rate."
