@@ -76,8 +76,25 @@ def test_a_bf16_run_finishes_with_finite_metrics_float32_weights_and_records_its
     assert losses[0] != fp32[0] and abs(losses[0] - fp32[0]) < BF16_BAND * fp32[0]
 
 
-def test_bf16_keeps_the_trained_weights_and_the_spectra_in_float32(few_test_digits):
+def test_bf16_keeps_the_trained_weights_and_the_spectra_in_float32(monkeypatch, few_test_digits):
+    from cldash.engine.readouts import Readouts
+    from cldash.methods.lora import LoRA
+
+    autocast_on = {}   # hook -> was autocast on in any call
+
+    def spy(cls, name):
+        real = getattr(cls, name)
+
+        def call(self, *args, **kwargs):
+            autocast_on[name] = autocast_on.get(name, False) or torch.is_autocast_enabled("cpu")
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(cls, name, call)
+
+    for cls, name in ((LoRA, "after_step"), (LoRA, "extra_loss"), (Readouts, "log")):
+        spy(cls, name)
     _, crun = _losses(precision="bf16")
+    # the loss terms run under autocast; the step's after_step hooks and the spectra outside it
+    assert autocast_on == {"extra_loss": True, "after_step": False, "log": False}
     assert {p.dtype for p in crun.trainable_parameters()} == {torch.float32}
     assert {u.B.dtype for u in crun.method.updates().values()} == {torch.float32}
     # a bf16 factor (a bf16 backbone, a method's own buffer) is cast up before the difference and the SVD
