@@ -60,7 +60,8 @@ class RunConfig:
                                     "float32 or finer); a GPU without bf16 uses fp16 and says so",
                             choices=("fp32", "bf16", "fp16"))
     compile: bool = option(False, "compile the model's forward with torch.compile where the method allows it "
-                                  "(a method that cannot says why, and the run goes on without)")
+                                  "(a method that cannot says why, and the run goes on without); each new model "
+                                  "structure compiles first (tens of seconds), so it pays on long GPU runs")
     seed: int = option(0, "seed of everything random in the run (inits, batch order, dropout)",
                        low=0, high=2**31 - 1)
     device: str = option("auto", "cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")

@@ -353,3 +353,16 @@ def test_an_inf_task_loss_in_fp16_points_at_bf16(tmp_path, monkeypatch, few_test
     assert store.get_run(run_id)["error"] == "the loss became inf at step 1 (task 1, rotate 60°, step 1 of 6) in " \
                                              "fp16; try --precision bf16 (fp16's range ends at 65504) or lower the " \
                                              "learning rate."
+
+
+def test_the_cli_flags_reach_the_run_and_its_record(tmp_path, capsys, few_test_digits):
+    from cldash.cli import main
+
+    db = str(tmp_path / "cli.db")
+    assert main(["--db", db, "run", "--method", "lora", "--stream-angles", "60,120", "--steps-per-task", "4",
+                 "--eval-interval", "2", "--spectra-interval", "0", "--quiet", "--precision", "bf16",
+                 "--eval-subset", "8"]) == 0
+    run = Store(db).get_run(1)
+    assert (run["config"]["precision"], run["config"]["eval_subset"], run["config"]["compile"]) == ("bf16", 8, False)
+    assert {k: run["runtime"][k] for k in ("precision", "compile", "eval_subset")} == \
+        {"precision": "bf16", "compile": False, "eval_subset": 8}
