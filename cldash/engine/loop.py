@@ -42,7 +42,7 @@ from cldash.core.errors import RunFailed
 from cldash.engine.assembly import assemble, attach_method, merge_into_base
 from cldash.engine.checkpoints import continues_method
 from cldash.engine.evaluation import TaskScores
-from cldash.engine.precision import Precision, usable
+from cldash.engine.precision import Precision, master_weights, usable
 from cldash.engine.readouts import Readouts
 from cldash.engine.rehearsal import EWC, ReplayBuffer, aids_for, batch_source
 from cldash.measures.spectra import Update
@@ -286,7 +286,7 @@ class ContinualRun:
             aid.before_task(ctx)
         self.method.before_task(ctx)
         start = self.readouts.snapshot() if self.writer else {}
-        params = self.trainable_parameters()
+        params = master_weights(self.trainable_parameters())
         if not params:
             raise RunFailed(f"{cfg.method} has nothing to train in task {t} ({task.name}).")
         optimizer = self.make_optimizer(params)

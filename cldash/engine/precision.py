@@ -43,6 +43,15 @@ def usable(requested: str, device: torch.device) -> tuple[str, str]:
     return requested, ""
 
 
+def master_weights(params: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    """`params` in float32 at least, in place (the same Parameter objects, so every reference to them holds): what
+    trains is float32 whatever the dtype a backbone was loaded in; autocast makes the low-precision copies."""
+    for p in params:
+        if p.dtype in (torch.float16, torch.bfloat16):
+            p.data = p.data.float()
+    return params
+
+
 @dataclass
 class Precision:
     """The precision a run asked for and the one it uses on its device, its autocast and (fp16) its scaler."""

@@ -366,3 +366,13 @@ def test_the_cli_flags_reach_the_run_and_its_record(tmp_path, capsys, few_test_d
     assert (run["config"]["precision"], run["config"]["eval_subset"], run["config"]["compile"]) == ("bf16", 8, False)
     assert {k: run["runtime"][k] for k in ("precision", "compile", "eval_subset")} == \
         {"precision": "bf16", "compile": False, "eval_subset": 8}
+
+
+def test_what_trains_is_float32_even_on_a_bf16_backbone(few_test_digits):
+    """A backbone loaded in bf16: full fine-tuning trains every weight, each one turned float32 when its task
+    begins (the frozen parts keep their dtype); the run's steps then go on as usual."""
+    crun = ContinualRun(resolve({**TINY, "method": "full", "precision": "bf16", "eval_interval": 0}))
+    crun.model.to(torch.bfloat16)
+    training = crun.begin_task(1, crun.tasks[0])
+    assert {p.dtype for p in training.params} == {torch.float32}
+    assert math.isfinite(crun.train_step(training, 1))
