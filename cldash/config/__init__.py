@@ -66,6 +66,22 @@ def _check_device(device: str) -> None:
     raise ConfigError(f"device must be cpu, cuda, cuda:N, mps or auto (got {device!r}).", "device")
 
 
+def _check_precision(cfg: RunConfig) -> None:
+    """Precision and evaluation options that cannot work together. A named device without autocast cannot run
+    bf16 or fp16 (with device auto, the run falls back to fp32 and says so); CPU autocast has both. A subset
+    for the anytime evaluations needs anytime evaluations: task ends always score the full test sets."""
+    import torch  # deferred: pages import config at start-up
+
+    kind = cfg.device.strip().lower().split(":", 1)[0]
+    if cfg.precision != "fp32" and kind != "auto" and not torch.amp.is_autocast_available(kind):
+        raise ConfigError(f"precision {cfg.precision} needs autocast, which this PyTorch does not have on {kind}; "
+                          "use precision fp32 or another device.", "precision")
+    if cfg.eval_subset and not cfg.eval_interval:
+        raise ConfigError(f"eval_subset {cfg.eval_subset} has nothing to score: eval_interval is 0, so only task "
+                          "ends are scored, and they always use the full test sets; set eval_interval or leave "
+                          "eval_subset at 0.", "eval_subset")
+
+
 def resolve(values: dict | RunConfig) -> Resolved:
     """Validate a run configuration and fill every default. Raises ConfigError (one sentence)."""
     from cldash.backbones import get_backbone  # deferred: imports torch; pages import config at start-up
@@ -96,6 +112,7 @@ def resolve(values: dict | RunConfig) -> Resolved:
         raise ConfigError(f"{cfg.method} trains with its own optimizer ({method_cls.own_optimizer}); "
                           f"optimizer must be adamw (got {cfg.optimizer}).", "optimizer")
     _check_device(cfg.device)
+    _check_precision(cfg)
     cfg.policy = cfg.policy or (method_cls.policies[0] if method_cls.policies else None)
     cfg.lr = cfg.lr if cfg.lr is not None else method_cls.default_lr
     cfg.targets = list(cfg.targets) or list(entry.default_targets)

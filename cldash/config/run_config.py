@@ -52,6 +52,16 @@ class RunConfig:
                                              "update) every this many steps; 0: only at task ends", low=0,
                                         high=10_000_000)
     eval_batch_size: int = option(1024, "batch size for evaluation", low=1, high=1_000_000)
+    eval_subset: int = option(0, "anytime evaluations (between task ends) score a fixed, seeded subset of this many "
+                                 "test examples per task; the task-end rows of R always score the full test sets; "
+                                 "0: the full test sets every time", low=0, high=100_000_000)
+    precision: str = option("fp32", "precision of the forward passes and losses: fp32, bf16 or fp16 (autocast; the "
+                                    "weights that train stay float32, fp16 scales the loss, spectra are always "
+                                    "float32 or finer); a GPU without bf16 uses fp16 and says so",
+                            choices=("fp32", "bf16", "fp16"))
+    compile: bool = option(False, "compile the model's forward with torch.compile where the method allows it "
+                                  "(a method that cannot says why, and the run goes on without); each new model "
+                                  "structure compiles first (tens of seconds), so it pays on long GPU runs")
     seed: int = option(0, "seed of everything random in the run (inits, batch order, dropout)",
                        low=0, high=2**31 - 1)
     device: str = option("auto", "cpu, cuda, cuda:N, mps, or auto (a GPU when there is one)")

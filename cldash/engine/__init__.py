@@ -3,6 +3,7 @@
 - `loop`: ContinualRun, the loop over tasks and steps;
 - `assembly`: the one function that assembles backbone + stream + method into a model;
 - `evaluation`: every task scored, the rows of the accuracy matrix and the anytime scores;
+- `precision`: the run's precision (autocast, float32 master weights, fp16's gradient scaler, fallbacks);
 - `readouts`: the spectra of the method's updates and its scalars, logged every spectra interval;
 - `rehearsal`: replay and EWC, and the hooks through which the loop calls them;
 - `checkpoints`: the files a run writes at each task's end and reads back to continue;

@@ -13,8 +13,13 @@ its own process. The loop reads top to bottom:
    ``eval_interval`` steps ("anytime" accuracy); at the task's end R[t][:] and the ``after_task`` hooks;
 4. the metrics of R go into the run row.
 
-A non-finite loss stops the run (RunFailed) with the step and reason; a cancel request on the run row,
-read back at each flush, stops it as cancelled. Everything written before stays in the store.
+Forward passes and losses run in the run's precision (cldash.engine.precision: autocast, float32 master
+weights, fp16's gradient scaler); with ``compile`` the steps and the scoring call the model through
+torch.compile where the method allows it. What the run actually used goes to the run row (`runtime`).
+
+A non-finite loss stops the run (RunFailed) with the step and reason; so does running out of memory, with
+the batch size and precision to try; a cancel request on the run row, read back at each flush, stops it as
+cancelled. Everything written before stays in the store.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -35,6 +42,7 @@ from cldash.core.errors import RunFailed
 from cldash.engine.assembly import assemble, attach_method, merge_into_base
 from cldash.engine.checkpoints import continues_method
 from cldash.engine.evaluation import TaskScores
+from cldash.engine.precision import Precision, master_weights, usable
 from cldash.engine.readouts import Readouts
 from cldash.engine.rehearsal import EWC, ReplayBuffer, aids_for, batch_source
 from cldash.measures.spectra import Update
@@ -45,6 +53,10 @@ from cldash.streams.base import Task
 # A loss above this stops the run as diverged even while it is finite: no working run's loss comes near it,
 # and it is within a few orders of float32's overflow (3.4e38), where the next step's sums turn into inf.
 HUGE_LOSS = 1e30
+
+# torch.compile's backend: inductor (the default, generated kernels); tests set "eager" or "aot_eager", which
+# trace the same graphs without inductor's slow CPU code generation.
+COMPILE_BACKEND = os.environ.get("CLDASH_COMPILE_BACKEND", "inductor")
 
 
 class Cancelled(Exception):
@@ -98,6 +110,18 @@ def _lr_lambda(schedule: str, warmup: int, steps: int) -> Callable[[int], float]
     return f
 
 
+def _advance(scheduler: torch.optim.lr_scheduler.LRScheduler, stepped: bool) -> None:
+    """The schedule's next step, also after a step fp16's scaler skipped (the schedule counts steps taken or
+    not, as PyTorch's AMP examples do); PyTorch's warning that the optimizer has not stepped yet is then
+    expected, and says nothing."""
+    if stepped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        scheduler.step()
+
+
 @dataclass
 class TaskTraining:
     """One task in training: its position and context (what the hooks see), the parameters that train with
@@ -134,7 +158,14 @@ class ContinualRun:
         self.readouts = Readouts(self.method, writer)
         self.aids = aids_for(cfg, self.method, self.stream, self._log)   # replay and EWC: cldash.engine.rehearsal
         self.tasks = self.stream.tasks
-        self.scores = TaskScores(self.stream, cfg.eval_batch_size, writer)
+        self.precision = Precision.for_device(cfg.precision, self.device)
+        if self.precision.note:
+            print(f"cldash: {self.precision.note}.", file=sys.stderr, flush=True)
+        self.compile_note = self.resolved.method_cls.compile_note if cfg.compile else ""
+        if self.compile_note:
+            print(f"cldash: --compile is off for {cfg.method}: {self.compile_note}.", file=sys.stderr, flush=True)
+        self._set_forward()
+        self.scores = TaskScores(self.stream, cfg.eval_batch_size, writer, self.precision, cfg.eval_subset, cfg.seed)
         self.step = 0
         self.done, self.done_task = 0, 0    # the last step that completed and its task (how an end is recorded)
         self.total_steps = cfg.steps_per_task * len(self.tasks)
@@ -150,6 +181,25 @@ class ContinualRun:
             self.head_params += [p for n, p in self.model.net.named_parameters() if n.startswith(heads)]
             for p in self.head_params:
                 p.requires_grad_(True)
+
+    def _set_forward(self) -> None:
+        """What the steps and the scoring call: the model itself, or (compile) torch.compile's wrapper of it,
+        which shares its parameters. The methods' hooks and the aids keep the plain model."""
+        self.forward_model = self.model
+        if self.cfg.compile and not self.compile_note:
+            # a structure change at a task boundary (a new branch) and train/eval each compile once more: room
+            # for all of them, so that torch does not fall back to eager after its default 8
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                                       4 * (len(self.tasks) + 2))
+            self.forward_model = torch.compile(self.model, backend=COMPILE_BACKEND)
+
+    def runtime(self) -> dict:
+        """What the run actually used (the run row's runtime): its precision (and the one asked for, with why,
+        where it fell back), compile and why not, the anytime evaluations' subset, the data's provenance."""
+        compiled = self.forward_model is not self.model
+        return {**self.precision.record(), "compile": compiled,
+                **({"compile_note": self.compile_note} if self.compile_note else {}),
+                "eval_subset": self.cfg.eval_subset, "stream": dict(getattr(self.stream, "info", {}) or {})}
 
     def _log(self, key: str, value: float) -> None:
         """A scalar at the current step (the aids' hooks log through this)."""
@@ -196,7 +246,7 @@ class ContinualRun:
         cfg = self.cfg
         spectra_every = cfg.spectra_interval if self.resolved.method_cls.low_rank else cfg.dense_spectra_interval
         if not after_task:
-            self.scores.evaluate(self.model, self.step, trained_through=0, final=True)   # row 0: pre-trained
+            self.evaluate(trained_through=0, final=True)   # row 0: pre-trained
             self.flush(task=0)
         for t, task in enumerate(self.tasks, start=1):
             if t <= after_task:
@@ -209,14 +259,14 @@ class ContinualRun:
                     if spectra_every and s % spectra_every == 0:
                         self.readouts.log(self.step, t, training.start)
                     if cfg.eval_interval and s % cfg.eval_interval == 0:   # anytime accuracy
-                        self.scores.evaluate(self.model, self.step, trained_through=t, final=False)
+                        self.evaluate(trained_through=t, final=False)
                     if self.writer and self.writer.due():
                         self.flush(task=t)
                 if self.progress:
                     self.progress(Progress(self.step, self.total_steps, t, len(self.tasks), task.name, value,
                                            self.scores.latest))
             self.readouts.log(self.step, t, training.start)
-            self.scores.evaluate(self.model, self.step, trained_through=t, final=True)   # R[t][:]
+            self.evaluate(trained_through=t, final=True)   # R[t][:]
             self.end_task(training)
             self.flush(task=t)
             if self.checkpoint is not None and t < len(self.tasks):
@@ -236,7 +286,7 @@ class ContinualRun:
             aid.before_task(ctx)
         self.method.before_task(ctx)
         start = self.readouts.snapshot() if self.writer else {}
-        params = self.trainable_parameters()
+        params = master_weights(self.trainable_parameters())
         if not params:
             raise RunFailed(f"{cfg.method} has nothing to train in task {t} ({task.name}).")
         optimizer = self.make_optimizer(params)
@@ -248,39 +298,66 @@ class ContinualRun:
         self.model.train()
         return TaskTraining(t, task, ctx, params, optimizer, scheduler, batches, start)
 
+    def evaluate(self, trained_through: int, final: bool) -> None:
+        """Score every task after the current step (cldash.engine.evaluation); out of memory ends the run."""
+        try:
+            self.scores.evaluate(self.forward_model, self.step, trained_through, final)
+        except torch.OutOfMemoryError as exc:
+            raise RunFailed(self.out_of_memory(scoring=True)) from exc
+
     def train_step(self, training: TaskTraining, s: int) -> float:
-        """Step `s` of the task: the task's loss plus the method's and the aids' terms, backward, the optimizer
-        step and the method's after_step; the loss, the learning rate and each term logged. Returns the loss."""
+        """Step `s` of the task: the task's loss plus the method's and the aids' terms (under the precision's
+        autocast), backward, the optimizer step and the method's after_step on the float32 weights; the loss,
+        the learning rate and each term logged. Returns the loss."""
         self.step += 1
         sctx = StepContext(step=self.step, task_step=s, task=training.ctx)
-        terms = {"task_loss": self.stream.loss(self.model, next(training.batches), training.task),
-                 "extra_loss": self.method.extra_loss(sctx)}
-        for aid in self.aids:
-            terms[aid.term] = aid.extra_loss(sctx)
-        terms = {key: part for key, part in terms.items() if part is not None}
-        total = terms["task_loss"]
-        for key, part in terms.items():
-            if key != "task_loss":
-                total = total + part
-        value = total.item()
-        if not math.isfinite(value) or abs(value) > HUGE_LOSS:
-            raise RunFailed(self.divergence(value, terms, training.index, s))
-        training.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if self.cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(training.params, self.cfg.max_grad_norm)
-        lr = training.optimizer.param_groups[0]["lr"]
-        training.optimizer.step()
-        training.scheduler.step()
+        try:
+            with self.precision.autocast():
+                terms = self.loss_terms(training, sctx)
+            total = sum((part for key, part in terms.items() if key != "task_loss"), terms["task_loss"])
+            value = total.item()   # the unscaled loss: a step fp16's scaler skips never reads as a divergence
+            if not math.isfinite(value) or abs(value) > HUGE_LOSS:
+                raise RunFailed(self.divergence(value, terms, training.index, s))
+            training.optimizer.zero_grad(set_to_none=True)
+            lr = training.optimizer.param_groups[0]["lr"]
+            stepped = self.precision.step(total, training.optimizer, training.params, self.cfg.max_grad_norm)
+        except torch.OutOfMemoryError as exc:
+            raise RunFailed(self.out_of_memory(training.index)) from exc
+        _advance(training.scheduler, stepped)
         sctx.loss = value
         self.method.after_step(sctx)
         if self.writer:
             self.writer.scalar(self.step, "loss", value)
             self.writer.scalar(self.step, "lr", lr)
+            if self.precision.scaler is not None:   # fp16: the loss scale, and the steps it skipped
+                self.writer.scalar(self.step, "loss_scale", self.precision.scaler.get_scale())
+                self.writer.scalar(self.step, "skipped_step", float(not stepped))
             for key, part in terms.items():
                 if key != "task_loss":
                     self.writer.scalar(self.step, key, float(part.detach()))
         return value
+
+    def loss_terms(self, training: TaskTraining, sctx: StepContext) -> dict[str, torch.Tensor]:
+        """The step's loss terms by name: the task's loss, the method's extra term and the aids' (replay, EWC)."""
+        terms = {"task_loss": self.stream.loss(self.forward_model, next(training.batches), training.task),
+                 "extra_loss": self.method.extra_loss(sctx)}
+        for aid in self.aids:
+            terms[aid.term] = aid.extra_loss(sctx)
+        return {key: part for key, part in terms.items() if part is not None}
+
+    def out_of_memory(self, t: int = 0, scoring: bool = False) -> str:
+        """The sentence a run that ran out of memory ends with: where, and the sizes and precision to try."""
+        cfg, used = self.cfg, self.precision.used
+        memory = "GPU memory" if self.device.type == "cuda" else f"{self.device.type} memory"
+        half = usable("bf16", self.device)[0]   # bf16, or fp16 on a GPU without it, or none without autocast
+        lower = [f"--precision {half}"] if used == "fp32" and half != "fp32" else []
+        if scoring:
+            where = f"while scoring the tasks after step {self.step} with eval batch size {cfg.eval_batch_size}"
+            tries = [f"--eval-batch-size {max(1, cfg.eval_batch_size // 2)}", *lower]
+        else:
+            where = f"at step {self.step} (task {t}) with batch size {cfg.batch_size}"
+            tries = [f"--batch-size {max(1, cfg.batch_size // 2)}", *lower]
+        return f"out of {memory} {where} in {used}; try {' or '.join(tries)}."
 
     def end_task(self, training: TaskTraining) -> None:
         """The after-task hooks: the aids' end (EWC's Fisher of the weights as they trained, before a merge
@@ -303,7 +380,8 @@ class ContinualRun:
                 "replay": self.replay, "ewc": self.ewc, "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "step": self.step, "done": self.done, "done_task": self.done_task, **self.scores.state()}
+                "step": self.step, "done": self.done, "done_task": self.done_task, **self.scores.state(),
+                "grad_scaler": self.precision.state()}
 
     def restore(self, state: dict, after_task: int) -> None:
         """Continue from a checkpoint's `state`: the same method goes on where it was; another method, or the
@@ -317,6 +395,7 @@ class ContinualRun:
             self.model, self.method = model, attach_method(self.resolved, model, self.targets)
             self.model.to(self.device)
         self._set_heads()
+        self._set_forward()
         self.readouts = Readouts(self.method, self.writer)
         params = self.trainable_parameters()
         for aid in self.aids:
@@ -327,6 +406,7 @@ class ContinualRun:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step, self.done, self.done_task = state["step"], state["done"], state["done_task"]
         self.scores.restore(state)
+        self.precision.restore(state.get("grad_scaler"))   # checkpoints from before precision have none
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         """The run's optimizer: the method's AdamW (some methods set their own betas or a Riemannian AdamW),
@@ -364,6 +444,8 @@ class ContinualRun:
             return (f"{where}: {cfg.method}'s own loss term is {parts[culprit]:.3g}" +
                     (f" with {weights}; lower {'it' if ',' not in weights else 'them'}." if weights else
                      f"; lower the learning rate ({cfg.lr:g}) or clip gradients (--max-grad-norm)."))
+        if self.precision.used == "fp16" and not math.isfinite(task_loss):   # fp16 overflows past 65504
+            return f"{where} in fp16; try --precision bf16 (fp16's range ends at 65504) or lower the learning rate."
         return f"{where}; lower the learning rate ({cfg.lr:g}) or clip gradients (--max-grad-norm)."
 
     def matrix(self) -> tuple[list[list[float]], dict[str, list[float]]]:

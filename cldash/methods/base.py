@@ -96,6 +96,12 @@ class Method:
     weight_space_kinds: ClassVar[tuple[str, ...]] = ()
     # the Config options that weigh extra_loss (named when that term makes the loss diverge)
     extra_loss_options: ClassVar[tuple[str, ...]] = ()
+    # why the model cannot run under torch.compile with this method (a run's --compile then says so and goes
+    # on without it); empty: it can. Every shipped method can: on torch 2.13 each one's two-task digits run
+    # under torch.compile (aot_eager) gave the plain run's losses bit for bit, without a graph break; their
+    # forwards are tensor code, and what changes the model (a new branch at a task boundary, a rank pruned
+    # in after_step) happens outside the forward, so it costs a recompile, not correctness.
+    compile_note: ClassVar[str] = ""
 
     def __init__(self, config, policy: str | None = None):
         self.config = config

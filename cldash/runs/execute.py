@@ -84,8 +84,9 @@ def _record_start(store: Store, run_id: int, resolved) -> None:
 
 
 def _record_structure(store: Store, run_id: int, crun: ContinualRun) -> None:
-    """The run's backbone weights, tasks and modules, and its size, once the model is assembled."""
-    store.update_run(run_id, weights=crun.backbone.info)
+    """The run's backbone weights, what it actually uses (precision, compile, the anytime subset, the data's
+    provenance), its tasks and modules, and its size, once the model is assembled."""
+    store.update_run(run_id, weights=crun.backbone.info, runtime=crun.runtime())
     tasks, modules = crun.structure()
     store.write_structure(run_id, tasks, modules)
     store.update_run(run_id, total_steps=crun.total_steps, num_tasks=len(crun.tasks),

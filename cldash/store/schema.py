@@ -69,6 +69,7 @@ class Run(Base):
     resume_task: Mapped[int | None] = mapped_column(Integer)       # waiting to continue after this task
     checkpoint_task: Mapped[int | None] = mapped_column(Integer)   # the last task end checkpointed
     resumes: Mapped[int | None] = mapped_column(Integer)           # times resumed
+    runtime: Mapped[str | None] = mapped_column(Text)    # JSON: precision, compile, data used (0006)
 
 
 class TaskRow(Base):

@@ -121,7 +121,7 @@ class Store:
             return result.inserted_primary_key[0]
 
     def update_run(self, run_id: int, **fields) -> None:
-        for key in ("versions", "summary", "weights", "launcher_info"):
+        for key in ("versions", "summary", "weights", "launcher_info", "runtime"):
             if key in fields and not isinstance(fields[key], (str, type(None))):
                 fields[key] = _j(fields[key])
         with self._writing(), self.engine.begin() as conn:
@@ -401,8 +401,8 @@ class Store:
             return [(key, n) for key, n, _ in conn.execute(q).all()]
 
     def run_listing(self) -> list[dict]:
-        """Every run as the Runs page lists it: the run row without its config and versions, the summary
-        and weights parsed, and the config's preset as "regime" ("common" without one). Parsing each
+        """Every run as the Runs page lists it: the run row without its config and versions, the summary,
+        weights and runtime parsed, and the config's preset as "regime" ("common" without one). Parsing each
         config's JSON for that one key was most of the cost of listing 1,000 runs; a config is parsed
         once per process (a run's config text does not change)."""
         cols = [c for c in Run.__table__.columns if c.name not in ("config", "versions")]
@@ -412,7 +412,7 @@ class Store:
         out = []
         for row in rows:
             d = dict(zip(names, row[:-1]))
-            for key in ("summary", "weights"):
+            for key in ("summary", "weights", "runtime"):
                 d[key] = json.loads(d[key]) if d[key] else None
             d["launcher_info"] = json.loads(d["launcher_info"]) if d["launcher_info"] else {}
             d["regime"] = Store._preset(row[-1])
@@ -503,7 +503,7 @@ def _order_dict(row) -> dict:
 
 def _run_dict(row) -> dict:
     d = dict(row)
-    for key in ("config", "versions", "summary", "weights", "launcher_info"):
+    for key in ("config", "versions", "summary", "weights", "launcher_info", "runtime"):
         d[key] = json.loads(d[key]) if d.get(key) else ({} if key in ("config", "versions", "launcher_info") else None)
     return d
 

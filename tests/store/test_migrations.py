@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import create_engine, inspect
 
 from cldash import __version__
@@ -98,6 +100,7 @@ def test_a_store_from_cldash_0_1_0_is_upgraded_backed_up_and_shows_every_run(tmp
         assert {k: run[k] for k in ("method", "stream", "backbone", "status", "name", "step", "total_steps")} == \
                {k: rec[k] for k in ("method", "stream", "backbone", "status", "name", "step", "total_steps")}
         assert run["weights"] is None   # not recorded before revision 0002
+        assert run["runtime"] is None   # nor this before revision 0006
         assert count_rows(store, rec["id"]) == rec["rows"]
         m = store.accuracy_matrix(rec["id"])
         want = rec["matrix"]
@@ -184,6 +187,38 @@ def test_upgrade_from_0001_keeps_the_data_on_sqlite(tmp_path, capsys):
     assert f"from revision 0001 to {migrations.HEAD}" in capsys.readouterr().err
     assert revision_of(path) == migrations.HEAD and (tmp_path / "runs.db.bak-0001").exists()
     assert_run_kept(store)
+
+
+def test_revision_0006_adds_the_runtime_a_run_used_and_keeps_the_runs_before_it(tmp_path, capsys):
+    """A store at 0005 (as the cldash before it left one) upgrades to a runs.runtime column: its run reads with
+    runtime None, in the run dict and the listing, and takes a runtime afterwards; the downgrade drops it."""
+    path = tmp_path / "runs.db"
+    alembic_upgrade(f"sqlite:///{path}", "0001")
+    insert_run_at_0001(f"sqlite:///{path}")
+    alembic_upgrade(f"sqlite:///{path}", "0005")
+    with sqlite3.connect(path) as conn:
+        assert "runtime" not in [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+    store = Store(str(path))
+    assert "from revision 0005 to 0006" in capsys.readouterr().err
+    assert (tmp_path / "runs.db.bak-0005").exists()
+    assert_run_kept(store)
+    assert store.get_run(7)["runtime"] is None and store.run_listing()[0]["runtime"] is None
+    runtime = {"precision": "fp16", "precision_requested": "bf16", "compile": False, "eval_subset": 500,
+               "stream": {"source": "hub", "split_sha256": "ab" * 32}}
+    store.update_run(7, runtime=runtime)
+    assert store.get_run(7)["runtime"] == runtime and store.run_listing()[0]["runtime"] == runtime
+    store.engine.dispose()
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("path_separator", "os")
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0005")
+    engine.dispose()
+    with sqlite3.connect(path) as conn:
+        assert "runtime" not in [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+        assert conn.execute("SELECT name FROM runs WHERE id = 7").fetchone() == ("kept",)
 
 
 def fail_after_upgrading(monkeypatch) -> None:
@@ -304,7 +339,7 @@ def test_cldash_db_current_and_upgrade(tmp_path, capsys):
         f"revision  0001\n"
         f"head      {migrations.HEAD} (this cldash {__version__})\n"
         f"cldash    not recorded\n"
-        f"pending   0002, 0003, 0004, 0005: `cldash db upgrade` (or any command) applies them, after copying the "
+        f"pending   0002, 0003, 0004, 0005, 0006: `cldash db upgrade` (or any command) applies them, after copying the "
         f"file to {path}.bak-0001\n")
     assert revision_of(path) is None and not (tmp_path / "runs.db.bak-0001").exists()   # current changes nothing
     assert main([*db, "upgrade"]) == 0
