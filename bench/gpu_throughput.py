@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -71,14 +70,19 @@ def write_inputs(root: Path, size: str) -> tuple[str, str]:
     return f"hf:{model_dir}", f"hf-image:{data_dir}"
 
 
+def run_config(backbone: str, stream: str, method: str, precision: str, compile_: bool, batch: int) -> dict:
+    # one task's steps are timed; no anytime evaluation or spectra inside them (as a long run between its logs);
+    # LoRA's targets are q and v (SD-LoRA's, and PEFT's usual), the other methods' their own defaults
+    return {"method": method, "backbone": backbone, "stream": stream, "batch_size": batch, "steps_per_task": 1000,
+            "precision": precision, "compile": compile_, "eval_interval": 0, "spectra_interval": 0,
+            "dense_spectra_interval": 0, "stream_options": {"tasks": 2}, "targets": ["q_proj|v_proj"]}
+
+
 def make_run(backbone: str, stream: str, method: str, precision: str, compile_: bool, batch: int):
     from cldash.config import resolve
     from cldash.engine.loop import ContinualRun
 
-    cfg = {"method": method, "backbone": backbone, "stream": stream, "batch_size": batch, "steps_per_task": 1000,
-           "precision": precision, "compile": compile_, "eval_interval": 0, "spectra_interval": 0,
-           "stream_options": {"tasks": 2}, "targets": ["query|value"]}
-    run = ContinualRun(resolve(cfg))
+    run = ContinualRun(resolve(run_config(backbone, stream, method, precision, compile_, batch)))
     training = run.begin_task(1, run.tasks[0])
     return run, training
 
@@ -93,29 +97,36 @@ def timed_steps(run, training, steps: int):
 
 
 def peft_steps(backbone: str, stream: str, precision: str, batch: int, steps: int):
-    """PEFT's LoRA (rank 8, alpha 16, query and value, as our default) on the same network and batches, with the
-    same autocast: forward, cross-entropy, backward, AdamW."""
+    """PEFT's LoRA (rank 8, alpha 16, q and v, as ours) on the same network, stream, batches and autocast: the
+    stream's loss (its GPU-side augmentation included), backward, AdamW over the adapters and the new head."""
     import peft
-    import torch.nn.functional as F
 
-    run, training = make_run(backbone, stream, "lora", precision, False, batch)
-    net = peft.get_peft_model(run.model.net, peft.LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"]))
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    task = training.task
+    from cldash.config import resolve
+    from cldash.engine.assembly import assemble
+    from cldash.engine.loop import pick_device
+    from cldash.engine.precision import Precision
+
+    device = pick_device("auto")
+    parts = assemble(resolve(run_config(backbone, stream, "lora", precision, False, batch)), device,
+                     with_method=False)
+    parts.model.net.requires_grad_(False)
+    peft.inject_adapter_in_model(peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
+                                 parts.model.net)
+    params = [p for p in parts.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    amp = Precision.for_device(precision, device)
+    task = parts.stream.tasks[0]
+    batches = parts.stream.batches(task, batch, torch.Generator().manual_seed(1))
+    parts.model.train()
 
     def fn():
         for _ in range(steps):
-            b = next(training.batches)
-            x = run.stream.pixels(b.x, train=True) if hasattr(run.stream, "pixels") else b.x
-            with torch.autocast(run.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = F.cross_entropy(net(pixel_values=x).logits, b.y)
+            with amp.autocast():
+                loss = parts.stream.loss(parts.model, next(batches), task)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if run.device.type == "cuda":
+            amp.step(loss, opt, params, 0.0)
+        if device.type == "cuda":
             torch.cuda.synchronize()
-    del task
     return fn
 
 
@@ -132,17 +143,17 @@ def peak_memory_gib() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
 
 
-def recipe_minutes(step_s: float, eval_ips: float, batch: int) -> dict:
-    """The 10-task ImageNet-R recipe: InfLoRA's epochs per task (cldash.methods.inflora's paper preset) over 2,400
-    training images a task, and every task's test set scored at each task's end."""
-    from cldash.methods import paper_presets
+def recipe_minutes(images_per_s: float, eval_ips: float) -> dict:
+    """The 10-task ImageNet-R recipe of `cldash run --method inflora --stream imagenet-r-10 --preset paper`: its steps
+    (InfLoRA's 50 epochs of 2,400 images a task at batch 128: cldash.config.presets) at the measured training
+    images/s, and every task's test set scored at each task's end at the measured evaluation images/s."""
+    from cldash.config import resolve
 
-    epochs = paper_presets()["inflora"].epochs_for("imagenet-r-10") if hasattr(paper_presets()["inflora"],
-                                                                               "epochs_for") else 50
-    per_task = math.ceil(epochs * RECIPE["train_images"] / RECIPE["tasks"] / batch)
-    train = RECIPE["tasks"] * per_task * step_s
+    cfg = resolve({"method": "inflora", "stream": "imagenet-r-10", "preset": "paper"}).config
+    steps = RECIPE["tasks"] * cfg.steps_per_task
+    train = steps * cfg.batch_size / images_per_s
     evals = sum(RECIPE["test_images"] * t / RECIPE["tasks"] for t in range(1, RECIPE["tasks"] + 1)) / eval_ips
-    return {"epochs_per_task": epochs, "steps": RECIPE["tasks"] * per_task, "train_min": round(train / 60, 2),
+    return {"steps": steps, "batch": cfg.batch_size, "train_min": round(train / 60, 2),
             "eval_min": round(evals / 60, 2), "total_min": round((train + evals) / 60, 2)}
 
 
@@ -212,7 +223,7 @@ def main() -> None:
                 key = f"{precision}{'+compile' if compile_ else ''}"
                 rows[key] = {"ms_per_step": round(1000 * step_s, 2), "images_per_s": round(args.batch / step_s, 1),
                              "eval_images_per_s": round(eval_ips, 1), "peak_gib": peak_memory_gib(),
-                             "recipe": recipe_minutes(step_s, eval_ips, args.batch)}
+                             "recipe": recipe_minutes(args.batch / step_s, eval_ips)}
                 del run, training
         rows["bf16_speedup"] = round(rows["fp32"]["ms_per_step"] / rows[bf16]["ms_per_step"], 3)
         results["methods"][method] = rows

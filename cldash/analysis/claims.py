@@ -44,8 +44,10 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
        12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
 
 # configuration fields that do not change what a run learns: a stored run matches a claim's run whatever they are
+# compile changes how fast, not what (its losses equal the plain run's: tests/engine/test_precision.py); eval_subset
+# only thins the anytime scores, never the rows of R the claims read. precision does change the numbers: not here.
 IGNORED = ("name", "device", "threads", "eval_interval", "spectra_interval", "dense_spectra_interval",
-           "eval_batch_size", "regime", "checkpoints")
+           "eval_batch_size", "regime", "checkpoints", "compile", "eval_subset")
 
 # the adversarial order of digits-rotate: the permutation of its five rotations with the most opposed consecutive
 # gradients on the shipped vit-tiny, as `cldash order --stream digits-rotate` measures it (SLICE's setting; sum of
