@@ -10,7 +10,7 @@ import uuid
 import streamlit as st
 
 from cldash.backbones import BACKBONES
-from cldash.config import RunConfig, check_fields, describe_run
+from cldash.config import RunConfig, check_fields, check_inputs, describe_run
 from cldash.config.grid import grid_lines, parse_grid
 from cldash.config.presets import preset_names, regime_label
 from cldash.core.errors import ConfigError, UserError
@@ -367,7 +367,10 @@ elif clicked and not sweeping:
         from cldash.config import resolve
 
         try:   # the other seeds, whose range the first one's check did not cover
-            configs = [resolve(form_values(name, seed, drop)).to_dict() for name in methods for seed in seeds]
+            resolved = [resolve(form_values(name, seed, drop)) for name in methods for seed in seeds]
+            if resolved:
+                check_inputs(resolved[0])   # every run has the same backbone and stream: weights and data here?
+            configs = [r.to_dict() for r in resolved]
         except ConfigError as exc:
             errors["seeds" if exc.field == "seed" else exc.field or "method"] = str(exc)
     if errors:

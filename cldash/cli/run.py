@@ -25,7 +25,7 @@ from cldash.cli.arguments import (
     run_parser,
 )
 from cldash.cli.results import format_matrix, format_metrics
-from cldash.config import RunConfig, check_against_model, describe_run, resolve
+from cldash.config import RunConfig, check_against_model, check_inputs, describe_run, resolve
 from cldash.core.errors import ConfigError, UserError
 from cldash.core.options import build, check_types, describe
 from cldash.core.text import printable
@@ -126,6 +126,7 @@ def cmd_run(args, rest: list[str]) -> int:
     try:
         resolved = resolve(collect(ns, base))
         check_against_model(resolved)
+        check_inputs(resolved)
     except ConfigError as exc:   # named as this command line names the options: --rank, --lr
         raise as_flags(exc, parser, method, stream, backbone) from None
     store = Store(args.db)

@@ -161,6 +161,22 @@ def check_against_model(resolved: Resolved) -> dict[str, tuple[int, int]]:
     return shapes
 
 
+def check_inputs(resolved: Resolved) -> None:
+    """Refuse, in one sentence, a run whose pinned backbone weights or named benchmark data can be had neither from
+    the local caches nor from the Hub (no network): before it is stored, rather than a run that fails at once.
+    Reads no weights and no data."""
+    from cldash.backbones.pretrained import PINNED, missing_weights  # deferred: imports torch
+    from cldash.streams.benchmarks import BENCHMARKS, missing_data  # deferred: imports torch
+
+    cfg = resolved.config
+    why = missing_weights(cfg.backbone) if cfg.backbone in PINNED else None
+    if why:
+        raise ConfigError(why, "backbone")
+    why = missing_data(cfg.stream) if cfg.stream in BENCHMARKS else None
+    if why:
+        raise ConfigError(why, "stream")
+
+
 def aids_label(cfg: RunConfig | dict) -> str:
     """The continual-learning aids of a run in words ('replay 200 (balanced) + EWC 100'), or ''."""
     get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)

@@ -43,7 +43,7 @@ from cldash.core.cache import cache_dir, sha256_file
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
 from cldash.streams.base import Split, Stream, Task, register_stream
-from cldash.streams.images import ImageSource, ImageStream, is_image_folder, read_dataset
+from cldash.streams.images import ImageSource, ImageStream, hub_commit, is_image_folder, read_dataset
 
 SPLITS = Path(__file__).with_name("splits")
 
@@ -357,6 +357,16 @@ def prepare(name: str, size: int, source: str = "") -> dict:
                           "one data set, so it does not apply.", "source")
     options = cls.Options(**({"source": source} if source else {}))
     return cls(options, DecodeOnly(size)).info
+
+
+def missing_data(name: str) -> str | None:
+    """Why benchmark `name`'s data cannot be had now (one sentence), or None: each of its Hub data sets is in the
+    local Hugging Face cache, or the Hub can be asked. Reads no data (a check before a run is stored)."""
+    for repo in hub_ids(name):
+        if hub.why_not(repo) is not None and hub_commit(repo) is None:
+            return (f"the {name} data is not here and the Hub cannot be reached; run `cldash data fetch {name}` with "
+                    "internet.")
+    return None
 
 
 def cached_sizes(name: str) -> dict[int, int]:

@@ -296,3 +296,35 @@ def test_count_of_bad_inputs():
 
 if __name__ == "__main__":
     print(f"{len(ROWS)} bad inputs: " + ", ".join(f"{len(rows)} {name}" for name, rows in GROUPS.items()))
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--method", "inflora", "--stream", "imagenet-r-10", "--backbone", "vit-b16-in21k"], "weights of vit-b16-in21k"),
+    (["--method", "lora", "--stream", "clip-mtil-5"], "weights of clip-vit-b16"),
+])
+def test_a_run_whose_pinned_weights_cannot_be_had_offline_is_refused_before_anything_is_stored(
+        tmp_path, monkeypatch, capsys, argv, field):
+    """Offline, with nothing in the caches: one sentence and exit 2 before the store exists (it used to store a run
+    that failed at once)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    db = tmp_path / "runs.db"
+    assert main(["run", *argv, "--db", str(db)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert field in err and "HF_HUB_OFFLINE" in err and err.count("\n") == 0
+    assert not db.exists()
+
+
+def test_a_run_whose_benchmark_data_cannot_be_had_offline_says_what_to_fetch(tmp_path, monkeypatch):
+    """The weights are there (pretend), the data is not: the data's sentence names `cldash data fetch`."""
+    from cldash.backbones import pretrained
+    from cldash.config import check_inputs, resolve
+    from cldash.core.errors import ConfigError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(pretrained, "missing_weights", lambda name: None)
+    with pytest.raises(ConfigError) as exc:
+        check_inputs(resolve({"method": "lora", "stream": "cifar100-10"}))
+    assert exc.value.field == "stream" and "cldash data fetch cifar100-10" in str(exc.value)
+    check_inputs(resolve({"method": "lora"}))   # the shipped digits and vit-tiny: nothing to fetch
