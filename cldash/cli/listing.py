@@ -10,7 +10,7 @@ from cldash.cli.results import format_matrix, format_metrics
 from cldash.cli.waiting import store_reconciled
 from cldash.config import aids_label
 from cldash.core.text import printable
-from cldash.dashboard.labels import weights_label
+from cldash.dashboard.labels import runtime_label, weights_label
 from cldash.engine.checkpoints import available
 from cldash.measures.metrics import fmt
 from cldash.store import count_rows
@@ -84,6 +84,7 @@ def _print_config(run: dict) -> None:
     if aids_label(cfg):
         print(f"  aids      {aids_label(cfg)}")
     print(f"  weights   {weights_label(run.get('weights'))}")
+    print(f"  runtime   {printable(runtime_label(run.get('runtime')))}")
     print(f"  process   pid {run['pid']} on {run['host']}")
 
 

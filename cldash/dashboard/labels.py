@@ -219,8 +219,32 @@ def weights_label(weights: dict | None, short: bool = False) -> str:
         return "pre-trained locally" if short else \
             f"{weights.get('name')} pre-trained on the run's machine (sha256 {sha}, {weights.get('file')})"
     if source == "hugging-face":
-        return "Hugging Face" if short else f"Hugging Face model {weights.get('name')}"
+        revision = weights.get("revision")
+        return "Hugging Face" if short else f"Hugging Face model {weights.get('name')}" + \
+            (f" at revision {revision[:12] if len(revision) == 40 else revision}" if revision else "")
     return str(source)
+
+
+def runtime_label(runtime: dict | None) -> str:
+    """What a run actually used (runs.runtime): its precision (and the one asked for, where it fell back), compile,
+    the anytime evaluations' subset, and its data's source, revision and split file."""
+    if not runtime:
+        return "not recorded (the run started before cldash 0.4 recorded it)"
+    bits = [runtime.get("precision", "fp32")]
+    if runtime.get("precision_requested"):
+        bits[0] += f" (asked for {runtime['precision_requested']}: {runtime.get('precision_note', '')})"
+    bits.append("compiled" if runtime.get("compile") else "not compiled" + (
+        f" ({runtime['compile_note']})" if runtime.get("compile_note") else ""))
+    if runtime.get("eval_subset"):
+        bits.append(f"anytime scores on {runtime['eval_subset']} test examples a task")
+    data = runtime.get("stream") or {}
+    if data.get("source") or data.get("hub"):
+        revision = str(data.get("revision") or "unknown")
+        bits.append(f"data {data.get('source') or data.get('hub')} at revision "
+                    f"{revision[:12] if len(revision) == 40 else revision}")
+    if data.get("split_file"):
+        bits.append(f"split {data['split_file']} (sha256 {str(data.get('split_sha256'))[:12]})")
+    return " · ".join(bits)
 
 
 # -- modules, scalars and shape measures ------------------------------------------------------------------

@@ -142,7 +142,8 @@ def _configs(data: CompareData) -> str:
     out = []
     for r in data.runs:
         record = {"id": r["id"], "name": r.get("name"), "status": r["status"], "config": r["config"],
-                  "versions": r.get("versions"), "device": r.get("device"), "weights": r.get("weights")}
+                  "versions": r.get("versions"), "device": r.get("device"), "weights": r.get("weights"),
+                  "runtime": r.get("runtime")}
         text = json.dumps(record, indent=2, default=str, allow_nan=True)
         out.append(f"<details><summary>{_e(run_caption(r))}</summary><pre>{_e(text)}</pre></details>")
     return "".join(out)

@@ -191,3 +191,20 @@ def test_a_run_records_and_shows_which_weights_it_used(seeded_store, capsys):
     assert run["weights"]["sha256"] == W.sha256_file(W.SHIPPED_DIR / "vit-tiny.safetensors")
     assert main(["--db", seeded_store.display, "show", str(run["id"])]) == 0
     assert f"weights   shipped vit-tiny weights (sha256 {run['weights']['sha256'][:12]})" in capsys.readouterr().out
+
+
+def test_a_run_shows_what_it_actually_used(seeded_store, capsys):
+    """`cldash show` says the precision, compile and data a run used (runs.runtime), in one line."""
+    from cldash.dashboard.labels import runtime_label
+
+    run = seeded_store.runs()[0]
+    assert run["runtime"]["precision"] == "fp32" and run["runtime"]["compile"] is False
+    assert main(["--db", seeded_store.display, "show", str(run["id"])]) == 0
+    assert "runtime   fp32 · not compiled" in capsys.readouterr().out
+    label = runtime_label({"precision": "fp16", "precision_requested": "bf16", "precision_note": "no bf16 here",
+                           "compile": True, "eval_subset": 500,
+                           "stream": {"hub": "axiong/imagenet-r", "revision": "a" * 40,
+                                      "split_file": "imagenet-r-10.json", "split_sha256": "b" * 64}})
+    assert label == ("fp16 (asked for bf16: no bf16 here) · compiled · anytime scores on 500 test examples a task · "
+                     "data axiong/imagenet-r at revision aaaaaaaaaaaa · split imagenet-r-10.json (sha256 bbbbbbbbbbbb)")
+    assert runtime_label(None).startswith("not recorded")
