@@ -235,6 +235,8 @@ def runtime_label(runtime: dict | None) -> str:
         bits[0] += f" (asked for {runtime['precision_requested']}: {runtime.get('precision_note', '')})"
     bits.append("compiled" if runtime.get("compile") else "not compiled" + (
         f" ({runtime['compile_note']})" if runtime.get("compile_note") else ""))
+    if runtime.get("deterministic"):
+        bits.append("deterministic GPU kernels")
     if runtime.get("eval_subset"):
         bits.append(f"anytime scores on {runtime['eval_subset']} test examples a task")
     data = runtime.get("stream") or {}

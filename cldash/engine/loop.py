@@ -84,6 +84,21 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def reproducible_on(device: torch.device) -> bool:
+    """Make a GPU run give the same numbers again on the same GPU: cuBLAS with a fixed workspace (its reductions
+    otherwise pick a split per call), cuDNN without autotuning (the patch embedding's convolution), and PyTorch's
+    deterministic kernels where it has them (a warning, not an error, where it has none). Returns whether it did
+    (a CPU run is deterministic at one thread already: tests/engine/test_engine.py)."""
+    if device.type != "cuda":
+        return False
+    # read when cuBLAS makes its handle, at the first matmul on the device: the run has done none yet
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return True
+
+
 def versions() -> dict[str, str]:
     """The versions a run records. scikit-learn's comes from its package metadata: importing it (and SciPy
     with it) only to read its version cost a second before every run's first step."""
@@ -146,6 +161,7 @@ class ContinualRun:
         self.writer = writer
         self.progress = progress
         self.device = pick_device(cfg.device)
+        self.deterministic = reproducible_on(self.device)
         threads = cfg.threads or int(os.environ.get("CLDASH_THREADS", "0") or 0)
         if threads:   # 1 by default; with threads=0 the launcher shares the CPU cores between concurrent runs
             torch.set_num_threads(threads)
@@ -199,7 +215,8 @@ class ContinualRun:
         compiled = self.forward_model is not self.model
         return {**self.precision.record(), "compile": compiled,
                 **({"compile_note": self.compile_note} if self.compile_note else {}),
-                "eval_subset": self.cfg.eval_subset, "stream": dict(getattr(self.stream, "info", {}) or {})}
+                "eval_subset": self.cfg.eval_subset, "deterministic": self.deterministic,
+                "stream": dict(getattr(self.stream, "info", {}) or {})}
 
     def _log(self, key: str, value: float) -> None:
         """A scalar at the current step (the aids' hooks log through this)."""

@@ -67,7 +67,8 @@ def test_a_bf16_run_finishes_with_finite_metrics_float32_weights_and_records_its
     store, run_id, status = _run(tmp_path, precision="bf16")
     run = store.get_run(run_id)
     assert status == "finished"
-    assert run["runtime"] == {"precision": "bf16", "compile": False, "eval_subset": 0, "stream": {}}
+    assert run["runtime"] == {"precision": "bf16", "compile": False, "eval_subset": 0, "deterministic": False,
+                              "stream": {}}
     assert all(math.isfinite(v) for v in run["summary"].values() if isinstance(v, float))
     losses = store.scalars(run_id, names=["loss"]).value.to_numpy()
     assert len(losses) == 12 and np.isfinite(losses).all()
@@ -376,3 +377,25 @@ def test_what_trains_is_float32_even_on_a_bf16_backbone(few_test_digits):
     training = crun.begin_task(1, crun.tasks[0])
     assert {p.dtype for p in training.params} == {torch.float32}
     assert math.isfinite(crun.train_step(training, 1))
+
+
+def test_a_gpu_run_asks_for_deterministic_kernels_and_a_cpu_run_leaves_the_settings_alone(monkeypatch):
+    """On CUDA the run fixes cuBLAS's workspace, turns cuDNN's autotuning off and asks for PyTorch's deterministic
+    kernels (warn only), so the same GPU gives the same numbers again; on a CPU nothing changes."""
+    import torch
+
+    from cldash.engine.loop import reproducible_on
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    before = torch.are_deterministic_algorithms_enabled()
+    assert reproducible_on(torch.device("cpu")) is False
+    assert torch.backends.cudnn.benchmark and "CUBLAS_WORKSPACE_CONFIG" not in __import__("os").environ
+    try:
+        assert reproducible_on(torch.device("cuda")) is True
+        assert __import__("os").environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (False, True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before)
