@@ -286,6 +286,10 @@ def test_a_tiny_run_on_cuda_in_each_precision(tmp_path, precision, few_test_digi
     want = precision if precision == "fp16" or torch.cuda.is_bf16_supported() else "fp16"
     assert run["runtime"]["precision"] == want
     assert np.isfinite(store.scalars(run_id, names=["loss"]).value.to_numpy()).all()
+    assert run["runtime"]["deterministic"] is True
+    (tmp_path / "again").mkdir()
+    again, again_id, _ = _run(tmp_path / "again", precision=precision, device="cuda")
+    assert again.get_run(again_id)["summary"] == run["summary"]   # the same GPU, the same numbers
 
 
 def test_adalora_s_importance_scores_stay_finite_through_skipped_fp16_steps(monkeypatch, few_test_digits):
