@@ -122,6 +122,12 @@ if stream in BENCHMARKS:
 with c2:
     kinds = scls.backbone_kinds if scls is not None else ()
     fitting = [n for n, e in BACKBONES.items() if e.kind in kinds]
+    if scls is not None and scls.default_backbone in fitting:   # the stream's own first: ViT-B/16 for CIFAR-100
+        fitting.remove(scls.default_backbone)
+        fitting.insert(0, scls.default_backbone)
+        if st.session_state.get("launch-backbone-stream") != stream:   # a new stream starts on its own backbone
+            st.session_state["launch-backbone"] = scls.default_backbone
+        st.session_state["launch-backbone-stream"] = stream
     backbone = with_slot("backbone", lambda: st.selectbox(
         "Backbone", [*fitting, HF], format_func=lambda n: BACKBONES[n].label if n in BACKBONES else
         "Hugging Face model (hf:…)", key="launch-backbone"))

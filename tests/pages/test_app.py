@@ -469,6 +469,7 @@ def test_the_launch_page_says_whether_a_benchmarks_data_is_here_and_fetches_it_i
     monkeypatch.setattr(data_fetch, "start_cldash", fake_start)
     at = app(tmp_path / "d.db", monkeypatch, "pages/launch.py")
     at.selectbox(key="launch-stream").select("cifar100-10").run()
+    assert at.selectbox(key="launch-backbone").value == "vit-b16-in21k"   # the stream's own, not the 8 px vit-tiny
     assert any("not in the cache yet" in c.value and "9.0 GB" in c.value for c in at.caption)
     at.button(key="fetch-cifar100-10").click().run()
     assert not at.exception, [e.value for e in at.exception]
