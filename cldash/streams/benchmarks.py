@@ -43,7 +43,14 @@ from cldash.core.cache import cache_dir, sha256_file
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
 from cldash.streams.base import Split, Stream, Task, register_stream
-from cldash.streams.images import ImageSource, ImageStream, hub_commit, is_image_folder, read_dataset
+from cldash.streams.images import (
+    ImageSource,
+    ImageStream,
+    hub_commit,
+    is_image_folder,
+    read_dataset,
+    seeded_subset,
+)
 
 SPLITS = Path(__file__).with_name("splits")
 
@@ -114,8 +121,7 @@ class Benchmark(ImageStream):
                                 extra=tuple(c for c in [hubspec.get("domain_column")] if c))
         except ConfigError:
             if offline:
-                raise ConfigError(f"the {self.name} data is not here and the Hub cannot be reached; run `cldash data "
-                                  f"fetch {self.name}` with internet.", "stream") from None
+                raise ConfigError(offline_sentence(self.name), "stream") from None
             raise
 
     def _expect_rows(self, src: ImageSource, split: str, rows: int | None) -> None:
@@ -230,10 +236,7 @@ class DomainNet(Benchmark):
                      "center_crop": self.center_crop, **self.info}
 
     def _domain_rows(self, df, domain: int, limit: int):
-        keep = df[df["domain"] == domain]
-        if limit and len(keep) > limit:
-            pick = torch.randperm(len(keep), generator=torch.Generator().manual_seed(self.options.seed + 1))[:limit]
-            keep = keep.iloc[pick.sort().values.tolist()]
+        keep = seeded_subset(df[df["domain"] == domain], limit, self.options.seed)
         if len(keep) == 0:
             raise ConfigError(f"the {self.name} data has no images of domain {domain} in one of its splits.", "stream")
         return keep
@@ -299,19 +302,15 @@ class ClipMTIL(Benchmark):
                                revision=entry.get("revision"))
         except ConfigError:
             if hub.why_not(entry["hub"]):
-                raise ConfigError(f"the {self.name} data is not here and the Hub cannot be reached; run `cldash data "
-                                  f"fetch {self.name}` with internet.", "stream") from None
+                raise ConfigError(offline_sentence(self.name), "stream") from None
             raise
         parts = [entry.get("train_split")] if entry.get("train_split") else []
         out = []
         for part, limit in zip(parts + [entry["test_split"]], ([o.max_train] if parts else []) + [o.max_test]):
             self._expect_rows(src, part, None)
             labels = src.splits[part].labels
-            rows = np.arange(len(labels))
-            if limit and len(rows) > limit:
-                rows = np.sort(torch.randperm(len(rows), generator=torch.Generator().manual_seed(o.seed + 1))[:limit]
-                               .numpy())
-            frame = _frame(part, rows, labels[rows])
+            frame = seeded_subset(_frame(part, np.arange(len(labels)), labels), limit, o.seed)
+            rows = frame["row"].to_numpy()
             x = self._decoded(src, [frame])[0]
             out.append(Split(x, torch.as_tensor(labels[rows], dtype=torch.long)))
         names = next(iter(src.splits.values())).class_names
@@ -359,13 +358,16 @@ def prepare(name: str, size: int, source: str = "") -> dict:
     return cls(options, DecodeOnly(size)).info
 
 
+def offline_sentence(name: str) -> str:
+    return f"the {name} data is not here and the Hub cannot be reached; run `cldash data fetch {name}` with internet."
+
+
 def missing_data(name: str) -> str | None:
     """Why benchmark `name`'s data cannot be had now (one sentence), or None: each of its Hub data sets is in the
     local Hugging Face cache, or the Hub can be asked. Reads no data (a check before a run is stored)."""
     for repo in hub_ids(name):
         if hub.why_not(repo) is not None and hub_commit(repo) is None:
-            return (f"the {name} data is not here and the Hub cannot be reached; run `cldash data fetch {name}` with "
-                    "internet.")
+            return offline_sentence(name)
     return None
 
 

@@ -341,6 +341,14 @@ def image_geometry(backbone, stream: str) -> tuple[int, int]:
     return size, int(getattr(backbone, "num_channels", 0) or getattr(config, "num_channels", 0) or 3)
 
 
+def seeded_subset(rows, limit: int, seed: int):
+    """At most `limit` of the frame's rows (0: all), a seeded choice kept in the rows' order."""
+    if limit and len(rows) > limit:
+        pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + 1))[:limit]
+        rows = rows.iloc[pick.sort().values.tolist()]
+    return rows
+
+
 class ImageStream(Stream):
     """Class-incremental tasks from an image source (see the module docstring)."""
 
@@ -411,10 +419,7 @@ class ImageStream(Stream):
                      "image_size": self.size, "center_crop": self.center_crop, **self.info}
 
     def _rows(self, df, order: list[int], group, limit: int):
-        keep = df[df["label"].isin([order[i] for i in group])]
-        if limit and len(keep) > limit:
-            pick = torch.randperm(len(keep), generator=torch.Generator().manual_seed(self.options.seed + 1))[:limit]
-            keep = keep.iloc[pick.sort().values.tolist()]
+        keep = seeded_subset(df[df["label"].isin([order[i] for i in group])], limit, self.options.seed)
         if len(keep) == 0:
             raise ConfigError(f"a task of stream {self.name} has no images in one of its splits.", "stream")
         return keep
