@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from cldash.core.errors import UserError
 from cldash.runs.launchers.local import queue
 from cldash.runs.processes import RUNS_PER_GPU_SETTING, gpu_count, max_concurrent, runs_per_gpu
 from cldash.runs.queue import reconcile, schedule
@@ -36,13 +37,12 @@ def add_queue_arguments(p) -> None:
 def cmd_queue(args) -> int:
     """The runs holding a slot and the runs waiting, in the order they start, and the limit; starts
     what the limit allows first (unless --no-start)."""
+    if args.runs_per_gpu is not None and not 1 <= args.runs_per_gpu <= 64:   # before the store: nothing written
+        raise UserError(f"--runs-per-gpu must be between 1 and 64 (got {args.runs_per_gpu}).")
     store = Store(args.db)
     if args.auto_resume:
         store.set_setting(AUTO_RESUME_SETTING, args.auto_resume)
     if args.runs_per_gpu is not None:
-        if not 1 <= args.runs_per_gpu <= 64:
-            print(f"cldash: --runs-per-gpu must be between 1 and 64 (got {args.runs_per_gpu}).", file=sys.stderr)
-            return 2
         store.set_setting(RUNS_PER_GPU_SETTING, str(args.runs_per_gpu))
     if args.no_start:
         reconcile(store)

@@ -328,3 +328,12 @@ def test_a_run_whose_benchmark_data_cannot_be_had_offline_says_what_to_fetch(tmp
         check_inputs(resolve({"method": "lora", "stream": "cifar100-10"}))
     assert exc.value.field == "stream" and "cldash data fetch cifar100-10" in str(exc.value)
     check_inputs(resolve({"method": "lora"}))   # the shipped digits and vit-tiny: nothing to fetch
+
+
+def test_runs_per_gpu_out_of_range_is_one_sentence_and_writes_no_store(tmp_path, capsys):
+    db = tmp_path / "runs.db"
+    assert main(["queue", "--runs-per-gpu", "0", "--db", str(db)]) == 2
+    assert capsys.readouterr().err == "error: --runs-per-gpu must be between 1 and 64 (got 0).\n"
+    assert not db.exists()
+    assert main(["queue", "--runs-per-gpu", "3", "--no-start", "--db", str(db)]) == 0
+    assert Store(str(db)).get_setting("runs_per_gpu") == "3"
