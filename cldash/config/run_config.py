@@ -55,6 +55,10 @@ class RunConfig:
     eval_subset: int = option(0, "anytime evaluations (between task ends) score a fixed, seeded subset of this many "
                                  "test examples per task; the task-end rows of R always score the full test sets; "
                                  "0: the full test sets every time", low=0, high=100_000_000)
+    validation: float = option(0.0, "hold out this share of each task's training data (a fixed split, the same at "
+                                    "every seed) and score it in place of the test sets, which the run then never "
+                                    "reads: what a tuning trial runs on (cldash tune); 0: train on all of it and "
+                                    "score the test sets", low=0.0, high=0.5)
     precision: str = option("fp32", "precision of the forward passes and losses: fp32, bf16 or fp16 (autocast; the "
                                     "weights that train stay float32, fp16 scales the loss, spectra are always "
                                     "float32 or finer); a GPU without bf16 uses fp16 and says so",

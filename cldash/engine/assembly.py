@@ -42,7 +42,10 @@ def assemble(resolved: Resolved, device: torch.device = CPU, with_method: bool =
     `check_against_model` returned to a caller that checked the configuration before loading anything (an
     order's measurement); else they are matched here, after the heads."""
     backbone = resolved.backbone.load(resolved.backbone_options)
-    stream = resolved.stream_cls(resolved.stream_options, backbone).to(device)
+    stream = resolved.stream_cls(resolved.stream_options, backbone)
+    if resolved.config.validation:
+        stream.hold_out(resolved.config.validation)
+    stream.to(device)
     stream.loss_classes = resolved.config.loss_classes
     model = task_model(backbone, stream.heads, stream.head_init)
     if targets is None:

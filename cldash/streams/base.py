@@ -17,6 +17,9 @@ import torch.nn.functional as F
 
 from cldash.core.errors import ConfigError
 
+# the draw of every task's validation examples (Stream.hold_out): one fixed split for all runs and seeds
+VALIDATION_SEED = 20_250_725
+
 
 @dataclass
 class Split:
@@ -67,6 +70,30 @@ class Stream:
             if task.train is not None:
                 task.train = task.train.to(device)
         return self
+
+    def hold_out(self, fraction: float) -> None:
+        """Validation in place of the test sets: a fixed `fraction` of each task's training data is scored and no
+        longer trained on, and the test sets are dropped, so a tuning trial never reads them (cldash.analysis.tuning).
+        The split is drawn with VALIDATION_SEED, not the run's seed, so every trial and seed holds out the same
+        examples; tasks of equal size (the rotations of one set of digits) hold out the same positions, so no
+        task's validation image is another task's training image at another angle. A general task has no
+        training data of its own to hold out from but the backbone's pre-training set: it holds that out too
+        (the backbone has seen it, so its retention on validation reads high: a tuning trial's objective is
+        the stream's own accuracy)."""
+        for task in self.tasks + self.general:
+            if task.train is None:
+                raise ConfigError(f"the task {task.name!r} of stream {self.name} has no training data to hold "
+                                  "validation data out of; tune on a stream whose tasks do.", "validation")
+            n = len(task.train)
+            held = max(1, round(fraction * n))
+            if n - held < 1:
+                raise ConfigError(f"validation {fraction:g} leaves no training data in task {task.name!r} "
+                                  f"({n} examples); choose a smaller share.", "validation")
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+            val, keep = order[:held].to(task.train.y.device), order[held:].to(task.train.y.device)
+            train = task.train
+            task.test = Split(train.x[val], train.y[val])
+            task.train = Split(train.x[keep], train.y[keep])
 
     # -- training -----------------------------------------------------------------------------
     def batches(self, task: Task, batch_size: int, generator: torch.Generator) -> Iterator[Split]:
