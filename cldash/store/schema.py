@@ -7,7 +7,8 @@ final metrics), ``tasks`` (positions 1..T for the stream, <= 0 for general tasks
 value; ``final`` marks the rows of the accuracy matrix R, the others are "anytime" scores),
 ``scalars`` (loss, lr, method scalars, per module where it applies), ``spectra`` (per
 module and kind, singular values as a float32 blob plus the shape measures), ``orders``
-(gradient-conflict matrices and adversarial task orders, cldash.analysis.orders) and ``meta``.
+(gradient-conflict matrices and adversarial task orders, cldash.analysis.orders), ``tuning_log`` (the
+operations of Optuna's tuning searches, cldash.analysis.tuning) and ``meta``.
 
 The schema is versioned with Alembic (cldash.store.migrations): a change to these models is also a
 new revision there, and opening an older store upgrades it (a SQLite file is backed up first).
@@ -152,6 +153,14 @@ class OrderRow(Base):
     natural_cost: Mapped[float] = mapped_column(Float)
     ordered_options: Mapped[str] = mapped_column(Text)   # JSON: stream options running that order
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class TuningLog(Base):
+    """Optuna's journal of the tuning searches (cldash.analysis.tuning): one JSON operation per row, in the order
+    they were written, so a search lives in the run store (SQLite or PostgreSQL) and survives restarts (0007)."""
+    __tablename__ = "tuning_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    log: Mapped[str] = mapped_column(Text)
 
 
 class Meta(Base):

@@ -28,7 +28,7 @@ import cldash.store.migrations as migrations
 from cldash.core.cache import cache_dir
 from cldash.core.errors import StoreWriteError, UserError
 from cldash.store.refusals import write_failure
-from cldash.store.schema import Evaluation, Meta, ModuleRow, OrderRow, Run, Scalar, Spectrum, TaskRow, _j, _now
+from cldash.store.schema import Evaluation, Meta, ModuleRow, OrderRow, Run, Scalar, Spectrum, TaskRow, TuningLog, _j, _now
 from cldash.store.urls import _engine, display_of, mask_in, sqlite_path, to_url
 from cldash.store.writer import FLUSH_SECONDS, RunWriter
 
@@ -368,6 +368,19 @@ class Store:
         with self._writing(), self.engine.begin() as conn:
             conn.execute(delete(Meta).where(Meta.key == f"setting:{key}"))
             conn.execute(insert(Meta).values(key=f"setting:{key}", value=str(value)))
+
+    # -- Optuna's journal of the tuning searches (cldash.analysis.tuning) --------------------------
+    def append_tuning_log(self, logs: list[dict]) -> None:
+        """Append journal operations in one transaction (their ids keep the order they were written in)."""
+        if logs:
+            with self._writing(), self.engine.begin() as conn:
+                conn.execute(insert(TuningLog), [{"log": json.dumps(entry)} for entry in logs])
+
+    def tuning_log(self, since: int = 0) -> list[dict]:
+        """The journal's operations from the `since`-th on (0-based), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(TuningLog.log).order_by(TuningLog.id).offset(since)).all()
+        return [json.loads(r[0]) for r in rows]
 
     def run_choices(self) -> list[tuple[int, int, str]]:
         """Every run's (id, seed, config as its JSON text), in id order: what a list of run labels needs, in one

@@ -199,7 +199,7 @@ def test_revision_0006_adds_the_runtime_a_run_used_and_keeps_the_runs_before_it(
     with sqlite3.connect(path) as conn:
         assert "runtime" not in [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
     store = Store(str(path))
-    assert "from revision 0005 to 0006" in capsys.readouterr().err
+    assert f"from revision 0005 to {migrations.HEAD}" in capsys.readouterr().err
     assert (tmp_path / "runs.db.bak-0005").exists()
     assert_run_kept(store)
     assert store.get_run(7)["runtime"] is None and store.run_listing()[0]["runtime"] is None
@@ -339,7 +339,7 @@ def test_cldash_db_current_and_upgrade(tmp_path, capsys):
         f"revision  0001\n"
         f"head      {migrations.HEAD} (this cldash {__version__})\n"
         f"cldash    not recorded\n"
-        f"pending   0002, 0003, 0004, 0005, 0006: `cldash db upgrade` (or any command) applies them, after copying the "
+        f"pending   0002, 0003, 0004, 0005, 0006, 0007: `cldash db upgrade` (or any command) applies them, after copying the "
         f"file to {path}.bak-0001\n")
     assert revision_of(path) is None and not (tmp_path / "runs.db.bak-0001").exists()   # current changes nothing
     assert main([*db, "upgrade"]) == 0
@@ -366,3 +366,19 @@ def test_a_database_that_is_not_a_store_is_refused(tmp_path):
         conn.execute("CREATE TABLE invoices (id INTEGER)")
     with pytest.raises(UserError, match=r"it holds tables \(invoices\) but is not a cldash run store"):
         Store(str(path))
+
+
+def test_revision_0007_adds_the_tuning_journal_and_keeps_the_runs_before_it(tmp_path, capsys):
+    """A store at 0006 upgrades to a tuning_log table (Optuna's journal, cldash.analysis.tuning) with its runs
+    kept; the journal reads back in the order it was written, from any offset."""
+    path = tmp_path / "runs.db"
+    alembic_upgrade(f"sqlite:///{path}", "0001")
+    insert_run_at_0001(f"sqlite:///{path}")
+    alembic_upgrade(f"sqlite:///{path}", "0006")
+    store = Store(str(path))
+    assert "from revision 0006 to 0007" in capsys.readouterr().err
+    assert_run_kept(store)
+    store.append_tuning_log([{"op_code": 0, "n": i} for i in range(3)])
+    store.append_tuning_log([{"op_code": 1, "n": 3}])
+    assert [e["n"] for e in store.tuning_log()] == [0, 1, 2, 3] and [e["n"] for e in store.tuning_log(2)] == [2, 3]
+    store.engine.dispose()
