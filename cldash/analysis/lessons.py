@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from cldash.analysis.claims import ADVERSARIAL_ROTATIONS, CLAIMS, RunSpec, match_key, resolved_config
+from cldash.analysis.claims import ADVERSARIAL_ROTATIONS, CLAIMS, RunSpec
+from cldash.analysis.matching import match_key, resolved_config
 from cldash.core.errors import UserError
 from cldash.runs.launch import launch
 

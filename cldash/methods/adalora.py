@@ -39,6 +39,7 @@ from torch import nn
 
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
+from cldash.core.search import Param
 from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 from cldash.measures.spectra import LowRank
 from cldash.methods.base import AdapterMethod, StepContext, TaskContext, register
@@ -244,6 +245,8 @@ class AdaLoRA(AdapterMethod):
     policies = ("merge", "stack", "single")
     policy_notes = {"single": "one adapter; the budget schedule restarts at every task"}
     default_lr = 5e-3
+    # searched beside the learning rate: the budget (average final rank per adapter) of PEFT's schedule
+    search_space = (Param("target_r", "choice", choices=(2, 4, 8), source="PEFT AdaLoraConfig default 8"),)
     extra_loss_options = ("orth_reg_weight",)
     reconstruction = ("t_init and t_final are shares of each task's steps (our choice: 10 % and 20 %); "
                       "the budget restarts at every task (continual extension).")

@@ -85,6 +85,7 @@ class Method:
     Config: ClassVar[type]
     policies: ClassVar[tuple[str, ...]] = ()     # allowed boundary policies, default first
     default_lr: ClassVar[float] = 1e-3
+    search_space: ClassVar[tuple] = ()            # core.search.Param: at most two options a tuning search varies
     trains_backbone: ClassVar[bool] = False       # True: every backbone parameter trains
     low_rank: ClassVar[bool] = True               # False: updates are dense (sparser spectra)
     reconstruction: ClassVar[str] = ""            # non-empty: how the method was reconstructed

@@ -40,6 +40,7 @@ from torch import nn
 
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
+from cldash.core.search import Param
 from cldash.core.presets import Cited, PaperPreset
 from cldash.measures.spectra import LowRank
 from cldash.methods.base import Method, StepContext, TaskContext, register
@@ -127,6 +128,10 @@ class CoDyRA(Method):
                 r"\ \text{after each step}")
     Config = CoDyRAConfig
     default_lr = 5e-3
+    # searched beside the learning rate: the sparsity strength (a decade either side of runner_codyra.sh's 0.005)
+    # and how much of each task trains densely before the threshold starts
+    search_space = (Param("kappa_max", "log", 1e-4, 5e-2, source="runner_codyra.sh: 0.005"),
+                    Param("dense_fraction", "choice", choices=(0.25, 0.5, 0.75), source="the code's default 0.5"))
 
     def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:
         check_rank(self.name, self.config.rank, shapes)

@@ -56,6 +56,7 @@ from torch import nn
 
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
+from cldash.core.search import Param
 from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
 from cldash.measures.spectra import LowRank
 from cldash.methods.base import Method, TaskContext, register
@@ -171,8 +172,9 @@ class EBLoRAConfig:
     rank: int = option(16, "rank r of each task's update", source="UCIT configs: r = 16", low=1, high=65_536)
     alpha: float = option(32.0, "scale numerator: dW = (alpha / r) s U V^T", source="UCIT configs: alpha = 2r = 32",
                           low=0, low_open=True, high=1_000_000)
-    energy: float = option(0.99, "GPM energy threshold for growing the protected basis F",
-                           source="the code's 0.99", low=0.0, high=1.0, low_open=True)
+    energy: float = option(0.99, "GPM energy threshold for growing the protected basis F; 0: F never grows (the "
+                                 "flat spectrum alone, without the subspace memory: an ablation, not the authors')",
+                           source="the code's 0.99", low=0.0, high=1.0)
     init_a: float = option(0.0, "magnitude init s = -(a + b l / (L - 1)): a", source="UCIT configs: a = b = 0 "
                                                                                      "(MLLM-DCL: 0.002)",
                            low=-1000, high=1000)
@@ -209,6 +211,9 @@ class EBLoRA(Method):
                 r"F_{t-1}^\top V_t = 0")
     Config = EBLoRAConfig
     default_lr = 5e-3
+    # what a tuning search varies beside the learning rate (cldash.analysis.tuning): the energy that decides how
+    # fast the protected basis F grows, around the UCIT configs' 0.99
+    search_space = (Param("energy", "choice", choices=(0.9, 0.95, 0.99), source="UCIT configs: 0.99"),)
     own_optimizer = "a Riemannian AdamW on the Stiefel manifold"
 
     def __init__(self, config, policy: str | None = None):

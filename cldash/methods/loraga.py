@@ -38,6 +38,7 @@ import torch
 
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
+from cldash.core.search import Param
 from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
 from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
@@ -169,6 +170,9 @@ class LoRAGA(LoRA):
                     "stack": "freeze, then re-estimate the gradient on the new task and add a fresh adapter",
                     "single": "estimate the gradient on the first task only"}
     default_lr = 5e-3
+    # searched beside the learning rate: whose init form, and the stable scale's gamma (PEFT default 16)
+    search_space = (Param("init_form", "choice", choices=FORMS, source="PEFT and Outsider565/LoRA-GA"),
+                    Param("stable_gamma", "log", 1.0, 256.0, source="PEFT LoraGAConfig default 16"))
     rewrites_base = True
 
     def check_layers(self, shapes: dict[str, tuple[int, int]]) -> None:

@@ -382,6 +382,12 @@ class Store:
             rows = conn.execute(select(TuningLog.log).order_by(TuningLog.id).offset(since)).all()
         return [json.loads(r[0]) for r in rows]
 
+    def settings_with_prefix(self, prefix: str) -> dict[str, str]:
+        """Every setting whose key starts with `prefix`, by key (the prefix kept)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Meta.key, Meta.value).where(Meta.key.startswith(f"setting:{prefix}"))).all()
+        return {k.removeprefix("setting:"): v for k, v in rows}
+
     def run_choices(self) -> list[tuple[int, int, str]]:
         """Every run's (id, seed, config as its JSON text), in id order: what a list of run labels needs, in one
         light query (the sidebar's, on every page) instead of every run row with its JSON parsed."""

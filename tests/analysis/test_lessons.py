@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from cldash.analysis import lessons as L
-from cldash.analysis.claims import CLAIMS, match_key
+from cldash.analysis.claims import CLAIMS
+from cldash.analysis.matching import match_key
 from cldash.cli import main
 from cldash.store import Store
 
