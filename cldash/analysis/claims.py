@@ -498,8 +498,13 @@ def to_launch(store, claims: tuple[Claim, ...] = CLAIMS, regimes: tuple[str, ...
               runs: list[dict] | None = None, setting: Setting = OWN) -> list[dict]:
     """The configurations these claims still need under these regimes (their first seeds, or the next seeds the
     stopping rule asks for where a check is undecided), each once (claims share runs)."""
+    return distinct_configs(verdicts(store, regimes, runs, setting, claims))
+
+
+def distinct_configs(vs: list[dict]) -> list[dict]:
+    """The configurations these verdicts still need, each once (claims share runs)."""
     out, seen = [], set()
-    for v in verdicts(store, regimes, runs, setting, claims):
+    for v in vs:
         for cfg in v["to_launch"]:
             key = (match_key(cfg), cfg["seed"])
             if key not in seen:

@@ -468,7 +468,8 @@ def claims_board(store: Store, regimes: tuple[str, ...]) -> tuple[list[dict], in
     """Every claim's verdict under these regimes and how many distinct runs are still to launch for all of
     them (claims share runs), from one read of the store's runs."""
     runs = store.runs()
-    return claims.verdicts(store, regimes, runs), len(claims.to_launch(store, claims.CLAIMS, regimes, runs))
+    vs = claims.verdicts(store, regimes, runs)
+    return vs, len(claims.distinct_configs(vs))
 
 
 def claim_seeds(verdict: dict) -> int:
