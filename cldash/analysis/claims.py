@@ -130,9 +130,10 @@ def _slice_claim(key: str, statement: str, run: dict, look: tuple, note: str, st
          "SLICE no surgery": RunSpec("slice", {**GA, "surgery": "none"}, {"policy": "merge", **run})},
         (Check("acc", "SLICE", "greater", "LoRA"), Check("acc", "SLICE", "greater", "LoRA-GA"),
          Check("forgetting", "SLICE", "less", "LoRA"), Check("forgetting", "SLICE", "less", "LoRA-GA"),
-         _learns("SLICE", "LoRA-GA"), Check("general_retention", "SLICE", "keeps", "LoRA", margin=0.05),
+         _learns("SLICE", "LoRA"), _learns("SLICE", "LoRA-GA"),
+         Check("general_retention", "SLICE", "keeps", "LoRA", margin=0.05),
          Check("general_retention", "SLICE", "keeps", "LoRA-GA", margin=0.05),
-         Check("forgetting", "SLICE", "less", "SLICE no surgery")),
+         Check("forgetting", "SLICE", "less", "SLICE no surgery"), _learns("SLICE", "SLICE no surgery")),
         look, paper_preset="paper:loraga", stream_options=stream_options or {},
         note=note + " LoRA-GA and SLICE share rank 8, alpha 16, the authors' init form and one gradient estimate; "
                     "'SLICE no surgery' (ours, a diagnostic) asks whether the projection, not the replay gradient, "
@@ -149,7 +150,8 @@ CLAIMS: tuple[Claim, ...] = (
           (Check("task_top1_energy", "LoRA", "greater", value=0.125),
            Check("forgetting", "EBLoRA no F", "less", "LoRA"), _learns("EBLoRA no F", "LoRA"),
            Check("forgetting", "EBLoRA", "less", "LoRA"), _learns("EBLoRA", "LoRA"),
-           Check("acc", "EBLoRA", "greater", "LoRA"), Check("forgetting", "EBLoRA", "less", "EBLoRA no F")),
+           Check("acc", "EBLoRA", "greater", "LoRA"), Check("forgetting", "EBLoRA", "less", "EBLoRA no F"),
+           _learns("EBLoRA", "EBLoRA no F")),
           ("Spectra", "singular values of each task's update, LoRA against EBLoRA (kind: task)"),
           paper_preset="paper:eblora",
           note="LoRA at EBLoRA's rank 16 and scale (alpha 2r), a fresh adapter per task (merge) as EBLoRA has. "
@@ -420,6 +422,8 @@ def decide_check(check: Check, a: dict[int, float], b: dict[int, float] | float,
     refused = guard(check, la, margin)
     if refused:
         state, why = "not comparable", refused
+    elif d["n"] < first_seeds():
+        state, why = "undecided", f"{d['n']} of the {first_seeds()} seeds a check needs before it is read"
     else:
         state, why = decide(check.relation, d, check.margin, delta)
     return {"state": state, "verdict": STATE_TEXT.get(state, state), "why": why, "delta": delta,
