@@ -30,7 +30,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from cldash.analysis.evidence import STATE_TEXT, decide, delta_of, detectable, first_seeds, paired, seeds_wanted
-from cldash.analysis.matching import stored_key, match_key, resolved_config
+from cldash.analysis.matching import match_key, resolved_config, stored_key
 from cldash.analysis.reported import SETTING, reported
 from cldash.analysis.tuning import TRIALS, best_params, trial_values
 from cldash.core.errors import UserError
@@ -286,9 +286,8 @@ class Setting:
 
     def text(self, claim: Claim) -> str:
         stream = self.stream or claim.stream
-        backbone = self.backbone or "the stream's default backbone"
-        steps = self.steps_per_task or resolved_config({"stream": stream})["steps_per_task"]
-        return f"{stream}, {backbone}, {steps} steps per task"
+        cfg = resolved_config({"stream": stream, **({"backbone": self.backbone} if self.backbone else {})})
+        return f"{stream}, {cfg['backbone']}, {self.steps_per_task or cfg['steps_per_task']} steps per task"
 
     def refusal(self, claim: Claim) -> str | None:
         """Why the claim cannot run in this setting, or None."""

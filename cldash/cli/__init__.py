@@ -40,6 +40,9 @@ COMMANDS = (
             "decodes one ahead of a run (and says how much disk it needs)", "data:add_data_arguments", "data:cmd_data"),
     Command("claims", "the seed papers' claims, with verdicts computed from the stored runs; --launch queues the "
             "runs they still need", "claims:add_claims_arguments", "claims:cmd_claims"),
+    Command("tune", "the tuned regime's search: the best learning rate and method options on validation data, the "
+            "same number of trials for every method (--claim KEY, or --method M --stream S)",
+            "tune:add_tune_arguments", "tune:cmd_tune"),
     Command("lessons", "the classroom lessons (a question, runs that take about a minute, what to look at); "
             "--launch NAME queues one", "lessons:add_lessons_arguments", "lessons:cmd_lessons"),
     Command("demo", "launch the quick demo (4 methods, under 90 s on 2 CPU cores) and wait for it, a progress line "

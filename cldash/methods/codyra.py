@@ -40,8 +40,8 @@ from torch import nn
 
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
-from cldash.core.search import Param
 from cldash.core.presets import Cited, PaperPreset
+from cldash.core.search import Param
 from cldash.measures.spectra import LowRank
 from cldash.methods.base import Method, StepContext, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch

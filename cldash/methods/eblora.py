@@ -56,8 +56,8 @@ from torch import nn
 
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
-from cldash.core.search import Param
 from cldash.core.presets import EPOCHS_RULE, HF_CLIP_DEFAULT, Cited, PaperPreset
+from cldash.core.search import Param
 from cldash.measures.spectra import LowRank
 from cldash.methods.base import Method, TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch, layer_index

@@ -38,8 +38,8 @@ import torch
 
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
-from cldash.core.search import Param
 from cldash.core.presets import EPOCHS_RULE, Cited, PaperPreset
+from cldash.core.search import Param
 from cldash.methods.base import TaskContext, register
 from cldash.methods.layer import AdaptedLinear, Branch
 from cldash.methods.lora import LoRA, LoRABranch, LoRAConfig

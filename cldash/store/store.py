@@ -28,7 +28,19 @@ import cldash.store.migrations as migrations
 from cldash.core.cache import cache_dir
 from cldash.core.errors import StoreWriteError, UserError
 from cldash.store.refusals import write_failure
-from cldash.store.schema import Evaluation, Meta, ModuleRow, OrderRow, Run, Scalar, Spectrum, TaskRow, TuningLog, _j, _now
+from cldash.store.schema import (
+    Evaluation,
+    Meta,
+    ModuleRow,
+    OrderRow,
+    Run,
+    Scalar,
+    Spectrum,
+    TaskRow,
+    TuningLog,
+    _j,
+    _now,
+)
 from cldash.store.urls import _engine, display_of, mask_in, sqlite_path, to_url
 from cldash.store.writer import FLUSH_SECONDS, RunWriter
 

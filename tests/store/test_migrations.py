@@ -339,7 +339,8 @@ def test_cldash_db_current_and_upgrade(tmp_path, capsys):
         f"revision  0001\n"
         f"head      {migrations.HEAD} (this cldash {__version__})\n"
         f"cldash    not recorded\n"
-        f"pending   0002, 0003, 0004, 0005, 0006, 0007: `cldash db upgrade` (or any command) applies them, after copying the "
+        f"pending   0002, 0003, 0004, 0005, 0006, 0007: `cldash db upgrade` (or any command) applies them, after "
+        f"copying the "
         f"file to {path}.bak-0001\n")
     assert revision_of(path) is None and not (tmp_path / "runs.db.bak-0001").exists()   # current changes nothing
     assert main([*db, "upgrade"]) == 0

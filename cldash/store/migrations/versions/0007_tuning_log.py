@@ -18,7 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table("tuning_log", sa.Column("id", sa.Integer(), primary_key=True), sa.Column("log", sa.Text(), nullable=False))
+    op.create_table("tuning_log", sa.Column("id", sa.Integer(), primary_key=True),
+                    sa.Column("log", sa.Text(), nullable=False))
 
 
 def downgrade() -> None:
