@@ -55,7 +55,6 @@ def test_trial_values_set_run_fields_and_method_options():
     assert "method_options" not in TINY
 
 
-@pytest.mark.timeout(300)
 def test_the_same_seed_gives_the_same_best_configuration_on_validation_data(tmp_path):
     first = Store(tmp_path / "a.db")
     a = T.search(first, TINY, trials=2, seed=3, poll=0.2)
