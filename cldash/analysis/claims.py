@@ -283,6 +283,7 @@ class Setting:
     stream: str | None = None
     backbone: str | None = None
     steps_per_task: int | None = None
+    trials: int = TRIALS      # the tuned regime's search budget (each run's search: `cldash tune --trials`)
 
     def text(self, claim: Claim) -> str:
         stream = self.stream or claim.stream
@@ -461,11 +462,13 @@ def verdict(store, claim: Claim, regime: str = "common", runs: list[dict] | None
     refusal = setting.refusal(claim)
     if refusal:
         return {**base, "verdict": "not in this setting", "why": refusal}
-    tuned = tuned_params(store, claim, setting) if regime == "tuned" else None
+    tuned = tuned_params(store, claim, setting, setting.trials) if regime == "tuned" else None
     if tuned is not None and any(v is None for v in tuned.values()):
         todo = [label for label, v in tuned.items() if v is None]
+        command = f"cldash tune --claim {claim.key}" + (f" --trials {setting.trials}" if setting.trials != TRIALS
+                                                         else "")
         return {**base, "verdict": "not tuned yet", "why": f"{len(todo)} of its {len(tuned)} runs have no finished "
-                f"search ({', '.join(todo)}): `cldash tune --claim {claim.key}` runs them", "untuned": todo}
+                f"search of {setting.trials} trials ({', '.join(todo)}): `{command}` runs them", "untuned": todo}
     found = matching_runs(store, claim, regime, runs, setting, tuned)
     finished = {label: {s: r for s, r in by_seed.items() if r["status"] == "finished"}
                 for label, by_seed in found.items()}

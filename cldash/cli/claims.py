@@ -26,6 +26,9 @@ def add_claims_arguments(p) -> None:
     p.add_argument("--stream", metavar="NAME", help="read or queue the claims on this stream instead of their own")
     p.add_argument("--backbone", metavar="NAME", help="... with this backbone (default: the stream's)")
     p.add_argument("--steps-per-task", type=int, metavar="N", help="... with this many steps a task")
+    p.add_argument("--trials", type=int, default=C.TRIALS, metavar="N",
+                   help=f"the tuned regime: read the searches of N trials (`cldash tune --trials N`; default "
+                        f"{C.TRIALS})")
     p.add_argument("--guard-margin", type=float, default=C.GUARD_MARGIN, metavar="M",
                    help=f"the learned-enough guard: a run whose learning accuracy is more than M below the claim's "
                         f"best is not compared (default {C.GUARD_MARGIN:g})")
@@ -34,9 +37,12 @@ def add_claims_arguments(p) -> None:
 def _setting(args) -> C.Setting:
     if args.steps_per_task is not None and args.steps_per_task < 1:
         raise UserError(f"--steps-per-task must be at least 1 (got {args.steps_per_task}).")
+    if args.trials < 1:
+        raise UserError(f"--trials must be at least 1 (got {args.trials}).")
     if not 0 <= args.guard_margin <= 1:
         raise UserError(f"--guard-margin must be between 0 and 1 (got {args.guard_margin:g}).")
-    return C.Setting(stream=args.stream, backbone=args.backbone, steps_per_task=args.steps_per_task)
+    return C.Setting(stream=args.stream, backbone=args.backbone, steps_per_task=args.steps_per_task,
+                     trials=args.trials)
 
 
 def cmd_claims(args) -> int:
