@@ -1,20 +1,23 @@
 """Methods: a card per registered method, generated from the registry (what it changes, its
-equation, its paper, its defaults), for teaching."""
+equation, its paper, its defaults, its paper preset against the common defaults), with the values its
+tuning searches found (cldash.analysis.tuning), for teaching."""
 
 import pandas as pd
 import streamlit as st
 
+from cldash.analysis.tuning import searches
 from cldash.config.presets import regime_table
 from cldash.dashboard.tables import options_table
-from cldash.dashboard.views import method_facts, method_order
+from cldash.dashboard.views import method_facts, method_order, method_searches_table
 from cldash.methods import POLICIES, REGISTRY, marked_label, paper_presets
-from pages.shared import through_app
+from pages.shared import get_store, through_app
 
 through_app()
 
 st.title("Methods")
 st.caption("Every card is generated from the method's code: its docstring summary, equation, paper and options.")
 order = method_order(REGISTRY)
+summaries = searches(get_store())
 # a table of contents: one link per card (each card's title carries the anchor)
 st.markdown("**Contents:** " + " · ".join(f"[{REGISTRY[n].label}](#method-{n})" for n in order)
             + " · [Replay and EWC](#replay-and-ewc)")
@@ -51,6 +54,13 @@ for name in order:
         else:
             st.caption("No paper preset: its authors published no training regime that carries over; it runs in "
                        "the common regime, or in another method's with `--preset paper:METHOD`.")
+        tuned = method_searches_table(summaries, name)
+        if len(tuned):
+            st.markdown("**Tuned** (the tuned regime: the best of one search per target, on validation data):")
+            st.dataframe(tuned, hide_index=True,
+                         column_config={"validation ACC": st.column_config.NumberColumn(format="%.3f")})
+        else:
+            st.caption(f"not tuned yet: `cldash tune --method {name} --stream S`")
 
 with st.container(border=True):
     st.subheader("Replay and EWC · for any method", anchor="replay-and-ewc")

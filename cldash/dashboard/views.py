@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cldash.analysis import claims
+from cldash.analysis import claims, tuning
 from cldash.analysis.claims import Claim
+from cldash.analysis.matching import match_key, resolved_config
 from cldash.config import RunConfig, describe_run, resolve
+from cldash.core.errors import UserError
 from cldash.dashboard.labels import (
     fork_note,
     run_color,
@@ -464,25 +466,21 @@ def readout_series(store: Store, run_id: int, name: str) -> pd.DataFrame:
 
 
 # -- claims --------------------------------------------------------------------------------------
-def claims_board(store: Store, regimes: tuple[str, ...]) -> tuple[list[dict], int]:
-    """Every claim's verdict under these regimes and how many distinct runs are still to launch for all of
-    them (claims share runs), from one read of the store's runs."""
+def claims_board(store: Store, regimes: tuple[str, ...], margin: float = claims.GUARD_MARGIN
+                 ) -> tuple[list[dict], int]:
+    """Every claim's verdict under these regimes (the learned-enough guard at `margin`) and how many distinct runs
+    are still to launch for all of them (claims share runs), from one read of the store's runs."""
     runs = store.runs()
-    vs = claims.verdicts(store, regimes, runs)
+    vs = claims.verdicts(store, regimes, runs, margin=margin)
     return vs, len(claims.distinct_configs(vs))
 
 
 def claim_seeds(verdict: dict) -> int:
-    """The seeds of cldash.analysis.claims.SEEDS at which every run of the claim has finished (the 'n' of
-    'n of 3 seeds')."""
+    """The seeds at which every run of the claim has finished (the 'n' of 'n of 3 seeds'; the stopping rule can
+    ask for more than the first three)."""
     runs = verdict["runs"]
-    return sum(1 for s in claims.SEEDS if runs and all(s in by_seed for by_seed in runs.values()))
-
-
-def paper_is_common(claim: Claim) -> bool:
-    """Whether a claim's paper regime runs every one of its runs in the common regime (none of its methods has a
-    paper preset that applies), so that the same runs decide both regimes."""
-    return all(claims.run_preset(claim, spec.method, "paper") == "common" for spec in claim.runs.values())
+    seeds = {s for by_seed in runs.values() for s in by_seed}
+    return sum(1 for s in seeds if all(s in by_seed for by_seed in runs.values()))
 
 
 def claim_run_ids(verdict: dict) -> list[int]:
@@ -512,6 +510,91 @@ def claim_values_table(claim: Claim, verdict: dict) -> pd.DataFrame:
                          "run ids": run_refs(run_ids.get(label, {}).values())})
     return pd.DataFrame(rows, columns=["metric", "what", "run", *[f"seed {s}" for s in seeds], "mean", "sd",
                                        "mean ± sd", "run ids"])
+
+
+def claim_reported_table(verdict: dict) -> pd.DataFrame:
+    """The paper's own numbers beside a verdict (cldash.analysis.reported): quantity, method, value with its unit,
+    and where it was read."""
+    rows = [{"quantity": r["quantity"], "method": r["method"],
+             "value": f"{r['value']:g} {r['unit']}".rstrip(), "where": r["where"]}
+            for r in verdict.get("reported") or []]
+    return pd.DataFrame(rows, columns=["quantity", "method", "value", "where"])
+
+
+def _target_key(values: dict) -> str | None:
+    """A search target's identity, as a claim matches runs (None where the target no longer resolves)."""
+    try:
+        return match_key(resolved_config({**values, "seed": 0}))
+    except UserError:
+        return None
+
+
+def claim_searches(store: Store, claim: Claim, summaries: list[dict] | None = None) -> dict[str, dict | None]:
+    """{label: the search of that run of the claim (its own setting), or None}: the newest finished search
+    whose target is the run's common configuration, else the newest one still going."""
+    summaries = tuning.searches(store) if summaries is None else summaries
+    by_key: dict[str, list[dict]] = {}
+    for s in summaries:   # newest first
+        by_key.setdefault(_target_key(s.get("target") or {}), []).append(s)
+    out = {}
+    for label in claim.runs:
+        found = by_key.get(_target_key(claims.run_values(claim, label)), [])
+        out[label] = next((s for s in found if s.get("finished")), found[0] if found else None)
+    return out
+
+
+def params_text(params: dict) -> str:
+    """A trial's parameters in one line: "lr 0.00123 · lr_schedule cosine"."""
+    return " · ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
+
+
+def search_trials_table(summary: dict) -> pd.DataFrame:
+    """A search's trials: number, parameters, validation ACC, LA, forgetting, state and run id."""
+    rows = [{"trial": t["number"], "params": params_text(t.get("params") or {}), "validation ACC": t.get("acc"),
+             "LA": t.get("la"), "forgetting": t.get("forgetting"), "state": t.get("state", ""), "run": t.get("run")}
+            for t in summary.get("trials") or []]
+    return pd.DataFrame(rows, columns=["trial", "params", "validation ACC", "LA", "forgetting", "state", "run"])
+
+
+def search_spread(summary: dict) -> str:
+    """The best configuration's validation ACC over the tuning seeds: "0.812 ± 0.010 over seeds 100, 101, 102"."""
+    spread = {int(k): v for k, v in (summary.get("spread") or {}).items() if v is not None and math.isfinite(v)}
+    if not spread:
+        return ""
+    mean = float(np.mean(list(spread.values())))
+    sd = summary.get("spread_sd")
+    return (f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+            + f" over seed{'s' * (len(spread) != 1)} {', '.join(map(str, sorted(spread)))}")
+
+
+def search_best_text(summary: dict) -> str:
+    """A search's state and best trial in one line."""
+    done = len(summary.get("trials") or [])
+    state = "finished" if summary.get("finished") else f"running: {done} of {summary.get('trials_budget')} trials"
+    best = summary.get("best")
+    if not best:
+        return f"Search {state}; no trial has completed yet."
+    spread = search_spread(summary)
+    return (f"Search {state}, {done} trials. Best: trial {best['trial']}, {params_text(best['params'])} · "
+            f"validation ACC {best['acc']:.3f}, LA {best['la']:.3f}, forgetting {best['forgetting']:.3f}"
+            + (f" · the best again at each tuning seed: {spread}" if spread else ""))
+
+
+def method_searches_table(summaries: list[dict], method: str) -> pd.DataFrame:
+    """The tuned values of one method: a row per search whose target is this method (stream, the options the
+    target fixed, the best parameters, validation ACC, its spread over the tuning seeds, the trials done)."""
+    rows = []
+    for s in summaries:
+        target = s.get("target") or {}
+        if target.get("method") != method:
+            continue
+        best = s.get("best") or {}
+        rows.append({"stream": target.get("stream", ""),
+                     "fixed options": params_text(target.get("method_options") or {}),
+                     "tuned": params_text(best.get("params") or {}), "validation ACC": best.get("acc", math.nan),
+                     "spread": search_spread(s), "trials": f"{len(s.get('trials') or [])} of {s.get('trials_budget')}"
+                     + ("" if s.get("finished") else " (running)")})
+    return pd.DataFrame(rows, columns=["stream", "fixed options", "tuned", "validation ACC", "spread", "trials"])
 
 
 # -- lessons ---------------------------------------------------------------------------------------

@@ -235,8 +235,11 @@ def test_claims_page_opens_the_claim_a_lesson_links_to(db, monkeypatch):
     pissa = next(c for c in CLAIMS if c.key == "study-pissa")
     assert statements[0] == f"**{pissa.statement}**"
     assert any("linked from a lesson" in m.value for m in at.markdown)
-    assert [e.proto.expanded for e in at.expander][:2] == [True, True]
-    assert not any(e.proto.expanded for e in at.expander[2:])
+    # its evidence open, one expander per regime (all three shown); nothing else open
+    evidence = [e for e in at.expander if e.label.startswith("Evidence · ")]
+    assert [e.proto.expanded for e in evidence][:3] == [True, True, True]
+    assert not any(e.proto.expanded for e in evidence[3:])
+    assert not any(e.proto.expanded for e in at.expander if not e.label.startswith("Evidence · "))
 
 
 def test_welcome_page_launches_a_lesson_the_quick_demo_or_the_full_comparison(db, no_start, monkeypatch):

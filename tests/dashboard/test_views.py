@@ -101,11 +101,71 @@ def test_claim_values_table_has_a_row_per_metric_and_label_with_mean_and_sd():
 
 
 def test_paper_is_common_when_no_paper_preset_applies():
-    from cldash.analysis.claims import get_claim
-    from cldash.dashboard.views import paper_is_common
+    from cldash.analysis.claims import get_claim, paper_is_common
 
     assert paper_is_common(get_claim("study-rank"))          # LoRA only, each method its own authors' preset
     assert not paper_is_common(get_claim("eblora-spectrum"))  # paper:eblora for every run
+
+
+def test_claim_reported_table_gives_each_papers_number_with_its_unit_and_place(tmp_path):
+    from cldash.analysis.claims import get_claim, verdict
+    from cldash.dashboard.views import claim_reported_table
+    from cldash.store import Store
+
+    assert claim_reported_table({"reported": []}).columns.tolist() == ["quantity", "method", "value", "where"]
+    rows = [{"quantity": "forgetting (X-TAIL)", "method": "CoDyRA", "value": 1.87, "unit": "%", "where": "page",
+             "metric": "forgetting"},
+            {"quantity": "drift", "method": "LoRA (r=16)", "value": 50.11, "unit": "", "where": "Table 5",
+             "metric": ""}]
+    table = claim_reported_table({"reported": rows})
+    assert table["value"].tolist() == ["1.87 %", "50.11"] and table["where"].tolist() == ["page", "Table 5"]
+    codyra = claim_reported_table(verdict(Store(str(tmp_path / "x.db")), get_claim("codyra-rank")))
+    assert {"1.87 %", "14.86 %"} <= set(codyra["value"])
+
+
+def _summary(method="codyra", options=None, finished=True, updated=1.0, acc=0.8):
+    from cldash.analysis.claims import get_claim, run_values
+
+    target = run_values(get_claim("codyra-rank"), "CoDyRA") if method == "codyra" else \
+        {"method": method, "stream": "digits-rotate", "method_options": options or {}}
+    trials = [{"number": 0, "params": {"lr": 0.001, "lr_schedule": "cosine"}, "state": "complete", "run": 4,
+               "acc": acc, "la": 0.9, "forgetting": 0.2}]
+    return {"study": f"tune-{method}-{updated}", "target": target, "trials_budget": 16, "trials": trials,
+            "finished": finished, "best": {"params": trials[0]["params"], "trial": 0, "acc": acc, "la": 0.9,
+                                           "forgetting": 0.2} if finished else None,
+            "spread": {"100": acc, "101": acc + 0.02} if finished else {}, "spread_sd": 0.0141 if finished else None,
+            "updated": updated}
+
+
+def test_search_tables_and_lines_of_a_tuning_summary(tmp_path):
+    from cldash.analysis.claims import get_claim
+    from cldash.dashboard.views import (
+        claim_searches,
+        method_searches_table,
+        params_text,
+        search_best_text,
+        search_trials_table,
+    )
+
+    assert params_text({"lr": 0.00123456, "lr_schedule": "cosine", "energy": 0.9}) == \
+        "lr 0.00123 · lr_schedule cosine · energy 0.9"
+    done, going = _summary(updated=1.0), _summary(finished=False, updated=2.0, acc=0.9)
+    trials = search_trials_table(done)
+    assert trials.columns.tolist() == ["trial", "params", "validation ACC", "LA", "forgetting", "state", "run"]
+    assert trials.iloc[0].tolist() == [0, "lr 0.001 · lr_schedule cosine", 0.8, 0.9, 0.2, "complete", 4]
+    assert search_best_text(done) == ("Search finished, 1 trials. Best: trial 0, lr 0.001 · lr_schedule cosine · "
+                                      "validation ACC 0.800, LA 0.900, forgetting 0.200 · the best again at each "
+                                      "tuning seed: 0.810 ± 0.014 over seeds 100, 101")
+    assert search_best_text(going).startswith("Search running: 1 of 16 trials")
+    # the finished search of a run wins over a newer one still going; a run without a search has None
+    found = claim_searches(None, get_claim("codyra-rank"), [going, done])
+    assert found["CoDyRA"] is done and found["LoRA r=4"] is None
+    assert claim_searches(None, get_claim("codyra-rank"), [going])["CoDyRA"] is going
+    table = method_searches_table([done, going, _summary("lora", {"rank": 4})], "codyra")
+    assert table["tuned"].tolist() == ["lr 0.001 · lr_schedule cosine", ""]
+    assert table["trials"].tolist() == ["1 of 16", "1 of 16 (running)"]
+    assert table["spread"][0] == "0.810 ± 0.014 over seeds 100, 101"
+    assert method_searches_table([done], "lora").empty
 
 
 def test_id_ranges():

@@ -492,26 +492,30 @@ def regime_lines(at) -> dict[str, list[str]]:
     out = {}
     for claim in CLAIMS:
         i = texts.index(f"**{claim.statement}**")
-        out[claim.key] = [t for t in texts[i + 1:i + 3] if t.startswith("*common*") or t.startswith("*paper*")]
+        out[claim.key] = [t for t in texts[i + 1:i + 4] if t.split(" ")[0] in ("*common*", "*paper*", "*tuned*")]
     return out
 
 
 def test_claims_page_on_an_empty_store_launches_the_missing_runs_once(tmp_path, monkeypatch):
     from cldash.analysis import claims as C
-    from cldash.dashboard.views import paper_is_common
 
     no_starts(monkeypatch)
     db = tmp_path / "claims.db"
     at = app(db, monkeypatch, "pages/claims.py")
     assert [t.value for t in at.title] == ["Claims"] and not at.error
+    assert at.radio(key="claims-regime").options == ["all", "common", "paper", "tuned"]
     lines = regime_lines(at)
     assert set(lines) == {c.key for c in C.CLAIMS}
     for claim in C.CLAIMS:
         need = len(claim.runs) * len(C.SEEDS)
-        same = " · the same runs as common: no paper preset applies" if paper_is_common(claim) else ""
-        assert lines[claim.key] == [f"*{r}* :gray-badge[:material/help: not enough evidence] 0 of 3 seeds · "
-                                    f"0 queued or running · {need} to launch" + (same if r == "paper" else "")
-                                    for r in C.REGIMES]
+        same = " · the same runs as common: no paper preset applies" if C.paper_is_common(claim) else ""
+        assert lines[claim.key][:2] == [f"*{r}* :gray-badge[:material/help: not enough evidence] 0 of 3 seeds · "
+                                        f"0 queued or running · {need} to launch" + (same if r == "paper" else "")
+                                        for r in ("common", "paper")]
+        # nothing is searched on an empty store: the tuned regime says so and how to search
+        assert lines[claim.key][2] == (f"*tuned* :blue-badge[:material/tune: not tuned yet] — {len(claim.runs)} of "
+                                       f"its {len(claim.runs)} runs have no finished search "
+                                       f"({', '.join(claim.runs)}): `cldash tune --claim {claim.key}` runs them")
     total = len(C.to_launch(Store(str(db))))
     button = at.button(key="claims-launch-all")
     assert button.label == f"Launch the {total} missing runs" and not button.disabled
@@ -525,7 +529,7 @@ def test_claims_page_on_an_empty_store_launches_the_missing_runs_once(tmp_path, 
     assert at.button(key="claims-launch-all").label == "Launch the 0 missing runs"
     assert at.button(key="claims-launch-all").disabled
     eblora = regime_lines(at)["eblora-spectrum"]
-    assert eblora[0].endswith("0 of 3 seeds · 6 queued or running · 0 to launch")
+    assert eblora[0].endswith("0 of 3 seeds · 9 queued or running · 0 to launch")
 
 
 def test_claims_page_filters_by_regime_and_launches_one_claim(tmp_path, monkeypatch):
@@ -559,17 +563,20 @@ def test_claims_page_shows_a_claim_that_holds_with_its_evidence(tmp_path, monkey
             ids.setdefault(label, []).append(rid)
     at = app(db, monkeypatch, "pages/claims.py")
     assert not at.error, [e.value for e in at.error]
-    common, paper = regime_lines(at)["study-rank"]
+    common, paper, tuned = regime_lines(at)["study-rank"]
+    assert tuned.startswith("*tuned* :blue-badge[:material/tune: not tuned yet]")
     assert common == "*common* :green-badge[:material/check_circle: holds] 3 of 3 seeds · 0 queued or running · " \
                      "0 to launch"
     # LoRA has no paper preset and the study no code: its paper regime is the common one, decided by the same runs
     assert paper == common.replace("*common*", "*paper*") + " · the same runs as common: no paper preset applies"
     # claims share runs: CoDyRA's claim finds the same LoRA r=4 and r=16 runs, but not its own CoDyRA runs
-    assert regime_lines(at)["codyra-rank"][0].endswith("0 of 3 seeds · 0 queued or running · 3 to launch")
+    assert regime_lines(at)["codyra-rank"][0].endswith("0 of 3 seeds · 0 queued or running · 9 to launch")
 
     k = [c.key for c in C.CLAIMS].index("study-rank")
-    evidence = at.expander[2 * k]
-    assert evidence.label == "Evidence · common regime"
+    evidence = [e for e in at.expander if e.label == "Evidence · common regime"][k]
+    # a paper regime that is the common one is not decided twice: no evidence of its own
+    assert [e.label for e in at.expander].count("Evidence · paper regime") == sum(
+        not C.paper_is_common(c) for c in C.CLAIMS)
     checks = [m.value for m in evidence.markdown]
     assert checks[0] == (":green-badge[:material/check_circle: holds] **forgetting: LoRA r=4 is below LoRA r=1** — "
                          "difference -0.100, 95 % interval [-0.125, -0.075] over 3 seeds")
@@ -600,3 +607,88 @@ def test_claims_page_on_a_read_only_store_says_nothing_was_launched(tmp_path, mo
     assert not at.exception
     assert any(e.value.startswith("Nothing was launched: cannot write to the run store") for e in at.error)
     assert Store(str(path)).runs() == []
+
+
+def test_claims_page_shows_the_papers_numbers_the_source_and_a_guard_margin_that_changes_nothing_on_an_empty_store(
+        tmp_path, monkeypatch):
+    from cldash.analysis import claims as C
+
+    no_starts(monkeypatch)
+    at = app(tmp_path / "claims.db", monkeypatch, "pages/claims.py")
+    numbers = next(e for e in at.expander if e.label.startswith("The paper's own numbers")
+                   and "forgetting (X-TAIL)" in e.dataframe[0].value["quantity"].tolist())     # CoDyRA's claims
+    table = numbers.dataframe[0].value.set_index(["quantity", "method"])
+    assert table.loc[("forgetting (X-TAIL)", "CoDyRA"), "value"] == "1.87 %"
+    assert table.loc[("forgetting (X-TAIL)", "LoRA (r=16)"), "value"] == "14.86 %"
+    assert numbers.caption[0].value.startswith("Their setting: CLIP ViT-B/16")
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith(":orange-badge[:material/warning: 003 paraphrase only]") for c in captions)  # study-pissa
+    assert any(c.startswith("The claim's words: the paper's project page · computed on: digits-rotate")
+               for c in captions)
+    guard = at.number_input(key="claims-guard")
+    assert (guard.value, guard.min, guard.max) == (C.GUARD_MARGIN, 0.0, 0.5)
+    before = regime_lines(at)
+    guard.set_value(0.3).run()
+    assert not at.exception and regime_lines(at) == before
+
+
+def fake_search(store, claim, label, acc=0.81):
+    """A finished search of one of a claim's runs, as cldash.analysis.tuning keeps its summary (no Optuna)."""
+    from cldash.analysis import claims as C, tuning as T
+
+    target = C.run_values(claim, label)
+    name = T.study_name(target, T.TRIALS, 0)
+    trials = [{"number": 0, "params": {"lr": 0.0012, "lr_schedule": "cosine"}, "state": "complete", "run": 1,
+               "acc": acc, "la": 0.93, "forgetting": 0.1},
+              {"number": 1, "params": {"lr": 0.02, "lr_schedule": "constant"}, "state": "diverged", "run": 2,
+               "acc": 0.0, "la": 0.0, "forgetting": float("nan")}]
+    summary = {"study": name, "target": target, "trials_budget": T.TRIALS, "seed": 0, "space": ["lr log 1e-4..3e-2"],
+               "validation": T.VALIDATION, "la_window": T.LA_WINDOW, "trials": trials, "finished": True,
+               "best": {"params": trials[0]["params"], "trial": 0, "acc": acc, "la": 0.93, "forgetting": 0.1},
+               "spread": {"100": acc, "101": acc - 0.01, "102": acc + 0.01}, "spread_sd": 0.01, "updated": 1.0}
+    store.set_setting(T.PREFIX + name, json.dumps(summary))
+
+
+def test_a_finished_search_shows_on_the_claims_page_and_its_tuned_values_on_the_methods_page(tmp_path, monkeypatch):
+    from cldash.analysis import claims as C
+
+    no_starts(monkeypatch)
+    db = tmp_path / "claims.db"
+    store = Store(str(db))
+    fake_search(store, C.get_claim("codyra-rank"), "CoDyRA")
+    rank = C.get_claim("study-rank")
+    for label in rank.runs:          # every run of study-rank searched: its tuned regime is decided from runs
+        fake_search(store, rank, label)
+    at = app(db, monkeypatch, "pages/claims.py")
+    at.radio(key="claims-regime").set_value("tuned").run()
+    assert not at.exception
+    lines = regime_lines(at)
+    assert lines["study-rank"] == ["*tuned* :gray-badge[:material/help: not enough evidence] 0 of 3 seeds · "
+                                   "0 queued or running · 9 to launch"]
+    # claims share runs, and so searches: codyra-rank's LoRA r=4 and r=16 are study-rank's
+    assert lines["codyra-rank"] == ["*tuned* :blue-badge[:material/tune: not tuned yet] — 2 of its 5 runs have no "
+                                    "finished search (LoRA r=16 s=1, CoDyRA no pruning): `cldash tune --claim "
+                                    "codyra-rank` runs them"]
+    k = [c.key for c in C.CLAIMS].index("codyra-rank")
+    searches = [e for e in at.expander if e.label == "Searches · tuned regime"][k]
+    trials = searches.dataframe[0].value
+    assert trials["trial"].tolist() == [0, 1] and trials["validation ACC"].tolist() == [0.81, 0.0]
+    assert trials["params"][0] == "lr 0.0012 · lr_schedule cosine" and trials["state"].tolist() == ["complete",
+                                                                                                   "diverged"]
+    best = [m.value for m in searches.markdown if m.value.startswith("Search finished")]
+    assert best == 3 * ["Search finished, 2 trials. Best: trial 0, lr 0.0012 · lr_schedule cosine · validation ACC "
+                    "0.810, LA 0.930, forgetting 0.100 · the best again at each tuning seed: 0.810 ± 0.010 over "
+                    "seeds 100, 101, 102"]
+    assert sum("not searched yet: `cldash tune --claim codyra-rank`" == c.value for c in searches.caption) == 2
+    button = at.button(key="launch-study-rank-tuned")
+    button.click().run()
+    runs = Store(str(db)).runs()
+    assert len(runs) == 9 and {r["config"]["lr"] for r in runs} == {0.0012}
+    assert {r["config"]["lr_schedule"] for r in runs} == {"cosine"}
+
+    at = app(db, monkeypatch, "pages/methods.py")
+    tuned = [t.value for t in at.dataframe if "tuned" in t.value.columns]
+    codyra = next(t for t in tuned if (t["stream"] == "digits-rotate").all() and len(t) == 1
+                  and t["fixed options"][0] == "")
+    assert codyra["tuned"][0] == "lr 0.0012 · lr_schedule cosine" and codyra["validation ACC"][0] == 0.81
+    assert "not tuned yet: `cldash tune --method pissa --stream S`" in [c.value for c in at.caption]
