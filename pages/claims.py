@@ -101,7 +101,8 @@ if launched is not None:
 
 def launch(claims: tuple, regimes: tuple[str, ...]) -> None:
     try:
-        ids = C.launch_missing(store, claims, regimes)
+        ids = C.launch_missing(store, claims, regimes,
+                               margin=st.session_state.get("claims-guard", C.GUARD_MARGIN))
     except UserError as exc:   # a read-only store, a configuration that no longer resolves
         st.error(f"Nothing was launched: {exc}")
         return

@@ -425,7 +425,7 @@ def decide_check(check: Check, a: dict[int, float], b: dict[int, float] | float,
     elif d["n"] < first_seeds():
         state, why = "undecided", f"{d['n']} of the {first_seeds()} seeds a check needs before it is read"
     else:
-        state, why = decide(check.relation, d, check.margin, delta)
+        state, why = decide(check.relation, d, check.margin, delta, (check.a, check.b or f"{check.value:g}"))
     return {"state": state, "verdict": STATE_TEXT.get(state, state), "why": why, "delta": delta,
             "detectable": detectable(d) if d["n"] else float("inf"), **d}
 
@@ -501,10 +501,10 @@ def verdicts(store, regimes: tuple[str, ...] = REGIMES, runs: list[dict] | None 
 
 
 def to_launch(store, claims: tuple[Claim, ...] = CLAIMS, regimes: tuple[str, ...] = REGIMES,
-              runs: list[dict] | None = None, setting: Setting = OWN) -> list[dict]:
+              runs: list[dict] | None = None, setting: Setting = OWN, margin: float = GUARD_MARGIN) -> list[dict]:
     """The configurations these claims still need under these regimes (their first seeds, or the next seeds the
     stopping rule asks for where a check is undecided), each once (claims share runs)."""
-    return distinct_configs(verdicts(store, regimes, runs, setting, claims))
+    return distinct_configs(verdicts(store, regimes, runs, setting, claims, margin))
 
 
 def distinct_configs(vs: list[dict]) -> list[dict]:
@@ -520,10 +520,10 @@ def distinct_configs(vs: list[dict]) -> list[dict]:
 
 
 def launch_missing(store, claims: tuple[Claim, ...] = CLAIMS, regimes: tuple[str, ...] = REGIMES,
-                   start: bool = True, setting: Setting = OWN) -> list[int]:
+                   start: bool = True, setting: Setting = OWN, margin: float = GUARD_MARGIN) -> list[int]:
     """Queue the runs `to_launch` names (cldash.runs.launch); launching again while they are queued adds nothing. A
     launch key counts the earlier attempts at the configuration, so a failed run is retried with a new row."""
-    configs = to_launch(store, claims, regimes, setting=setting)
+    configs = to_launch(store, claims, regimes, setting=setting, margin=margin)
     if not configs:
         return []
     tries = {}

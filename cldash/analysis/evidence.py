@@ -199,9 +199,10 @@ def _state(relation: str, d: dict, margin: float, delta: float) -> str:
     return "undecided"
 
 
-def decide(relation: str, d: dict, margin: float, delta: float) -> tuple[str, str]:
+def decide(relation: str, d: dict, margin: float, delta: float, names: tuple[str, str] = ("A", "B")) -> tuple[str, str]:
     """(state, why) of one check from its paired difference `d` (see `paired`). relation: "less" (the claim:
-    A below B), "greater" (A above B) or "keeps" (non-inferiority: A not below B by more than margin)."""
+    A below B), "greater" (A above B) or "keeps" (non-inferiority: A not below B by more than margin); `names`
+    says A and B in the sentence."""
     state = _state(relation, d, margin, delta)
     n = d["n"]
     if n == 0:
@@ -213,8 +214,9 @@ def decide(relation: str, d: dict, margin: float, delta: float) -> tuple[str, st
         small = f"; the effect is real but smaller than δ = {delta:.3f}" if abs(d["mean"]) < delta else ""
         return state, base + small
     if state == "opposite":
-        side = {"less": "A is clearly above B", "greater": "A is clearly below B",
-                "keeps": f"A is lower than B by more than the margin {margin:.3f}"}[relation]
+        a, b = names
+        side = {"less": f"{a} is clearly above {b}", "greater": f"{a} is clearly below {b}",
+                "keeps": f"{a} is lower than {b} by more than the margin {margin:.3f}"}[relation]
         return state, f"{base}; {side}"
     if state == "equivalent":
         e = equivalence(d, delta)

@@ -123,7 +123,7 @@ def _suggest(trial, p: Param):
 def _journal(store):
     """Optuna's JournalStorage over the store's tuning_log table."""
     from optuna.storages import JournalStorage  # deferred: optuna is needed only while a search runs
-    from optuna.storages.journal import BaseJournalBackend
+    from optuna.storages.journal import BaseJournalBackend  # deferred: as above
 
     class StoreJournal(BaseJournalBackend):
         """Optuna's journal operations as rows of the run store (one writer: the search's own process)."""

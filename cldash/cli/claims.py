@@ -7,6 +7,7 @@ from __future__ import annotations
 from cldash.analysis import claims as C
 from cldash.analysis.evidence import SEED_SCHEDULE
 from cldash.cli.waiting import store_reconciled
+from cldash.config import resolve
 from cldash.core.errors import UserError
 from cldash.core.text import id_ranges
 
@@ -50,8 +51,6 @@ def cmd_claims(args) -> int:
     chosen = tuple(C.get_claim(k) for k in args.claim) if args.claim else C.CLAIMS   # before opening the store
     setting = _setting(args)
     if setting.stream:
-        from cldash.config import resolve
-
         resolve({"stream": setting.stream, **({"backbone": setting.backbone} if setting.backbone else {})})
     store = store_reconciled(args.db)
     regimes = REGIME_CHOICES[args.regime]

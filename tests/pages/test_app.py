@@ -514,7 +514,7 @@ def test_claims_page_on_an_empty_store_launches_the_missing_runs_once(tmp_path, 
                                         for r in ("common", "paper")]
         # nothing is searched on an empty store: the tuned regime says so and how to search
         assert lines[claim.key][2] == (f"*tuned* :blue-badge[:material/tune: not tuned yet] — {len(claim.runs)} of "
-                                       f"its {len(claim.runs)} runs have no finished search "
+                                       f"its {len(claim.runs)} runs have no finished search of 16 trials "
                                        f"({', '.join(claim.runs)}): `cldash tune --claim {claim.key}` runs them")
     total = len(C.to_launch(Store(str(db))))
     button = at.button(key="claims-launch-all")
@@ -667,7 +667,7 @@ def test_a_finished_search_shows_on_the_claims_page_and_its_tuned_values_on_the_
                                    "0 queued or running · 9 to launch"]
     # claims share runs, and so searches: codyra-rank's LoRA r=4 and r=16 are study-rank's
     assert lines["codyra-rank"] == ["*tuned* :blue-badge[:material/tune: not tuned yet] — 2 of its 5 runs have no "
-                                    "finished search (LoRA r=16 s=1, CoDyRA no pruning): `cldash tune --claim "
+                                    "finished search of 16 trials (LoRA r=16 s=1, CoDyRA no pruning): `cldash tune --claim "
                                     "codyra-rank` runs them"]
     k = [c.key for c in C.CLAIMS].index("codyra-rank")
     searches = [e for e in at.expander if e.label == "Searches · tuned regime"][k]
