@@ -101,7 +101,7 @@ LESSONS: tuple[Lesson, ...] = (
               "learning accuracy (the score on each task right after learning it) and forgetting, rank by rank",
               "rank 1 learns least (learning accuracy about 0.76 against 0.88) and forgets least (about 0.58 against "
               "0.71); ranks 4 and 16 are alike on both. Two papers disagree about higher ranks (CoDyRA: they forget "
-              "more; the forgetting study: less): the Claims page decides each over three seeds.",
+              "more; the forgetting study: less): the Claims page decides each, seeds until clear.",
               "codyra-rank"),
          Step("Ranks", "active rank per module over steps",
               "CoDyRA's active rank in each module over the steps (pick the CoDyRA run)",
@@ -132,7 +132,7 @@ LESSONS: tuple[Lesson, ...] = (
          Step("Compare", "Metrics",
               "forgetting and final accuracy of the two runs",
               "here EBLoRA forgets about half as much as LoRA (0.38 against 0.78) and ends higher (final accuracy "
-              "0.60 against 0.37); the Claims page decides the claim over three seeds.",
+              "0.60 against 0.37); the Claims page decides the claim, adding seeds until the answer is clear.",
               "eblora-spectrum")),
         steps_per_task=150, stream_options={"angles": THREE}, seconds=21),
     Lesson(
@@ -153,7 +153,7 @@ LESSONS: tuple[Lesson, ...] = (
               "forgetting and general-task retention of the four runs",
               "at this length the study's claim does not show: PiSSA forgets about as much as LoRA (0.72 against "
               "0.76) and WeGeFT and LoRETTA a little less (about 0.63). Energy in the top directions alone does not "
-              "predict forgetting here; the Claims page decides the claim over three seeds at full length.",
+              "predict forgetting here; the Claims page decides it at full length, seeds until clear.",
               "study-pissa")),
         steps_per_task=100, stream_options={"angles": THREE}, seconds=34),
     Lesson(

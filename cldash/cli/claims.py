@@ -55,9 +55,15 @@ def cmd_claims(args) -> int:
     store = store_reconciled(args.db)
     regimes = REGIME_CHOICES[args.regime]
     if args.launch:
-        ids = C.launch_missing(store, chosen, regimes, setting=setting)
+        ids = C.launch_missing(store, chosen, regimes, setting=setting, margin=args.guard_margin)
         print(f"queued {len(ids)} run(s)" + (f": {id_ranges(ids)}" if ids else ": every run the claims need is "
                                              "finished, queued or running") + f" -> {store.display}")
+        if "tuned" in regimes:
+            untuned = [c.key for c in chosen if C.verdict(store, c, "tuned", setting=setting)["verdict"] ==
+                       "not tuned yet"]
+            if untuned:
+                print(f"not tuned yet, so not launched in the tuned regime: {', '.join(untuned)} "
+                      f"(cldash tune --claim KEY first)")
         return 0
     runs = store.runs()
     for claim in chosen:

@@ -340,3 +340,19 @@ def test_the_tuned_regime_waits_for_its_searches_then_runs_the_best_values(store
     assert lrs == {1: 0.001, 4: 0.002, 16: 0.003}
     assert all(c["lr_schedule"] == "cosine" and c["validation"] == 0 and c["seed"] in (0, 1, 2)
                for c in v["to_launch"])   # fresh seeds on the test sets, never the trials' 100-102
+
+
+def test_claims_cli_reads_another_setting_and_says_what_the_tuned_regime_still_needs(tmp_path, capsys):
+    from cldash.cli import main
+
+    db = str(tmp_path / "cli.db")
+    assert main(["--db", db, "claims", "--claim", "codyra-rank", "--stream", "digits-permute", "--steps-per-task",
+                 "40", "--regime", "common"]) == 0
+    out = capsys.readouterr().out
+    assert "on digits-permute, vit-tiny, 40 steps per task; 15 run(s) to launch" in out and "1.87%" in out
+    assert main(["--db", db, "claims", "--claim", "study-rank", "--regime", "tuned", "--launch"]) == 0
+    out = capsys.readouterr().out
+    assert "queued 0 run(s)" in out and "not tuned yet, so not launched in the tuned regime: study-rank" in out
+    assert main(["--db", db, "claims", "--stream", "nope"]) == 2
+    assert "unknown stream 'nope'" in capsys.readouterr().err
+    assert main(["--db", db, "claims", "--guard-margin", "2"]) == 2

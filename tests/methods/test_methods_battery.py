@@ -91,7 +91,7 @@ INVALID = {
     "wegeft": [({"rank": 65}, "larger than the input size"), ({"alpha": 0}, "wegeft.alpha must be")],
     "codyra": [({"rank": 0}, "codyra.rank must be"), ({"rank": 100}, "larger than layer"),
                ({"dense_fraction": 1.0}, "codyra.dense_fraction must be below 1"), ({"levels": 1}, "codyra.levels")],
-    "eblora": [({"rank": 100}, "eblora.rank 100 is larger than layer"), ({"energy": 0}, "eblora.energy must be"),
+    "eblora": [({"rank": 100}, "eblora.rank 100 is larger than layer"), ({"energy": 1.5}, "eblora.energy must be"),
                ({"alpha": 0}, "eblora.alpha must be")],
     "slice": [({"surgery": "pcgrad2"}, "slice.surgery must be one of"), ({"combine": "mean"}, "slice.combine"),
               ({"rank": 40}, "needs 2 x 40 gradient singular vectors"), ({"memory": 0}, "slice.memory must be")],
