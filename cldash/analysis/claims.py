@@ -442,6 +442,19 @@ def overall(states: set[str]) -> str:
     return "holds"
 
 
+def seeds_per_run(claim: Claim, checks: list[dict]) -> dict[str, int]:
+    """The seeds each run wants by the stopping rule: the first seeds for every run; for the runs of a check
+    that is still undecided, the schedule's next point after the seeds the check has (a decided check's runs
+    stop there, so a claim's clear checks do not make its unclear ones cost more)."""
+    wanted = dict.fromkeys(claim.runs, first_seeds())
+    for spec, c in zip(claim.checks, checks, strict=True):
+        if c["state"] == "undecided" and c["n"] >= first_seeds():
+            for label in (spec.a, spec.b):
+                if label is not None:
+                    wanted[label] = max(wanted[label], seeds_wanted(c["n"], False))
+    return wanted
+
+
 def _values(store, claim: Claim, finished: dict) -> dict:
     metrics = sorted({c.metric for c in claim.checks} | {"la", "acc", "forgetting"})
     return {label: {m: {s: run_metric(store, r, m) for s, r in by_seed.items()} for m in metrics}
@@ -481,12 +494,12 @@ def verdict(store, claim: Claim, regime: str = "common", runs: list[dict] | None
         checks.append({"check": check.text(labels), "metric": check.metric,
                        **decide_check(check, values[check.a][check.metric], b, la, margin)})
     states = {c["state"] for c in checks}
-    have = min(len(by_seed) for by_seed in finished.values())
-    wanted = max(first_seeds(), seeds_wanted(have, "undecided" not in states)) if have >= first_seeds() \
-        else first_seeds()
-    todo = [config(claim, label, regime, seed, setting, tuned) for label in claim.runs for seed in range(wanted)
+    wanted = seeds_per_run(claim, checks)
+    todo = [config(claim, label, regime, seed, setting, tuned) for label in claim.runs
+            for seed in range(wanted[label])
             if found[label].get(seed, {}).get("status") not in ("finished", "queued", "running")]
-    return {**base, "verdict": overall(states), "checks": checks, "la": la, "seeds_wanted": wanted,
+    return {**base, "verdict": overall(states), "checks": checks, "la": la, "seeds_wanted": max(wanted.values()),
+            "seeds_per_run": wanted,
             "runs": {label: {s: r["id"] for s, r in sorted(by_seed.items())} for label, by_seed in finished.items()},
             "pending": sum(1 for by_seed in found.values() for r in by_seed.values()
                            if r["status"] in ("queued", "running")),

@@ -356,3 +356,18 @@ def test_claims_cli_reads_another_setting_and_says_what_the_tuned_regime_still_n
     assert main(["--db", db, "claims", "--stream", "nope"]) == 2
     assert "unknown stream 'nope'" in capsys.readouterr().err
     assert main(["--db", db, "claims", "--guard-margin", "2"]) == 2
+
+
+def test_only_the_runs_of_an_undecided_check_get_more_seeds(store):
+    """B vs A is clear after 3 seeds, C vs A is not: C and A go on to 5 seeds, B stops at 3."""
+    three = Claim("test-three", "a test paper", "B and C forget less than A.", "digits-rotate",
+                  {**CLAIM.runs, "C": RunSpec("lora", {"rank": 2, "alpha": 4.0}, {"policy": "merge"})},
+                  (Check("forgetting", "B", "less", "A"), Check("forgetting", "C", "less", "A")), ("Compare", "x"))
+    for s, (a, b, c) in enumerate([(0.60, 0.50, 0.55), (0.70, 0.61, 0.75), (0.65, 0.54, 0.62)]):
+        add(store, three, "A", s, forgetting=a)
+        add(store, three, "B", s, forgetting=b)
+        add(store, three, "C", s, forgetting=c)
+    v = C.verdict(store, three)
+    assert [c["state"] for c in v["checks"]] == ["holds", "undecided"]
+    assert v["seeds_per_run"] == {"A": 5, "B": 3, "C": 5}
+    assert sorted((c["method_options"]["rank"], c["seed"]) for c in v["to_launch"]) == [(2, 3), (2, 4), (4, 3), (4, 4)]

@@ -667,7 +667,8 @@ def test_a_finished_search_shows_on_the_claims_page_and_its_tuned_values_on_the_
                                    "0 queued or running · 9 to launch"]
     # claims share runs, and so searches: codyra-rank's LoRA r=4 and r=16 are study-rank's
     assert lines["codyra-rank"] == ["*tuned* :blue-badge[:material/tune: not tuned yet] — 2 of its 5 runs have no "
-                                    "finished search of 16 trials (LoRA r=16 s=1, CoDyRA no pruning): `cldash tune --claim "
+                                    "finished search of 16 trials (LoRA r=16 s=1, CoDyRA no pruning): `cldash tune "
+                                    "--claim "
                                     "codyra-rank` runs them"]
     k = [c.key for c in C.CLAIMS].index("codyra-rank")
     searches = [e for e in at.expander if e.label == "Searches · tuned regime"][k]
