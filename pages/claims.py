@@ -99,9 +99,27 @@ if launched is not None:
         st.info("Nothing to launch: every run these claims need is finished, queued or running.")
 
 
+def chosen_setting() -> C.Setting:
+    """The setting the page reads and launches: each claim's own length, or the steps per task and the search
+    budget chosen under "Setting" (what `cldash claims --steps-per-task N --trials T` reads)."""
+    steps = st.session_state.get("claims-steps", 0)
+    return C.Setting(steps_per_task=steps or None, trials=st.session_state.get("claims-trials", TRIALS))
+
+
+def setting_inputs() -> None:
+    with st.expander("Setting: the claims at another length or search budget", icon=":material/tune:"):
+        with st.container(horizontal=True, gap="large"):
+            st.number_input("Steps per task", 0, 100_000, 0, 50, key="claims-steps", width=180,
+                            help="0: each claim's own (the common 300). Another length reads and launches the same "
+                                 "claims at that length, e.g. the 100-step study of bench/claims_study.py.")
+            st.number_input("Search trials (tuned)", 1, 1000, TRIALS, 1, key="claims-trials", width=180,
+                            help="The tuned regime's budget: the searches of this many trials a run "
+                                 "(`cldash tune --trials N`).")
+
+
 def launch(claims: tuple, regimes: tuple[str, ...]) -> None:
     try:
-        ids = C.launch_missing(store, claims, regimes,
+        ids = C.launch_missing(store, claims, regimes, setting=chosen_setting(),
                                margin=st.session_state.get("claims-guard", C.GUARD_MARGIN))
     except UserError as exc:   # a read-only store, a configuration that no longer resolves
         st.error(f"Nothing was launched: {exc}")
@@ -195,11 +213,11 @@ def reported_numbers(v: dict) -> None:
 
 def search_list(claim: C.Claim, summaries: list[dict]) -> None:
     """Each run's search (cldash.analysis.tuning): its trials, its best and the best's spread over the seeds."""
-    st.caption(f"One search per run, the same for every method: {TRIALS} trials of Optuna's TPE at seed "
-               f"{TUNE_SEEDS[0]}, scored on validation data ({VALIDATION:.0%} of each task's training data held "
-               f"out); the best is the highest validation ACC among the trials within {LA_WINDOW:g} of the best "
+    st.caption(f"One search per run, the same for every method: {chosen_setting().trials} trials of Optuna's TPE "
+               f"at seed {TUNE_SEEDS[0]}, scored on validation data ({VALIDATION:.0%} of each task's training data "
+               f"held out); the best is the highest validation ACC among the trials within {LA_WINDOW:g} of the best "
                f"LA, run again at seeds {', '.join(map(str, TUNE_SEEDS[1:]))} for its spread.")
-    for label, s in claim_searches(store, claim, summaries).items():
+    for label, s in claim_searches(store, claim, summaries, chosen_setting()).items():
         st.markdown(f"**{label}**")
         if s is None:
             st.caption(f"not searched yet: `cldash tune --claim {claim.key}`")
@@ -247,7 +265,7 @@ def board() -> None:
                                  width=160, help="A check on what a run keeps or ends with is not comparable when "
                                                  "one of its runs' LA is more than this below the claim's best.")
         regimes = C.REGIMES if choice == "all" else (choice,)
-        verdicts, to_launch = claims_board(store, regimes, margin)
+        verdicts, to_launch = claims_board(store, regimes, margin, chosen_setting())
         live = any(v["pending"] for v in verdicts)
         if live != st.session_state.get("claims_live", False):   # start or stop the two-second refresh
             st.session_state.claims_live = live
@@ -261,6 +279,7 @@ def board() -> None:
     for v in verdicts:
         by_claim.setdefault(v["claim"], []).append(v)
     summaries = searches(store) if "tuned" in regimes else None
+    setting_inputs()
     focus = st.query_params.get("claim")   # ?claim=KEY (a lesson's link): that claim first, its evidence open
     for claim in sorted(C.CLAIMS, key=lambda c: c.key != focus):
         claim_card(claim, by_claim[claim.key], claim.key == focus, summaries)

@@ -466,12 +466,13 @@ def readout_series(store: Store, run_id: int, name: str) -> pd.DataFrame:
 
 
 # -- claims --------------------------------------------------------------------------------------
-def claims_board(store: Store, regimes: tuple[str, ...], margin: float = claims.GUARD_MARGIN
-                 ) -> tuple[list[dict], int]:
-    """Every claim's verdict under these regimes (the learned-enough guard at `margin`) and how many distinct runs
-    are still to launch for all of them (claims share runs), from one read of the store's runs."""
+def claims_board(store: Store, regimes: tuple[str, ...], margin: float = claims.GUARD_MARGIN,
+                 setting: claims.Setting = claims.OWN) -> tuple[list[dict], int]:
+    """Every claim's verdict under these regimes in this setting (the learned-enough guard at `margin`) and how
+    many distinct runs are still to launch for all of them (claims share runs), from one read of the store's
+    runs."""
     runs = store.runs()
-    vs = claims.verdicts(store, regimes, runs, margin=margin)
+    vs = claims.verdicts(store, regimes, runs, setting, margin=margin)
     return vs, len(claims.distinct_configs(vs))
 
 
@@ -529,16 +530,19 @@ def _target_key(values: dict) -> str | None:
         return None
 
 
-def claim_searches(store: Store, claim: Claim, summaries: list[dict] | None = None) -> dict[str, dict | None]:
-    """{label: the search of that run of the claim (its own setting), or None}: the newest finished search
-    whose target is the run's common configuration, else the newest one still going."""
+def claim_searches(store: Store, claim: Claim, summaries: list[dict] | None = None,
+                   setting: claims.Setting = claims.OWN) -> dict[str, dict | None]:
+    """{label: the search of that run of the claim in this setting, or None}: the newest finished search
+    whose target is the run's common configuration (and whose budget is the setting's), else the newest one
+    still going."""
     summaries = tuning.searches(store) if summaries is None else summaries
     by_key: dict[str, list[dict]] = {}
     for s in summaries:   # newest first
-        by_key.setdefault(_target_key(s.get("target") or {}), []).append(s)
+        if s.get("trials_budget", setting.trials) == setting.trials:
+            by_key.setdefault(_target_key(s.get("target") or {}), []).append(s)
     out = {}
     for label in claim.runs:
-        found = by_key.get(_target_key(claims.run_values(claim, label)), [])
+        found = by_key.get(_target_key(claims.run_values(claim, label, setting)), [])
         out[label] = next((s for s in found if s.get("finished")), found[0] if found else None)
     return out
 

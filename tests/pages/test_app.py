@@ -693,3 +693,24 @@ def test_a_finished_search_shows_on_the_claims_page_and_its_tuned_values_on_the_
                   and t["fixed options"][0] == "")
     assert codyra["tuned"][0] == "lr 0.0012 · lr_schedule cosine" and codyra["validation ACC"][0] == 0.81
     assert "not tuned yet: `cldash tune --method pissa --stream S`" in [c.value for c in at.caption]
+
+
+def test_claims_page_reads_the_claims_at_another_length(tmp_path, monkeypatch):
+    """The "Setting" inputs read (and launch) the same claims at another length, as `cldash claims
+    --steps-per-task N` does: the verdicts say the length they were computed on, and the runs to launch are
+    those of that length."""
+    from cldash.analysis import claims as C
+
+    no_starts(monkeypatch)
+    at = app(tmp_path / "claims.db", monkeypatch, "pages/claims.py")
+    at.number_input(key="claims-steps").set_value(100).run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert any("computed on: digits-rotate, vit-tiny, 100 steps per task" in c for c in captions)
+    assert not any("300 steps per task" in c for c in captions)
+    store, hundred = Store(str(tmp_path / "claims.db")), C.Setting(steps_per_task=100)
+    need = len(C.to_launch(store, setting=hundred))
+    at.button(key="claims-launch-all").click().run()
+    runs = store.runs()
+    assert len(runs) == need and {r["config"]["steps_per_task"] for r in runs} == {100}
+    assert C.to_launch(store, setting=hundred) == []   # what the page launched is what that length needs
