@@ -172,8 +172,6 @@ def evidence(claim: C.Claim, v: dict) -> None:
         st.caption("Tuned values: " + " · ".join(f"{label}: {params_text(p)}" for label, p in v["tuned"].items()))
     for check in v["checks"]:
         st.markdown(f"{badge(check['state'])} **{check['check']}** — {check['why']}")
-    for caveat in v["caveats"]:
-        st.warning(caveat, icon=":material/warning:")
     values(claim, v, key)
     m = v["missing"]
     if st.button(f"Launch the {m} missing run{'s' * (m != 1)} of this claim ({v['regime']})", disabled=not m,

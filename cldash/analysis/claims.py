@@ -1,24 +1,28 @@
 """The seed papers' headline claims as data, and their verdicts computed from the store.
 
 A `Claim` is a declarative record: the paper, a one-line statement in our words, the runs it
-needs (methods and options on one stream, at least `SEEDS` seeds), the checks that decide it and
-what to look at. Nothing here trains or reads a page: `verdict(store, claim, regime)` finds the
-finished runs whose stored configuration is exactly the one the claim asks for, and decides each
-check with a paired difference over seeds; `missing(...)` lists the configurations still to run,
-which `cldash claims --launch` and the Claims page queue. The page, the CLI and bench/ call the
-same functions, so they always agree, and the same store always gives the same verdict.
+needs (methods with their options pinned, on one stream), the checks that decide it and what to
+look at. Nothing here trains or reads a page: `verdict(store, claim, regime, setting=...)` finds the
+finished runs whose stored configuration is exactly one the claim asks for, and decides each check
+from the paired differences over seeds (cldash.analysis.evidence); its ``to_launch`` lists the
+configurations still to run, which `cldash claims --launch`, the Claims page and bench/ queue. They
+all call the same functions, so they agree, and the same store always gives the same verdict.
 
-The decision rule of a check "A's metric is below B's" (or above): the difference d_s = m(A, s) -
-m(B, s) for every seed s that both have, its mean and its 95 % t-interval. The check **holds**
-when the interval lies on the claimed side of 0 (beyond a margin, where one is given), **does not
-hold** when it does not (the opposite, or no clear difference at this number of seeds), and has
-**not enough evidence** with fewer than `SEEDS` paired seeds. A "keeps" check (non-inferiority)
-holds when the interval's lower end is above -margin. A claim holds when all its checks hold.
+A check's state: **holds**, **the opposite holds**, **no difference larger than δ** (TOST) or **not
+enough evidence yet** (evidence.decide), or **not comparable** when it reads an outcome (GUARDED) of
+a run that learned too little: its mean learning accuracy more than `GUARD_MARGIN` below the claim's
+best learner (`guard`). A claim *does not hold* when a check is contradicted (the opposite, or no
+difference), has *not enough evidence* while one is undecided, is *not comparable* when one was
+guarded, and *holds* when all hold. Seeds: every run starts with 3; the runs of a check still
+undecided get the next point of the fixed schedule 3 -> 5 -> 7 -> 10 (`seeds_per_run`).
 
 Regimes: *common* runs every method on the shared defaults; *paper* runs the claim's runs in its
 paper's regime, ``Claim.paper_preset``: ``paper:METHOD`` (that paper's training regime for every
 run, so that the baseline trains on the same schedule as the method, as the paper compares them)
-or ``paper`` (each method its own authors' preset; one without a preset stays common).
+or ``paper`` (each method its own authors' preset; one without a preset stays common); its length
+stays the common one. *tuned* runs each run with the best values of its own search
+(cldash.analysis.tuning), on fresh seeds. A `Setting` moves every claim to another stream, backbone
+or length (and names the tuned regime's search budget).
 """
 
 from __future__ import annotations
@@ -468,7 +472,7 @@ def verdict(store, claim: Claim, regime: str = "common", runs: list[dict] | None
     (the first seeds, or the next ones the stopping rule asks for), "seeds_wanted", "reported", ...}."""
     if regime not in REGIMES:
         raise UserError(f"regime must be one of {', '.join(REGIMES)} (got {regime!r}).")
-    base = {"claim": claim.key, "regime": regime, "setting": setting.text(claim), "checks": [], "caveats": [],
+    base = {"claim": claim.key, "regime": regime, "setting": setting.text(claim), "checks": [],
             "runs": {}, "values": {}, "pending": 0, "missing": 0, "to_launch": [], "seeds_wanted": 0,
             "same_as": "common" if regime == "paper" and paper_is_common(claim) else None,
             "reported": [r.__dict__ for r in reported(claim.key)], "paper_setting": SETTING.get(claim.key, "")}
