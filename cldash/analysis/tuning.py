@@ -11,7 +11,8 @@ S`). Its search, fixed in advance and the same for every method:
   compares at equal init form does not let the search change it); replay's buffer size where the run
   replays;
 - **how**: Optuna's TPE sampler, seeded, `trials` full-length trials (default 16, the first half drawn at
-  random), asked BATCH at a time with the constant liar so that two run at once; no early stopping:
+  random, each trial from a sampler seeded by the search's seed and its number), asked BATCH at a time
+  with the constant liar so that two run at once; no early stopping:
   forgetting shows only at the end;
 - **on what**: each trial is an ordinary cldash run (tag ``tune:STUDY``, launched through the store's
   launcher, so a search runs on a Ray cluster unchanged) at seed TUNE_SEEDS[0] with ``validation``
@@ -58,6 +59,7 @@ COMMON_SPACE = (Param("lr", "log", *LR_RANGE, where="run", source="1e-4 (7B reci
                 Param("lr_schedule", "choice", choices=("constant", "cosine"), where="run"))
 REPLAY_SPACE = Param("replay", "choice", choices=(50, 200, 500), where="run", source="TRACE's replay preset: 200")
 PREFIX = "tuned:"               # the store setting of a search's summary
+SAMPLER = 2                     # how trials are drawn (_sampler); part of a search's name, so a change starts anew
 
 
 def space(values: dict) -> tuple[Param, ...]:
@@ -84,7 +86,7 @@ def trial_values(values: dict, params: dict) -> dict:
 def study_name(values: dict, trials: int, seed: int) -> str:
     """A search's name: its target (as a claim matches runs: what changes what a run learns), budget and seed."""
     key = match_key(resolved_config({**values, "seed": 0}))
-    return "tune-" + hashlib.sha1(f"{key}|{trials}|{seed}|{BATCH}".encode()).hexdigest()[:12]
+    return "tune-" + hashlib.sha1(f"{key}|{trials}|{seed}|{BATCH}|{SAMPLER}".encode()).hexdigest()[:12]
 
 
 def summary(store, name: str) -> dict | None:
@@ -137,18 +139,23 @@ def _journal(store):
     return JournalStorage(StoreJournal())
 
 
-def _study(store, name: str, trials: int, seed: int):
+def _study(store, name: str):
     import optuna  # deferred: as above
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _journal(store)
-    done = len(optuna.load_study(study_name=name, storage=storage).trials) if name in \
-        {s.study_name for s in optuna.get_all_study_summaries(storage)} else 0
-    # reseeded from the number of trials so far: a resumed search asks what an uninterrupted one would have
-    sampler = optuna.samplers.TPESampler(seed=seed * 100_003 + done, n_startup_trials=max(1, trials // 2),
-                                         constant_liar=True)
-    return optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize",
-                               load_if_exists=True)
+    return optuna.create_study(study_name=name, storage=_journal(store), direction="maximize", load_if_exists=True)
+
+
+def _sampler(seed: int, number: int, trials: int):
+    """The sampler that asks trial `number`: TPE, its first half of the budget drawn at random, with the constant
+    liar so that trials asked together differ. A fresh one per trial, seeded from (seed, number) through a hash:
+    a resumed search asks what an uninterrupted one would have, and trials asked together do not share draws
+    (one sampler asked twice in a batch drew two nearly equal learning rates, and consecutive small seeds
+    start their streams close together)."""
+    import optuna  # deferred: as above
+
+    derived = int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "little")
+    return optuna.samplers.TPESampler(seed=derived, n_startup_trials=max(1, trials // 2), constant_liar=True)
 
 
 def _wait(store, ids: list[int], poll: float, progress: Callable[[str], None]) -> list[dict]:
@@ -211,10 +218,11 @@ def search(store, values: dict, trials: int = TRIALS, seed: int = 0, poll: float
     params = space(values)
     rows = {t["number"]: t for t in (summary(store, name) or {}).get("trials", [])}
     while len(rows) < trials:
-        study = _study(store, name, trials, seed)
+        study = _study(store, name)
         pending = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
         asked = [(optuna.trial.Trial(study, t._trial_id), 0) for t in pending]
         while len(asked) < BATCH and len(study.trials) < trials:
+            study.sampler = _sampler(seed, len(study.trials), trials)
             trial = study.ask()
             for p in params:
                 _suggest(trial, p)
