@@ -586,15 +586,18 @@ def search_best_text(summary: dict) -> str:
 
 def method_searches_table(summaries: list[dict], method: str) -> pd.DataFrame:
     """The tuned values of one method: a row per search whose target is this method (stream, the options the
-    target fixed, the best parameters, validation ACC, its spread over the tuning seeds, the trials done)."""
+    target fixed, its own and the run's such as the length or the task order, the best parameters, validation
+    ACC, its spread over the tuning seeds, the trials done)."""
     rows = []
     for s in summaries:
         target = s.get("target") or {}
         if target.get("method") != method:
             continue
         best = s.get("best") or {}
+        run = {k: v for k, v in target.items() if k not in ("method", "stream", "method_options")}
         rows.append({"stream": target.get("stream", ""),
-                     "fixed options": params_text(target.get("method_options") or {}),
+                     "fixed options": " · ".join(x for x in (params_text(target.get("method_options") or {}),
+                                                             params_text(run)) if x),
                      "tuned": params_text(best.get("params") or {}), "validation ACC": best.get("acc", math.nan),
                      "spread": search_spread(s), "trials": f"{len(s.get('trials') or [])} of {s.get('trials_budget')}"
                      + ("" if s.get("finished") else " (running)")})
