@@ -5,10 +5,10 @@ The runs are the claims' own (cldash.analysis.claims.CLAIMS: methods, options, s
 store, so these tables, `cldash claims` and the Claims page agree. The study:
 
 1. the tuned regime's searches (cldash.analysis.tuning.search, the same as `cldash tune`): one per distinct run of
-   the claims, `--trials` trials each on validation data, run side by side with
-2. the common and paper regimes' runs: 3 seeds each, then more where a check is undecided, by the fixed stopping
-   rule (3 -> 5 -> 7 -> 10, cldash.analysis.evidence), launching again until the rule asks for nothing;
-3. then the tuned regime's runs the same way: each run's best values on fresh seeds 0.., on the test sets.
+   the claims, `--trials` trials each on validation data, queued beside the common and paper regimes' first seeds;
+2. then every regime's runs, side by side: 3 seeds each (the tuned regime's with each run's best values on fresh
+   seeds 0.., on the test sets), then more where a check is undecided, by the fixed stopping rule (3 -> 5 -> 7 ->
+   10, cldash.analysis.evidence), launching again until the rule asks for nothing.
 
 Re-running the script launches only what is missing (a crashed study resumes, searches included); the store is
 bench/out/claims.db (not committed).
@@ -192,14 +192,13 @@ def main() -> None:
     start = time.time()
     if not args.render:
         plain = tuple(r for r in regimes if r != "tuned")
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            jobs = [pool.submit(until_clear, args.db, claims, plain, setting)] if plain else []
+        with ThreadPoolExecutor(max_workers=2) as pool:   # the first seeds of common and paper beside the searches
+            jobs = [pool.submit(C.launch_missing, store, claims, plain, setting=setting)] if plain else []
             if "tuned" in regimes:
                 jobs.append(pool.submit(tune_all, args.db, claims, setting, args.workers))
             for job in jobs:
                 job.result()
-        if "tuned" in regimes:
-            until_clear(args.db, claims, ("tuned",), setting)
+        until_clear(args.db, claims, regimes, setting)   # then every regime's seeds until clear, side by side
     text, raw = render(store, claims, regimes, setting, None if args.render else time.time() - start)
     suffix = f"_steps{args.steps_per_task}" if args.steps_per_task else ""
     (OUT / f"claims_study{suffix}.md").write_text(text)
