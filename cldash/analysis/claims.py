@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from cldash.analysis.evidence import STATE_TEXT, decide, delta_of, detectable, first_seeds, paired, seeds_wanted
 from cldash.analysis.matching import match_key, resolved_config, stored_key
-from cldash.analysis.reported import SETTING, reported
+from cldash.analysis.reported import paper_setting, reported
 from cldash.analysis.tuning import TRIALS, best_params, trial_values
 from cldash.core.errors import UserError
 from cldash.runs.launch import launch
@@ -475,7 +475,8 @@ def verdict(store, claim: Claim, regime: str = "common", runs: list[dict] | None
     base = {"claim": claim.key, "regime": regime, "setting": setting.text(claim), "checks": [],
             "runs": {}, "values": {}, "pending": 0, "missing": 0, "to_launch": [], "seeds_wanted": 0,
             "same_as": "common" if regime == "paper" and paper_is_common(claim) else None,
-            "reported": [r.__dict__ for r in reported(claim.key)], "paper_setting": SETTING.get(claim.key, "")}
+            "reported": [r.__dict__ for r in reported(claim.key)],
+            "paper_setting": paper_setting(claim.key, setting.text(claim))}
     refusal = setting.refusal(claim)
     if refusal:
         return {**base, "verdict": "not in this setting", "why": refusal}

@@ -1,7 +1,7 @@
 """The numbers each claim's paper itself reports, as data, to show beside ours.
 
 A claim's verdict (`cldash.analysis.claims`) is computed from our runs: a 4-layer vit-tiny on
-8 x 8 scikit-learn digits, five tasks of 300 steps. The papers measured something much larger
+8 x 8 scikit-learn digits, five tasks of 300 steps by default. The papers measured something much larger
 (CLIP ViT-B/16 on ten image domains, LLaVA-1.5-7B, LLaMA-2-7B ...), so their numbers are never a
 target our runs should hit: they say which way and roughly how far the authors saw a difference,
 and `SETTING` says how far their setting is from ours.
@@ -99,7 +99,8 @@ REPORTED: dict[str, tuple[Reported, ...]] = {
     "sdlora-classil": _sdlora_rows(),
 }
 
-_OURS = "ours: a 4-layer vit-tiny on 8x8 scikit-learn digits, 5 tasks x 300 steps"
+# "{ours}" is filled with the setting the verdict was computed on (`paper_setting`)
+_OURS = "ours: {ours}"
 
 SETTING: dict[str, str] = {
     "eblora-spectrum": "LLaVA-1.5-7B (Vicuna-7B, CLIP ViT-L/14-336), UCIT (6 tasks) and MLLM-DCL (5 tasks), r = 16 / "
@@ -120,14 +121,14 @@ SETTING: dict[str, str] = {
     "study-budget": "Backbone, data and the budget in parameters unknown (abstract only: 'ultra-compact budgets'); "
                     + _OURS + ". No number read.",
     "codyra-classil": "CLIP ViT-B/16 on X-TAIL (10 domains, task-agnostic: one label space, no task id at test), "
-                      "16-shot, 500 iterations a task, loss over the current task's classes; ours: digits-split "
-                      "(5 tasks of two digits, one ten-way head), vit-tiny, 300 steps a task.",
+                      "16-shot, 500 iterations a task, loss over the current task's classes; ours: {ours} "
+                      "(5 tasks of two digits, one ten-way head).",
     "inflora-classil": "ViT-B/16 (ImageNet-21k) on ImageNet-R (5/10/20 tasks), CIFAR-100 (10 tasks) and DomainNet, "
-                       "20-50 epochs a task; ours: digits-split (5 tasks of two digits), vit-tiny, 300 steps a task. "
+                       "20-50 epochs a task; ours: {ours} (5 tasks of two digits). "
                        "No number read from InfLoRA itself: its README has none and the paper's tables were not "
                        "reachable (SD-LoRA's Table 2 re-runs InfLoRA: see sdlora-classil).",
     "sdlora-classil": "ViT-B/16 (ImageNet-21k) on ImageNet-R (5/10/20 tasks), ImageNet-A, DomainNet and CIFAR-100, "
-                      "20 epochs a task, SGD; ours: digits-split (5 tasks of two digits), vit-tiny, 300 steps a task. "
+                      "20 epochs a task, SGD; ours: {ours} (5 tasks of two digits). "
                       "The paper's baseline is full fine-tuning (no sequential-LoRA row in Tables 2-3).",
 }
 
@@ -148,3 +149,9 @@ SOURCE: dict[str, str] = {
 def reported(key: str) -> tuple[Reported, ...]:
     """The rows a claim's paper reports (() for a claim with none, or a key we do not know)."""
     return REPORTED.get(key, ())
+
+
+def paper_setting(key: str, ours: str) -> str:
+    """How the paper's setting differs from ours, with ours (e.g. "digits-rotate, vit-tiny, 100 steps per task")
+    filled in; empty for a claim with no line."""
+    return SETTING.get(key, "").format(ours=ours)

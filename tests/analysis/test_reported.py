@@ -8,7 +8,7 @@ import math
 import pytest
 
 from cldash.analysis.claims import CLAIMS, METRICS
-from cldash.analysis.reported import REPORTED, SETTING, SOURCE, Reported, reported
+from cldash.analysis.reported import REPORTED, SETTING, SOURCE, Reported, paper_setting, reported
 
 # the class-incremental claims the lead adds to CLAIMS; allowed here before they exist there
 NEW = {"codyra-classil", "inflora-classil", "sdlora-classil"}
@@ -52,3 +52,11 @@ def test_seed_note_numbers():
     norms = [rows[("per-task update norm ||dW||_F", f"LoRA (r={r})")] for r in (1, 4, 8, 16)]
     assert norms == [4.21, 5.37, 6.25, 7.44]
     assert rows[("per-task update norm ||dW||_F", "CoDyRA")] == 3.22
+
+
+@pytest.mark.parametrize("key", sorted(KEYS))
+def test_the_papers_setting_line_names_the_setting_the_verdict_was_computed_on(key):
+    """The line that says how the paper's setting differs names ours as computed (a 100-step study says 100),
+    never a fixed length."""
+    line = paper_setting(key, "digits-rotate, vit-tiny, 100 steps per task")
+    assert "100 steps per task" in line and "300" not in line and "{" not in line
