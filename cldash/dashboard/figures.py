@@ -15,7 +15,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cldash.dashboard.labels import MEASURE_LABELS, RUN_PALETTE, module_label
+from cldash.dashboard.labels import MEASURE_LABELS, RUN_PALETTE, module_label, task_label
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 MAX_POINTS = 1500        # points per line drawn
@@ -275,11 +275,14 @@ def anytime_figure(evals: pd.DataFrame, task_names: dict[int, str], metric: str,
     """Score of every task over training steps (anytime and task-end evaluations together): "T1 · rotate 36°"
     for a stream task (its number as on the task-start lines), the general task by its name."""
     df = evals[evals.metric == metric].copy() if len(evals) else pd.DataFrame(columns=["step", "value", "task"])
-    df["label"] = [f"T{t} · {task_names.get(t, t)}" if t else str(task_names.get(t, "general")) for t in df.task]
+    def label(t: int) -> str:
+        return task_label(t, task_names.get(t, t if t > 0 else "general"))
+
+    df["label"] = [label(t) for t in df.task]
     df = df.sort_values(["task", "step"])
-    palette = {f"T{t} · {task_names.get(t, t)}" if t else str(task_names.get(t, "general")):
-               {"color": PALETTE[(t - 1) % len(PALETTE)] if t else "#777777", "dash": "solid" if t else "dash"}
-               for t in sorted(task_names, key=lambda t: (t == 0, t))}
+    palette = {label(t): {"color": PALETTE[(t - 1) % len(PALETTE)] if t > 0 else "#777777",
+                          "dash": "solid" if t > 0 else "dash"}
+               for t in sorted(task_names, key=lambda t: (t <= 0, t))}
     return series_figure(df[["step", "value", "label"]], title=title, y_title=metric, boundaries=boundaries,
                          styles=palette, task_names={t: n for t, n in task_names.items() if t},
                          empty_note="waiting for the first evaluation")

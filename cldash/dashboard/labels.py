@@ -258,6 +258,12 @@ def module_label(module: str, layer=None, kind: str | None = None) -> str:
     return ".".join(str(module).split(".")[-2:])
 
 
+def task_label(position: int, name: str) -> str:
+    """A task by its place in the stream: "T1 · rotate 45°" (its number as on the task-start lines of the step
+    charts); a general task (position 0 or below) by its name alone."""
+    return f"T{position} · {name}" if position > 0 else str(name)
+
+
 # Readable names of the scalars methods log (Ranks page read-outs, axis and colour-bar titles).
 SCALAR_LABELS = {
     "loss": "training loss", "lr": "learning rate", "active_rank": "active rank",

@@ -193,5 +193,17 @@ def summarize(R, general: dict[str, list[float]] | None = None) -> dict[str, flo
     return out
 
 
+def after_each_task(R, general: dict[str, list[float]] | None = None) -> list[dict[str, float]]:
+    """`summarize` of the stream as it stood at each task's end: entry t - 1 holds the metrics of the first t
+    tasks (rows 0..t and columns 1..t of R, rows 0..t of the general columns), as if the stream had ended
+    there. R may hold fewer rows than T + 1 (a run still going): one entry per finished task. The last entry
+    of a finished run's list is summarize(R, general)."""
+    R = np.asarray(R, dtype=float)
+    if R.ndim != 2 or not 1 <= R.shape[0] <= R.shape[1] + 1:
+        raise ValueError(f"an accuracy matrix so far must have shape (t + 1, T) with t <= T, got {R.shape}")
+    return [summarize(R[:t + 1, :t], {name: list(col[:t + 1]) for name, col in (general or {}).items()})
+            for t in range(1, R.shape[0])]
+
+
 def fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"

@@ -87,6 +87,22 @@ def test_general_retention_and_summary_keys():
     assert set(s) == {m.key for m in M.METRICS} | {"general:upright", "general_retention:upright"}
 
 
+def test_metrics_after_each_task_are_those_of_the_tasks_seen_so_far():
+    general = {"upright": [0.95, 0.80, 0.70, 0.475]}
+    after = M.after_each_task(R3, general)
+    assert len(after) == 3 and after[-1] == M.summarize(R3, general)
+    # after task 1: one task seen, R[1][1] = 0.90; nothing to forget yet
+    assert after[0]["acc"] == pytest.approx(0.90) and math.isnan(after[0]["bwt"])
+    assert after[0]["general_retention"] == pytest.approx(0.80 / 0.95)
+    # after task 2: the last row (0.60, 0.80); task 1 lost 0.90 - 0.60
+    assert after[1]["acc"] == pytest.approx(0.70) and after[1]["forgetting"] == pytest.approx(0.30)
+    assert after[1]["la"] == pytest.approx((0.90 + 0.80) / 2) and after[1]["fwt"] == pytest.approx(0.40 - 0.20)
+    # a run still going: rows 0..2 of 3 tasks give the first two task ends
+    assert M.after_each_task(R3[:3], general) == after[:2]
+    with pytest.raises(ValueError, match="shape"):
+        M.after_each_task(np.zeros((5, 3)))
+
+
 def test_bad_shape_is_rejected():
     with pytest.raises(ValueError, match="shape"):
         M.final_average_accuracy(np.zeros((3, 3)))
