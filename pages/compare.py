@@ -9,12 +9,16 @@ page at a time or one mean matrix per setting. A few selected runs keep the matr
 A fork (a "What if…" of the Runs page) is drawn beside its parent, its fork point marked on its matrix, and
 the difference shows fork − parent at first; a fork compared without its parent gets a button to add it."""
 
+from pathlib import Path
+
 import streamlit as st
 
+from cldash.core.errors import UserError
 from cldash.dashboard.figures import accuracy_matrix_figure, headline_figure, matrix_difference_figure, pareto_figure
 from cldash.dashboard.labels import group_label, run_refs, runs_in
 from cldash.dashboard.report import handout_file_name, handout_html
 from cldash.dashboard.tables import matrices_table, matrix_table, metric_help
+from cldash.dashboard.tensorboard import folders_zip, write_tensorboard
 from cldash.dashboard.views import (
     addable_parents,
     compare_data,
@@ -73,6 +77,29 @@ st.download_button("Download the handout (HTML)", lambda: handout_html(store, id
                    help="One file that opens offline on any computer: these runs' headline metrics with their "
                         "definitions, interactive matrices, loss, spectra and configs (`cldash report` makes it too).")
 
+with st.expander("Open these runs in TensorBoard", icon=":material/monitoring:"):
+    st.caption("Writes each run's loss, every task's score, the metrics at each task's end and the singular values "
+               "of every module (as histograms) as TensorBoard event files, one folder per run, into a folder on "
+               "the machine that serves this dashboard (`cldash export RUN --tensorboard DIR` does it too).")
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    tb_folder = c1.text_input("folder", key="cmp-tb-dir", placeholder="tensorboard/cldash",
+                              help="Each run goes into FOLDER/run-ID-NAME; writing again replaces it.")
+    if c2.button("Write event files", key="cmp-tb-write", icon=":material/save:"):
+        try:
+            written = write_tensorboard(store, ids, tb_folder)
+        except UserError as exc:
+            st.error(f"Nothing was written: {exc}")
+        else:
+            st.session_state["cmp-tb-written"] = (ids, tb_folder, [str(p) for p in written])
+    done = st.session_state.get("cmp-tb-written")
+    if done and done[0] == ids:     # the runs shown: another selection was not written yet
+        _, tb_folder, written = done
+        st.success(f"Wrote {len(written)} run folder{'s' * (len(written) != 1)} into {tb_folder}: "
+                   + ", ".join(Path(w).name for w in written) + ". Open them with:")
+        st.code(f"tensorboard --logdir {tb_folder}", language="bash")
+        st.download_button("Download them (zip)", lambda: folders_zip(tb_folder, written), key="cmp-tb-zip",
+                           file_name=f"cldash-tensorboard-{runs_in(ids)}.zip", mime="application/zip",
+                           help="The same folders in one file, for a TensorBoard on another computer.")
 
 ALL_RUNS = runs_in(ids)
 

@@ -1,5 +1,6 @@
-"""`cldash export`: a run's tables as CSV or JSON files (or one table on standard output), or its final
-adapters as a PEFT LoRA adapter folder. A place that cannot be written is one sentence."""
+"""`cldash export`: a run's tables as CSV or JSON files (or one table on standard output), its final
+adapters as a PEFT LoRA adapter folder, or its series as TensorBoard event files (cldash.dashboard.tensorboard).
+A place that cannot be written is one sentence."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from cldash.cli.arguments import add_run_id
 from cldash.cli.waiting import store_reconciled
 from cldash.core.errors import UserError
+from cldash.dashboard.tensorboard import write_tensorboard
 
 EXPORTS = ("matrix", "evaluations", "scalars", "spectra", "config")
 
@@ -21,6 +23,9 @@ def add_export_arguments(p) -> None:
                    help="csv or json: the run's tables; peft: its final adapters as a PEFT LoRA adapter folder")
     p.add_argument("--what", default="all", metavar="LIST", help=f"comma-separated: {', '.join(EXPORTS)}, or all")
     p.add_argument("--out", default=".", metavar="DIR", help="folder to write into, or - for standard output")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="write TensorBoard event files instead (loss, every task's score, the metrics at each task's "
+                        "end, singular values as histograms) into DIR/run-ID-NAME; open with tensorboard --logdir DIR")
 
 
 def export_tables(store, run_id: int, what: list[str]) -> dict:
@@ -48,6 +53,8 @@ def export_tables(store, run_id: int, what: list[str]) -> dict:
 def cmd_export(args) -> int:
     store = store_reconciled(args.db)
     store.get_run(args.run)
+    if args.tensorboard is not None:
+        return export_tensorboard(store, args)
     if args.format == "peft":
         return export_peft(store, args)
     what = list(EXPORTS) if args.what == "all" else [w.strip() for w in args.what.split(",")]
@@ -89,6 +96,17 @@ def _writing(path: Path):
     except OSError as exc:
         raise UserError(f"cannot write {exc.filename or path} ({exc.strerror or exc}); give --out a folder that "
                         "you can write to.") from None
+
+
+def export_tensorboard(store, args) -> int:
+    """The run's event files in DIR/run-ID-NAME (cldash.dashboard.tensorboard), to open beside other experiments."""
+    if args.format != "csv" or args.what != "all" or args.out != ".":
+        raise UserError("--tensorboard DIR writes every series of the run into DIR; leave out --format, --what and "
+                        "--out.")
+    (folder,) = write_tensorboard(store, [args.run], args.tensorboard)
+    print(folder)
+    print(f"open it with: tensorboard --logdir {args.tensorboard}")
+    return 0
 
 
 def export_peft(store, args) -> int:
