@@ -164,6 +164,10 @@ SWEEP = [
 # Issue 11, defect 4: an export into a place that cannot be written (no such place, not a folder).
 EXPORTS = [(["export", "RUN", "--format", fmt, "--out", out], "cannot write") for fmt in ("csv", "json", "peft")
            for out in ("/proc/cldash-export", "FILE/sub")]
+# ... and TensorBoard event files (issue 26)
+EXPORTS += [(["export", "RUN", "--tensorboard", out], "cannot write") for out in ("/proc/cldash-export", "FILE/sub")]
+EXPORTS += [(["export", "RUN", "--tensorboard", "FILE"], "is a file; give a folder to write the TensorBoard"),
+            (["export", "RUN", "--tensorboard", "TMP/tb", "--what", "matrix"], "leave out --format, --what and --out")]
 
 # Issue 11, defect 9: control characters in text that cldash prints.
 CONTROLS = [(["run", "--method", "lora", flag, value], "must be plain text, without control characters")

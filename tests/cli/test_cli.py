@@ -81,6 +81,27 @@ def test_list_show_export(seeded_store, tmp_path, capsys):
     assert len(rows) == 4 and rows[0]["trained_through"] == 0
 
 
+def test_export_writes_tensorboard_event_files_and_says_how_to_open_them(seeded_store, tmp_path, capsys,
+                                                                          monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    db, out = seeded_store.display, tmp_path / "tb"
+    assert main(["--db", db, "export", "2", "--tensorboard", str(out)]) == 0
+    folder = out / "run-2-full-digits-rotate-seed-0"
+    assert capsys.readouterr().out == f"{folder}\nopen it with: tensorboard --logdir {out}\n"
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    loss = seeded_store.scalars(2, names=["loss"])
+    assert [(e.step, e.value) for e in events.Scalars("loss/train")] == \
+        [(s, float(np.float32(v))) for s, v in zip(loss.step, loss.value)]
+    # without the tensorboard package: how to install it, exit 2, nothing written
+    monkeypatch.setitem(sys.modules, "tensorboard.summary.writer.event_file_writer", None)
+    assert main(["--db", db, "export", "1", "--tensorboard", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err == ("error: the TensorBoard export needs the tensorboard package; install it with "
+                                       "pip install 'cldash[tensorboard]' (or pip install tensorboard).\n")
+    assert not (tmp_path / "none").exists()
+
+
 BAD = [
     (["run", "--method", "lora", "--rank", "0"], "--rank must be an integer between 1 and 65536 (got 0)."),
     (["run", "--method", "lora", "--rank", "100"], "--rank 100 is larger than layer vit.layers.0.attention.q_proj"),

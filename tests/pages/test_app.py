@@ -144,6 +144,33 @@ def test_compare_page_draws_the_stored_matrices_and_metrics(seeded_store, monkey
     assert "Backward transfer" in " ".join(e.value for e in at.markdown)
 
 
+def test_compare_page_writes_the_runs_for_tensorboard_with_errors_beside_the_field(seeded_store, monkeypatch,
+                                                                                    tmp_path):
+    import sys
+
+    from cldash.dashboard.tensorboard import INSTALL, run_folder
+
+    at = app(seeded_store.display, monkeypatch, "pages/compare.py", runs=[1, 2])
+    (tmp_path / "FILE").write_text("a file\n")
+    at.text_input(key="cmp-tb-dir").input(str(tmp_path / "FILE")).run()
+    at.button(key="cmp-tb-write").click().run()
+    assert [e.value for e in at.error] == [f"Nothing was written: {tmp_path / 'FILE'} is a file; give a folder to "
+                                           "write the TensorBoard event files into."]
+    assert not at.success and [p.name for p in tmp_path.iterdir()] == ["FILE"]
+    out = tmp_path / "tb"
+    at.text_input(key="cmp-tb-dir").input(str(out)).run()
+    at.button(key="cmp-tb-write").click().run()
+    assert not at.error and not at.exception
+    folders = [run_folder(r) for r in seeded_store.runs(ids=[1, 2])]
+    assert sorted(p.name for p in out.iterdir()) == sorted(folders)
+    assert at.success[0].value == f"Wrote 2 run folders into {out}: {', '.join(folders)}. Open them with:"
+    assert at.code[0].value == f"tensorboard --logdir {out}"
+    assert "Download them (zip)" in [b.proto.label for b in at.get("download_button")]
+    monkeypatch.setitem(sys.modules, "tensorboard.summary.writer.event_file_writer", None)   # not installed
+    at.button(key="cmp-tb-write").click().run()
+    assert at.error[0].value == f"Nothing was written: {INSTALL}"
+
+
 def test_spectra_page_heatmap_matches_the_stored_spectrum(seeded_store, monkeypatch):
     at = app(seeded_store.display, monkeypatch, "pages/spectra.py", runs=[1])
     module = at.selectbox[2].value
