@@ -139,9 +139,9 @@ def _spectra(store: Store, run_id: int, out: RunEvents) -> None:
 
 def _tensorboard():
     """The tensorboard package's writer and protocol buffers, or the sentence that says how to install it."""
-    try:  # deferred: tensorboard is an optional extra (cldash[tensorboard])
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2  # deferred: an optional extra (cldash[tensorboard])
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter  # deferred: the same
     except ImportError:
         raise UserError(INSTALL) from None
     return EventFileWriter, event_pb2, summary_pb2
