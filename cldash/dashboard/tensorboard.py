@@ -59,8 +59,7 @@ TASK_END_TEXT = "over the tasks learned so far, at the step where the task ended
 @dataclass
 class RunEvents:
     """What one run's event file holds, read from the store: {tag: [(step, value)]}, {tag: [(step, singular
-    values)]}, and a description per tag."""
-    folder: str
+    values)]}, a description per tag, and the time every event carries."""
     wall_time: float
     scalars: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     histograms: dict[str, list[tuple[int, np.ndarray]]] = field(default_factory=dict)
@@ -79,7 +78,7 @@ def run_folder(run: dict) -> str:
 def run_events(store: Store, run: dict) -> RunEvents:
     """Every series of `run` (a Store.get_run row) that its event file holds, tagged as the module docstring
     says."""
-    out = RunEvents(run_folder(run), float(run.get("started_at") or run["created_at"]))
+    out = RunEvents(float(run.get("started_at") or run["created_at"]))
     _scalars(store, run["id"], out)
     _scores(store, run["id"], out)
     _task_ends(store, run, out)
