@@ -57,13 +57,14 @@ def given(location: str | None):
         _given = before
 
 
-def chosen(setting: str | None) -> tuple[str | None, str]:
+def chosen(setting: Callable[[], str | None]) -> tuple[str | None, str]:
     """The location for a new run and where it came from: --artifacts, $CLDASH_ARTIFACTS, the store's setting
-    (`setting`, already read), or (None, "default")."""
-    for value, source in ((_given, "--artifacts"), (os.environ.get(ENV) or None, f"${ENV}"),
+    (`setting()` reads it, only if it is needed), or (None, "default")."""
+    for value, source in ((lambda: _given, "--artifacts"), (lambda: os.environ.get(ENV), f"${ENV}"),
                           (setting, "the store's setting")):
-        if value:
-            return check_location(value), source
+        found = value()
+        if found:
+            return check_location(found), source
     return None, "default"
 
 

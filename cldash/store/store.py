@@ -190,14 +190,11 @@ class Store:
                 remove(path)
 
     # -- artifacts: checkpoints and saved adapters (cldash.store.artifacts) -------------------------
-    @functools.cached_property
-    def _artifact_location(self) -> tuple[str | None, str]:
-        return chosen(self.get_setting(ARTIFACTS_SETTING))
-
     def artifact_location(self) -> tuple[str | None, str]:
         """Where a new run's checkpoints and adapters go, and why: (location, "--artifacts" | "$CLDASH_ARTIFACTS"
-        | "the store's setting"), or (None, "default") for the store's default place. Read once per Store."""
-        return self._artifact_location
+        | "the store's setting"), or (None, "default") for the store's default place. The setting is read only
+        when neither of the others is given."""
+        return chosen(lambda: self.get_setting(ARTIFACTS_SETTING))
 
     def artifacts(self, run_id: int) -> Artifacts:
         """The artifact location of a run's files: the one it recorded when it was created, else the default."""

@@ -136,8 +136,8 @@ def test_the_flag_comes_before_the_environment_before_the_stores_setting(flag, e
     if env:
         monkeypatch.setenv(ENV, env)
     with given(flag):
-        assert chosen(setting) == ({"--artifacts": flag, f"${ENV}": env, "the store's setting": setting}.get(source),
-                                   source)
+        expected = {"--artifacts": flag, f"${ENV}": env, "the store's setting": setting}.get(source)
+        assert chosen(lambda: setting) == (expected, source)
 
 
 def test_a_run_records_its_location_and_any_process_opening_the_store_finds_the_setting(tmp_path, monkeypatch,
