@@ -37,8 +37,12 @@ _TASK_FILE = re.compile(r"^task-(\d+)\.pt$")
 
 def path(store, run_id: int, task: int) -> str:
     """Where the run's checkpoint after `task` is, in its artifact location."""
-    files = store.artifacts(run_id)
-    return files.join(files.checkpoint_dir(run_id), f"task-{task}.pt")
+    return _file(store.artifacts(run_id), run_id, f"task-{task}.pt")
+
+
+def _file(files, run_id: int, name: str) -> str:
+    """A file of the run's checkpoints (a task's, or the checksums) in the artifact location `files`."""
+    return files.join(files.checkpoint_dir(run_id), name)
 
 
 def available(store, run_id: int) -> list[int]:
@@ -58,13 +62,13 @@ def save(store, run_id: int, task: int, state: dict, keep: str = "latest") -> st
     import torch  # deferred: the dashboard's scheduler imports this module and never trains
 
     files = store.artifacts(run_id)
-    target = files.join(files.checkpoint_dir(run_id), f"task-{task}.pt")
+    target = _file(files, run_id, f"task-{task}.pt")
     digest = files.write(target, lambda fh: torch.save(state, fh))
     sums = dict(_sums(files, run_id), **{str(task): digest})
     if keep == "latest":
         for old in _tasks(files, run_id):
             if old != task:
-                files.remove(files.join(files.checkpoint_dir(run_id), f"task-{old}.pt"))
+                files.remove(_file(files, run_id, f"task-{old}.pt"))
                 sums.pop(str(old), None)
     _write_sums(files, run_id, sums)
     return target
@@ -72,19 +76,19 @@ def save(store, run_id: int, task: int, state: dict, keep: str = "latest") -> st
 
 def _sums(files, run_id: int) -> dict:
     try:
-        return json.loads(files.read(files.join(files.checkpoint_dir(run_id), SUMS)))
+        return json.loads(files.read(_file(files, run_id, SUMS)))
     except (OSError, ValueError):
         return {}
 
 
 def _write_sums(files, run_id: int, sums: dict) -> None:
-    files.write(files.join(files.checkpoint_dir(run_id), SUMS), lambda fh: fh.write(json.dumps(sums).encode()))
+    files.write(_file(files, run_id, SUMS), lambda fh: fh.write(json.dumps(sums).encode()))
 
 
 def load(store, run_id: int, task: int) -> dict:
     """A checkpoint's state, after checking it against the SHA-256 recorded when it was written."""
     files = store.artifacts(run_id)
-    file = files.join(files.checkpoint_dir(run_id), f"task-{task}.pt")
+    file = _file(files, run_id, f"task-{task}.pt")
     try:
         data = files.read(file)
     except FileNotFoundError:
@@ -117,9 +121,9 @@ def copy(store, source: int, target: int, task: int) -> None:
     source's artifact location to the target's (they may differ). The checksum recorded for the source goes with
     it, so a damaged file is refused when the fork loads it."""
     src, dst = store.artifacts(source), store.artifacts(target)
-    data = src.read(src.join(src.checkpoint_dir(source), f"task-{task}.pt"))
+    data = src.read(_file(src, source, f"task-{task}.pt"))
     want = _sums(src, source).get(str(task))
-    dst.write(dst.join(dst.checkpoint_dir(target), f"task-{task}.pt"), lambda fh: fh.write(data))
+    dst.write(_file(dst, target, f"task-{task}.pt"), lambda fh: fh.write(data))
     _write_sums(dst, target, {str(task): want} if want else {})
 
 

@@ -117,3 +117,21 @@ def test_a_run_on_s3_resumes_forks_and_exports_from_other_processes_as_a_local_r
     assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in ours)
     assert json.loads((tmp_path / "remote" / "adapter_config.json").read_text()) == \
         json.loads((tmp_path / "here" / "adapter_config.json").read_text())
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["default-place", "shared-location"])
+def test_a_cluster_run_resumes_here_only_from_a_shared_location(shared, db, tmp_path, monkeypatch):
+    """A run that a Ray node ran keeps its checkpoints on that node unless it recorded a shared location."""
+    from cldash.core.errors import UserError
+    from cldash.runs.recovery import requeue
+
+    monkeypatch.delenv(ENV, raising=False)
+    store = Store(db)
+    with given(str(tmp_path / "shared") if shared else None):
+        rid = store.create_run(resolve(CONFIG).to_dict())
+    store.update_run(rid, status="interrupted", launcher="ray", checkpoint_task=None)
+    if shared:
+        assert requeue(store, rid) == 0 and store.get_run(rid)["status"] == "queued"
+    else:
+        with pytest.raises(UserError, match=f"^run {rid} ran on a ray cluster, whose node keeps its checkpoints; "):
+            requeue(store, rid)
