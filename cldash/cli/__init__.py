@@ -13,6 +13,7 @@ allows, so the queue drains with no dashboard open (`cldash queue` shows it).
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
@@ -92,8 +93,9 @@ def build_parser(command: str | None = None) -> Parser:
 
 
 def _handle(handler, args, *rest) -> int:
-    """Run a command's handler, with the artifact location `--artifacts` names (checked first) for its new runs."""
-    if args.artifacts is None:
+    """Run a command's handler, with the artifact location `--artifacts` names for its new runs; it and
+    $CLDASH_ARTIFACTS are checked first."""
+    if args.artifacts is None and not os.environ.get("CLDASH_ARTIFACTS"):
         return handler(args, *rest)
     from cldash.store.artifacts import given  # deferred: cldash.store loads SQLAlchemy, which --help does without
 

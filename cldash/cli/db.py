@@ -48,9 +48,9 @@ def cmd_db(args) -> int:
 
 
 def _artifacts(args) -> int:
+    location = check_location(args.value) if args.value is not None else None   # a bad one: nothing opened or set
     store = Store(args.db)
-    if args.value is not None:
-        location = check_location(args.value)   # one sentence for a bad one, and nothing set
+    if location is not None:
         store.set_setting(SETTING, location)
         print(f"new runs in {store.display} keep their checkpoints and adapters at {location} (the store's setting; "
               "--artifacts and $CLDASH_ARTIFACTS still come first)")

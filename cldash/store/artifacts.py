@@ -48,8 +48,14 @@ _given: str | None = None   # --artifacts, for the command that runs in this pro
 
 @contextlib.contextmanager
 def given(location: str | None):
-    """``with given(URL):`` the location `--artifacts` names, for the command inside (None: none given)."""
+    """``with given(URL):`` the location `--artifacts` names, for the command inside (None: none given). Both it
+    and $CLDASH_ARTIFACTS are checked first, so that a command refuses a bad one before it opens the store."""
     global _given
+    if location is None and os.environ.get(ENV):
+        try:
+            check_location(os.environ[ENV])
+        except UserError as exc:
+            raise UserError(str(exc).replace("the artifact location", f"the artifact location in ${ENV}", 1)) from None
     before, _given = _given, (check_location(location) if location is not None else None)
     try:
         yield _given

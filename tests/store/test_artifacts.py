@@ -203,8 +203,11 @@ def test_a_bad_location_on_the_command_line_stores_nothing(tmp_path, capsys, mon
     assert not db.exists()   # refused before the store is opened
     monkeypatch.setenv(ENV, "s3:/typo")
     assert main(["--db", str(db), "run", "--method", "lora", *SHORT]) == 2
-    assert capsys.readouterr().err.startswith("error: the artifact location 's3:/typo' looks like a URL but is not")
-    assert Store(str(db)).runs() == []
+    assert capsys.readouterr().err.startswith("error: the artifact location in $CLDASH_ARTIFACTS 's3:/typo' looks like "
+                                              "a URL but is not one")
+    assert not db.exists()
+    monkeypatch.delenv(ENV)
+    Store(str(db))
     assert main(["--db", str(db), "db", "artifacts", "nosuch://b"]) == 2
     assert Store(str(db)).get_setting(artifacts_module.SETTING) is None
 
