@@ -39,6 +39,9 @@ def saved_adapters(store: Store, run_id: int) -> dict | None:
         data = files.read(files.adapter_file(run_id))
     except FileNotFoundError:
         return None
+    except OSError as exc:   # a location this machine cannot reach (no network, no credentials)
+        raise UserError(f"cannot read run {run_id}'s saved adapters at {files.where(files.adapter_file(run_id))} "
+                        f"({exc.strerror or exc}).") from None
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 

@@ -48,7 +48,11 @@ def _file(files, run_id: int, name: str) -> str:
 def available(store, run_id: int) -> list[int]:
     """The tasks after which the run has a checkpoint at its artifact location, in order."""
     files = store.artifacts(run_id)
-    return _tasks(files, run_id)
+    try:
+        return _tasks(files, run_id)
+    except OSError as exc:   # a location this machine cannot reach (no network, no credentials)
+        raise UserError(f"cannot list the checkpoints of run {run_id} at {files.where(files.checkpoint_dir(run_id))} "
+                        f"({exc.strerror or exc}).") from None
 
 
 def _tasks(files, run_id: int) -> list[int]:
@@ -94,6 +98,9 @@ def load(store, run_id: int, task: int) -> dict:
     except FileNotFoundError:
         raise UserError(f"run {run_id} has no checkpoint after task {task} at {files.where(file)}; it has "
                         f"{listed(_tasks(files, run_id))}.") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the checkpoint of run {run_id} after task {task} at {files.where(file)} "
+                        f"({exc.strerror or exc}).") from None
     want = _sums(files, run_id).get(str(task))
     if want is None or hashlib.sha256(data).hexdigest() != want:
         raise UserError(f"the checkpoint of run {run_id} after task {task} ({files.where(file)}) does not match the "

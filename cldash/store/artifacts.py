@@ -265,6 +265,18 @@ class RemoteArtifacts(Artifacts):
     def join(self, folder: str, name: str) -> str:
         return f"{folder}/{name}"
 
+    @contextlib.contextmanager
+    def _reaching(self, path: str):
+        """A driver's own errors (botocore's: no connection, no credentials) as OSError, which the callers
+        handle, naming the place: FileNotFoundError and the other OSErrors pass as they are."""
+        try:
+            yield
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - each driver has its own exception classes
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OSError(f"cannot reach {self.where(path)} ({detail})") from None
+
     def write(self, path: str, fill: Callable[[BinaryIO], None]) -> str:
         # Written whole to a local temporary file first: its checksum is of exactly the bytes that are sent,
         # and a `fill` that fails leaves nothing remote.
@@ -273,42 +285,42 @@ class RemoteArtifacts(Artifacts):
             with open(local, "wb") as fh:
                 fill(fh)
             digest = sha256_file(local)
-            if self.protocol in OBJECT_STORES:
-                self.fs.put_file(str(local), path)
-            else:
-                tmp = f"{path}.tmp{os.getpid()}"
-                self.fs.put_file(str(local), tmp)
-                self.fs.mv(tmp, path)
+            with self._reaching(path):
+                if self.protocol in OBJECT_STORES:
+                    self.fs.put_file(str(local), path)
+                else:
+                    tmp = f"{path}.tmp{os.getpid()}"
+                    self.fs.put_file(str(local), tmp)
+                    self.fs.mv(tmp, path)
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
         return digest
 
     def read(self, path: str) -> bytes:
-        return self.fs.cat_file(path)
+        with self._reaching(path):
+            return self.fs.cat_file(path)
 
     def exists(self, path: str) -> bool:
         self.fs.invalidate_cache(path)
-        return self.fs.exists(path)
+        with self._reaching(path):
+            return self.fs.exists(path)
 
     def names(self, folder: str) -> list[str]:
         self.fs.invalidate_cache(folder)   # another machine may have written since this process listed it
         try:
-            entries = self.fs.ls(folder, detail=True)
+            with self._reaching(folder):
+                entries = self.fs.ls(folder, detail=True)
         except FileNotFoundError:
             return []
         return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
 
     def remove(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError), self._reaching(path):
             self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
 
     def remove_tree(self, folder: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError), self._reaching(folder):
             self.fs.rm(folder, recursive=True)
-        except FileNotFoundError:
-            pass
         self.fs.invalidate_cache(folder)
 
     def where(self, path: str) -> str:

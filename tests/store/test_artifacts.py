@@ -251,3 +251,34 @@ def test_paths_are_made_absolute_where_the_run_records_them(tmp_path, monkeypatc
     assert check_location("shared") == str(tmp_path / "shared")
     assert check_location("file://" + str(tmp_path / "x")) == str(tmp_path / "x")
     assert check_location("~/x") == str(Path.home() / "x")
+
+
+def test_a_location_that_cannot_be_reached_is_one_sentence(tmp_path, monkeypatch):
+    """A driver's own errors (botocore's, for no connection or no credentials, are not OSErrors) reach the
+    checkpoints and the adapters as one sentence that names the place."""
+    from cldash.config import resolve
+    from cldash.engine import checkpoints
+    from cldash.engine.adapters import saved_adapters
+
+    class NoCredentials(Exception):   # as botocore.exceptions.NoCredentialsError is: no OSError
+        pass
+
+    def unreachable(*args, **kwargs):
+        raise NoCredentials("Unable to locate credentials")
+
+    monkeypatch.delenv(ENV, raising=False)
+    store = Store(str(tmp_path / "runs.db"))
+    location = f"memory://cldash/{tmp_path.name}"
+    with given(location):
+        rid = store.create_run(resolve({"method": "lora"}).to_dict())
+    fs = store.artifacts(rid).fs
+    for name in ("ls", "cat_file"):
+        monkeypatch.setattr(fs, name, unreachable)
+    where = f"memory:///cldash/{tmp_path.name}/runs"
+    with pytest.raises(UserError, match=f"^cannot list the checkpoints of run {rid} at {where}.checkpoints/run-{rid} "
+                                        r"\(cannot reach .*Unable to locate credentials\)\)\.$"):
+        checkpoints.available(store, rid)
+    with pytest.raises(UserError, match=f"^cannot read the checkpoint of run {rid} after task 1 at "):
+        checkpoints.load(store, rid, 1)
+    with pytest.raises(UserError, match=f"^cannot read run {rid}'s saved adapters at {where}.adapters/run-{rid}.pt "):
+        saved_adapters(store, rid)
