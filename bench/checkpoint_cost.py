@@ -54,7 +54,7 @@ def main() -> None:
             assert execute(store, rid) == "finished"
             times[mode].append((time.perf_counter() - start) / 5)
             if mode == "latest":
-                sizes.append(checkpoints.path(store, rid, checkpoints.available(store, rid)[-1]).stat().st_size)
+                sizes.append(Path(checkpoints.path(store, rid, checkpoints.available(store, rid)[-1])).stat().st_size)
             print(f"round {r}: {mode} {times[mode][-1]:.2f} s a task", flush=True)
     with_, without = median(times["latest"]), median(times["none"])
     result = {"what": f"{args.method} on digits-rotate, 5 tasks x {args.steps} steps, batch 64, one thread"

@@ -2,7 +2,7 @@
 its arguments beside its handler, collected in one table, COMMANDS, from which both `cldash --help`
 and the list of commands at the end of this docstring are made.
 
-Global options (`--db`) go before or after the command: `cldash --db x.db list` and
+Global options (`--db`, `--artifacts`) go before or after the command: `cldash --db x.db list` and
 `cldash list --db x.db` are the same. Bad input gets one sentence on stderr and exit code 2
 (an unknown flag names the closest one the command has), and nothing is written to the store
 before the whole configuration (including ranks against layer sizes) has been checked.
@@ -13,6 +13,7 @@ allows, so the queue drains with no dashboard open (`cldash queue` shows it).
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
@@ -91,6 +92,17 @@ def build_parser(command: str | None = None) -> Parser:
     return p
 
 
+def _handle(handler, args, *rest) -> int:
+    """Run a command's handler, with the artifact location `--artifacts` names for its new runs; it and
+    $CLDASH_ARTIFACTS are checked first."""
+    if args.artifacts is None and not os.environ.get("CLDASH_ARTIFACTS"):
+        return handler(args, *rest)
+    from cldash.store.artifacts import given  # deferred: cldash.store loads SQLAlchemy, which --help does without
+
+    with given(args.artifacts):
+        return handler(args, *rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -103,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(parser.unknown("command", first, list(parser.commands.choices)))
         if first in BY_NAME and BY_NAME[first].staged:
             args = parser.parse_args(front + [first])
-            return BY_NAME[first].function(BY_NAME[first].handler)(args, rest[1:])
+            return _handle(BY_NAME[first].function(BY_NAME[first].handler), args, rest[1:])
         args = parser.parse_args(front + rest)
-        return BY_NAME[args.command].function(BY_NAME[args.command].handler)(args)
+        return _handle(BY_NAME[args.command].function(BY_NAME[args.command].handler), args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

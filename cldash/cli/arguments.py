@@ -1,5 +1,5 @@
 """What the commands share to read their command line: argparse with one-sentence errors, the global
-options (`--db`) that stand anywhere in argv, a command's row in the table, run ids, and the option rows
+options (`--db`, `--artifacts`) that stand anywhere in argv, a command's row in the table, run ids, and the option rows
 (cldash.core.options) of a run, its method, stream and backbone turned into flags (`--rank`, `--stream-angles`).
 
 A problem is a UserError sentence, never a usage dump; an unknown flag names the closest one the command has.
@@ -25,6 +25,9 @@ RUN_FLAGS_SKIP = {"method", "stream", "backbone", "method_options", "stream_opti
 GLOBAL_OPTIONS = {
     "--db": {"metavar": "PATH", "help": "the run store, a file path or a SQLAlchemy URL "
              "(default: $CLDASH_DB or ./runs.db)"},
+    "--artifacts": {"metavar": "URL", "help": "where new runs keep their checkpoints and adapters, a folder or an "
+                    "fsspec URL such as s3://bucket/prefix (default: $CLDASH_ARTIFACTS, else the store's setting, "
+                    "else next to a SQLite store)"},
 }
 _TAKES_NO_VALUE = ("store_true", "store_false", "store_const", "count")
 

@@ -11,102 +11,110 @@ At the end of each task a run writes everything it needs to continue exactly (`s
   seeded from the seed and the task, and the replay buffer keeps its generator), the step and the
   scores so far.
 
-It is a torch pickle (`weights_only=False`: the graph holds the method's own classes), written to a
-temporary file and renamed into place, so a reader sees the old checkpoint or the new one, never half of
-one; its SHA-256 goes to the run row with the task, and a file that does not match is refused rather
-than unpickled. Only files cldash wrote next to the store are ever loaded. By default only the latest
-task's checkpoint is kept (``checkpoints: all`` keeps every task's, so a fork can start after any task).
+It is a torch pickle (`weights_only=False`: the graph holds the method's own classes), written atomically
+to the run's artifact location (cldash.store.artifacts: next to a SQLite store by default, or a shared folder,
+or an fsspec URL such as s3://bucket/prefix, so another machine can resume or fork it), so a reader sees the
+old checkpoint or the new one, never half of one. Its SHA-256 goes to the run's ``sha256.json``, written last,
+and a file that does not match is refused rather than unpickled: the bytes checked are the bytes loaded. Only
+files cldash wrote at the run's location are ever loaded. By default only the latest task's checkpoint is kept
+(``checkpoints: all`` keeps every task's, so a fork can start after any task).
 
 Resume and fork, which queue runs from these files, are cldash.runs.lineage.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-import os
-import shutil
-from pathlib import Path
+import re
 
-from cldash.core.cache import sha256_file
 from cldash.core.errors import UserError
 
+SUMS = "sha256.json"
+_TASK_FILE = re.compile(r"^task-(\d+)\.pt$")
 
-def path(store, run_id: int, task: int) -> Path:
-    return store.checkpoint_dir(run_id) / f"task-{task}.pt"
+
+def path(store, run_id: int, task: int) -> str:
+    """Where the run's checkpoint after `task` is, in its artifact location."""
+    return _file(store.artifacts(run_id), run_id, f"task-{task}.pt")
+
+
+def _file(files, run_id: int, name: str) -> str:
+    """A file of the run's checkpoints (a task's, or the checksums) in the artifact location `files`."""
+    return files.join(files.checkpoint_dir(run_id), name)
 
 
 def available(store, run_id: int) -> list[int]:
-    """The tasks after which the run has a checkpoint on this machine, in order."""
-    d = store.checkpoint_dir(run_id)
-    if not d.is_dir():
-        return []
-    return sorted(int(p.stem.split("-", 1)[1]) for p in d.glob("task-*.pt") if p.stem.split("-", 1)[1].isdigit())
+    """The tasks after which the run has a checkpoint at its artifact location, in order."""
+    files = store.artifacts(run_id)
+    try:
+        return _tasks(files, run_id)
+    except OSError as exc:   # a location this machine cannot reach (no network, no credentials)
+        raise UserError(f"cannot list the checkpoints of run {run_id} at {files.where(files.checkpoint_dir(run_id))} "
+                        f"({exc.strerror or exc}).") from None
 
 
-def _sha256(file: Path) -> str:
-    return sha256_file(file)
+def _tasks(files, run_id: int) -> list[int]:
+    found = (_TASK_FILE.match(name) for name in files.names(files.checkpoint_dir(run_id)))
+    return sorted(int(m.group(1)) for m in found if m)
 
 
-def save(store, run_id: int, task: int, state: dict, keep: str = "latest") -> Path:
-    """Write a checkpoint atomically (a temporary file renamed into place); with ``keep="latest"`` remove the
-    earlier tasks' afterwards. Returns its path."""
-    target = path(store, run_id, task)
-    target.parent.mkdir(parents=True, exist_ok=True)
+def save(store, run_id: int, task: int, state: dict, keep: str = "latest") -> str:
+    """Write a checkpoint atomically, then its checksum; with ``keep="latest"`` remove the earlier tasks'
+    afterwards. Returns where it is."""
     import torch  # deferred: the dashboard's scheduler imports this module and never trains
 
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as fh:   # on disk before the rename names it
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    digest = _sha256(target)
-    sums = dict(_sums(store, run_id), **{str(task): digest})
+    files = store.artifacts(run_id)
+    target = _file(files, run_id, f"task-{task}.pt")
+    digest = files.write(target, lambda fh: torch.save(state, fh))
+    sums = dict(_sums(files, run_id), **{str(task): digest})
     if keep == "latest":
-        for old in available(store, run_id):
+        for old in _tasks(files, run_id):
             if old != task:
-                path(store, run_id, old).unlink(missing_ok=True)
+                files.remove(_file(files, run_id, f"task-{old}.pt"))
                 sums.pop(str(old), None)
-    _write_sums(store, run_id, sums)
+    _write_sums(files, run_id, sums)
     return target
 
 
-def _sums_path(store, run_id: int) -> Path:
-    return store.checkpoint_dir(run_id) / "sha256.json"
-
-
-def _sums(store, run_id: int) -> dict:
+def _sums(files, run_id: int) -> dict:
     try:
-        return json.loads(_sums_path(store, run_id).read_text())
+        return json.loads(files.read(_file(files, run_id, SUMS)))
     except (OSError, ValueError):
         return {}
 
 
-def _write_sums(store, run_id: int, sums: dict) -> None:
-    p = _sums_path(store, run_id)
-    tmp = p.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(sums))
-    os.replace(tmp, p)
+def _write_sums(files, run_id: int, sums: dict) -> None:
+    files.write(_file(files, run_id, SUMS), lambda fh: fh.write(json.dumps(sums).encode()))
 
 
 def load(store, run_id: int, task: int) -> dict:
     """A checkpoint's state, after checking it against the SHA-256 recorded when it was written."""
-    file = path(store, run_id, task)
-    if not file.exists():
-        raise UserError(f"run {run_id} has no checkpoint after task {task} on this machine (at {file}); "
-                        f"it has {listed(available(store, run_id))}.")
-    want = _sums(store, run_id).get(str(task))
-    if want is None or _sha256(file) != want:
-        raise UserError(f"the checkpoint of run {run_id} after task {task} ({file}) does not match the checksum "
-                        "recorded when it was written; it is not loaded (resume from an earlier task, or run again).")
+    files = store.artifacts(run_id)
+    file = _file(files, run_id, f"task-{task}.pt")
+    try:
+        data = files.read(file)
+    except FileNotFoundError:
+        raise UserError(f"run {run_id} has no checkpoint after task {task} at {files.where(file)}; it has "
+                        f"{listed(_tasks(files, run_id))}.") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the checkpoint of run {run_id} after task {task} at {files.where(file)} "
+                        f"({exc.strerror or exc}).") from None
+    want = _sums(files, run_id).get(str(task))
+    if want is None or hashlib.sha256(data).hexdigest() != want:
+        raise UserError(f"the checkpoint of run {run_id} after task {task} ({files.where(file)}) does not match the "
+                        "checksum recorded when it was written; it is not loaded (resume from an earlier task, or run "
+                        "again).")
     import torch  # deferred: the dashboard's scheduler imports this module and never trains
 
     try:
-        return torch.load(file, map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - a checkpoint of another cldash or transformers: its classes moved
         raise UserError(f"cannot load the checkpoint of run {run_id} after task {task} ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}); it may come from another "
-                        f"version of cldash or transformers; remove {file} and resume to start from the first "
-                        "task.") from None
+                        f"version of cldash or transformers; remove {files.where(file)} and resume to start from the "
+                        "first task.") from None
 
 
 def listed(tasks: list[int]) -> str:
@@ -116,18 +124,17 @@ def listed(tasks: list[int]) -> str:
 
 
 def copy(store, source: int, target: int, task: int) -> None:
-    """Give run `target` run `source`'s checkpoint after `task` as its own (a fork starts from it)."""
-    src = path(store, source, task)
-    dst = path(store, target, task)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(f".tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    _write_sums(store, target, {str(task): _sums(store, source)[str(task)]})
+    """Give run `target` run `source`'s checkpoint after `task` as its own (a fork starts from it), from the
+    source's artifact location to the target's (they may differ). The checksum recorded for the source goes with
+    it, so a damaged file is refused when the fork loads it."""
+    src, dst = store.artifacts(source), store.artifacts(target)
+    data = src.read(_file(src, source, f"task-{task}.pt"))
+    want = _sums(src, source).get(str(task))
+    dst.write(_file(dst, target, f"task-{task}.pt"), lambda fh: fh.write(data))
+    _write_sums(dst, target, {str(task): want} if want else {})
 
 
 def continues_method(saved_config: dict, config: dict) -> bool:
     """Whether a run continues its checkpoint's method object (same method, options and policy) or starts a
     new one on the merged weights."""
     return all(saved_config.get(k) == config.get(k) for k in ("method", "method_options", "policy"))
-

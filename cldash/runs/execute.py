@@ -25,8 +25,10 @@ from cldash.engine.adapters import save_adapters
 from cldash.engine.loop import Cancelled, ContinualRun, Progress, pick_device, versions
 from cldash.runs.processes import clear_end, record_end, reserve_end
 from cldash.store import Store, write_failure
+from cldash.store.artifacts import local_only_warning
 
 END_RETRIES = (0.2, 0.5, 1.0)   # seconds between the tries of the final status write (a disk freeing up)
+_WARNED: set[str] = set()       # stores whose local-only artifacts this process has warned about (once each)
 
 
 def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | None = None) -> str:
@@ -38,6 +40,7 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
     if not store.claim(run_id, pid=os.getpid(), host=socket.gethostname()):
         return store.get_run(run_id)["status"]   # another process took it first
     reserve_end(store, run_id)   # room for how the run ends, taken while the disk has some
+    _warn_if_local_only(store, run)
     writer = store.writer(run_id)
     crun = None
     with _sigterm_cancels():
@@ -57,6 +60,14 @@ def execute(store: Store, run_id: int, progress: Callable[[Progress], None] | No
             status, error = _how_it_ended(exc, crun)
     _finish_unclean(store, writer, run_id, {"status": status, "error": error, **(crun.position() if crun else {})})
     return status
+
+
+def _warn_if_local_only(store: Store, run: dict) -> None:
+    """One line, once per store in a process: a shared store's run whose files only this machine will see."""
+    warning = local_only_warning(store.url, run.get("artifacts"))
+    if warning and store.url not in _WARNED:
+        _WARNED.add(store.url)
+        print(warning, file=sys.stderr, flush=True)
 
 
 def _on_term(signum, frame):
@@ -110,7 +121,7 @@ def _checkpointer(store: Store, run_id: int, keep: str) -> Callable[[int, dict],
 
 
 def _record_finish(store: Store, run_id: int, crun: ContinualRun, summary: dict) -> None:
-    save_adapters(crun, store.adapter_path(run_id))
+    save_adapters(crun, store, run_id)
     store.update_run(run_id, status="finished", summary=summary, finished_at=time.time(), resume_task=None,
                      **crun.position())
     clear_end(store, run_id)

@@ -23,9 +23,10 @@ def requeue(store, run_id: int) -> int:
     if run["status"] not in RESUMABLE:
         raise UserError(f"run {run_id} is {run['status']}; only an interrupted, failed or cancelled run can be "
                         "resumed.")
-    if not is_local(run["launcher"]):
+    if not is_local(run["launcher"]) and not run["artifacts"]:   # a shared artifact location: any machine reads it
         raise UserError(f"run {run_id} ran on a {run['launcher']} cluster, whose node keeps its checkpoints; "
-                        "resume it there (cldash resume runs it on this machine's queue).")
+                        "resume it there (cldash resume runs it on this machine's queue), or give runs a shared "
+                        "artifact location (--artifacts URL) so that any machine can.")
     tasks = available(store, run_id)
     task = max([t for t in tasks if t <= (run["checkpoint_task"] or 0)], default=0)
     steps = run["config"]["steps_per_task"]

@@ -12,6 +12,9 @@ Modules, bottom to top (each imports only those above it in this list):
   the engine (one per URL, SQLite pragmas included).
 - ``schema``: the tables as SQLAlchemy models (`Run`, `TaskRow`, `Evaluation`, ...), run statuses
   (`ACTIVE`, `ENDED`) and the spectrum measures stored.
+- ``artifacts``: where runs' checkpoints and saved adapters live (a folder or an fsspec URL such as
+  s3://bucket/prefix: --artifacts, $CLDASH_ARTIFACTS, the store's setting, or next to a SQLite file), and
+  their atomic writes.
 - ``refusals``: why a store refused a write, in a few words (`write_failure`).
 - ``migrations/``: the schema's Alembic revisions, applied as a store is opened.
 - ``writer``: `RunWriter`, the buffered writer of a run's rows.

@@ -71,6 +71,7 @@ class Run(Base):
     checkpoint_task: Mapped[int | None] = mapped_column(Integer)   # the last task end checkpointed
     resumes: Mapped[int | None] = mapped_column(Integer)           # times resumed
     runtime: Mapped[str | None] = mapped_column(Text)    # JSON: precision, compile, data used (0006)
+    artifacts: Mapped[str | None] = mapped_column(Text)  # where its checkpoints, adapters are if not the default (0008)
 
 
 class TaskRow(Base):

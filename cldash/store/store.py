@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
-import shutil
 import socket
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,8 +22,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, OperationalError
 
 import cldash.store.migrations as migrations
-from cldash.core.cache import cache_dir
 from cldash.core.errors import StoreWriteError, UserError
+from cldash.store.artifacts import SETTING as ARTIFACTS_SETTING, Artifacts, chosen, open_location
 from cldash.store.refusals import write_failure
 from cldash.store.schema import (
     Evaluation,
@@ -118,7 +115,9 @@ class Store:
         `launcher` "cli" is a foreground `cldash run`: its row is created owned by its process (`pid`,
         `host` in the same INSERT), so there is no moment when the scheduler could take it for a
         queued background run, and reconcile can end it if the process dies before claiming it.
+        The run records its artifact location (`artifact_location`) unless it is the default.
         """
+        location = self.artifact_location()[0]   # before the INSERT: a bad location stores nothing
         with self._writing(), self.engine.begin() as conn:
             if launch_key:
                 found = conn.execute(select(Run.id).where(Run.launch_key == launch_key)).first()
@@ -128,7 +127,7 @@ class Store:
                 launch_key=launch_key, group_key=group_key, name=name or config.get("name") or "",
                 method=config["method"], stream=config["stream"], backbone=config["backbone"],
                 policy=config.get("policy"), seed=config["seed"], config=_j(config), status=status,
-                launcher=launcher, pid=pid, host=host, created_at=_now(),
+                launcher=launcher, pid=pid, host=host, created_at=_now(), artifacts=location,
                 launcher_info=_j(launcher_info) if launcher_info else None))
             return result.inserted_primary_key[0]
 
@@ -180,20 +179,28 @@ class Store:
     def delete_run(self, run_id: int) -> None:
         """Remove a run and every row that belongs to it, in one transaction (and its saved adapters and
         checkpoints)."""
+        files = self.artifacts(run_id)
         with self._writing(), self.engine.begin() as conn:
             for table in (Spectrum, Scalar, Evaluation, ModuleRow, TaskRow):
                 conn.execute(delete(table).where(table.run_id == run_id))
             conn.execute(delete(Run).where(Run.id == run_id))
-        self.adapter_path(run_id).unlink(missing_ok=True)
-        shutil.rmtree(self.checkpoint_dir(run_id), ignore_errors=True)
+        for remove, path in ((files.remove, files.adapter_file(run_id)),
+                             (files.remove_tree, files.checkpoint_dir(run_id))):
+            with contextlib.suppress(OSError):   # the rows are gone; files left where they cannot be reached are inert
+                remove(path)
 
-    def checkpoint_dir(self, run_id: int) -> Path:
-        """Where a run's task-boundary checkpoints are kept: next to its saved adapters
-        (``runs.db`` -> ``runs.checkpoints/run-<id>/``)."""
-        db = sqlite_path(self.url)
-        if db is not None:
-            return db.with_name(db.stem + ".checkpoints") / f"run-{run_id}"
-        return cache_dir() / "checkpoints" / hashlib.sha256(self.url.encode()).hexdigest()[:16] / f"run-{run_id}"
+    # -- artifacts: checkpoints and saved adapters (cldash.store.artifacts) -------------------------
+    def artifact_location(self) -> tuple[str | None, str]:
+        """Where a new run's checkpoints and adapters go, and why: (location, "--artifacts" | "$CLDASH_ARTIFACTS"
+        | "the store's setting"), or (None, "default") for the store's default place. The setting is read only
+        when neither of the others is given."""
+        return chosen(lambda: self.get_setting(ARTIFACTS_SETTING))
+
+    def artifacts(self, run_id: int) -> Artifacts:
+        """The artifact location of a run's files: the one it recorded when it was created, else the default."""
+        with self.engine.connect() as conn:
+            location = conn.execute(select(Run.artifacts).where(Run.id == run_id)).scalar()
+        return open_location(self.url, location)
 
     def truncate_after(self, run_id: int, after_step: int, **run_fields) -> None:
         """Delete the run's evaluations, scalars and spectra after `after_step` and update its row, in one
@@ -215,15 +222,6 @@ class Store:
                 rows = [{"run_id": target, **dict(zip([c.name for c in cols], r))} for r in conn.execute(q)]
                 if rows:
                     conn.execute(insert(table), rows)
-
-    def adapter_path(self, run_id: int) -> Path:
-        """Where a finished run's final adapter state is kept (a small torch file, not in the database):
-        next to an SQLite file (``runs.db`` -> ``runs.adapters/run-<id>.pt``), else in the cache."""
-        db = sqlite_path(self.url)
-        if db is not None:
-            return db.with_name(db.stem + ".adapters") / f"run-{run_id}.pt"
-        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
-        return cache_dir() / "adapters" / key / f"run-{run_id}.pt"
 
     # -- static run structure -------------------------------------------------------------------
     def write_structure(self, run_id: int, tasks: list[dict], modules: list[dict]) -> None:

@@ -153,6 +153,11 @@ SWEEP = [
     (["export", "RUN", "--out", "FILE"], "is a file; give a folder"),
     (["export", "RUN", "--format", "peft", "--out", "FILE"], "is a file; give a folder"),
     (["db", "frobnicate"], "must be one of current, upgrade"),
+    # artifact locations (cldash.store.artifacts)
+    (["--artifacts", "nosuch://b/x", "run", "--method", "lora"], "has a protocol fsspec does not know (nosuch://)"),
+    (["run", "--method", "lora"], "the artifact location in $CLDASH_ARTIFACTS 's3:/typo' looks like a URL",
+     {"CLDASH_ARTIFACTS": "s3:/typo"}),
+    (["db", "artifacts", "s3://"], "names no bucket or folder"),
     (["order", "--batches", "0"], "--batches must be at least 1 (got 0)."),
     (["order", "--batch-size", "-1"], "--batch-size must be at least 1 (got -1)."),
     (["order", "--stream", "nope"], "unknown stream 'nope'"),

@@ -8,6 +8,7 @@ cumulative update), Conv1D layers, dense updates refused with a sentence, and th
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,7 +127,8 @@ def test_cli_exports_a_finished_run_and_delete_removes_its_adapters(tmp_path, ca
     assert main(["--db", db, "run", "--method", "pissa", "--steps-per-task", "8", "--stream-angles", "60,120",
                  "--eval-interval", "0", "--quiet"]) == 0
     store = Store(db)
-    assert store.adapter_path(1).exists() and store.adapter_path(1).parent.name == "runs.adapters"
+    saved = Path(store.artifacts(1).adapter_file(1))
+    assert saved.exists() and saved.parent.name == "runs.adapters"   # the default: next to the SQLite file
     capsys.readouterr()
     assert main(["--db", db, "export", "1", "--format", "peft", "--out", str(tmp_path / "adapter")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "adapter")
@@ -141,7 +143,7 @@ def test_cli_exports_a_finished_run_and_delete_removes_its_adapters(tmp_path, ca
     assert stream.evaluate(model, stream.tasks[-1], 1024)["accuracy"] == store.accuracy_matrix(1)["R"][-1][-1]
     assert main(["--db", db, "export", "1", "--format", "peft", "--out", "-"]) == 2
     assert main(["--db", db, "delete", "1", "--yes"]) == 0
-    assert not store.adapter_path(1).exists()
+    assert not saved.exists()
     assert main(["--db", db, "export", "1", "--format", "peft", "--out", str(tmp_path / "again")]) == 2
 
 

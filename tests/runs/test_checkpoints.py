@@ -8,13 +8,17 @@ fork with replay switched on shares rows 0..1 with its parent and differs from t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from sqlalchemy import select
 
 from cldash.config import resolve
+from cldash.core.cache import sha256_file
 from cldash.core.errors import UserError
 from cldash.engine import checkpoints
+from cldash.engine.adapters import saved_adapters
 from cldash.methods import REGISTRY
 from cldash.runs import lineage, recovery
 from cldash.runs.execute import execute
@@ -39,7 +43,7 @@ def rows(store, run_id: int) -> dict:
 
 
 def adapters(store, run_id: int) -> dict:
-    saved = torch.load(store.adapter_path(run_id), weights_only=True)
+    saved = saved_adapters(store, run_id)
 
     def flat(x, prefix=""):
         if isinstance(x, torch.Tensor):
@@ -91,16 +95,18 @@ def test_only_the_latest_checkpoint_is_kept_unless_all_are_asked_for(db, few_tes
     for rid in (latest, every, none):
         assert execute(store, rid) == "finished"
     assert [checkpoints.available(store, r) for r in (latest, every, none)] == [[2], [1, 2], []]
-    assert not list(store.checkpoint_dir(every).glob("*.tmp*"))   # written atomically: no temporary left
+    folder = Path(store.artifacts(every).checkpoint_dir(every))
+    assert folder.parent.name == "runs.checkpoints"   # the default: next to the SQLite file
+    assert sorted(p.name for p in folder.iterdir()) == ["sha256.json", "task-1.pt", "task-2.pt"]   # no temporary left
     store.delete_run(every)
-    assert not store.checkpoint_dir(every).exists()
+    assert not folder.exists()
 
 
 def test_a_damaged_checkpoint_is_refused_not_unpickled(db, few_test_digits):
     store = Store(db)
     rid = store.create_run(resolve({"method": "lora", **BASE}).to_dict())
     assert execute(store, rid, progress=interrupt_in_task_2()) == "interrupted"
-    path = checkpoints.path(store, rid, 1)
+    path = Path(checkpoints.path(store, rid, 1))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 1
     path.write_bytes(bytes(data))
@@ -284,10 +290,10 @@ def test_a_checkpoint_that_cannot_be_unpickled_fails_the_resume_in_one_sentence(
     store = Store(db)
     rid = store.create_run(resolve({"method": "lora", **BASE}).to_dict())
     assert execute(store, rid, progress=interrupt_in_task_2()) == "interrupted"
-    path = checkpoints.path(store, rid, 1)
+    path = Path(checkpoints.path(store, rid, 1))
     path.write_bytes(b"not a pickle")
-    sums = store.checkpoint_dir(rid) / "sha256.json"
-    sums.write_text(json.dumps({"1": checkpoints._sha256(path)}))
+    sums = path.with_name("sha256.json")
+    sums.write_text(json.dumps({"1": sha256_file(path)}))
     lineage.resume(store, rid, start=False)
     assert execute(store, rid) == "failed"
     error = store.get_run(rid)["error"]
