@@ -33,7 +33,7 @@ COMMANDS = (
     Command("delete", "remove a run and all its rows", "runs_control:add_delete_arguments", "runs_control:cmd_delete"),
     Command("report", "one self-contained HTML handout of a comparison, that opens offline",
             "report:add_report_arguments", "report:cmd_report"),
-    Command("export", "write a run's tables as CSV or JSON, or its adapters in PEFT's format",
+    Command("export", "write a run's tables as CSV or JSON, its adapters in PEFT's format, or TensorBoard event files",
             "export:add_export_arguments", "export:cmd_export"),
     Command("methods", "list the registered methods and their options", None, "catalog:cmd_methods"),
     Command("streams", "list the task streams and their options", None, "catalog:cmd_streams"),
