@@ -176,7 +176,12 @@ def test_job_states_come_from_squeue_then_scontrol_then_sacct(monkeypatch):
     assert SlurmLauncher().states(rows[:1])[1] == JobState("unknown", "SLURM did not answer (squeue did not answer "
                                                                       "within 30 s)")
     asked = len(fake.asked)
-    assert SlurmLauncher().states(rows[:1])[1].state == "unknown" and len(fake.asked) == asked
+    assert SlurmLauncher().states(rows[:1])[1] == JobState("unknown", "SLURM did not answer (squeue did not answer "
+                                                                      "within 30 s; asked again 60 s after)")
+    assert len(fake.asked) == asked
+    with pytest.raises(UserError, match="asked again 60 s after"):   # sinfo too: it is the same controller
+        SlurmLauncher().resources()
+    assert len(fake.asked) == asked
 
 
 def test_a_queued_run_whose_job_failed_is_failed_with_slurms_reason(db, monkeypatch):

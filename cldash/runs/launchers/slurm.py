@@ -63,13 +63,15 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # sbatch --time: MIN, MIN:SEC, H:MIN:SEC, D-H, D-H:MIN, D-H:MIN:SEC, or UNLIMITED
 TIME = re.compile(r"^(\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE)$")
 COMMAND_SECONDS = 30.0   # a SLURM command that has not answered by then: the controller is down or overloaded
-DOWN_SECONDS = 10.0      # ... and SLURM is not asked again for this long (reconcile runs on every refresh)
+# ... and SLURM is not asked again for this long: reconcile runs on every refresh, and a controller that is down
+# takes about 9 s to say so (squeue and sinfo retrying, measured with slurm 22.05)
+DOWN_SECONDS = 60.0
 
 # SLURM's job states (squeue's %T, scontrol's JobState, sacct's State) as cldash reads them
 PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESIZING"}
 
-_down: dict[str, float] = {}
+_down: dict[str, tuple[float, str]] = {}
 _lock = threading.Lock()
 
 
@@ -202,15 +204,15 @@ class SlurmLauncher:
     def _ask(self, args: list[str]) -> str:
         """A SLURM query (sinfo, squeue), refused at once for DOWN_SECONDS after one that did not answer."""
         with _lock:
-            down = _down.get(args[0])
-        if down and time.monotonic() - down < DOWN_SECONDS:
-            raise SlurmError(f"{args[0]} did not answer a moment ago")
+            down = _down.get("controller")
+        if down and time.monotonic() - down[0] < DOWN_SECONDS:
+            raise SlurmError(f"{down[1]}; asked again {DOWN_SECONDS:g} s after")
         try:
             return run_slurm(args)
         except SlurmError as exc:
             if "did not answer" in str(exc) or "Unable to contact" in str(exc):
                 with _lock:
-                    _down[args[0]] = time.monotonic()
+                    _down["controller"] = (time.monotonic(), str(exc))
             raise
 
     def nodes(self) -> list[tuple[str, str, float, float]]:
