@@ -5,7 +5,7 @@ module with `@register_launcher("name")`, one import line below, and one row in 
 tests/runs/test_launchers.py.
 """
 
-from cldash.runs.launchers import local, ray_jobs  # noqa: F401  (each registers itself)
+from cldash.runs.launchers import local, ray_jobs, slurm  # noqa: F401  (each registers itself)
 from cldash.runs.launchers.base import (
                                         LAUNCHERS,
                                         JobState,

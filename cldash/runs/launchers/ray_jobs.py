@@ -94,11 +94,6 @@ class RayLauncher:
             down = _down.get(self.address)
             if down and time.monotonic() - down[0] < DOWN_SECONDS:
                 raise Unreachable(down[1])
-            try:
-                from ray.job_submission import JobSubmissionClient  # deferred: Ray is an extra (cldash[ray])
-            except ImportError:
-                raise UserError("the Ray launcher needs Ray: pip install 'cldash[ray]' (ray[default]), on this "
-                                "machine and on the cluster's nodes.") from None
             # a ray:// (Ray Client) address is tried first as the same host's dashboard on its default port: that
             # is where Ray Client would send us, without opening a Ray Client session on the head (a process
             # there, about 3 s, and under load it can fail to start); Ray Client resolves it otherwise
@@ -108,7 +103,13 @@ class RayLauncher:
             for host, port, address in tries:
                 try:   # a bare TCP probe first: Ray's client has no timeout of its own for a host that is down
                     socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
-                    client = JobSubmissionClient(address)
+                except OSError as exc:
+                    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                    continue
+                # Ray only once something answers: a cluster that is down reads the same with or without Ray here
+                client_class = _job_submission_client()
+                try:
+                    client = client_class(address)
                     break
                 except Exception as exc:  # noqa: BLE001 - refused, timed out, not a Ray head: the same to a user
                     reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -126,9 +127,9 @@ class RayLauncher:
                             "--head`, or check the address (ray://HEAD:10001 or http://HEAD:8265).") from None
 
     def nodes(self) -> list:
+        client = self._client_or_error()   # first: it says in one sentence when Ray is not installed
         from ray.util.state import list_nodes  # deferred: Ray is an extra (cldash[ray])
 
-        client = self._client_or_error()
         return [n for n in list_nodes(address=client.get_address(), limit=10_000) if n.state == "ALIVE"]
 
     def resources(self, store=None) -> dict:
@@ -243,6 +244,15 @@ class RayLauncher:
             return f"the Ray cluster at {self.address} has no log of run {run['id']} (job {job}): {exc}"
         lines = text.splitlines(keepends=True)[-max(1, tail):]
         return "".join(lines) or f"run {run['id']} (Ray job {job}) has written nothing to its log yet."
+
+
+def _job_submission_client():
+    try:
+        from ray.job_submission import JobSubmissionClient  # deferred: Ray is an extra (cldash[ray])
+    except ImportError:
+        raise UserError("the Ray launcher needs Ray: pip install 'cldash[ray]' (ray[default]), on this "
+                        "machine and on the cluster's nodes.") from None
+    return JobSubmissionClient
 
 
 def _local_addresses() -> set[str]:
