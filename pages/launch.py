@@ -3,7 +3,6 @@ one-line explanation; several methods and seeds side by side in one click."""
 
 import hashlib
 import json
-import os
 import time
 import uuid
 
@@ -18,7 +17,7 @@ from cldash.core.options import describe, is_default, option_label, worded
 from cldash.methods import POLICIES, REGISTRY, marked_label
 from cldash.runs.data_fetch import fetch_tail, fetching, start_fetch
 from cldash.runs.launch import launch
-from cldash.runs.launchers import Resources, parse
+from cldash.runs.launchers import LAUNCHERS, Resources, parse
 from cldash.runs.sweeps import Sweep, launch_sweep, parse_seeds as sweep_seeds, plan
 from cldash.streams import STREAMS, get_stream
 from cldash.streams.benchmarks import BENCHMARKS, cached_sizes, disk_estimate
@@ -283,17 +282,17 @@ with st.expander("Sweep: a grid of runs as one group, on this machine or a Ray c
                                   "it. A JSON list for values with commas: angles=[[45,90],[90,180]].")
     slots["sweep-grid"] = st.empty()
     c1, c2, c3 = st.columns([2, 1, 1])
-    where = c1.selectbox("run on", ["local", "ray"], key="sweep-launcher",
-                         format_func={"local": "this machine (the local queue)", "ray": "a Ray cluster"}.get)
-    address = ""
-    if where == "ray":
-        address = c1.text_input("Ray address", os.environ.get("RAY_ADDRESS", "ray://127.0.0.1:10001"),
-                                 key="sweep-ray-address", help="ray://HEAD:10001 (Ray Client) or http://HEAD:8265 "
-                                 "(the Ray dashboard). The store must be one every node reaches: PostgreSQL.")
+    where = c1.selectbox("run on", list(LAUNCHERS), key="sweep-launcher", format_func=lambda n: LAUNCHERS[n].title)
+    address = "local"
+    if where != "local":   # a cluster: where it is, as --launcher names it
+        address = c1.text_input("where, as --launcher writes it", LAUNCHERS[where].suggested_spec(),
+                                key=f"sweep-{where}-address",
+                                help=f"{LAUNCHERS[where].spec_help}. The store must be one every node reaches: "
+                                     "PostgreSQL.")
     slots["sweep-launcher"] = c1.empty()
     cpus = c2.number_input("CPUs per run", 0.25, 64.0, 1.0, 0.25, key="sweep-cpus")
-    gpus = c3.number_input("GPUs per run", 0.0, 8.0, 0.0, 0.125, key="sweep-gpus", disabled=where != "ray",
-                           help="On a Ray cluster: 0.125 lets eight tiny runs share one GPU.")
+    gpus = c3.number_input("GPUs per run", 0.0, 8.0, 0.0, 0.125, key="sweep-gpus", disabled=where == "local",
+                           help="On a Ray cluster 0.125 lets eight tiny runs share one GPU; SLURM gives whole GPUs.")
     sweep_plan = None
     if sweeping and methods:
         # the seeds and the grid are read apart, so that a bad value in one does not hide the other's
@@ -323,7 +322,7 @@ with st.expander("Sweep: a grid of runs as one group, on this machine or a Ray c
             st.info(sweep_plan.summary().replace("\n  ", "  \n· "))
         for field, message in sweep_errors.items():
             show_error(field, message, "sweep-grid")
-    if where == "ray" and st.button("Check the cluster", key="sweep-check"):
+    if where != "local" and st.button("Check the cluster", key="sweep-check"):
         try:
             res = parse(address).resources()
             slots["sweep-launcher"].success(f"{res['nodes']} node(s), {res['CPU']:g} CPUs, {res['GPU']:g} GPUs")
@@ -340,7 +339,7 @@ else:
                         icon=":material/rocket_launch:")
 if clicked and sweeping and sweep_plan is not None:
     try:
-        launcher = parse(address if where == "ray" else "local")
+        launcher = parse(address)
         _, ids = launch_sweep(store, sweep_plan, launcher=launcher,
                               resources=Resources(cpus=float(cpus), gpus=float(gpus)))
     except UserError as exc:
@@ -349,7 +348,7 @@ if clicked and sweeping and sweep_plan is not None:
         set_selected(ids)
         st.session_state["sweep-queued"] = (
             f"Queued {len(ids)} run{'s' * (len(ids) != 1)} of sweep {sweep_plan.sweep.key()} on "
-            f"{'this machine' if where == 'local' else launcher.address}; filter the Runs page by its group.")
+            f"{launcher.title if launcher.address is None else launcher.address}; filter the Runs page by its group.")
         st.rerun()   # the count and the button say what is left to queue now: nothing
 if "sweep-queued" in st.session_state:
     st.success(st.session_state.pop("sweep-queued"))

@@ -73,7 +73,7 @@ def cmd_sweep(args) -> int:
     p.existing = store.run_ids_for_launch_keys(p.keys)
     print(p.summary())
     p, ids = launch_sweep(store, p, launcher=launcher, resources=resources)
-    where = "this machine" if launcher.name == "local" else f"the Ray cluster at {launcher.address}"
+    where = launcher.title if launcher.address is None else f"{launcher.title} at {launcher.address}"
     if ids:
         print(f"queued {len(ids)} run{'s' * (len(ids) != 1)} (ids {id_ranges(ids)}) on {where}, "
               f"{resources.cpus:g} CPU{'s' * (resources.cpus != 1)}"

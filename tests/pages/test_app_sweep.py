@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from cldash.runs.processes import log_path
 from cldash.store import Store
 
@@ -59,6 +61,26 @@ def test_an_unreachable_cluster_is_one_sentence_next_to_the_launcher(tmp_path, m
     assert any(e.value.startswith("cannot reach the Ray cluster at http://127.0.0.1:9") for e in at.error)
     at.button(key="launch-button").click().run()
     assert any(e.value.startswith("cannot reach the Ray cluster at http://127.0.0.1:9") for e in at.error)
+    assert Store(str(db)).runs() == []
+
+
+@pytest.mark.parametrize("name", ["ray", "slurm"])
+def test_every_registered_cluster_launcher_is_offered_with_its_spec_and_a_bad_spec_is_one_sentence(
+        tmp_path, monkeypatch, name):
+    """The choice comes from the launcher registry (no launcher is named by the page): each one's field starts at
+    its suggested spec, and what the user writes goes to `parse` as --launcher would."""
+    from cldash.runs.launchers import LAUNCHERS
+
+    db = tmp_path / f"{name}.db"
+    at = _sweep_form(db, monkeypatch, "rank=2")
+    assert at.selectbox(key="sweep-launcher").options == [LAUNCHERS[n].title for n in LAUNCHERS]
+    at.selectbox(key="sweep-launcher").set_value(name).run()
+    field = at.text_input(key=f"sweep-{name}-address")
+    assert field.value == LAUNCHERS[name].suggested_spec()
+    field.set_value({"ray": "ray://:10001", "slurm": "slurm:colour=red"}[name]).run()
+    at.button(key="launch-button").click().run()
+    said = {"ray": "names no host", "slurm": "the SLURM launcher has no option 'colour'"}[name]
+    assert any(said in e.value for e in at.error), [e.value for e in at.error]
     assert Store(str(db)).runs() == []
 
 

@@ -150,7 +150,7 @@ def test_cldash_sweep_through_the_ray_client_address(store, capsys):
             "--set", "steps_per_task=4", "--set", "eval_interval=0", "--set", "angles=45", "--wait"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "queued 1 run" in out and "the Ray cluster at ray://127.0.0.1:10001" in out and "finished (1/1)" in out
+    assert "queued 1 run" in out and "a Ray cluster at ray://127.0.0.1:10001" in out and "finished (1/1)" in out
     (run,) = [r for r in store.runs() if r["group_key"] == f"sweep:{name}"]
     info = RayLauncher(RAY).client().get_job_info(run["launcher_info"]["job"])
     assert info.entrypoint.endswith(f"-m cldash execute {run['id']}") and "postgres" not in info.entrypoint

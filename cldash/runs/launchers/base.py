@@ -64,6 +64,11 @@ class Launcher(Protocol):
 
     name: ClassVar[str]
     spec_help: ClassVar[str]   # how a user names it, for the sentence that answers an unknown one
+    title: ClassVar[str]       # what it runs on, in words (the Launch page's choice, `cldash sweep`'s line)
+
+    @classmethod
+    def suggested_spec(cls) -> str:
+        """What the Launch page's field offers before the user writes one."""
 
     @classmethod
     def from_spec(cls, spec: str) -> Launcher | None:

@@ -36,11 +36,16 @@ def tail_lines(path, tail: int) -> str:
 @register_launcher("local")
 class LocalLauncher:
     spec_help = "local"
+    title = "this machine (the local queue)"
     address = None
 
     @classmethod
     def from_spec(cls, spec: str) -> LocalLauncher | None:
         return cls() if spec == "local" else None
+
+    @classmethod
+    def suggested_spec(cls) -> str:
+        return "local"
 
     @classmethod
     def for_info(cls, info: dict) -> LocalLauncher:

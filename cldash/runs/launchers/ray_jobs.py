@@ -62,6 +62,11 @@ def _ended_message(info) -> str:
 @register_launcher("ray")
 class RayLauncher:
     spec_help = "a Ray cluster's address: ray://HEAD:10001 or http://HEAD:8265"
+    title = "a Ray cluster"
+
+    @classmethod
+    def suggested_spec(cls) -> str:
+        return os.environ.get("RAY_ADDRESS", "ray://127.0.0.1:10001")
 
     @classmethod
     def from_spec(cls, spec: str) -> RayLauncher | None:

@@ -183,6 +183,11 @@ def run_slurm(args: list[str], env: dict | None = None) -> str:
 @register_launcher("slurm")
 class SlurmLauncher:
     spec_help = "slurm (or slurm:partition=P,time=T,account=A)"
+    title = "a SLURM cluster"
+
+    @classmethod
+    def suggested_spec(cls) -> str:
+        return "slurm"
 
     @classmethod
     def from_spec(cls, spec: str) -> SlurmLauncher | None:
