@@ -60,9 +60,9 @@ def test_a_short_run_gives_the_pinned_environments_accuracy_matrix_bit_for_bit(b
     got = short_run_numbers(backbone, tmp_path)
     capsys.readouterr()
     assert got["weights"] == "shipped", "the run pre-trained its own backbone: its numbers cannot be the pinned ones"
-    assert got == pinned["numbers"][backbone], (f"this environment ({made_with()}) gives other numbers than the pinned one "
-                                      f"({pinned['made_with']}); readable: "
-                                      f"{[[float.fromhex(x) for x in row] for row in got['R']]}")
+    readable = [[float.fromhex(x) for x in row] for row in got["R"]]
+    assert got == pinned["numbers"][backbone], (f"this environment ({made_with()}) gives other numbers than the "
+                                                f"pinned one ({pinned['made_with']}): R = {readable}")
 
 
 if __name__ == "__main__":
