@@ -11,7 +11,7 @@ import torch
 import transformers
 from torch import nn
 
-from cldash.backbones.weights import cache_path, cached, shipped
+from cldash.backbones.weights import SHIPPED_NEEDS_TRANSFORMERS, cache_path, cached, record_path, shipped
 from cldash.core.errors import ConfigError
 from cldash.methods.layer import is_linear, linear_shape
 
@@ -160,14 +160,18 @@ def load_pretrained(name: str, options, recipe: str, pretrain: Callable, build_n
     Returns (net in eval mode, Weights)."""
     net = build_net(options)
     found = shipped(name, options, recipe)
+    path = cache_path(name, options, recipe)
     if found is not None:
         if set(found.state_dict) == set(net.state_dict()):
             net.load_state_dict(found.state_dict)
             return net.eval(), found
+        # the module names of this transformers are not those the file was saved with (5.9 renamed ViT's)
         made = found.record.get("versions", {}).get("transformers", "?")
-        print(f"cldash: the shipped {name} weights were made with transformers {made}, whose module names differ "
-              f"from transformers {transformers.__version__}'s; pre-training {name} on this machine instead.",
-              file=sys.stderr)
-    weights = cached(name, cache_path(name, options, recipe), lambda: pretrain(options))
+        what = (f"using the copy pre-trained here before ({path})" if record_path(path).exists() else
+                f"pre-training {name} on this machine instead, once (cached in {path})")
+        print(f"cldash: the shipped {name} weights need transformers {SHIPPED_NEEDS_TRANSFORMERS} or later (made with "
+              f"{made}) and this is transformers {transformers.__version__}, whose module names differ; {what}; "
+              "its numbers are not the shipped weights' (`pip install -U transformers` gives those).", file=sys.stderr)
+    weights = cached(name, path, lambda: pretrain(options))
     net.load_state_dict(weights.state_dict)
     return net.eval(), weights

@@ -32,6 +32,7 @@ every linear module of the vision encoder (cldash.backbones.clip.CLIP_TARGETS).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -97,13 +98,39 @@ def offline_error(what: str, name: str, offline: str) -> ConfigError:
                        "save_pretrained).", "backbone")
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' own output while it loads, silenced: its load report (a table of the checkpoint's missing
+    and unexpected keys, where a head cldash adds is always "missing"), its config warnings and its
+    weight-loading progress bar went into a run's terminal output and log and told the user nothing to act on.
+    Errors still come through (verbosity error), and the Hub's download bars stay. The settings are restored
+    afterwards, so code of the caller's own that uses transformers keeps its output."""
+    from huggingface_hub import utils as hub_utils  # deferred: imported by transformers anyway
+    from transformers.utils import logging as hf_logging  # deferred: imports transformers
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub_bars = not hub_utils.are_progress_bars_disabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()     # this turns the Hub's bars off too: a first download keeps its bar
+    if hub_bars:
+        hub_utils.enable_progress_bars()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if not hub_bars:
+            hub_utils.disable_progress_bars()
+
+
 @functools.lru_cache(maxsize=32)
 def auto_config(name: str, revision: str | None = None):
     """The model's transformers config, or one sentence saying why it cannot be had."""
     from transformers import AutoConfig  # deferred: loads transformers' model code
 
     try:
-        with hub.cache_only_unless_reachable(name) as offline:
+        with hub.cache_only_unless_reachable(name) as offline, quiet_loading():
             return AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=False)
     except ValueError as exc:
         if "trust_remote_code" in str(exc) or "custom code" in str(exc):
@@ -185,7 +212,7 @@ def tokenizer_for(name: str, revision: str | None = None):
     from transformers import AutoTokenizer  # deferred: loads transformers' model code
 
     try:
-        with hub.cache_only_unless_reachable(name):
+        with hub.cache_only_unless_reachable(name), quiet_loading():
             tok = AutoTokenizer.from_pretrained(name, revision=revision, trust_remote_code=False)
     except (OSError, ValueError, KeyError):
         raise ConfigError(f"cannot load the tokenizer of the Hugging Face model {name!r} (a text model needs its "
@@ -227,7 +254,7 @@ def build_net(name: str, kind: str, o: HFOptions) -> nn.Module:
 def _from_pretrained(cls, name: str, revision: str | None, label: str, **kwargs):
     """`cls.from_pretrained(name)` at `revision`, or one sentence saying why not (offline: cldash.core.hub)."""
     try:
-        with hub.cache_only_unless_reachable(name) as offline:
+        with hub.cache_only_unless_reachable(name) as offline, quiet_loading():
             return cls.from_pretrained(name, revision=revision, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as exc:
         if offline:

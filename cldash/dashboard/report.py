@@ -18,7 +18,7 @@ import json
 import os
 import re
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +234,7 @@ def handout_html(store: Store, run_ids, title: str | None = None, *, now: dateti
     data = _compared(store, run_ids)
     title = title or f"cldash handout: runs {id_ranges([r['id'] for r in data.runs])}"
     page = _Page()
-    _heading(page, store, data, title, now or datetime.now(timezone.utc))
+    _heading(page, store, data, title, now or datetime.now(UTC))
     _headline_metrics(page, data)
     _accuracy_against_forgetting(page, data)
     _accuracy_matrices(page, data)

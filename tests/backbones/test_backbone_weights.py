@@ -8,6 +8,7 @@ so it is checked against a documented band (README, "Backbones"), never an exact
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +28,7 @@ def _no_training(*_):
     raise AssertionError("the default options must load the shipped weights, not pre-train")
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("name", list(MODULES))
 def test_default_options_load_the_shipped_weights_without_training(name, monkeypatch):
     entry = BACKBONES[name]
@@ -49,6 +51,7 @@ def test_default_options_load_the_shipped_weights_without_training(name, monkeyp
     assert all(torch.equal(on_disk[k], v) for k, v in backbone.net.state_dict().items())
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("name", list(MODULES))
 def test_shipped_weights_score_exactly_what_their_record_says(name):
     entry = BACKBONES[name]
@@ -138,20 +141,44 @@ def test_damaged_shipped_weights_get_one_sentence(tmp_path, monkeypatch):
         vit.load(vit.ViTTinyOptions())
 
 
-def test_shipped_weights_of_other_module_names_fall_back_to_local_pretraining(tmp_path, monkeypatch, capsys):
-    """transformers 4.x names the ViT's linears differently: its state dict cannot take 5.x files."""
+@pytest.mark.floors
+def test_shipped_weights_of_other_module_names_fall_back_to_local_pretraining_and_say_so(tmp_path, monkeypatch, capsys):
+    """transformers before 5.9 names the ViT's linears differently: its state dict cannot take the shipped file.
+    A run says so in one line (the transformers it found, the one the file needs, that it pre-trains once and
+    caches) and pre-trains; the next run says it uses that copy."""
+    from cldash.backbones import base
+
     shipped = tmp_path / "weights"
     record = json.loads((W.SHIPPED_DIR / "vit-tiny.json").read_text())
     state = {k.replace("q_proj", "query"): v for k, v in
              W.read_weights(W.SHIPPED_DIR / "vit-tiny.safetensors", "shipped").state_dict.items()}
     W.write_weights(shipped / "vit-tiny.safetensors", state, {**record, "versions": {"transformers": "4.99.0"}})
     monkeypatch.setattr(W, "SHIPPED_DIR", shipped)
+    # the module the message reads (a test that drops transformers from sys.modules leaves another one there)
+    monkeypatch.setattr(base.transformers, "__version__", "5.8.1")
     monkeypatch.setenv("CLDASH_CACHE", str(tmp_path / "cache"))
     real = vit.pretrain
     monkeypatch.setattr(vit, "pretrain", lambda o: real(dataclasses.replace(o, pretrain_steps=2)))
     backbone = vit.load(vit.ViTTinyOptions())
     assert backbone.info["source"] == "local"
-    assert "made with transformers 4.99.0, whose module names differ" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    path = W.cache_path("vit-tiny", vit.ViTTinyOptions(), vit.RECIPE)
+    assert err == (f"cldash: the shipped vit-tiny weights need transformers {W.SHIPPED_NEEDS_TRANSFORMERS} or later "
+                   "(made with 4.99.0) and this is transformers 5.8.1, whose module names differ; pre-training "
+                   f"vit-tiny on this machine instead, once (cached in {path}); its numbers are not the shipped "
+                   "weights' (`pip install -U transformers` gives those).\n")
+    monkeypatch.setattr(vit, "pretrain", _no_training)
+    assert vit.load(vit.ViTTinyOptions()).info["source"] == "local"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"using the copy pre-trained here before ({path})" in err
+
+
+@pytest.mark.floors
+def test_the_transformers_the_shipped_weights_need_is_the_declared_floor():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert f"transformers>={W.SHIPPED_NEEDS_TRANSFORMERS}" in pyproject["project"]["dependencies"]
 
 
 def test_cli_pretrain_writes_a_shipped_pair_and_prints_its_scores(tmp_path, monkeypatch, capsys):
@@ -185,6 +212,7 @@ def test_cli_pretrain_bad_input_gets_one_sentence(argv, message, tmp_path, capsy
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
 
 
+@pytest.mark.floors
 def test_a_run_records_and_shows_which_weights_it_used(seeded_store, capsys):
     run = seeded_store.runs()[0]
     assert run["weights"]["source"] == "shipped" and run["weights"]["name"] == "vit-tiny"

@@ -72,6 +72,44 @@ def test_default_targets_are_every_linear_but_the_head(hf_dir):
     assert len(chosen) == 8 and "score" in linear_modules(net) and "score" not in chosen
 
 
+@pytest.mark.floors
+def test_loading_an_hf_model_prints_none_of_transformers_load_report_or_progress_bars(hf_dir, capfd):
+    """A classifier with a new number of labels: transformers reports the resized head and draws a progress bar
+    while it loads the weights; none of that reaches a run's output, and transformers' settings come back.
+    (transformers' log handler holds the stderr of the moment it was made, so its records are read here.)"""
+    import logging
+
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from cldash.backbones import hf
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    records = Records()
+    hf_logging.get_logger("transformers").addHandler(records)
+    try:
+        AutoModelForSequenceClassification.from_pretrained(hf_dir / "cls", num_labels=3, ignore_mismatched_sizes=True)
+        plain, plain_log = capfd.readouterr(), list(records.messages)
+        records.messages.clear()
+        before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        backbone = hf.load(str(hf_dir / "cls"), "sequence-classification", hf.HFOptions(num_labels=3))
+        quiet, quiet_log = capfd.readouterr(), records.messages
+    finally:
+        hf_logging.get_logger("transformers").removeHandler(records)
+    # the noise this test is about, from transformers itself
+    assert "Loading weights" in plain.err and any("LOAD REPORT" in m for m in plain_log)
+    assert backbone.num_labels == 3
+    assert quiet == ("", "") and quiet_log == []
+    assert (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()) == before
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_cli_run_on_local_files_with_a_local_causal_lm(hf_dir, tmp_path, method, capsys):

@@ -91,6 +91,8 @@ def test_a_fork_s_matrix_has_a_line_under_its_fork_row_and_a_note():
 # -- charts that read on a projector (issue 15) -------------------------------------------------------------
 from cldash.dashboard import labels as L  # noqa: E402
 
+pytestmark = pytest.mark.floors   # run again at the lowest declared versions (.ci/floors.sh)
+
 
 def run(rid, method="lora", **opts):
     return {"id": rid, "seed": 0, "config": {"method": method, "method_options": opts, "policy": "single",

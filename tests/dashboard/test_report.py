@@ -5,7 +5,7 @@ input leaves no file."""
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import numpy as np
@@ -74,7 +74,7 @@ def store(tmp_path_factory):
 def page(store):
     from cldash.dashboard.report import handout_html
 
-    return handout_html(store, [1, 2, 3], now=datetime(2026, 12, 2, 9, 30, tzinfo=timezone.utc))
+    return handout_html(store, [1, 2, 3], now=datetime(2026, 12, 2, 9, 30, tzinfo=UTC))
 
 
 class Loads(HTMLParser):

@@ -16,6 +16,8 @@ from cldash.store import Store
 
 from conftest import keep_runs_queued
 
+pytestmark = pytest.mark.floors   # run again at the lowest declared versions (.ci/floors.sh)
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["pages/runs.py", "pages/lessons.py", "pages/launch.py", "pages/live.py", "pages/compare.py",
          "pages/claims.py", "pages/spectra.py", "pages/ranks.py", "pages/methods.py", "pages/orders.py"]

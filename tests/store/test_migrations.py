@@ -24,6 +24,8 @@ from cldash.cli import main
 from cldash.core.errors import UserError
 from cldash.store import Base, Store, count_rows, migrations
 
+pytestmark = pytest.mark.floors   # run again at the lowest declared versions (.ci/floors.sh)
+
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "store-rev1.db"
 RECORD = json.loads(FIXTURE.with_suffix(".json").read_text())
 
