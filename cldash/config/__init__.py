@@ -107,6 +107,7 @@ def resolve(values: dict | RunConfig) -> Resolved:
     method_options = build(method_cls.Config, cfg.method_options, prefix=cfg.method)
     stream_options = build(stream_cls.Options, cfg.stream_options, prefix=cfg.stream)
     backbone_options = build(entry.Options, cfg.backbone_options, prefix=cfg.backbone)
+    stream_cls.check_data(stream_options, entry.kind)   # data that cannot fit the model: said before any storing
     method_cls(method_options, policy=cfg.policy)   # checks the policy against the method
     if cfg.optimizer != "adamw" and method_cls.own_optimizer:
         raise ConfigError(f"{cfg.method} trains with its own optimizer ({method_cls.own_optimizer}); "
