@@ -172,6 +172,14 @@ def test_wrong_columns_are_one_sentence_before_anything_is_stored(hf_dir, tmp_pa
         assert not db.exists()
 
 
+def test_an_hf_model_keeps_only_the_latest_checkpoint_unless_told_otherwise(hf_dir):
+    from cldash.config import resolve
+
+    base = {"method": "lora", "backbone": f"hf:{hf_dir / 'lm'}", "stream": f"hf:{hf_dir / 'succ.csv'}"}
+    assert resolve(base).config.checkpoints == "latest"
+    assert resolve({**base, "checkpoints": "all"}).config.checkpoints == "all"
+
+
 def test_the_launch_page_check_puts_wrong_columns_under_the_column_field(hf_dir, tmp_path):
     """The Launch page's check (cldash.config.check_fields) says it under the field of the first missing column."""
     from cldash.config import check_fields
