@@ -19,7 +19,7 @@ from cldash.dashboard.forks import (
     fork_started,
     no_fork_reason,
 )
-from cldash.dashboard.labels import group_label, run_refs
+from cldash.dashboard.labels import group_label, launcher_label, run_refs
 from cldash.dashboard.tables import runs_table
 from cldash.dashboard.views import delete_label, filter_runs, group_sizes, listing_caption, resumed_message, run_regime
 from cldash.engine import checkpoints
@@ -85,10 +85,17 @@ with st.expander("Filters", expanded=False):
                              key="runs_group_filter",
                              help="The runs launched together: a sweep (`cldash sweep`), the claims' runs, a "
                                   "launch from the Launch page or the demo.")
+    c1, c2, _, _, _ = st.columns(5)
+    f_launcher = c1.multiselect("launcher", sorted({launcher_label(r) for r in all_runs}), key="runs_launcher_filter",
+                                help="What started the run: cli (a `cldash run` in a terminal), local (this "
+                                     "machine's queue), ray (a Ray cluster's job)")
+    f_host = c2.multiselect("host", sorted({r["host"] or "" for r in all_runs}), key="runs_host_filter",
+                            format_func=lambda h: h or "not started yet",
+                            help="The machine the run ran on (a queued run has none yet)")
 
 
 def visible(runs):
-    return filter_runs(runs, f_status, f_method, f_stream, f_regime, f_group)
+    return filter_runs(runs, f_status, f_method, f_stream, f_regime, f_group, f_launcher, f_host)
 
 
 def say_after_rerun(message: str, links: bool = False, errors: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ A problem is a UserError sentence, never a usage dump; an unknown flag names the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import importlib
 import re
@@ -85,6 +86,8 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.help_command = f"{self.prog} --help"
         self.commands = None   # the subcommands' action, once add_subparsers made one
+        # (flag, its value or None) -> how to say what an unknown flag meant, or None (cldash sweep: set_hint)
+        self.option_hint: Callable[[str, str | None], str | None] | None = None
 
     def add_subparsers(self, **kwargs):
         self.commands = super().add_subparsers(**kwargs)
@@ -103,9 +106,15 @@ class Parser(argparse.ArgumentParser):
         return f"{text}; {self.help_command} lists the {what}s."
 
     def unrecognized(self, extras: list[str]) -> str:
-        option = next((token.split("=", 1)[0] for token in extras if token.startswith("-")), None)
-        if option is None:
+        at = next((i for i, token in enumerate(extras) if token.startswith("-")), None)
+        if at is None:
             return f"unexpected argument {extras[0]!r} for {self.prog}; {self.help_command} shows its usage."
+        option, eq, value = extras[at].partition("=")
+        if not eq:   # `--flag VALUE`: argparse left both tokens over
+            value = extras[at + 1] if at + 1 < len(extras) and not extras[at + 1].startswith("-") else None
+        hint = self.option_hint(option, value) if self.option_hint else None
+        if hint:
+            return f"unknown option {option} for {self.prog}; {hint}"
         return self.unknown("option", option, self.flags() + list(GLOBAL_OPTIONS))
 
     def parse_args(self, args=None, namespace=None):
@@ -190,6 +199,30 @@ def add_options(parser: argparse.ArgumentParser, rows: list[dict], dest_prefix: 
         if kwargs["metavar"] == "BOOL":
             kwargs.update(nargs="?", const="true")
         parser.add_argument(flag, **kwargs)
+
+
+def set_hint(flag: str, value: str | None) -> str | None:
+    """For a command that takes run options as ``--set NAME=VALUE`` (cldash sweep): an unknown flag that names a
+    RunConfig field or a method's option, as that option ('--steps-per-task 100' -> '--set steps_per_task=100');
+    None for any other flag. The fields such a command has flags for (method, stream, seed, preset, name ...) are
+    left out."""
+    name = flag.lstrip("-").replace("-", "_")
+    if not flag.startswith("--") or not name:
+        return None
+    rows = {r["name"]: (r, "a run option") for r in describe(RunConfig)
+            if r["name"] not in RUN_FLAGS_SKIP | {"seed", "preset", "name"}}
+    if name not in rows:
+        from cldash.methods import REGISTRY  # deferred: imports torch; only for a flag that is not a run option
+
+        owners = [m for m, cls in REGISTRY.items() if name in {f.name for f in dataclasses.fields(cls.Config)}]
+        if not owners:
+            return None
+        row = next(r for r in describe(REGISTRY[owners[0]].Config) if r["name"] == name)
+        rows[name] = (row, f"an option of {', '.join(owners[:3])}{' ...' * (len(owners) > 3)}")
+    row, what = rows[name]
+    shown = value if value is not None else _metavar(row)
+    return (f"{name} is {what}: give it to every run with --set {name}={shown}, or several values with "
+            f"--grid {name}=V1,V2.")
 
 
 def run_parser(method: str, stream: str, backbone: str | None) -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
-"""`cldash list` (the stored runs, a line each, with their key metrics) and `cldash show` (one run: its
-configuration, status, lineage, accuracy matrix and metrics)."""
+"""`cldash list` (the stored runs, a line each, with their key metrics, launcher and host) and `cldash show` (one
+run: its configuration, status, where it ran and what launched it, lineage, accuracy matrix and metrics)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cldash.cli.results import format_matrix, format_metrics
 from cldash.cli.waiting import store_reconciled
 from cldash.config import aids_label
 from cldash.core.text import printable
-from cldash.dashboard.labels import runtime_label, weights_label
+from cldash.dashboard.labels import launch_place, launcher_label, runtime_label, weights_label
 from cldash.engine.checkpoints import available
 from cldash.measures.metrics import fmt
 from cldash.store import count_rows
@@ -30,7 +30,7 @@ def cmd_list(args) -> int:
         print(f"no runs in {store.display}" + (" matching the filters" if args.status or args.method else ""))
         return 0
     header = f"{'id':>4}  {'status':<11} {'progress':>8}  {'method':<10} {'stream':<16} {'seed':>4}  " \
-             f"{'acc':>6} {'bwt':>7} {'forget':>6} {'general':>7}  name"
+             f"{'acc':>6} {'bwt':>7} {'forget':>6} {'general':>7}  {'launcher':<8} {'host':<16} name"
     print(header)
     for r in runs:
         s = r["summary"] or {}
@@ -38,7 +38,8 @@ def cmd_list(args) -> int:
         print(f"{r['id']:>4}  {r['status']:<11} {100 * (r['progress'] or 0):7.1f}%  {printable(r['method']):<10} "
               f"{printable(r['stream']):<16} {r['seed']:>4}  {fmt(s.get('acc', math.nan)):>6} "
               f"{fmt(s.get('bwt', math.nan)):>7} {fmt(s.get('forgetting', math.nan)):>6} "
-              f"{fmt(s.get('general_retention', math.nan)):>7}  {printable(r['name'])}")
+              f"{fmt(s.get('general_retention', math.nan)):>7}  {printable(launcher_label(r)):<8} "
+              f"{printable(r['host'] or '-'):<16} {printable(r['name'])}")
     return 0
 
 
@@ -85,7 +86,9 @@ def _print_config(run: dict) -> None:
         print(f"  aids      {aids_label(cfg)}")
     print(f"  weights   {weights_label(run.get('weights'))}")
     print(f"  runtime   {printable(runtime_label(run.get('runtime')))}")
-    print(f"  process   pid {run['pid']} on {run['host']}")
+    print(f"  launcher  {printable(launch_place(run))}")
+    host = f"{printable(run['host'])}, pid {run['pid']}" if run["host"] else "none yet (not started)"
+    print(f"  host      {host}")
 
 
 def _lineage(store, run: dict) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from cldash.cli.arguments import set_hint
 from cldash.cli.waiting import store_reconciled, wait_for
 from cldash.config.grid import parse_grid, split_option
 from cldash.core.text import id_ranges
@@ -15,6 +16,7 @@ from cldash.store import sqlite_path, to_url
 
 
 def add_sweep_arguments(p) -> None:
+    p.option_hint = set_hint   # --steps-per-task 100 is refused with the --set that gives it
     p.add_argument("--methods", required=True, metavar="LIST", help="comma-separated methods (cldash methods)")
     p.add_argument("--seeds", default="0", metavar="SEEDS", help="seeds: 0-4, 0,1,2 or 0-2,7 (default 0)")
     p.add_argument("--presets", default="common", metavar="LIST",

@@ -90,9 +90,12 @@ class RunConfig:
     ewc_batches: int = option(16, "mini-batches used to estimate each task's diagonal Fisher", low=1, high=100_000)
     train_head: bool | None = option(None, "also train the pre-trained classifier head; empty: only "
                                            "full fine-tuning does (new heads always train)")
-    checkpoints: str = option("latest", "checkpoints at task ends, for resume and fork: latest (only the last task's "
-                                        "is kept), all (every task's, so a fork can start after any task) or none",
-                              choices=("latest", "all", "none"))
+    checkpoints: str = option("auto", "checkpoints at task ends, for resume and fork: all (every task's, so a fork "
+                                      "can start after any task), latest (only the last task's is kept) or none; "
+                                      "auto: all for cldash's own tiny backbones (about 630 KiB a task), latest for "
+                                      "an hf: model (a checkpoint holds what trains: all of it under full "
+                                      "fine-tuning); a value given explicitly always wins",
+                              choices=("auto", "latest", "all", "none"))
     name: str = option("", "a label for the run")
     regime: dict = option({}, "filled in by resolve, not an input: what the preset set, where each value comes "
                               "from, what was translated, and which values the user's own overrode")

@@ -187,6 +187,20 @@ def group_label(group_key: str | None) -> str:
     return group_key
 
 
+def launcher_label(run: dict) -> str:
+    """Which launcher started a run: cli (a foreground `cldash run`), local (this machine's scheduler), ray (a Ray
+    cluster's job) ...; local for a run stored before runs recorded their launcher (store revision 0003)."""
+    return run.get("launcher") or "local"
+
+
+def launch_place(run: dict) -> str:
+    """Where a run's launcher sent it, for `cldash show`: "ray (ray://head:10001, job cldash-run-1a2b)", "local"."""
+    info = run.get("launcher_info") or {}
+    bits = [str(info[key]) if key == "address" else f"{key} {info[key]}" for key in ("address", "job")
+            if info.get(key)]
+    return launcher_label(run) + (f" ({', '.join(bits)})" if bits else "")
+
+
 def fork_note(run: dict) -> str:
     """"fork of #3 after task 1" for a fork (runs.parent_id, fork_task), "" for any other run."""
     if not run.get("parent_id"):

@@ -8,7 +8,7 @@ import pandas as pd
 
 from cldash.core.options import describe
 from cldash.core.text import printable
-from cldash.dashboard.labels import group_label, lineage_label, weights_label
+from cldash.dashboard.labels import group_label, launcher_label, lineage_label, weights_label
 from cldash.dashboard.views import run_regime
 from cldash.measures.metrics import METRICS
 
@@ -17,7 +17,8 @@ KEY_METRICS = {"acc": "final acc", "bwt": "BWT", "forgetting": "forgetting", "ge
 
 def runs_table(runs: list[dict]) -> pd.DataFrame:
     """One row per run: id, status, progress, what ran, its group, where it comes from (a fork's parent and
-    fork point, how often it was resumed), and the key metrics once finished."""
+    fork point, how often it was resumed), the key metrics once finished, where it ran and which launcher
+    started it."""
     rows = []
     for r in runs:
         s = r.get("summary") or {}
@@ -34,11 +35,12 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         # where it ran: "vm · cpu", "node-3 · cuda:0 · ray" (a Ray cluster's run says so)
         row["where"] = printable(" · ".join(x for x in (r.get("host"), r.get("device"),
                                                         "ray" if r.get("launcher") == "ray" else "") if x))
+        row["launcher"] = printable(launcher_label(r))   # cli, local, ray ...: what the Runs page filters by
         row["error"] = printable((r.get("error") or "").split("\n", 1)[0])
         rows.append(row)
     # the key metrics right after what ran, so that they are on screen without scrolling the table sideways
     columns = ["id", "status", "progress", "method", "seed", *KEY_METRICS.values(), "policy", "regime", "stream",
-               "group", "name", "lineage", "weights", "where", "error"]
+               "group", "name", "lineage", "weights", "where", "launcher", "error"]
     return pd.DataFrame(rows, columns=columns)
 
 

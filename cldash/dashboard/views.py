@@ -24,6 +24,7 @@ from cldash.config import RunConfig, describe_run, resolve
 from cldash.core.errors import UserError
 from cldash.dashboard.labels import (
     fork_note,
+    launcher_label,
     run_color,
     run_label,
     run_name,
@@ -316,12 +317,14 @@ def group_sizes(runs: list[dict]) -> list[tuple[str, int]]:
     return sorted(sizes.items(), key=lambda kv: -newest[kv[0]])
 
 
-def filter_runs(runs: list[dict], status=(), method=(), stream=(), regime=(), group=()) -> list[dict]:
+def filter_runs(runs: list[dict], status=(), method=(), stream=(), regime=(), group=(), launcher=(),
+                host=()) -> list[dict]:
     """The runs passing every filter that has values (an empty one passes all); in `group`, "" stands for
-    the runs in no group."""
+    the runs in no group, in `host` for the runs that have not started on any (queued)."""
     return [r for r in runs if (not status or r["status"] in status) and (not method or r["method"] in method)
             and (not stream or r["stream"] in stream) and (not regime or run_regime(r) in regime)
-            and (not group or (r.get("group_key") or "") in group)]
+            and (not group or (r.get("group_key") or "") in group)
+            and (not launcher or launcher_label(r) in launcher) and (not host or (r.get("host") or "") in host)]
 
 
 # -- the Runs page's words -----------------------------------------------------------------------

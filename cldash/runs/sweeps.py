@@ -240,8 +240,11 @@ def _resolve_run(sweep: Sweep, method: str, preset: str, seed: int, chosen: dict
         return resolve(values).to_dict()
     except ConfigError as exc:
         where = ", ".join(f"{k}={v}" for k, v in chosen.items())
-        # named as the grid and the fixed options name them: 'rank', not 'lora.rank'
-        said = re.sub(rf"(?<![\w.\-]){re.escape(method)}\.(\w+)", r"\1", str(exc).rstrip("."))
+        # named as the grid and the fixed options name them: 'rank', not 'lora.rank'; 'prompt_column', not
+        # 'hf:data.csv.prompt_column'
+        said = str(exc).rstrip(".")
+        for owner in (method, sweep.stream):
+            said = re.sub(rf"(?<![\w.\-]){re.escape(owner)}\.(\w+)", r"\1", said)
         raise UserError(f"{said} (in the sweep's run {method}, preset {preset}"
                         + (f", {where}" if where else "") + ").") from None
 

@@ -64,6 +64,13 @@ class Stream:
         self.info: dict = {}                   # the data's provenance (source, revision, split file), stored per run
         self.primary_metric = "accuracy"
 
+    @classmethod
+    def check_data(cls, options, backbone_kind: str) -> None:
+        """Refuse (ConfigError, one sentence) data that cannot fit a backbone of `backbone_kind` with these
+        options, from what can be read of it cheaply (column names, not the data), so that cldash.config.resolve
+        says it before a run is stored rather than the run failing once it has started. A stream whose data is
+        its own (digits, skills) has nothing to check."""
+
     def to(self, device) -> Stream:
         for task in self.tasks + self.general:
             task.test = task.test.to(device)

@@ -18,7 +18,9 @@ throughout as the general task, to see how much of what the model could do befor
 
 from __future__ import annotations
 
+import csv
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import torch
 from cldash.core import hub
 from cldash.core.errors import ConfigError
 from cldash.core.options import option
+from cldash.core.text import with_article
 from cldash.streams.base import Split, Stream, Task, register_stream_prefix
 from cldash.streams.skills import IGNORE, LanguageStream
 
@@ -59,6 +62,81 @@ class HFStreamOptions:
 def source_name(src: str) -> str:
     p = Path(src)
     return p.stem if p.suffix in FILE_SUFFIXES else src.rstrip("/").rsplit("/", 1)[-1]
+
+
+# the options naming the columns each kind of model learns from (HFStream.encode reads them)
+COLUMNS = {"causal-lm": ("prompt_column", "answer_column"),
+           "sequence-classification": ("text_column", "label_column")}
+
+
+def column_names(src: str) -> tuple[str, ...] | None:
+    """The columns of a source, read cheaply: a CSV file's header, a JSON-lines file's first record, a Parquet
+    file's schema, a saved data set's features (its dataset_info.json), a Hub data set's features in the local
+    cache or from the Hub. None where they cannot be had without loading the data (the run then reads it). A
+    file's answer is kept while the file is unchanged, so a sweep's many runs read each header once."""
+    p = Path(src)
+    try:
+        stat = p.stat()
+    except OSError:
+        return _hub_columns(src)
+    return _file_columns(str(p), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_columns(path: str, mtime_ns: int, size: int) -> tuple[str, ...] | None:
+    p = Path(path)
+    try:
+        if p.suffix == ".csv":
+            with open(p, newline="", encoding="utf-8-sig") as fh:    # -sig: a BOM is not part of the first name
+                return tuple(next(csv.reader(fh), []))
+        if p.suffix == ".jsonl":
+            with open(p, encoding="utf-8") as fh:
+                first = next((line for line in fh if line.strip()), "{}")
+            record = json.loads(first)
+            return tuple(record) if isinstance(record, dict) else None
+        if p.suffix == ".parquet":
+            import pyarrow.parquet as pq  # deferred: pyarrow (pandas' Parquet engine), only for a Parquet file
+
+            return tuple(pq.read_schema(p).names)
+        if p.suffix == ".json":   # one JSON document: its records have to be read to know their keys
+            import pandas as pd  # deferred: pandas, only for a data set read from files
+
+            return tuple(map(str, pd.read_json(p, dtype=False).columns))
+        if p.is_dir():
+            return _saved_columns(p)
+    except (OSError, ValueError, UnicodeDecodeError):   # unreadable here: the run's own reading says why
+        return None
+    return None
+
+
+def _saved_columns(folder: Path) -> tuple[str, ...] | None:
+    """The columns of a folder written by datasets' save_to_disk (a Dataset, or a DatasetDict: those every split
+    has), from the features in its JSON metadata, without importing datasets."""
+    splits = [folder]
+    if (folder / "dataset_dict.json").is_file():
+        splits = [folder / name for name in json.loads((folder / "dataset_dict.json").read_text())["splits"]]
+    columns = None
+    for split in splits:
+        info = split / "dataset_info.json"
+        if not info.is_file():
+            return None
+        features = json.loads(info.read_text()).get("features")
+        if not isinstance(features, dict):
+            return None
+        columns = [c for c in (columns or features) if c in features]
+    return tuple(columns) if columns is not None else None
+
+
+def _hub_columns(name: str) -> tuple[str, ...] | None:
+    """A Hub data set's columns from its builder's features (its card or the local cache; nothing is
+    downloaded but metadata); None where they cannot be had so."""
+    try:
+        ds = _datasets()
+        with hub.cache_only_unless_reachable(name):
+            features = ds.load_dataset_builder(name).info.features
+    except Exception:  # noqa: BLE001 - no answer here is no check: the run loads the data and says what is wrong
+        return None
+    return tuple(features) if features else None
 
 
 def _datasets():
@@ -163,6 +241,30 @@ class HFStream(LanguageStream):
             _, test = train_test(read_source(o.general, o), o, o.general)
             self.general.append(Task(f"general: {source_name(o.general)}", kind="general",
                                      test=self.encode(test, o.max_test)))
+
+    @classmethod
+    def check_data(cls, options: HFStreamOptions, backbone_kind: str) -> None:
+        """Each source has the columns a model of `backbone_kind` learns from (and the task column, where one is
+        named), by their names alone (column_names): a file with text/label for a causal LM is one sentence
+        before anything is stored."""
+        needed = COLUMNS.get(backbone_kind)
+        if needed is None:
+            return
+        for src in (*cls.sources, *([options.general] if options.general else [])):
+            columns = column_names(src)
+            if columns is None:
+                continue
+            if options.task_column and src in cls.sources and options.task_column not in columns:
+                raise ConfigError(f"the task column {options.task_column!r} is not in the data set "
+                                  f"{source_name(src)}, whose columns are: {', '.join(columns)}.",
+                                  f"{cls.name}.task_column")
+            missing = [key for key in needed if getattr(options, key) not in columns]
+            if missing:
+                wanted = " and ".join(repr(getattr(options, key)) for key in needed)
+                raise ConfigError(f"the data set {source_name(src)} has the columns {', '.join(columns)}, but "
+                                  f"{with_article(backbone_kind)} model learns from the columns {wanted}: name the "
+                                  f"data's own with {' and '.join(f'{cls.name}.{key}' for key in needed)}.",
+                                  f"{cls.name}.{missing[0]}")
 
     def _named_frames(self) -> dict:
         o = self.options

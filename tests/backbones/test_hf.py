@@ -180,12 +180,54 @@ def test_bad_streams_are_one_sentence(hf_dir, tmp_path, capsys):
         assert phrase in err and err.count("\n") == 1, err
 
 
-def test_wrong_columns_fail_the_run_with_the_columns_named(hf_dir, tmp_path):
-    db = str(tmp_path / "r.db")
-    assert main(["--db", db, "run", "--method", "lora", "--backbone", f"hf:{hf_dir / 'lm'}", "--stream",
-                 f"hf:{hf_dir / 'succ.csv'}", "--stream-prompt-column", "question", "--quiet"]) == 1
-    (run,) = Store(db).runs()
-    assert run["status"] == "failed" and "no column 'question'" in run["error"] and "prompt, answer" in run["error"]
+def test_wrong_columns_are_one_sentence_before_anything_is_stored(hf_dir, tmp_path, capsys):
+    """Columns that do not fit the model are refused from the files' headers, by cldash run and cldash sweep:
+    exit 2, one sentence naming the columns found and the ones needed, and no store created."""
+    pd.DataFrame({"text": ["it was good"] * 4, "label": ["pos"] * 4}).to_csv(tmp_path / "reviews.csv", index=False)
+    db = tmp_path / "r.db"
+    lm, cls = f"hf:{hf_dir / 'lm'}", f"hf:{hf_dir / 'cls'}"
+    cases = [
+        (["run", "--method", "lora", "--backbone", lm, "--stream", f"hf:{tmp_path / 'reviews.csv'}", "--quiet"],
+         "the data set reviews has the columns text, label, but a causal-lm model learns from the columns 'prompt' "
+         "and 'answer': name the data's own with --stream-prompt-column and --stream-answer-column."),
+        (["run", "--method", "lora", "--backbone", lm, "--stream", f"hf:{hf_dir / 'succ.csv'}",
+          "--stream-prompt-column", "question", "--quiet"],
+         "the data set succ has the columns prompt, answer, but a causal-lm model learns from the columns "
+         "'question' and 'answer'"),
+        (["run", "--method", "lora", "--backbone", cls, "--stream", f"hf:{hf_dir / 'reviews.jsonl'}", "--quiet"],
+         "the data set reviews has the columns review, sentiment, domain, but a sequence-classification model "
+         "learns from the columns 'text' and 'label'"),
+        (["run", "--method", "lora", "--backbone", cls, "--stream", f"hf:{hf_dir / 'reviews.jsonl'}",
+          "--stream-text-column", "review", "--stream-label-column", "sentiment", "--stream-task-column", "topic",
+          "--quiet"], "the task column 'topic' is not in the data set reviews, whose columns are: review, "),
+        (["sweep", "--methods", "lora,full", "--backbone", lm, "--stream", f"hf:{tmp_path / 'reviews.csv'}"],
+         "the data set reviews has the columns text, label, but a causal-lm model learns from the columns"),
+    ]
+    for argv, phrase in cases:
+        assert main(["--db", str(db), *argv]) == 2
+        err = capsys.readouterr().err
+        assert phrase in err and err.count("\n") == 1, err
+        assert not db.exists()
+
+
+def test_an_hf_model_keeps_only_the_latest_checkpoint_unless_told_otherwise(hf_dir):
+    from cldash.config import resolve
+
+    base = {"method": "lora", "backbone": f"hf:{hf_dir / 'lm'}", "stream": f"hf:{hf_dir / 'succ.csv'}"}
+    assert resolve(base).config.checkpoints == "latest"
+    assert resolve({**base, "checkpoints": "all"}).config.checkpoints == "all"
+
+
+def test_the_launch_page_check_puts_wrong_columns_under_the_column_field(hf_dir, tmp_path):
+    """The Launch page's check (cldash.config.check_fields) says it under the field of the first missing column."""
+    from cldash.config import check_fields
+
+    stream = f"hf:{hf_dir / 'succ.csv'}"
+    errors = check_fields({"method": "lora", "stream": stream, "backbone": f"hf:{hf_dir / 'lm'}",
+                           "stream_options": {"answer_column": "result"}})
+    assert list(errors) == [f"{stream}.answer_column"]
+    assert "has the columns prompt, answer" in str(errors[f"{stream}.answer_column"])
+    assert check_fields({"method": "lora", "stream": stream, "backbone": f"hf:{hf_dir / 'lm'}"}) == {}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets is installed")

@@ -138,6 +138,17 @@ SWEEP = [
      "HF_HUB_OFFLINE is set", {"HF_HUB_OFFLINE": "1"}),
     (["run", "--method", "lora", "--stream", "hf:cldash-test/no-such-data", "--backbone", "hf:cldash-test/x"],
      "data set"),
+    # cldash sweep: a run's own flag names the --set (and --grid) that gives it
+    (["sweep", "--methods", "lora", "--steps-per-task", "100"],
+     "unknown option --steps-per-task for cldash sweep; steps_per_task is a run option: give it to every run with "
+     "--set steps_per_task=100, or several values with --grid steps_per_task=V1,V2."),
+    (["sweep", "--methods", "lora", "--steps-per-task=50"], "--set steps_per_task=50"),
+    (["sweep", "--methods", "lora", "--steps-per-task"], "--set steps_per_task=N"),
+    (["sweep", "--methods", "lora", "--lr-schedule", "cosine"], "--set lr_schedule=cosine"),
+    (["sweep", "--methods", "lora", "--checkpoints"], "--set checkpoints={auto,latest,all,none}"),
+    (["sweep", "--methods", "lora", "--rank", "4"], "rank is an option of lora, "),
+    (["sweep", "--methods", "lora", "--ranks", "4"], "unknown option --ranks for cldash sweep; cldash sweep --help"),
+    (["sweep", "--methods", "lora", "--set", "steps_per_task=0"], "steps_per_task must be an integer between 1"),
     # other commands against a store holding one finished run
     (["show", "99"], "there is no run 99"),
     (["show", "1.5"], "a run id is a whole number (got '1.5')"),

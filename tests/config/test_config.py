@@ -200,3 +200,14 @@ def test_worded_names_options_as_each_surface_does():
     assert worded("adalora.target_r 9 is larger than adalora.init_r 8",
                   {"adalora.target_r": "target r", "adalora.init_r": "init r"}) == "target r 9 is larger than init r 8"
     assert worded("lora.rank must be", {}) == "lora.rank must be"
+
+
+def test_checkpoints_default_to_every_task_on_a_tiny_backbone_and_an_explicit_value_wins():
+    """A shipped tiny backbone's checkpoint is about 630 KiB (bench/results/checkpoint_cost_lora.json): every task's
+    is kept, so a fork can start after any task; an hf: model keeps the latest (tests/backbones/test_hf.py)."""
+    assert resolve({"method": "lora"}).config.checkpoints == "all"
+    assert resolve({"method": "lora", "stream": "skills"}).config.checkpoints == "all"     # gpt2-tiny
+    for kept in ("latest", "none", "all"):
+        assert resolve({"method": "lora", "checkpoints": kept}).config.checkpoints == kept
+    with pytest.raises(ConfigError, match=r"checkpoints must be one of auto, latest, all, none \(got 'some'\)"):
+        resolve({"method": "lora", "checkpoints": "some"})

@@ -32,14 +32,15 @@ def stop_in_task_2(progress) -> None:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    """A store (and its checkpoints folder) with: #1 finished, a checkpoint after every task; #2 interrupted
-    in its second task (a checkpoint after task 1); #3 finished without checkpoints."""
+    """A store (and its checkpoints folder) with: #1 finished with the default checkpoints (a checkpoint after every
+    task, on this tiny backbone); #2 interrupted in its second task (a checkpoint after task 1); #3 finished
+    without checkpoints."""
     folder = tmp_path_factory.mktemp("lineage")
     store = Store(str(folder / "runs.db"))
     with pytest.MonkeyPatch.context() as patch:
         use_few_test_digits(patch)
-        for kept in ("all", "latest", "none"):
-            rid = store.create_run(resolve({**TINY, "checkpoints": kept}).to_dict())
+        for kept in ({}, {"checkpoints": "latest"}, {"checkpoints": "none"}):
+            rid = store.create_run(resolve({**TINY, **kept}).to_dict())
             execute(store, rid, progress=stop_in_task_2 if rid == INTERRUPTED else None)
     assert [r["status"] for r in store.runs()] == ["finished", "interrupted", "finished"]
     _engine(store.url).dispose()   # the WAL into the file: the folder can be copied as it is
@@ -112,6 +113,24 @@ def test_what_if_forks_a_finished_run_with_the_changed_option(lineage_db, monkey
     at.number_input(key=f"{key}-replay").set_value(64).run()
     at.button(key=f"{key}-button").click().run()
     assert len(store.runs()) == 4 and at.session_state["selected"] == [FINISHED, fork["id"]]
+
+
+def test_what_if_offers_every_task_of_a_run_with_the_default_checkpoints(lineage_db, monkeypatch):
+    """A run on a shipped tiny backbone keeps every task's checkpoint unless told otherwise, so the form offers a
+    fork after each task but the last, and says nothing about checkpoints that were not kept."""
+    assert Store(lineage_db).get_run(FINISHED)["config"]["checkpoints"] == "all"
+    at = app(lineage_db, monkeypatch, runs=[FINISHED])
+    assert at.selectbox(key=f"fork{FINISHED}-after").options == ["after task 1", "after task 2"]
+    assert not [c.value for c in at.caption if "Checkpoints kept after" in c.value]
+    # a run with checkpoints latest offers its last task only, and says why (checkpoints after task 1 of 3)
+    store = Store(lineage_db)
+    latest = store.create_run(resolve({**TINY, "checkpoints": "latest", "seed": 1}).to_dict())
+    use_few_test_digits(monkeypatch)
+    assert execute(store, latest) == "finished"
+    at = app(lineage_db, monkeypatch, runs=[latest])
+    assert at.selectbox(key=f"fork{latest}-after").options == ["after task 2"]
+    assert [c.value for c in at.caption if "Checkpoints kept after" in c.value] == [
+        "Checkpoints kept after task 2 only (checkpoints 'all' keeps one after every task)."]
 
 
 def test_what_if_says_a_new_method_starts_on_the_merged_weights(lineage_db, monkeypatch):

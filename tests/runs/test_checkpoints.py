@@ -89,7 +89,7 @@ def test_a_resumed_run_is_identical_to_an_uninterrupted_one(method, db, few_test
 
 def test_only_the_latest_checkpoint_is_kept_unless_all_are_asked_for(db, few_test_digits):
     store = Store(db)
-    latest = store.create_run(resolve({"method": "lora", **BASE}).to_dict())
+    latest = store.create_run(resolve({"method": "lora", **BASE, "checkpoints": "latest"}).to_dict())
     every = store.create_run(resolve({"method": "lora", **BASE, "checkpoints": "all"}).to_dict())
     none = store.create_run(resolve({"method": "lora", **BASE, "checkpoints": "none"}).to_dict())
     for rid in (latest, every, none):
