@@ -1,3 +1,3 @@
 """cldash: see how low-rank adapters forget."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

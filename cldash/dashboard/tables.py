@@ -32,9 +32,9 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
             v = s.get(key)
             row[label] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
         row["weights"] = weights_label(r.get("weights"), short=True)
-        # where it ran: "vm · cpu", "node-3 · cuda:0 · ray" (a Ray cluster's run says so)
-        row["where"] = printable(" · ".join(x for x in (r.get("host"), r.get("device"),
-                                                        "ray" if r.get("launcher") == "ray" else "") if x))
+        # where it ran: "vm · cpu", "node-3 · cuda:0 · ray" (a cluster's run names its launcher: ray, slurm)
+        cluster = r.get("launcher") if r.get("launcher") not in (None, "local", "cli") else ""
+        row["where"] = printable(" · ".join(x for x in (r.get("host"), r.get("device"), cluster) if x))
         row["launcher"] = printable(launcher_label(r))   # cli, local, ray ...: what the Runs page filters by
         row["error"] = printable((r.get("error") or "").split("\n", 1)[0])
         rows.append(row)

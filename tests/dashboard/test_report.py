@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
+import cldash
 from cldash.config import resolve
 from cldash.measures.metrics import METRICS, summarize
 from cldash.store import Store
@@ -100,7 +101,7 @@ def test_the_handout_holds_labels_definitions_configs_and_loads_nothing(store, p
     for m in METRICS:                                      # every metric with its definition and formula
         assert f"<dt>{m.label}</dt><dd><code>{m.formula.replace('>', '&gt;').replace('<', '&lt;')}</code> — uses " \
                f"{m.cells}" in page.replace("&#x27;", "'")
-    assert "2026-12-02 09:30 UTC" in page and "cldash 0.3.0" in page and "runs.db" in page
+    assert "2026-12-02 09:30 UTC" in page and f"cldash {cldash.__version__}" in page and "runs.db" in page
     config = json.dumps(store.get_run(1)["config"], indent=2)
     assert config.splitlines()[1].replace('"', "&quot;") in page and page.count("<details>") == 3
     # plotly.js once, from the file itself; no tag loads anything from anywhere
