@@ -317,3 +317,11 @@ MEASURE_LABELS = {"erank": "effective rank", "top1_energy": "top-1 energy share"
 def order_label(order: dict) -> str:
     """A measured task order (Store.orders): "#2 · digits-rotate on vit-tiny · 5 tasks"."""
     return f"#{order['id']} · {order['stream']} on {order['backbone']} · {len(order['tasks'])} tasks"
+
+
+def short_title(label: str, limit: int = 24) -> str:
+    """A chart title that fits a matrix a quarter of a projector wide: the label up to its first " · "
+    ('#4 lora r=8 single' of '#4 lora r=8 single · digits-rotate · seed 0'), cut to `limit` characters
+    with an ellipsis; the chart keeps the whole label in its hover."""
+    head = str(label).split(" · ")[0].strip()
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
