@@ -79,6 +79,7 @@ def _style(fig: go.Figure, *, legend_items: int | None = None, **layout) -> go.F
 LEGEND_SIDE_MAX = 3
 TITLE_CHARS = 60          # a title line's length at 18 px in a chart half a 1024 px page wide
 LINE_PX = 26              # one line of 18 px title text, with its leading
+LEGEND_GAP = 75           # px from a plot's bottom edge to a legend below it: 14 px ticks and an axis title
 
 
 def wrap_title(text: str, width: int = TITLE_CHARS) -> str:
@@ -87,7 +88,9 @@ def wrap_title(text: str, width: int = TITLE_CHARS) -> str:
     out = []
     for line in str(text).split("<br>"):
         while len(re.sub(r"<[^>]+>", "", line)) > width:
-            cut = max((line.rfind(sep, 0, width) for sep in (": ", " · ", " (", " ")), default=-1)
+            # the first separator of these that leaves at least half a line, so a title breaks where it pauses
+            cuts = [line.rfind(sep, 0, width) for sep in (": ", " · ", " (", " ")]
+            cut = next((c for c in cuts if c >= width // 2), max(cuts))
             if cut <= 0:
                 break
             keep = 1 if line[cut] in ":" else 0   # the colon stays on the first line, the bracket moves down
@@ -119,9 +122,14 @@ def readable(fig: go.Figure, *, legend_items: int | None = None) -> go.Figure:
         top += LINE_PX * (1 if lines else 2)
     update["margin"] = {"t": top}
     if legend_items is not None and legend_items > LEGEND_SIDE_MAX:
+        # the legend's top LEGEND_GAP px under the plot, clear of the step ticks and the axis title; Plotly
+        # places it in a share of the plot's height, which is what remains once the legend has pushed the
+        # bottom margin open (the rows added to the height go to the legend)
         rows = math.ceil(legend_items / 3)
-        update["legend"] = {**LEGEND_BELOW, "font": {"size": 14}}
-        update["height"] = (layout.height or 450) + 24 * rows
+        height = layout.height or 450
+        update["legend"] = {**LEGEND_BELOW, "y": -LEGEND_GAP / max(150, height - top - LEGEND_GAP - 10),
+                            "font": {"size": 14}}
+        update["height"] = height + 24 * rows
     notes = [{**a.to_plotly_json(), "font": {**(a.font.to_plotly_json() if a.font else {}),
                                              "size": max(14, a.font.size or 0)}} for a in layout.annotations]
     if notes:
@@ -424,7 +432,8 @@ def headline_figure(table: pd.DataFrame, label: str = "name", color: str = "colo
     printed value."""
     cols = 2 if len(metrics) > 1 else 1   # a 2 x 2 grid: four panels side by side leave each 170 px at 1024
     rows = math.ceil(len(metrics) / cols)
-    titles = [f"<b>{what}</b> ({'higher' if up else 'lower'} is better)" for _, what, up in metrics]
+    # two short lines a title: one line ("general-task retention (higher is better)") is wider than a panel
+    titles = [f"<b>{what}</b><br>{'higher' if up else 'lower'} is better" for _, what, up in metrics]
     names = [str(v) for v in table[label]] if len(table) else []
     panel = 60 + 40 * max(1, len(names))
     fig = make_subplots(rows=rows, cols=cols, shared_yaxes=True, subplot_titles=titles, horizontal_spacing=0.08,
@@ -524,7 +533,7 @@ def spectrum_overlay(spectra: dict[str, np.ndarray], title: str = "", log_y: boo
                                  marker={"color": st.get("color"), "symbol": st.get("symbol"), "size": 8}))
     _style(fig, title=title, xaxis_title="index i",
            yaxis_title="σ<sub>i</sub> / σ<sub>1</sub>" if normalize else "σ<sub>i</sub>",
-           height=400, margin={"t": 50, "l": 10, "r": 10, "b": 10})
+           height=400, margin={"t": 50, "l": 10, "r": 10, "b": 10}, legend_items=len(fig.data))
     everything = np.concatenate(shown) if shown else np.array([])
     if len(everything):
         _integer_axis(fig, [1, max(len(v) for v in shown)], axis="x")
