@@ -16,7 +16,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cldash.dashboard.labels import MEASURE_LABELS, RUN_PALETTE, module_label, short_title, task_label
+from cldash.dashboard.labels import MEASURE_LABELS, RUN_PALETTE, module_label, short_title, task_label, title_status
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 MAX_POINTS = 1500        # points per line drawn
@@ -104,7 +104,8 @@ def readable(fig: go.Figure, *, legend_items: int | None = None) -> go.Figure:
     """Every rule that makes a chart readable at 1024 x 768 (issue 27), in one place, applied by every builder:
     - every text at least 14 px (layout 15, ticks, legend, hover, annotations and colour bars 14, title 18),
       each size set explicitly, so no default of Plotly's or of the page theme's is left smaller;
-    - every axis with automargin, so no tick label or axis title is cut; tick labels horizontal;
+    - every axis with automargin, so no tick label or axis title is cut; tick labels horizontal; small and
+      large values as powers of ten (2×10⁻⁷), never an SI prefix ("200n") a class misreads;
     - the title wrapped into short lines, and the top margin sized to its lines (and its subtitle's);
     - with more than LEGEND_SIDE_MAX legend items, the legend below the plot, horizontal, the chart taller."""
     layout = fig.layout
@@ -139,7 +140,7 @@ def readable(fig: go.Figure, *, legend_items: int | None = None) -> go.Figure:
     fig.update_yaxes(automargin=True, tickfont=TICK_FONT, title_font=FONT, exponentformat="power")
     for trace in fig.data:
         if "colorbar" in trace:
-            trace.colorbar.update(tickfont=TICK_FONT, title_font=TICK_FONT)
+            trace.colorbar.update(tickfont=TICK_FONT, title_font=TICK_FONT, exponentformat="power")
     return fig
 
 
@@ -206,7 +207,8 @@ def accuracy_matrix_figure(m: dict, title: str = "", zmin: float = 0.0, zmax: fl
     the row's number of seeds on hover. A fork's matrix (`fork_after` K) has a dashed line under row
     'after TK', with `fork_note` ("fork of #3 after task 1") on it: the rows above are its parent's.
     The title is cut short (labels.short_title: "#5 lora r=16 single"), so it never runs past a matrix a
-    quarter of the page wide; the whole of it heads every cell's hover. The colour bar (`show_scale`) is a
+    quarter of the page wide; the whole of it heads every cell's hover, and an unfinished run's status
+    (labels.title_status) stays in sight as a subtitle. The colour bar (`show_scale`) is a
     vertical one beside the matrix with three ticks (0, 0.5, 1), each 14 px."""
     labels, Z = matrix_columns(m)
     names = list(m["tasks"]) + list(m["general"])
@@ -232,7 +234,9 @@ def accuracy_matrix_figure(m: dict, title: str = "", zmin: float = 0.0, zmax: fl
                   "tickvals": [0, 0.5, 1.0] if (zmin, zmax) == (0.0, 1.0) else None}))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(side="top")
-    _style(fig, title=short_title(title) if title else "", height=170 + 44 * max(1, Z.shape[0]),
+    status = title_status(title)   # an unfinished run says so under its short title
+    _style(fig, title={"text": short_title(title), "subtitle": {"text": status, "font": {"size": 14}}} if status
+           else short_title(title) if title else "", height=170 + 44 * max(1, Z.shape[0]),
            margin={"t": 100, "l": 10, "r": 10, "b": 10})
     if fork_after is not None and fork_after in m["rows"]:
         _fork_line(fig, m["rows"].index(fork_after), Z.shape[1], fork_note or f"fork after task {fork_after}")

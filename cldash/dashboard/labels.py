@@ -325,3 +325,10 @@ def short_title(label: str, limit: int = 24) -> str:
     with an ellipsis; the chart keeps the whole label in its hover."""
     head = str(label).split(" · ")[0].strip()
     return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
+def title_status(label: str) -> str:
+    """The part of a run_caption that says the run has not finished ('unfinished (running, step 30/40)'), or
+    '': a short title drops it, and a chart shows it under its title, since a half-trained run's numbers must
+    not pass for final ones."""
+    return next((part.strip() for part in str(label).split(" · ")[1:] if part.strip().startswith("unfinished")), "")

@@ -330,6 +330,14 @@ def test_grids_wrap_the_shape_measures_and_the_headline_two_panels_a_row():
     assert sum(ax.title.text == "step" for ax in measures.select_xaxes()) == 2   # under the bottom row only
 
 
+def test_an_unfinished_run_s_matrix_keeps_its_status_under_its_short_title():
+    fig = F.accuracy_matrix_figure(M, title=LONG + " · unfinished (running, step 30/40)")
+    assert fig.layout.title.text == "#5 lora r=16 single"
+    assert fig.layout.title.subtitle.text == "unfinished (running, step 30/40)"
+    assert fig.layout.margin.t >= 20 + 2 * F.LINE_PX
+    assert not F.accuracy_matrix_figure(M, title=LONG).layout.title.subtitle.text
+
+
 def test_short_titles_cut_at_the_first_dot_and_at_24_characters():
     assert L.short_title(LONG) == "#5 lora r=16 single"
     assert L.short_title("#12 eblora r=16 cumulative warm-start · x") == "#12 eblora r=16 cumulat…"
