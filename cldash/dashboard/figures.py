@@ -78,7 +78,8 @@ def _style(fig: go.Figure, *, legend_items: int | None = None, **layout) -> go.F
 # 1024 px projector page still leaves the plot its width (issue 27).
 LEGEND_SIDE_MAX = 3
 TITLE_CHARS = 60          # a title line's length at 18 px in a chart half a 1024 px page wide
-LINE_PX = 26              # one line of 18 px title text, with its leading
+LINE_PX = 26              # one line of 18 px title text, with its leading, and room around it
+TITLE_LINE = 22           # one line of 18 px title text as Plotly spaces the lines of a <br>-broken title
 LEGEND_GAP = 75           # px from a plot's bottom edge to a legend below it: 14 px ticks and an axis title
 
 
@@ -111,33 +112,47 @@ def readable(fig: go.Figure, *, legend_items: int | None = None) -> go.Figure:
     layout = fig.layout
     title = layout.title.text or ""
     update: dict = {"font": FONT, "hoverlabel": {"font": {"size": 14}}, "legend": {"font": {"size": 14}}}
+    # subplot titles (annotations in paper coordinates above a panel): the chart's title goes above their lines
+    # and the task labels over a step chart ("T2", yref "y domain")
+    panel_lines = max([a.text.count("<br>") + 1 for a in layout.annotations
+                       if a.yanchor == "bottom" and a.text and (a.yref == "paper" or (a.yref or "").endswith("domain"))
+                       and (a.y or 0) >= 0.99] or [0])
     lines = 0
     if title:
         title = wrap_title(title)
-        lines = title.count("<br>") + 1 + (1 if layout.title.subtitle.text else 0)
-        update["title"] = {"text": title, "font": TITLE_FONT, "y": 1, "yanchor": "top", "yref": "container",
-                           "pad": {"t": 12}}
-    top = max(layout.margin.t if layout.margin.t is not None else 0, 20 + LINE_PX * lines + 10)
-    # subplot titles (annotations in paper coordinates above a panel) need room over the top row too
-    if any(a.yref == "paper" and a.yanchor == "bottom" for a in layout.annotations):
-        top += LINE_PX * (1 if lines else 2)
+        subtitle = layout.title.subtitle.text or ""
+        lines = title.count("<br>") + 1 + (subtitle.count("<br>") + 1 if subtitle else 0)
+        # at the top of the chart, in a top margin sized to its lines (below), so it never meets the task labels
+        # over the plot, a top axis's tick labels (a matrix's) or the panel titles
+        update["title"] = {"text": title, "font": TITLE_FONT, "yref": "container", "yanchor": "top",
+                           "x": 0.01, "xanchor": "left"}
+    top = max(layout.margin.t if layout.margin.t is not None else 0, 20 + LINE_PX * lines + 22 * panel_lines)
     update["margin"] = {"t": top}
     if legend_items is not None and legend_items > LEGEND_SIDE_MAX:
-        # the legend's top LEGEND_GAP px under the plot, clear of the step ticks and the axis title; Plotly
-        # places it in a share of the plot's height, which is what remains once the legend has pushed the
-        # bottom margin open (the rows added to the height go to the legend)
-        rows = math.ceil(legend_items / 3)
-        height = layout.height or 450
-        update["legend"] = {**LEGEND_BELOW, "y": -LEGEND_GAP / max(150, height - top - LEGEND_GAP - 10),
+        # the legend LEGEND_GAP px under the plot, clear of the step ticks and the axis title, in a bottom
+        # margin sized for it (two names a row: a 350 px column holds no more), the chart taller by as much
+        rows = math.ceil(legend_items / 2)
+        height = (layout.height or 450)
+        bottom = LEGEND_GAP + 24 * rows + 10
+        height += bottom - (layout.margin.b or 0)
+        update["legend"] = {**LEGEND_BELOW, "y": -LEGEND_GAP / max(100, height - top - bottom),
                             "font": {"size": 14}}
-        update["height"] = height + 24 * rows
+        update["margin"]["b"] = bottom
+        update["height"] = height
+    if title:
+        # 10 px from the top; Plotly anchors a title's "top" at its first line's, so each further line would
+        # rise above the chart's edge by one line: the anchor drops a line per line
+        height = update.get("height", layout.height or 450)
+        update["title"]["y"] = 1 - (10 + TITLE_LINE * title.count("<br>")) / height
     notes = [{**a.to_plotly_json(), "font": {**(a.font.to_plotly_json() if a.font else {}),
                                              "size": max(14, a.font.size or 0)}} for a in layout.annotations]
     if notes:
         update["annotations"] = notes
     fig.update_layout(**update)
-    fig.update_xaxes(automargin=True, tickfont=TICK_FONT, title_font=FONT, tickangle=0)
-    fig.update_yaxes(automargin=True, tickfont=TICK_FONT, title_font=FONT, exponentformat="power")
+    # invisible tick marks hold the labels off the axes: the y label "0" and the x label "10" met at a corner
+    standoff = {"ticks": "outside", "ticklen": 6, "tickcolor": "rgba(0,0,0,0)"}
+    fig.update_xaxes(automargin=True, tickfont=TICK_FONT, title_font=FONT, tickangle=0, **standoff)
+    fig.update_yaxes(automargin=True, tickfont=TICK_FONT, title_font=FONT, exponentformat="power", **standoff)
     for trace in fig.data:
         if "colorbar" in trace:
             trace.colorbar.update(tickfont=TICK_FONT, title_font=TICK_FONT, exponentformat="power")
@@ -513,7 +528,7 @@ def spectrum_heatmap(spectra: pd.DataFrame, title: str = "", boundaries: list[in
     _boundaries(fig, boundaries)
     fig.update_yaxes(autorange="reversed", title="i (σ<sub>i</sub>, largest on top)")
     _integer_axis(fig, [1, k])
-    _style(fig, title={"text": title, "subtitle": {"text": wrap_title(subtitle, 70), "font": {"size": 14}}}
+    _style(fig, title={"text": title, "subtitle": {"text": wrap_title(subtitle, 50), "font": {"size": 14}}}
            if subtitle else title, xaxis_title="step", height=440, margin={"t": 80, "l": 10, "r": 10, "b": 10})
     _step_axis(fig)
     return fig
