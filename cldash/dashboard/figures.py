@@ -8,6 +8,7 @@ as fast as a short one.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -15,13 +16,16 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cldash.dashboard.labels import MEASURE_LABELS, RUN_PALETTE, module_label, task_label
+from cldash.dashboard.labels import MEASURE_LABELS, RUN_PALETTE, module_label, short_title, task_label, title_status
 
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 MAX_POINTS = 1500        # points per line drawn
 MAX_COLUMNS = 300        # steps drawn in a spectrum heatmap
 SEQUENTIAL = "Viridis"
-LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0}
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0, "xanchor": "left"}
+# Accuracy-like scores live in [0, 1]: their axes stop a little past 1, never at 1.5 (issue 27).
+ACCURACY_RANGE = [0.0, 1.05]
+BOUNDED_SCORES = ("accuracy", "task_il_accuracy", "exact_match", "acc", "la")
 DIVERGING = "RdBu"
 # Readable on a projector from the back of a room: 15 px text, 14 px ticks, 18 px titles.
 FONT = {"size": 15, "color": "#222"}
@@ -64,13 +68,94 @@ def downsample(df: pd.DataFrame, x: str = "step", max_points: int = MAX_POINTS, 
     return pd.concat(out, ignore_index=True)
 
 
-def _style(fig: go.Figure, **layout) -> go.Figure:
-    """The project's look: projector-sized fonts (the page theme gives the colours)."""
-    fig.update_layout(font=FONT, hoverlabel={"font": {"size": 14}}, **layout)
-    fig.update_xaxes(tickfont=TICK_FONT, title_font=FONT)
-    fig.update_yaxes(tickfont=TICK_FONT, title_font=FONT)
-    if fig.layout.title.text:
-        fig.update_layout(title_font=TITLE_FONT)
+def _style(fig: go.Figure, *, legend_items: int | None = None, **layout) -> go.Figure:
+    """The project's look: `layout` applied, then `readable` (the rules of a chart that reads on a projector)."""
+    fig.update_layout(**layout)
+    return readable(fig, legend_items=legend_items)
+
+
+# A legend beside the plot takes about 150 px a name: with more names than this it goes below the plot, where a
+# 1024 px projector page still leaves the plot its width (issue 27).
+LEGEND_SIDE_MAX = 3
+TITLE_CHARS = 60          # a title line's length at 18 px in a chart half a 1024 px page wide
+LINE_PX = 26              # one line of 18 px title text, with its leading, and room around it
+TITLE_LINE = 22           # one line of 18 px title text as Plotly spaces the lines of a <br>-broken title
+LEGEND_GAP = 75           # px from a plot's bottom edge to a legend below it: 14 px ticks and an axis title
+
+
+def wrap_title(text: str, width: int = TITLE_CHARS) -> str:
+    """A long title broken into lines of at most about `width` characters (at ': ', ' · ', ' (' or a space),
+    so that it never runs past the chart's edge; lines already broken with <br> are kept."""
+    out = []
+    for line in str(text).split("<br>"):
+        while len(re.sub(r"<[^>]+>", "", line)) > width:
+            # the first separator of these that leaves at least half a line, so a title breaks where it pauses
+            cuts = [line.rfind(sep, 0, width) for sep in (": ", " · ", " (", " ")]
+            cut = next((c for c in cuts if c >= width // 2), max(cuts))
+            if cut <= 0:
+                break
+            keep = 1 if line[cut] in ":" else 0   # the colon stays on the first line, the bracket moves down
+            out.append(line[: cut + keep].rstrip())
+            line = line[cut + keep:].lstrip()
+        out.append(line)
+    return "<br>".join(out)
+
+
+def readable(fig: go.Figure, *, legend_items: int | None = None) -> go.Figure:
+    """Every rule that makes a chart readable at 1024 x 768 (issue 27), in one place, applied by every builder:
+    - every text at least 14 px (layout 15, ticks, legend, hover, annotations and colour bars 14, title 18),
+      each size set explicitly, so no default of Plotly's or of the page theme's is left smaller;
+    - every axis with automargin, so no tick label or axis title is cut; tick labels horizontal; small and
+      large values as powers of ten (2×10⁻⁷), never an SI prefix ("200n") a class misreads;
+    - the title wrapped into short lines, and the top margin sized to its lines (and its subtitle's);
+    - with more than LEGEND_SIDE_MAX legend items, the legend below the plot, horizontal, the chart taller."""
+    layout = fig.layout
+    title = layout.title.text or ""
+    update: dict = {"font": FONT, "hoverlabel": {"font": {"size": 14}}, "legend": {"font": {"size": 14}}}
+    # subplot titles (annotations in paper coordinates above a panel): the chart's title goes above their lines
+    # and the task labels over a step chart ("T2", yref "y domain")
+    panel_lines = max([a.text.count("<br>") + 1 for a in layout.annotations
+                       if a.yanchor == "bottom" and a.text and (a.yref == "paper" or (a.yref or "").endswith("domain"))
+                       and (a.y or 0) >= 0.99] or [0])
+    lines = 0
+    if title:
+        title = wrap_title(title)
+        subtitle = layout.title.subtitle.text or ""
+        lines = title.count("<br>") + 1 + (subtitle.count("<br>") + 1 if subtitle else 0)
+        # at the top of the chart, in a top margin sized to its lines (below), so it never meets the task labels
+        # over the plot, a top axis's tick labels (a matrix's) or the panel titles
+        update["title"] = {"text": title, "font": TITLE_FONT, "yref": "container", "yanchor": "top",
+                           "x": 0.01, "xanchor": "left"}
+    top = max(layout.margin.t if layout.margin.t is not None else 0, 20 + LINE_PX * lines + 22 * panel_lines)
+    update["margin"] = {"t": top}
+    if legend_items is not None and legend_items > LEGEND_SIDE_MAX:
+        # the legend LEGEND_GAP px under the plot, clear of the step ticks and the axis title, in a bottom
+        # margin sized for it (two names a row: a 350 px column holds no more), the chart taller by as much
+        rows = math.ceil(legend_items / 2)
+        height = (layout.height or 450)
+        bottom = LEGEND_GAP + 24 * rows + 10
+        height += bottom - (layout.margin.b or 0)
+        update["legend"] = {**LEGEND_BELOW, "y": -LEGEND_GAP / max(100, height - top - bottom),
+                            "font": {"size": 14}}
+        update["margin"]["b"] = bottom
+        update["height"] = height
+    if title:
+        # 10 px from the top; Plotly anchors a title's "top" at its first line's, so each further line would
+        # rise above the chart's edge by one line: the anchor drops a line per line
+        height = update.get("height", layout.height or 450)
+        update["title"]["y"] = 1 - (10 + TITLE_LINE * title.count("<br>")) / height
+    notes = [{**a.to_plotly_json(), "font": {**(a.font.to_plotly_json() if a.font else {}),
+                                             "size": max(14, a.font.size or 0)}} for a in layout.annotations]
+    if notes:
+        update["annotations"] = notes
+    fig.update_layout(**update)
+    # invisible tick marks hold the labels off the axes: the y label "0" and the x label "10" met at a corner
+    standoff = {"ticks": "outside", "ticklen": 6, "tickcolor": "rgba(0,0,0,0)"}
+    fig.update_xaxes(automargin=True, tickfont=TICK_FONT, title_font=FONT, tickangle=0, **standoff)
+    fig.update_yaxes(automargin=True, tickfont=TICK_FONT, title_font=FONT, exponentformat="power", **standoff)
+    for trace in fig.data:
+        if "colorbar" in trace:
+            trace.colorbar.update(tickfont=TICK_FONT, title_font=TICK_FONT, exponentformat="power")
     return fig
 
 
@@ -136,16 +221,21 @@ def accuracy_matrix_figure(m: dict, title: str = "", zmin: float = 0.0, zmax: fl
     A mean over seeds (views.mean_matrix: with "sd" and "n") shows each cell's standard deviation and
     the row's number of seeds on hover. A fork's matrix (`fork_after` K) has a dashed line under row
     'after TK', with `fork_note` ("fork of #3 after task 1") on it: the rows above are its parent's.
-    The colour bar (`show_scale`) is a slim one, so matrices side by side keep the same size."""
+    The title is cut short (labels.short_title: "#5 lora r=16 single"), so it never runs past a matrix a
+    quarter of the page wide; the whole of it heads every cell's hover, and an unfinished run's status
+    (labels.title_status) stays in sight as a subtitle. The colour bar (`show_scale`) is a
+    vertical one beside the matrix with three ticks (0, 0.5, 1), each 14 px."""
     labels, Z = matrix_columns(m)
     names = list(m["tasks"]) + list(m["general"])
     text = [["" if math.isnan(v) else f"{v:.2f}" for v in row] for row in Z]
-    hover = "%{y} · %{customdata}<br>" + m.get("metric", "score") + " %{z:.3f}"
+    full = str(title).replace("%", "%%")   # a literal % would start a hover template's field
+    head = f"{full}<br>" if title else ""
+    hover = head + "%{y} · %{customdata}<br>" + m.get("metric", "score") + " %{z:.3f}"
     if "sd" in m:
         sd = np.asarray(m["sd"], dtype=float)
         custom = [[[names[j], "" if math.isnan(sd[i, j]) else f" ± {sd[i, j]:.3f}", m["n"][i]]
                    for j in range(Z.shape[1])] for i in range(Z.shape[0])]
-        hover = "%{y} · %{customdata[0]}<br>" + m.get("metric", "score") + \
+        hover = head + "%{y} · %{customdata[0]}<br>" + m.get("metric", "score") + \
             " %{z:.3f}%{customdata[1]} (mean of %{customdata[2]} seeds)"
     else:
         custom = [[names[j] for j in range(Z.shape[1])] for _ in range(Z.shape[0])]
@@ -153,15 +243,16 @@ def accuracy_matrix_figure(m: dict, title: str = "", zmin: float = 0.0, zmax: fl
         z=Z, x=labels, y=row_labels(m["rows"]), zmin=zmin, zmax=zmax, colorscale=SEQUENTIAL, text=text,
         texttemplate="%{text}", textfont={"size": 15}, customdata=custom, hovertemplate=hover + "<extra></extra>",
         showscale=show_scale, hoverongaps=False,
-        # a slim horizontal bar under the matrix: it takes no width, so matrices side by side keep their cells
-        colorbar={"title": {"text": m.get("metric", ""), "side": "right"}, "orientation": "h", "thickness": 10,
-                  "len": 0.7, "y": -0.04, "yanchor": "top", "x": 0.5, "xanchor": "center",
-                  "tickvals": [0, 0.25, 0.5, 0.75, 1.0] if (zmin, zmax) == (0.0, 1.0) else None}))
+        # one vertical bar beside the matrix, its title along it: a few ticks that never collide
+        colorbar={"title": {"text": m.get("metric", ""), "side": "right"}, "orientation": "v", "thickness": 14,
+                  "len": 1.0, "lenmode": "fraction", "nticks": 3,
+                  "tickvals": [0, 0.5, 1.0] if (zmin, zmax) == (0.0, 1.0) else None}))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(side="top")
-    _style(fig, title={"text": title, "y": 0.98, "yanchor": "top"},
-           height=150 + 44 * max(1, Z.shape[0]) + (50 if show_scale else 0),
-           margin={"t": 100, "l": 10, "r": 10, "b": 60 if show_scale else 10})
+    status = title_status(title)   # an unfinished run says so under its short title
+    _style(fig, title={"text": short_title(title), "subtitle": {"text": status, "font": {"size": 14}}} if status
+           else short_title(title) if title else "", height=170 + 44 * max(1, Z.shape[0]),
+           margin={"t": 100, "l": 10, "r": 10, "b": 10})
     if fork_after is not None and fork_after in m["rows"]:
         _fork_line(fig, m["rows"].index(fork_after), Z.shape[1], fork_note or f"fork after task {fork_after}")
     return fig
@@ -174,7 +265,7 @@ def _fork_line(fig: go.Figure, row: int, columns: int, note: str) -> None:
     fig.add_shape(type="line", x0=-0.5, x1=columns - 0.5, y0=y, y1=y, xref="x", yref="y", name="fork point",
                   line={"color": "#ff4b4b", "width": 3, "dash": "dash"})
     fig.add_annotation(x=columns - 0.5, y=y, xref="x", yref="y", text=note, showarrow=False, xanchor="right",
-                       yanchor="bottom", font={"size": 13, "color": "#c00000"}, bgcolor="rgba(255,255,255,0.85)",
+                       yanchor="bottom", font={"size": 14, "color": "#c00000"}, bgcolor="rgba(255,255,255,0.85)",
                        name="fork point")
 
 
@@ -221,7 +312,7 @@ def _boundaries(fig: go.Figure, boundaries: list[int] | None, names: dict[int, s
     if not starts:
         return
     notes = [{"x": x, "xref": "x", "y": 1, "yref": "y domain", "text": label, "name": f"task start {label}",
-              "font": {"size": 13, "color": "#555"}, "hovertext": (names or {}).get(k) or f"task {k} starts",
+              "font": {"size": 14, "color": "#555"}, "hovertext": (names or {}).get(k) or f"task {k} starts",
               "xanchor": "left", "yanchor": "bottom", "showarrow": False}
              for k, (x, label) in enumerate(starts, start=1)]
     fig.update_layout(shapes=[*fig.layout.shapes, *_task_lines(starts)],
@@ -262,12 +353,18 @@ def series_figure(df: pd.DataFrame, y: str = "value", color: str | None = "label
         last = float(df["step"].max()) if len(df) else 0.0
         fig.update_xaxes(range=[0, max(float(boundaries[-1]), last) * 1.02])
     _style(fig, title=title, xaxis_title="step", yaxis_title=y_title or y, height=380,
-           margin={"t": 70, "l": 10, "r": 10, "b": 10}, showlegend=len(fig.data) > 1)
+           margin={"t": 70, "l": 10, "r": 10, "b": 10}, showlegend=len(fig.data) > 1, legend_items=len(fig.data))
+    _step_axis(fig)
     if log_y and not df.empty:
         _log_axis(fig, df[y])
     if integer_y and not df.empty:
         _integer_axis(fig, df[y])
     return fig
+
+
+def _step_axis(fig: go.Figure, **where) -> None:
+    """Steps as whole numbers with thousands separators ("1,500", never "1.5k"), few enough to lie flat."""
+    fig.update_xaxes(tickformat=",d", nticks=6, tickangle=0, **where)
 
 
 def anytime_figure(evals: pd.DataFrame, task_names: dict[int, str], metric: str,
@@ -283,9 +380,12 @@ def anytime_figure(evals: pd.DataFrame, task_names: dict[int, str], metric: str,
     palette = {label(t): {"color": PALETTE[(t - 1) % len(PALETTE)] if t > 0 else "#777777",
                           "dash": "solid" if t > 0 else "dash"}
                for t in sorted(task_names, key=lambda t: (t <= 0, t))}
-    return series_figure(df[["step", "value", "label"]], title=title, y_title=metric, boundaries=boundaries,
-                         styles=palette, task_names={t: n for t, n in task_names.items() if t},
-                         empty_note="waiting for the first evaluation")
+    fig = series_figure(df[["step", "value", "label"]], title=title, y_title=metric, boundaries=boundaries,
+                        styles=palette, task_names={t: n for t, n in task_names.items() if t},
+                        empty_note="waiting for the first evaluation")
+    if len(df) and metric in BOUNDED_SCORES and df["value"].between(0, 1).all():
+        fig.update_yaxes(range=ACCURACY_RANGE)
+    return fig
 
 
 def pareto_figure(table: pd.DataFrame, x: str = "forgetting", y: str = "acc", label: str = "label",
@@ -296,7 +396,9 @@ def pareto_figure(table: pd.DataFrame, x: str = "forgetting", y: str = "acc", la
     beside the point; the Pareto front (least forgetting for the accuracy) is drawn as a step line."""
     fig = go.Figure()
     t = table.dropna(subset=[x, y])
-    for name, g in t.groupby(label, sort=False):
+    # names beside the points only while they are few: more overlap, so they go to the hover and the legend
+    text = text and t[label].nunique() <= LEGEND_SIDE_MAX
+    for k, (name, g) in enumerate(t.groupby(label, sort=False)):
         marker = {"size": 14, "line": {"width": 1, "color": "white"}}
         if color and color in g:
             marker["color"] = g[color].iloc[0]
@@ -304,7 +406,9 @@ def pareto_figure(table: pd.DataFrame, x: str = "forgetting", y: str = "acc", la
             marker["symbol"] = g[symbol].iloc[0]
         fig.add_trace(go.Scatter(
             x=g[x], y=g[y], mode="markers+text" if text else "markers", name=str(name), marker=marker,
-            text=[str(name)] * len(g) if text else None, textposition="top right",   # clear of the error bars
+            text=[str(name)] * len(g) if text else None,
+            textposition=("top right", "bottom right", "top left")[k % 3],   # clear of the error bars, apart
+            hovertemplate=str(name).replace("%", "%%") + "<br>%{x:.3f}, %{y:.3f}<extra></extra>",
             textfont={"size": 14, "color": "#222"}, cliponaxis=False,   # dark: pale hues are faint as text
             error_x={"type": "data", "array": g[x_err]} if x_err and x_err in g else None,
             error_y={"type": "data", "array": g[y_err]} if y_err and y_err in g else None))
@@ -314,8 +418,10 @@ def pareto_figure(table: pd.DataFrame, x: str = "forgetting", y: str = "acc", la
                                                                               "shape": "hv"}, name="Pareto front"))
     names = {key: what for key, what, _ in HEADLINE}
     _style(fig, title=title, xaxis_title=f"{names.get(x, x)} (lower is better)",
-           yaxis_title=f"{names.get(y, y)} (higher is better)", height=480, legend={"font": {"size": 14}},
-           margin={"t": 50, "l": 10, "r": 10, "b": 10})
+           yaxis_title=f"{names.get(y, y)} (higher is better)", height=480,
+           margin={"t": 50, "l": 10, "r": 10, "b": 10}, legend_items=len(fig.data))
+    if y in BOUNDED_SCORES and len(t) and t[y].between(0, 1).all():
+        fig.update_yaxes(range=ACCURACY_RANGE)
     return fig
 
 
@@ -343,35 +449,47 @@ def headline_figure(table: pd.DataFrame, label: str = "name", color: str = "colo
     seeds) in the table's order from the top, each in the row's `color` with its value printed beside it;
     a `<metric>_std` column (views.seed_summary) adds ± one standard deviation as an error bar and to the
     printed value."""
+    cols = 2 if len(metrics) > 1 else 1   # a 2 x 2 grid: four panels side by side leave each 170 px at 1024
+    rows = math.ceil(len(metrics) / cols)
+    # two short lines a title: one line ("general-task retention (higher is better)") is wider than a panel
     titles = [f"<b>{what}</b><br>{'higher' if up else 'lower'} is better" for _, what, up in metrics]
-    fig = make_subplots(rows=1, cols=len(metrics), shared_yaxes=True, subplot_titles=titles,
-                        horizontal_spacing=0.03)
     names = [str(v) for v in table[label]] if len(table) else []
+    panel = 60 + 40 * max(1, len(names))
+    fig = make_subplots(rows=rows, cols=cols, shared_yaxes=True, subplot_titles=titles, horizontal_spacing=0.08,
+                        vertical_spacing=min(0.3, 90 / (rows * panel + 90 * (rows - 1))) if rows > 1 else 0.0)
     colors = list(table[color]) if color in table else [PALETTE[k % len(PALETTE)] for k in range(len(table))]
-    for c, (key, what, _) in enumerate(metrics, start=1):
+    for c, (key, what, _) in enumerate(metrics):
+        where = {"row": c // cols + 1, "col": c % cols + 1}
         values = np.asarray(table[key], dtype=float) if key in table else np.full(len(table), np.nan)
         spread = key + std_suffix
         sd = np.asarray(table[spread], dtype=float) if spread in table else np.full(len(table), np.nan)
         reach = np.nan_to_num(values) + np.nan_to_num(sd)
         printed = ["n/a" if not math.isfinite(v) else f"{v:.3f}" if not math.isfinite(e) else f"{v:.3f} ± {e:.3f}"
                    for v, e in zip(values, sd)]
+        top = float(np.nanmax(np.r_[reach, 1e-9])) if len(reach) else 1.0
+        low = float(min(0.0, np.nanmin(np.r_[values, 0.0])))
+        # a score in [0, 1] gets the axis [0, 1.05]; any other metric room past its longest bar for the value.
+        # A metric no row has yet (forgetting of a one-task run) gets the unit range, not a nano-scale one.
+        known = values[np.isfinite(values)]
+        bounded = key in BOUNDED_SCORES and bool(np.all((known >= 0) & (known <= 1)))
+        high = ACCURACY_RANGE[1] if bounded else top * 1.6 if np.isfinite(values).any() and top > 1e-6 else 1.0
+        # the value is printed past the bar and its error bar where there is room, else inside the bar at its
+        # base (left), in the bar's contrasting colour, clear of the error bar at its end
+        outside = (reach - low) < 0.6 * (high - low)
         fig.add_trace(go.Bar(x=values, y=names, orientation="h", marker={"color": colors}, name=what,
                              error_x={"type": "data", "array": sd, "visible": bool(np.isfinite(sd).any()),
                                       "thickness": 2, "width": 6, "color": "#333"},
+                             text=[p if not o else "" for p, o in zip(printed, outside)], textposition="inside",
+                             insidetextanchor="start", textfont={"size": 14}, constraintext="none",
                              customdata=printed, hovertemplate="%{y}<br>" + what + " %{customdata}<extra></extra>",
-                             showlegend=False), row=1, col=c)
-        # the printed values sit past the bar and its error bar, so neither hides them
-        top = float(np.nanmax(np.r_[reach, 1e-9])) if len(reach) else 1.0
-        fig.add_trace(go.Scatter(x=np.maximum(reach, 0) + 0.02 * max(top, 0.05), y=names, mode="text", text=printed,
+                             showlegend=False), **where)
+        fig.add_trace(go.Scatter(x=np.maximum(reach, 0) + 0.02 * max(high - low, 0.05), y=names, mode="text",
+                                 text=[p if o else "" for p, o in zip(printed, outside)],
                                  textposition="middle right", textfont={"size": 14}, hoverinfo="skip",
-                                 showlegend=False, cliponaxis=False, name=f"{what} values"), row=1, col=c)
-        low = float(min(0.0, np.nanmin(np.r_[values, 0.0])))
-        # a metric no row has yet (forgetting of a one-task run) gets the unit range, not a nano-scale one
-        fig.update_xaxes(range=[low, top * 1.75 if np.isfinite(values).any() and top > 1e-6 else 1.0], row=1, col=c,
-                         zeroline=True,
-                         zerolinecolor="#999")
+                                 showlegend=False, cliponaxis=False, name=f"{what} values"), **where)
+        fig.update_xaxes(range=[low, high], zeroline=True, zerolinecolor="#999", nticks=5, **where)
     fig.update_yaxes(autorange="reversed", type="category")
-    _style(fig, title=title, height=150 + 40 * max(1, len(names)), bargap=0.25,
+    _style(fig, title=title, height=rows * panel + 90 * (rows - 1) + (110 if title else 80), bargap=0.25,
            margin={"t": 100 if title else 70, "l": 10, "r": 10, "b": 10})
     fig.update_annotations(font={"size": 15})
     return fig
@@ -410,8 +528,9 @@ def spectrum_heatmap(spectra: pd.DataFrame, title: str = "", boundaries: list[in
     _boundaries(fig, boundaries)
     fig.update_yaxes(autorange="reversed", title="i (σ<sub>i</sub>, largest on top)")
     _integer_axis(fig, [1, k])
-    _style(fig, title={"text": title, "subtitle": {"text": subtitle, "font": {"size": 14}}} if subtitle else title,
-           xaxis_title="step", height=420, margin={"t": 105 if subtitle else 80, "l": 10, "r": 10, "b": 10})
+    _style(fig, title={"text": title, "subtitle": {"text": wrap_title(subtitle, 50), "font": {"size": 14}}}
+           if subtitle else title, xaxis_title="step", height=440, margin={"t": 80, "l": 10, "r": 10, "b": 10})
+    _step_axis(fig)
     return fig
 
 
@@ -433,7 +552,7 @@ def spectrum_overlay(spectra: dict[str, np.ndarray], title: str = "", log_y: boo
                                  marker={"color": st.get("color"), "symbol": st.get("symbol"), "size": 8}))
     _style(fig, title=title, xaxis_title="index i",
            yaxis_title="σ<sub>i</sub> / σ<sub>1</sub>" if normalize else "σ<sub>i</sub>",
-           height=400, margin={"t": 50, "l": 10, "r": 10, "b": 10})
+           height=400, margin={"t": 50, "l": 10, "r": 10, "b": 10}, legend_items=len(fig.data))
     everything = np.concatenate(shown) if shown else np.array([])
     if len(everything):
         _integer_axis(fig, [1, max(len(v) for v in shown)], axis="x")
@@ -451,27 +570,38 @@ def measures_figure(spectra: pd.DataFrame, measures: list[str], color: str = "la
                     boundaries: list[int] | None = None, styles: dict | None = None) -> go.Figure:
     """Small multiples: each shape measure over steps, one line per `color` group, each in its style
     (`styles`: group -> {"name", "color", "dash"}; e.g. a run's colour, dashed for its per-task update)."""
-    fig = make_subplots(rows=1, cols=len(measures), subplot_titles=[MEASURE_LABELS.get(m, m) for m in measures],
-                        horizontal_spacing=0.06)
+    cols = 2 if len(measures) > 1 else 1   # a grid, two panels a row: four in a row overlap at 1024 px
+    rows = math.ceil(len(measures) / cols)
+    panel = 260
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[MEASURE_LABELS.get(m, m) for m in measures],
+                        horizontal_spacing=0.14,
+                        vertical_spacing=min(0.35, 110 / (rows * panel + 110 * (rows - 1))) if rows > 1 else 0.0)
+    grid = [{"row": c // cols + 1, "col": c % cols + 1} for c in range(len(measures))]
     df = downsample(spectra[["step", color, *measures]], by=color) if not spectra.empty else spectra
-    for k, (name, g) in enumerate(_trace_order(df, color, styles) if not df.empty else []):
+    groups = _trace_order(df, color, styles) if not df.empty else []
+    for k, (name, g) in enumerate(groups):
         st = (styles or {}).get(name, {})
-        for c, m in enumerate(measures, start=1):
+        for c, m in enumerate(measures):
             fig.add_trace(go.Scatter(x=g["step"], y=g[m], mode="lines", name=st.get("name", str(name)),
-                                     legendgroup=str(name), showlegend=c == 1,
+                                     legendgroup=str(name), showlegend=c == 0,
                                      line={"color": st.get("color", PALETTE[k % len(PALETTE)]),
-                                           "dash": st.get("dash"), "width": 2.5}), row=1, col=c)
+                                           "dash": st.get("dash"), "width": 2.5}), **grid[c])
     starts = task_starts(boundaries)[1:]   # every subplot's lines in one layout update (see _boundaries)
     fig.update_layout(shapes=[*fig.layout.shapes,
                               *[line for c in range(1, len(measures) + 1)
                                 for line in _task_lines(starts, *(("x", "y") if c == 1 else (f"x{c}", f"y{c}")))]])
-    for c, m in enumerate(measures, start=1):
+    for c, m in enumerate(measures):
         if m in INTEGER_MEASURES and not df.empty:
             v = df[m].to_numpy(dtype=float)
             fig.update_yaxes(tickformat="d", dtick=integer_dtick(float(np.nanmax(v)) if np.isfinite(v).any() else 1),
-                             row=1, col=c)
-        fig.update_xaxes(title_text="step", row=1, col=c)
-    _style(fig, title=title, height=420, margin={"t": 80, "l": 10, "r": 10, "b": 10})
+                             **grid[c])
+        if c >= len(measures) - cols:   # the step title under the bottom row only: no title runs into a panel
+            fig.update_xaxes(title_text="step", **grid[c])
+    # the legend below always: beside a two-column grid it would take a panel's width
+    _style(fig, title=title, height=rows * panel + 110 * (rows - 1) + 120, legend_items=max(len(groups), 4),
+           margin={"t": 80, "l": 10, "r": 10, "b": 10})
+    _step_axis(fig)
+    fig.update_yaxes(nticks=5)
     fig.update_annotations(font={"size": 15})
     return fig
 
@@ -541,6 +671,6 @@ def conflict_heatmap(tasks: list[str], matrix, order: list[int] | None = None) -
         for i, j in ((a, b), (b, a)):
             fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
                           line={"color": "black", "width": 2})
-    fig.update_layout(title="Gradient conflict: cosine of full-weight gradients (mean over modules)",
-                      yaxis={"autorange": "reversed"}, height=140 + 48 * len(tasks), margin={"t": 60})
-    return fig
+    fig.update_yaxes(autorange="reversed")
+    return _style(fig, title="Gradient conflict: cosine of full-weight gradients (mean over modules)",
+                  height=140 + 48 * len(tasks), margin={"t": 60})

@@ -317,3 +317,18 @@ MEASURE_LABELS = {"erank": "effective rank", "top1_energy": "top-1 energy share"
 def order_label(order: dict) -> str:
     """A measured task order (Store.orders): "#2 · digits-rotate on vit-tiny · 5 tasks"."""
     return f"#{order['id']} · {order['stream']} on {order['backbone']} · {len(order['tasks'])} tasks"
+
+
+def short_title(label: str, limit: int = 24) -> str:
+    """A chart title that fits a matrix a quarter of a projector wide: the label up to its first " · "
+    ('#4 lora r=8 single' of '#4 lora r=8 single · digits-rotate · seed 0'), cut to `limit` characters
+    with an ellipsis; the chart keeps the whole label in its hover."""
+    head = str(label).split(" · ")[0].strip()
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
+def title_status(label: str) -> str:
+    """The part of a run_caption that says the run has not finished ('unfinished (running, step 30/40)'), or
+    '': a short title drops it, and a chart shows it under its title, since a half-trained run's numbers must
+    not pass for final ones."""
+    return next((part.strip() for part in str(label).split(" · ")[1:] if part.strip().startswith("unfinished")), "")

@@ -174,7 +174,11 @@ def test_headline_bars_follow_the_table_with_values_and_spread_printed():
     assert bars[0].error_x.array[0] == 0.02 and np.isnan(bars[0].error_x.array[1])   # no bar where no spread
     assert bars[0].error_x.visible and not bars[2].error_x.visible
     values = [t for t in fig.data if t.type == "scatter"]
-    assert list(values[0].text) == ["0.550 ± 0.020", "0.400"] and list(values[3].text) == ["0.900", "n/a"]
+    # each value printed once: past the bar where there is room, else inside the bar at its base (a score's
+    # axis stops at 1.05, so 0.9 has no room past its bar)
+    printed = [[o or i for o, i in zip(v.text, b.text)] for v, b in zip(values, bars)]
+    assert printed[0] == ["0.550 ± 0.020", "0.400"] and printed[3] == ["0.900", "n/a"]
+    assert list(bars[3].text) == ["0.900", ""] and bars[3].insidetextanchor == "start"
     assert values[0].x[0] > 0.57                                                    # printed past the error bar
     assert fig.layout.yaxis.autorange == "reversed"                                 # the table's first row on top
 
@@ -203,3 +207,140 @@ def test_no_literal_underscores_in_titles_and_legends():
              *L.MEASURE_LABELS.values(), *L.SCALAR_LABELS.values(), L.scalar_label("some_new_scalar")]
     assert not [t for t in texts if "_" in t]
     assert L.scalar_label("active_rank_share") == "share of ranks still active"
+
+
+# -- every chart readable at 1024 x 768 (issue 27): one table of every builder the pages and the handout use ---
+LONG = "#5 lora r=16 single · digits-rotate · seed 0"
+STEPS = pd.DataFrame({"step": list(range(0, 300, 10)) * 6, "value": np.linspace(2e-7, 9e-7, 180),
+                      "label": [f"module {k}" for k in range(6) for _ in range(30)]})
+EVALS = pd.DataFrame({"step": [s for s in (0, 100, 200) for _ in range(5)], "task": [0, 1, 2, 3, 4] * 3,
+                      "metric": "accuracy", "value": np.linspace(0.1, 0.99, 15)})
+RUNS = pd.DataFrame({"name": [f"#{k} LoRA r={k}" for k in range(1, 6)], "color": L.RUN_PALETTE[:5],
+                     "symbol": ["circle"] * 5, "acc": [0.9, 0.5, 0.2, 0.7, 0.95],
+                     "forgetting": [0.1, 0.3, 0.5, 0.2, 0.0],
+                     "general_retention": [0.9, 0.8, 0.7, 0.6, 1.1], "la": [0.99, 0.95, 0.9, 0.97, 0.98],
+                     "acc_std": [0.02] * 5})
+SPECTRA = pd.DataFrame({"step": [10, 20, 30] * 5, "label": [f"run {k}" for k in range(5) for _ in range(3)],
+                        "erank": np.linspace(1, 8, 15), "top1_energy": np.linspace(0.2, 0.9, 15),
+                        "stable_rank": np.linspace(1, 3, 15), "frobenius": np.linspace(0.1, 2, 15),
+                        "values": [np.array([4.0, 1.0, 1e-9])] * 15})
+GRID = pd.DataFrame({"layer": [0, 0, 1, 1], "module_type": ["q_proj", "v_proj"] * 2, "value": [8.0, 7, 8, 6]})
+
+BUILDERS = {
+    "matrix": lambda: F.accuracy_matrix_figure(M, title=LONG),
+    "matrix of a fork": lambda: F.accuracy_matrix_figure(M, title=LONG, fork_after=1, fork_note="fork of #3"),
+    "matrix of a seed mean": lambda: F.accuracy_matrix_figure(
+        {**M, "sd": np.zeros((3, 3)), "n": [2, 2, 2]}, title="#5 lora r=16 single · mean of 2 seeds"),
+    "difference": lambda: F.matrix_difference_figure(M, M, title="A − B (blue: A scores higher)"),
+    "headline": lambda: F.headline_figure(RUNS),
+    "pareto": lambda: F.pareto_figure(RUNS, label="name", x_err="forgetting_std", y_err="acc_std"),
+    "ranks per module": lambda: F.series_figure(STEPS, title="#4 LoRA r=8: share of ranks still active per module "
+                                                "over steps", boundaries=[100, 200, 300]),
+    "loss": lambda: F.series_figure(STEPS.assign(label="loss"), log_y=True, title="training loss"),
+    "live scores": lambda: F.anytime_figure(EVALS, {0: "general", 1: "rotate 0°", 2: "rotate 45°", 3: "a", 4: "b"},
+                                            "accuracy", [100, 200, 300], title="score of every task over training"),
+    "spectrum heatmap": lambda: F.spectrum_heatmap(SPECTRA, title="#4 LoRA r=8 · vit.layers.1.attn.q_proj: singular "
+                                                   "values over steps (cumulative)", boundaries=[15, 30]),
+    "spectrum overlay": lambda: F.spectrum_overlay({f"#{k}": np.array([3.0, 1.0]) for k in range(5)}, title="q"),
+    "shape measures": lambda: F.measures_figure(SPECTRA, ["erank", "top1_energy", "stable_rank", "frobenius"],
+                                                boundaries=[15, 30], title="q_proj: cumulative update (solid, "
+                                                "against W₀) and per-task update (dashed)"),
+    "layer grid": lambda: F.layer_module_heatmap(GRID, "value", title="active rank at the end of task 2 (step 200)",
+                                                 value_title="active rank", integer=True),
+    "conflict": lambda: F.conflict_heatmap(["a", "b", "c"], np.eye(3), [0, 1, 2]),
+}
+
+
+def axes(fig) -> list:
+    return [*fig.select_xaxes(), *fig.select_yaxes()]
+
+
+def legend_items(fig) -> int:
+    return len({t.legendgroup or t.name for t in fig.data if t.showlegend is not False and t.name})
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_every_chart_text_is_at_least_14_px_and_every_axis_has_automargin(name):
+    fig = BUILDERS[name]()
+    lay = fig.layout
+    sizes = {"layout": lay.font.size, "legend": lay.legend.font.size, "hover": lay.hoverlabel.font.size}
+    if lay.title.text:
+        sizes["title"] = lay.title.font.size
+    sizes |= {f"note {a.text!r}": a.font.size for a in lay.annotations}
+    for ax in axes(fig):
+        sizes |= {f"{ax.plotly_name} ticks": ax.tickfont.size, f"{ax.plotly_name} title": ax.title.font.size}
+        assert ax.automargin is True, (name, ax.plotly_name)
+    for t in fig.data:
+        if getattr(t, "textfont", None) is not None and t.textfont.size is not None:
+            sizes[f"{t.name} text"] = t.textfont.size
+        if "colorbar" in t:
+            sizes |= {"colour bar ticks": t.colorbar.tickfont.size, "colour bar title": t.colorbar.title.font.size}
+    small = {k: v for k, v in sizes.items() if v is None or v < 14}
+    assert not small, (name, small)
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_legends_with_many_items_sit_below_and_titles_fit_their_margin(name):
+    fig = BUILDERS[name]()
+    lay = fig.layout
+    if legend_items(fig) > F.LEGEND_SIDE_MAX and lay.showlegend is not False:
+        assert lay.legend.orientation == "h" and lay.legend.y < 0, name
+    if lay.title.text:
+        lines = lay.title.text.count("<br>") + 1 + bool(lay.title.subtitle.text)
+        assert all(len(line) <= F.TITLE_CHARS for line in lay.title.text.split("<br>")), lay.title.text
+        assert lay.margin.t >= 20 + F.LINE_PX * lines, name
+    for ax in fig.select_xaxes():   # steps and scores lie flat
+        assert ax.tickangle in (None, 0), (name, ax.plotly_name)
+
+
+@pytest.mark.parametrize("name", ["headline", "pareto", "live scores"])
+def test_accuracy_axes_stop_just_past_one(name):
+    fig = BUILDERS[name]()
+    ranges = [ax.range for ax in fig.select_yaxes() if ax.range] if name != "headline" else \
+        [fig.layout[f"xaxis{k}"].range for k in ("", "4")]   # final accuracy and learning accuracy
+    assert ranges and all(lo >= -1e-9 and hi <= 1.05 for lo, hi in ranges), ranges
+
+
+def test_steps_read_as_whole_numbers_and_tiny_values_never_as_si_prefixes():
+    fig = BUILDERS["ranks per module"]()
+    assert fig.layout.xaxis.tickformat == ",d"                 # 1,500, never 1.5k
+    assert fig.layout.yaxis.exponentformat == "power"         # 2×10⁻⁷, never "200n"
+
+
+@pytest.mark.parametrize("name", ["matrix", "matrix of a fork", "matrix of a seed mean"])
+def test_a_matrix_has_a_vertical_colour_bar_and_a_short_title_with_the_full_one_in_its_hover(name):
+    fig = BUILDERS[name]()
+    (hm,) = fig.data
+    assert hm.colorbar.orientation in (None, "v") and list(hm.colorbar.tickvals) == [0, 0.5, 1.0]
+    title = fig.layout.title.text
+    assert len(title) <= 24 and title.startswith("#5 lora r=16")
+    assert hm.hovertemplate.startswith(("#5 lora r=16 single · digits-rotate · seed 0<br>",
+                                        "#5 lora r=16 single · mean of 2 seeds<br>"))
+
+
+def test_grids_wrap_the_shape_measures_and_the_headline_two_panels_a_row():
+    measures, bars = BUILDERS["shape measures"](), BUILDERS["headline"]()
+    for fig in (measures, bars):
+        domains = sorted({tuple(ax.domain) for ax in fig.select_xaxes()})
+        assert len(domains) == 2 and domains[0][1] < domains[1][0]            # two columns, a gap between them
+        rows = sorted({tuple(ax.domain) for ax in fig.select_yaxes()})
+        assert len(rows) == 2 and rows[0][1] < rows[1][0]                      # two rows, a gap between them
+    assert [a.text for a in bars.layout.annotations][:2] == ["<b>final accuracy</b><br>higher is better",
+                                                              "<b>forgetting</b><br>lower is better"]
+    assert sum(ax.title.text == "step" for ax in measures.select_xaxes()) == 2   # under the bottom row only
+
+
+def test_an_unfinished_run_s_matrix_keeps_its_status_under_its_short_title():
+    fig = F.accuracy_matrix_figure(M, title=LONG + " · unfinished (running, step 30/40)")
+    assert fig.layout.title.text == "#5 lora r=16 single"
+    assert fig.layout.title.subtitle.text == "unfinished (running, step 30/40)"
+    assert fig.layout.margin.t >= 20 + 2 * F.LINE_PX
+    assert not F.accuracy_matrix_figure(M, title=LONG).layout.title.subtitle.text
+
+
+def test_short_titles_cut_at_the_first_dot_and_at_24_characters():
+    assert L.short_title(LONG) == "#5 lora r=16 single"
+    assert L.short_title("#12 eblora r=16 cumulative warm-start · x") == "#12 eblora r=16 cumulat…"
+    assert len(L.short_title("x" * 40)) == 24
+    assert F.wrap_title("short") == "short"
+    assert F.wrap_title("a" * 30 + ": " + "b" * 40) == "a" * 30 + ":<br>" + "b" * 40
