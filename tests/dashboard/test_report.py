@@ -97,7 +97,7 @@ def test_the_handout_holds_labels_definitions_configs_and_loads_nothing(store, p
     for run in store.runs():
         assert run_label(run) in page                      # every run by method and options, not only by id
     assert "#1 lora r=4 single · digits-rotate · seed 0" in page
-    assert page.count("unfinished (running, step 30/40)") == 2     # the unfinished run, in its config and matrix
+    assert page.count("unfinished (running, step 30/40)") == 3     # its config heading, its matrix's subtitle and hover
     for m in METRICS:                                      # every metric with its definition and formula
         assert f"<dt>{m.label}</dt><dd><code>{m.formula.replace('>', '&gt;').replace('<', '&lt;')}</code> — uses " \
                f"{m.cells}" in page.replace("&#x27;", "'")
@@ -129,7 +129,7 @@ def test_the_handout_s_figures_hold_the_stored_numbers(store, page):
     assert math.isnan(acc[2])                            # the unfinished run has no final accuracy yet
     heatmaps = [f for f in figures if f["data"][0]["type"] == "heatmap"]
     assert len(heatmaps) == 3 and all(h["data"][0]["showscale"] for h in heatmaps)   # a colour bar each
-    assert heatmaps[2]["layout"]["title"]["text"].endswith("unfinished (running, step 30/40)")
+    assert heatmaps[2]["layout"]["title"]["subtitle"]["text"] == "unfinished (running, step 30/40)"
     loss = next(f for f in figures if f["layout"].get("yaxis", {}).get("type") == "log"
                 and f["layout"]["yaxis"]["title"]["text"] == "loss")
     ticks = loss["layout"]["yaxis"]["tickvals"]          # 1-2-5 ticks that read as numbers (figures.log_ticks)
