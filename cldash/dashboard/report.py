@@ -41,7 +41,7 @@ from cldash.dashboard.figures import (
     series_figure,
     spectrum_overlay,
 )
-from cldash.dashboard.labels import ENDED, run_caption, run_label, run_style
+from cldash.dashboard.labels import ENDED, run_caption, run_label, run_name, run_style
 from cldash.dashboard.views import CompareData, boundaries, compare_data
 from cldash.measures.metrics import METRICS, fmt
 from cldash.store import Store
@@ -53,6 +53,8 @@ HEADLINE_BARS = (*HEADLINE_FIGURE, ("bwt", "backward transfer (BWT)", True))
 LOSS_POINTS = 400        # points per run's loss curve: enough for its shape, small for 14 runs
 SPECTRUM_MEASURES = ("top1_energy", "erank")
 FONT_SIZE = 16           # figure text that reads on a projector
+HEADLINE_TITLE_CHARS = 14   # a headline panel's title per line: 5 panels at 1024 px are about 175 px each
+MIN_FONT = 14            # no text smaller than this anywhere in a figure (the README's promise)
 
 
 # -- the parts -------------------------------------------------------------------------------------------
@@ -117,8 +119,9 @@ def _definitions() -> str:
     items = []
     for m in METRICS:
         better = "higher is better" if m.higher_is_better else "lower is better"
-        items.append(f"<dt>{_e(m.label)}</dt><dd><code>{_e(m.formula)}</code> — uses {_e(m.cells)}; "
-                     f"{better}.</dd>")
+        # the formula typeset (MathML, drawn by the browser itself), then in plain text for copying
+        items.append(f"<dt>{_e(m.label)}</dt><dd>{m.mathml}<span class=\"uses\"><code>{_e(m.formula)}</code> — "
+                     f"uses {_e(m.cells)}; {better}.</span></dd>")
     return ("<p>R[i][j] is the score on task j after training through task i (row 0: the pre-trained model, "
             "before any training); T is the number of tasks; G is the general (pre-training) task's "
             f"column.</p><dl class=\"defs\">{''.join(items)}</dl>")
@@ -133,9 +136,9 @@ def _runs_list(data: CompareData) -> str:
         rows.append(f"<tr><td class=\"num\">#{r['id']}</td><td>{_e(setting)}</td><td class=\"num\">{r['seed']}</td>"
                     f"<td>{status}</td><td class=\"num\">{r.get('step') or 0}/{r.get('total_steps') or '?'}</td>"
                     f"{name}</tr>")
-    return ("<table class=\"runs\"><thead><tr><th>run</th><th>method and options · stream</th><th>seed</th>"
+    return ("<div class=\"scroll\"><table class=\"runs\"><thead><tr><th>run</th><th>method and options · stream</th><th>seed</th>"
             f"<th>status</th><th>steps</th>{'<th>name</th>' if named else ''}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def _configs(data: CompareData) -> str:
@@ -156,9 +159,24 @@ def _e(text) -> str:
 
 # The handout's look is applied to each figure's JSON (plain dicts): plotly's update_* on figure objects cost
 # about 0.2 s a figure here, most of the handout's build time.
+def _at_least(node, size: int = MIN_FONT) -> None:
+    """Every font in a figure's spec (layout, traces, colour bars, annotations) at least `size` px."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.endswith("font") and isinstance(value, dict) and isinstance(value.get("size"), (int, float)):
+                value["size"] = max(value["size"], size)
+            _at_least(value, size)
+    elif isinstance(node, list):
+        for value in node:
+            _at_least(value, size)
+
+
 def _styled(spec: dict) -> dict:
-    """Text that reads on a projector: larger fonts, a white background, dark text and light grid lines."""
+    """Text that reads on a projector: larger fonts, a white background, dark text and light grid lines; and a
+    figure as wide as the page, its margins grown to fit its labels (automargin), so no label is cut."""
     layout = spec.setdefault("layout", {})
+    layout.pop("width", None)
+    layout["autosize"] = True
     layout["font"] = {**layout.get("font", {}), "size": FONT_SIZE, "color": "#111111"}
     layout.update(paper_bgcolor="white", plot_bgcolor="white")
     title = layout.get("title")
@@ -166,7 +184,8 @@ def _styled(spec: dict) -> dict:
         title["font"] = {**title.get("font", {}), "size": FONT_SIZE + 4}
     axes = [k for k in layout if re.fullmatch(r"[xy]axis\d*", k)] or ["xaxis", "yaxis"]
     for key in axes:
-        layout.setdefault(key, {}).update(showgrid=True, gridcolor="#dddddd", linecolor="#444444", zeroline=False)
+        layout.setdefault(key, {}).update(showgrid=True, gridcolor="#dddddd", linecolor="#444444", zeroline=False,
+                                          automargin=True)
     for note in layout.get("annotations", []):
         note["font"] = {**note.get("font", {}), "size": FONT_SIZE}
     for key in axes:   # a log axis without chosen ticks: labels at the powers of 10 only, written as powers
@@ -180,6 +199,7 @@ def _styled(spec: dict) -> dict:
         if layout.get("legend", {}).get("orientation") == "h":
             layout["legend"] = {"orientation": "v", "y": 1, "yanchor": "top", "x": 1.02, "xanchor": "left"}
         layout["height"] = max(layout.get("height") or 360, 140 + 32 * entries)
+    _at_least(spec)
     return spec
 
 
@@ -221,6 +241,9 @@ th.run { font-weight: 600; white-space: nowrap; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 18px; }
 .figure { margin: 12px 0; } .plot { width: 100%; }
 dl.defs dt { font-weight: 700; margin-top: 8px; } dl.defs dd { margin-left: 20px; }
+/* formulas: MathML that the browser typesets; 22 px so that their sub- and superscripts stay above 14 px */
+math { font-size: 22px; } math[display="block"] { text-align: left; margin: 6px 0; overflow-x: auto; }
+.uses { display: block; }
 code, pre { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
 pre { background: #f4f4f4; padding: 10px; overflow-x: auto; font-size: 14px; }
 details { margin: 6px 0; } summary { cursor: pointer; font-weight: 600; }
@@ -277,12 +300,39 @@ def _headline_metrics(page: _Page, data: CompareData) -> None:
     page.add("<h2>Headline metrics</h2>")
     seeded = bool((data.by_setting["seeds"] > 1).any())
     if seeded:   # one bar per setting: the mean over its seeds, the error bar its standard deviation
-        page.figure(headline_figure(data.by_setting, metrics=HEADLINE_BARS))
+        page.figure(_headline_bars(headline_figure(data.by_setting, metrics=HEADLINE_BARS)))
         page.add("<p class=\"note\">One bar per setting: the mean over its seeds; error bars: standard "
                  "deviation.</p>")
     else:
-        page.figure(headline_figure(data.metrics, metrics=HEADLINE_BARS))
+        page.figure(_headline_bars(headline_figure(data.metrics, metrics=HEADLINE_BARS)))
     page.add(f"<h3>Every metric, per run</h3>{_metrics_table(data)}<h3>What each metric means</h3>{_definitions()}")
+
+
+def _wrapped(text: str, width: int = HEADLINE_TITLE_CHARS) -> str:
+    """A panel title broken into lines of at most about `width` characters, at spaces."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "<br>".join(lines)
+
+
+def _headline_bars(fig: go.Figure) -> go.Figure:
+    """The headline bars as a narrow page needs them: five panels share about 900 px at 1024, so each metric's
+    title is wrapped to its panel's width, the top margin holds the tallest title, and the run names on the
+    shared y axis take the room they need (automargin) instead of being cut to a letter."""
+    lines = 1
+    for note in fig.layout.annotations:
+        what, _, better = note.text.partition("<br>")
+        name = what.removeprefix("<b>").removesuffix("</b>")
+        wrapped = _wrapped(name)
+        lines = max(lines, wrapped.count("<br>") + 2)
+        note.text = "<br>".join(f"<b>{part}</b>" for part in wrapped.split("<br>")) + f"<br>{better}"
+    fig.update_layout(margin={"t": 24 + 22 * lines, "l": 10, "r": 16, "b": 10})
+    fig.update_xaxes(nticks=4)   # four ticks at most in a panel 170 px wide: labels apart, never on each other
+    return fig
 
 
 def _accuracy_against_forgetting(page: _Page, data: CompareData) -> None:
@@ -302,7 +352,13 @@ def _accuracy_matrices(page: _Page, data: CompareData) -> None:
     for r in data.runs:
         m = data.matrices[r["id"]]
         if m["rows"]:
-            page.figure(accuracy_matrix_figure(m, title=run_caption(r)))
+            # the short name on the title's first line, the long one (stream, seed, unfinished) below it
+            rest = run_caption(r).removeprefix(f"#{r['id']} ")
+            title = f"<b>{_e(run_name(r))}</b><br><span style=\"font-size:16px\">{_e(rest)}</span>"
+            fig = accuracy_matrix_figure(m, title=title)
+            # two lines from the top of the figure down (plotly.js sets a multi-line title's first line at y)
+            fig.update_layout(title={"y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 20}})
+            page.figure(fig)
         else:
             page.add(f"<p>{_e(run_caption(r))}: nothing evaluated yet.</p>")
     page.add("</div>")
