@@ -136,7 +136,8 @@ def _runs_list(data: CompareData) -> str:
         rows.append(f"<tr><td class=\"num\">#{r['id']}</td><td>{_e(setting)}</td><td class=\"num\">{r['seed']}</td>"
                     f"<td>{status}</td><td class=\"num\">{r.get('step') or 0}/{r.get('total_steps') or '?'}</td>"
                     f"{name}</tr>")
-    return ("<div class=\"scroll\"><table class=\"runs\"><thead><tr><th>run</th><th>method and options · stream</th><th>seed</th>"
+    return ("<div class=\"scroll\"><table class=\"runs\"><thead><tr><th>run</th><th>method and options · stream</th>"
+            "<th>seed</th>"
             f"<th>status</th><th>steps</th>{'<th>name</th>' if named else ''}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 

@@ -7,6 +7,7 @@ import math
 import re
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from xml.etree import ElementTree as ET
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from cldash.store import Store
 from test_app import array
 
 EVIL = "<script>alert('handout')</script>"
+MATHML = "{http://www.w3.org/1998/Math/MathML}"
 MODULES = ("vit.layers.0.attention.q_proj", "vit.layers.0.attention.v_proj")
 
 
@@ -98,9 +100,18 @@ def test_the_handout_holds_labels_definitions_configs_and_loads_nothing(store, p
         assert run_label(run) in page                      # every run by method and options, not only by id
     assert "#1 lora r=4 single · digits-rotate · seed 0" in page
     assert page.count("unfinished (running, step 30/40)") == 2     # the unfinished run, in its config and matrix
-    for m in METRICS:                                      # every metric with its definition and formula
-        assert f"<dt>{m.label}</dt><dd><code>{m.formula.replace('>', '&gt;').replace('<', '&lt;')}</code> — uses " \
-               f"{m.cells}" in page.replace("&#x27;", "'")
+    for m in METRICS:   # every metric with its definition, its formula typeset (MathML) and in plain text
+        plain = m.formula.replace(">", "&gt;").replace("<", "&lt;")
+        assert f"<dt>{m.label}</dt><dd>{m.mathml}<span class=\"uses\"><code>{plain}</code> — uses {m.cells}" \
+            in page.replace("&#x27;", "'")
+    maths = re.findall(r"<math\b.*?</math>", page)
+    assert len(maths) == len(METRICS) == len({m.mathml for m in METRICS})   # one <math> each, each its own
+    names = {"math", "mi", "mn", "mo", "mrow", "mfrac", "msub", "msup", "munder", "munderover"}   # MathML Core
+    for text in maths:
+        tree = ET.fromstring(text)                                        # well-formed XML
+        assert {e.tag.rsplit("}", 1)[-1] for e in tree.iter()} <= names and tree.find(f".//{MATHML}mi") is not None
+    # both tables scroll sideways in their own box, never the page
+    assert page.count("<div class=\"scroll\"><table") == 2 and ".scroll { overflow-x: auto; }" in page
     assert "2026-12-02 09:30 UTC" in page and f"cldash {cldash.__version__}" in page and "runs.db" in page
     config = json.dumps(store.get_run(1)["config"], indent=2)
     assert config.splitlines()[1].replace('"', "&quot;") in page and page.count("<details>") == 3
@@ -120,6 +131,12 @@ def test_the_handout_s_figures_hold_the_stored_numbers(store, page):
     figures = [json.loads(f) for f in re.findall(r"^draw\(\"fig-\d+\", (.*)\);$", page, flags=re.M)]
     # headline bars, accuracy-forgetting, 3 matrices, loss, spectrum measures, last spectra
     assert len(figures) == 8
+    for f in figures:   # as wide as the page, every axis's margin grown to its labels
+        layout = f["layout"]
+        axes = [v for k, v in layout.items() if re.fullmatch(r"[xy]axis\d*", k)]
+        assert layout["autosize"] and "width" not in layout and axes and all(a["automargin"] for a in axes)
+        fonts = re.findall(r'font": \{[^{}]*"size": ([\d.]+)', json.dumps(f))
+        assert fonts and min(map(float, fonts)) >= 14
     bars = [t for t in figures[0]["data"] if t["type"] == "bar"]   # figures.headline_figure, and BWT
     assert [b["name"] for b in bars] == ["final accuracy", "forgetting", "general-task retention",
                                          "learning accuracy", "backward transfer (BWT)"]
@@ -129,7 +146,9 @@ def test_the_handout_s_figures_hold_the_stored_numbers(store, page):
     assert math.isnan(acc[2])                            # the unfinished run has no final accuracy yet
     heatmaps = [f for f in figures if f["data"][0]["type"] == "heatmap"]
     assert len(heatmaps) == 3 and all(h["data"][0]["showscale"] for h in heatmaps)   # a colour bar each
-    assert heatmaps[2]["layout"]["title"]["text"].endswith("unfinished (running, step 30/40)")
+    # a matrix's title: the chart's short name, then the long one (stream, seed, unfinished)
+    assert heatmaps[2]["layout"]["title"]["text"] == "<b>#3 EBLoRA r=16</b><br><span style=\"font-size:16px\">eblora " \
+        "r=16 · digits-rotate · seed 0 · unfinished (running, step 30/40)</span>"
     loss = next(f for f in figures if f["layout"].get("yaxis", {}).get("type") == "log"
                 and f["layout"]["yaxis"]["title"]["text"] == "loss")
     ticks = loss["layout"]["yaxis"]["tickvals"]          # 1-2-5 ticks that read as numbers (figures.log_ticks)
