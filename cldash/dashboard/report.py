@@ -243,7 +243,9 @@ th.run { font-weight: 600; white-space: nowrap; }
 .figure { margin: 12px 0; } .plot { width: 100%; }
 dl.defs dt { font-weight: 700; margin-top: 8px; } dl.defs dd { margin-left: 20px; }
 /* formulas: MathML that the browser typesets; 22 px so that their sub- and superscripts stay above 14 px */
-math { font-size: 22px; } math[display="block"] { text-align: left; margin: 6px 0; overflow-x: auto; }
+/* laid out inline (a block formula is centred by the browser) but in display style (sums with limits above and
+   below); no overflow box on it: that clipped the sums' upper limits */
+math { font-size: 22px; } math[display="block"] { display: inline math; math-style: normal; padding: 6px 0; }
 .uses { display: block; }
 code, pre { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
 pre { background: #f4f4f4; padding: 10px; overflow-x: auto; font-size: 14px; }
