@@ -303,11 +303,12 @@ def _headline_metrics(page: _Page, data: CompareData) -> None:
     page.add("<h2>Headline metrics</h2>")
     seeded = bool((data.by_setting["seeds"] > 1).any())
     if seeded:   # one bar per setting: the mean over its seeds, the error bar its standard deviation
-        page.figure(_headline_bars(headline_figure(data.by_setting, metrics=HEADLINE_BARS)))
+        full = [f"{s} · {n} seed{'s' * (n != 1)}" for s, n in zip(data.by_setting["setting"], data.by_setting["seeds"])]
+        page.figure(_headline_bars(headline_figure(data.by_setting, metrics=HEADLINE_BARS), full))
         page.add("<p class=\"note\">One bar per setting: the mean over its seeds; error bars: standard "
                  "deviation.</p>")
     else:
-        page.figure(_headline_bars(headline_figure(data.metrics, metrics=HEADLINE_BARS)))
+        page.figure(_headline_bars(headline_figure(data.metrics, metrics=HEADLINE_BARS), list(data.metrics["label"])))
     page.add(f"<h3>Every metric, per run</h3>{_metrics_table(data)}<h3>What each metric means</h3>{_definitions()}")
 
 
@@ -322,10 +323,14 @@ def _wrapped(text: str, width: int = HEADLINE_TITLE_CHARS) -> str:
     return "<br>".join(lines)
 
 
-def _headline_bars(fig: go.Figure) -> go.Figure:
+def _headline_bars(fig: go.Figure, full_names: list[str]) -> go.Figure:
     """The headline bars as a narrow page needs them: five panels share about 900 px at 1024, so each metric's
-    title is wrapped to its panel's width, the top margin holds the tallest title, and the run names on the
-    shared y axis take the room they need (automargin) instead of being cut to a letter."""
+    title is wrapped to its panel's width, the top margin holds the tallest title, and the short run names on
+    the shared y axis take the room they need (automargin) instead of being cut to a letter; a bar's hover
+    names its run in full (`full_names`, in the bars' order)."""
+    for trace in fig.data:
+        if trace.type == "bar":
+            trace.update(hovertext=full_names, hovertemplate=trace.hovertemplate.replace("%{y}", "%{hovertext}", 1))
     lines = 1
     for note in fig.layout.annotations:
         what, _, better = note.text.partition("<br>")

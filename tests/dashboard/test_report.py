@@ -126,7 +126,7 @@ def test_the_handout_holds_labels_definitions_configs_and_loads_nothing(store, p
 
 
 def test_the_handout_s_figures_hold_the_stored_numbers(store, page):
-    from cldash.dashboard.labels import RUN_PALETTE
+    from cldash.dashboard.labels import RUN_PALETTE, run_label
 
     figures = [json.loads(f) for f in re.findall(r"^draw\(\"fig-\d+\", (.*)\);$", page, flags=re.M)]
     # headline bars, accuracy-forgetting, 3 matrices, loss, spectrum measures, last spectra
@@ -140,6 +140,8 @@ def test_the_handout_s_figures_hold_the_stored_numbers(store, page):
     bars = [t for t in figures[0]["data"] if t["type"] == "bar"]   # figures.headline_figure, and BWT
     assert [b["name"] for b in bars] == ["final accuracy", "forgetting", "general-task retention",
                                          "learning accuracy", "backward transfer (BWT)"]
+    assert all(b["hovertext"] == [run_label(r) for r in store.runs()] for b in bars)   # the full name on hover
+    assert all(b["hovertemplate"].startswith("%{hovertext}<br>") for b in bars)
     stored = store.get_run(1)["summary"]
     acc, bwt = array(bars[0]["x"]), array(bars[4]["x"])
     assert acc[0] == pytest.approx(stored["acc"]) and bwt[0] == pytest.approx(stored["bwt"])
