@@ -53,6 +53,8 @@ HEADLINE_BARS = (*HEADLINE_FIGURE, ("bwt", "backward transfer (BWT)", True))
 LOSS_POINTS = 400        # points per run's loss curve: enough for its shape, small for 14 runs
 SPECTRUM_MEASURES = ("top1_energy", "erank")
 FONT_SIZE = 16           # figure text that reads on a projector
+PARETO_PLOT_PX = (700, 400)   # accuracy against forgetting's plot area at a 1024 px page (legend beside it)
+LABEL_CHAR_PX, LABEL_LINE_PX = 9, 24   # a point label's character width and line height at FONT_SIZE
 HEADLINE_TITLE_CHARS = 14   # a headline panel's title per line: 5 panels at 1024 px are about 175 px each
 MIN_FONT = 14            # no text smaller than this anywhere in a figure (the README's promise)
 
@@ -343,12 +345,43 @@ def _headline_bars(fig: go.Figure, full_names: list[str]) -> go.Figure:
     return fig
 
 
+def _uncrowded(fig: go.Figure, plot_px: tuple[int, int] = PARETO_PLOT_PX) -> go.Figure:
+    """Point labels that never cover one another: each run's label goes up and to the right of its point (to the
+    left in the plot's right half, so that it stays clear of the legend), in the runs' order, and a label that
+    would fall on one already placed is left off. That run keeps its marker, its legend entry and its hover.
+    Positions are estimated on a plot of `plot_px` (width, height) pixels, the size at a 1024 px page."""
+    labelled = [t for t in fig.data if t.type == "scatter" and "text" in (t.mode or "") and t.text is not None
+                and len(t.x) == 1]
+    xs = np.array([float(t.x[0]) for t in labelled])
+    ys = np.array([float(t.y[0]) for t in labelled])
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    if not ok.any():
+        return fig
+    span = [max(float(np.ptp(v[ok])), 1e-9) for v in (xs, ys)]
+    lo = [float(v[ok].min()) - 0.1 * d for v, d in zip((xs, ys), span)]
+    placed: list[tuple[float, float, float, float]] = []
+    for t, x, y, good in zip(labelled, xs, ys, ok):
+        if not good:
+            continue
+        px = (x - lo[0]) / (1.2 * span[0]) * plot_px[0]
+        py = (1 - (y - lo[1]) / (1.2 * span[1])) * plot_px[1]
+        wide = LABEL_CHAR_PX * len(str(t.text[0])) + 8
+        right = px < plot_px[0] / 2
+        box = (px if right else px - wide, py - LABEL_LINE_PX, px + wide if right else px, py)
+        if any(min(box[2], b[2]) > max(box[0], b[0]) and min(box[3], b[3]) > max(box[1], b[1]) for b in placed):
+            t.update(mode=t.mode.replace("+text", "").replace("text+", ""))
+        else:
+            placed.append(box)
+            t.update(textposition="top right" if right else "top left")
+    return fig
+
+
 def _accuracy_against_forgetting(page: _Page, data: CompareData) -> None:
     page.add("<h2>Accuracy against forgetting</h2>")
     points = data.metrics.assign(label=data.metrics["label"])
     if points[["acc", "forgetting"]].notna().all(axis=1).any():
-        page.figure(pareto_figure(points, label="name",
-                                  title="Up and to the left is better; dashed: the Pareto front"))
+        page.figure(_uncrowded(pareto_figure(points, label="name",
+                                             title="Up and to the left is better; dashed: the Pareto front")))
     else:
         page.add("<p class=\"note\">No run has both numbers yet (they need a finished run).</p>")
 

@@ -230,3 +230,18 @@ def test_the_compare_page_offers_the_handout_named_after_its_runs(store, monkeyp
     assert [b.proto.label for b in at.get("download_button")].count("Download the handout (HTML)") == 1
     make, mime = made["cldash-handout-runs-1-3.html"]
     assert mime == "text/html" and make().decode().startswith("<!DOCTYPE html>")
+
+
+def test_point_labels_that_would_cover_one_another_are_left_off():
+    import plotly.graph_objects as go
+
+    from cldash.dashboard.report import _uncrowded
+
+    def point(name, x, y):
+        return go.Scatter(x=[x], y=[y], mode="markers+text", text=[name], name=name)
+
+    # #2 sits on #1 (same numbers), #3 is apart on the left, #4 on the right: its label turns left, off the legend
+    fig = _uncrowded(go.Figure([point("#1 LoRA r=4", 0.3, 0.7), point("#2 LoRA r=16", 0.3, 0.7),
+                                point("#3 full FT", 0.1, 0.2), point("#4 EBLoRA r=16", 0.9, 0.5)]))
+    assert [t.mode for t in fig.data] == ["markers+text", "markers", "markers+text", "markers+text"]
+    assert [fig.data[k].textposition for k in (0, 2, 3)] == ["top right", "top right", "top left"]
