@@ -3,8 +3,9 @@ every network request refused: every figure renders (Plotly's SVG in each plot, 
 nothing is asked of the network. No server: the handout is one file.
 
 At a projector's 1024×768 and at 1280×800 it is read from the DOM: no horizontal scrollbar on the page, no chart
-text under 14 px, no chart text box outside its chart or on another of the same chart, and every formula (MathML)
-drawn with a size. Screenshots go to $CLDASH_SCREENSHOTS when set, else to the test's temporary folder."""
+text and no page text (formulas' scripts included) under 14 px, no chart text box outside its chart or on another
+of the same chart, and every formula (MathML) drawn with a size. Screenshots go to $CLDASH_SCREENSHOTS when set,
+else to the test's temporary folder."""
 
 import os
 import shutil
@@ -41,6 +42,14 @@ CHART_TEXTS = """[...document.querySelectorAll('.plot')].map(d => {
 PAGE = """({scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth,
     maths: [...document.querySelectorAll('math')].map(m => { const r = m.getBoundingClientRect();
         return {w: r.width, h: r.height, text: m.textContent}; }),
+    small: (() => { const out = [], walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        for (let n = walk.nextNode(); n; n = walk.nextNode()) {   // page text, formulas' scripts too; charts apart
+            const e = n.parentElement;
+            if (!n.textContent.trim() || e.closest('svg, script, style') || !e.getClientRects().length) continue;
+            const size = parseFloat(getComputedStyle(e).fontSize);
+            if (size < 14) out.push(`${e.tagName} ${n.textContent.trim().slice(0, 40)} ${size}px`);
+        }
+        return out; })(),
     table: (() => { const t = document.querySelector('table.metrics'), w = t.closest('.scroll');
         return {table: t.getBoundingClientRect().right, box: w.getBoundingClientRect().right,
                 overflow: getComputedStyle(w).overflowX}; })()})"""
@@ -124,6 +133,7 @@ def test_the_handout_renders_every_figure_offline_and_reads_on_a_projector(tmp_p
         assert drawn[0]["bars"] == 5 * 3                                         # 5 headline metrics x 3 runs
         assert drawn[5]["lines"] >= 3                                            # a loss curve per run
         assert whole["scroll"] <= whole["client"], f"the page scrolls sideways at {width} px"
+        assert whole["small"] == [], width   # no page text under 14 px either (a closed <details> is not drawn)
         assert _problems(charts) == [], width
         # the headline bars name every run in full, on the chart itself
         assert {"#1 LoRA r=4", "#2 full FT"} <= {t["text"] for t in charts[0]["texts"]}
