@@ -339,7 +339,8 @@ def _headline_bars(fig: go.Figure, full_names: list[str]) -> go.Figure:
         name = what.removeprefix("<b>").removesuffix("</b>")
         wrapped = _wrapped(name)
         lines = max(lines, wrapped.count("<br>") + 2)
-        note.text = "<br>".join(f"<b>{part}</b>" for part in wrapped.split("<br>")) + f"<br>{better}"
+        # (a title without its 'higher is better' line keeps no empty line under it)
+        note.text = "<br>".join([*(f"<b>{part}</b>" for part in wrapped.split("<br>")), *([better] if better else [])])
     fig.update_layout(margin={"t": 24 + 22 * lines, "l": 10, "r": 16, "b": 10})
     fig.update_xaxes(nticks=4)   # four ticks at most in a panel 170 px wide: labels apart, never on each other
     return fig
