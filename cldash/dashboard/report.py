@@ -53,6 +53,9 @@ HEADLINE_BARS = (*HEADLINE_FIGURE, ("bwt", "backward transfer (BWT)", True))
 LOSS_POINTS = 400        # points per run's loss curve: enough for its shape, small for 14 runs
 SPECTRUM_MEASURES = ("top1_energy", "erank")
 FONT_SIZE = 16           # figure text that reads on a projector
+PARETO_PLOT_PX = (700, 400)   # accuracy against forgetting's plot area at a 1024 px page (legend beside it)
+LABEL_CHAR_PX, LABEL_LINE_PX = 9, 24   # a point label's character width and line height at FONT_SIZE
+MIN_FONT = 14            # no text smaller than this anywhere in a figure (the README's promise)
 
 
 # -- the parts -------------------------------------------------------------------------------------------
@@ -117,8 +120,9 @@ def _definitions() -> str:
     items = []
     for m in METRICS:
         better = "higher is better" if m.higher_is_better else "lower is better"
-        items.append(f"<dt>{_e(m.label)}</dt><dd><code>{_e(m.formula)}</code> — uses {_e(m.cells)}; "
-                     f"{better}.</dd>")
+        # the formula typeset (MathML, drawn by the browser itself), then in plain text for copying
+        items.append(f"<dt>{_e(m.label)}</dt><dd>{m.mathml}<span class=\"uses\"><code>{_e(m.formula)}</code> — "
+                     f"uses {_e(m.cells)}; {better}.</span></dd>")
     return ("<p>R[i][j] is the score on task j after training through task i (row 0: the pre-trained model, "
             "before any training); T is the number of tasks; G is the general (pre-training) task's "
             f"column.</p><dl class=\"defs\">{''.join(items)}</dl>")
@@ -133,9 +137,10 @@ def _runs_list(data: CompareData) -> str:
         rows.append(f"<tr><td class=\"num\">#{r['id']}</td><td>{_e(setting)}</td><td class=\"num\">{r['seed']}</td>"
                     f"<td>{status}</td><td class=\"num\">{r.get('step') or 0}/{r.get('total_steps') or '?'}</td>"
                     f"{name}</tr>")
-    return ("<table class=\"runs\"><thead><tr><th>run</th><th>method and options · stream</th><th>seed</th>"
+    return ("<div class=\"scroll\"><table class=\"runs\"><thead><tr><th>run</th><th>method and options · stream</th>"
+            "<th>seed</th>"
             f"<th>status</th><th>steps</th>{'<th>name</th>' if named else ''}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def _configs(data: CompareData) -> str:
@@ -156,9 +161,24 @@ def _e(text) -> str:
 
 # The handout's look is applied to each figure's JSON (plain dicts): plotly's update_* on figure objects cost
 # about 0.2 s a figure here, most of the handout's build time.
+def _at_least(node, size: int = MIN_FONT) -> None:
+    """Every font in a figure's spec (layout, traces, colour bars, annotations) at least `size` px."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.endswith("font") and isinstance(value, dict) and isinstance(value.get("size"), (int, float)):
+                value["size"] = max(value["size"], size)
+            _at_least(value, size)
+    elif isinstance(node, list):
+        for value in node:
+            _at_least(value, size)
+
+
 def _styled(spec: dict) -> dict:
-    """Text that reads on a projector: larger fonts, a white background, dark text and light grid lines."""
+    """Text that reads on a projector: larger fonts, a white background, dark text and light grid lines; and a
+    figure as wide as the page, its margins grown to fit its labels (automargin), so no label is cut."""
     layout = spec.setdefault("layout", {})
+    layout.pop("width", None)
+    layout["autosize"] = True
     layout["font"] = {**layout.get("font", {}), "size": FONT_SIZE, "color": "#111111"}
     layout.update(paper_bgcolor="white", plot_bgcolor="white")
     title = layout.get("title")
@@ -166,7 +186,8 @@ def _styled(spec: dict) -> dict:
         title["font"] = {**title.get("font", {}), "size": FONT_SIZE + 4}
     axes = [k for k in layout if re.fullmatch(r"[xy]axis\d*", k)] or ["xaxis", "yaxis"]
     for key in axes:
-        layout.setdefault(key, {}).update(showgrid=True, gridcolor="#dddddd", linecolor="#444444", zeroline=False)
+        layout.setdefault(key, {}).update(showgrid=True, gridcolor="#dddddd", linecolor="#444444", zeroline=False,
+                                          automargin=True)
     for note in layout.get("annotations", []):
         note["font"] = {**note.get("font", {}), "size": FONT_SIZE}
     for key in axes:   # a log axis without chosen ticks: labels at the powers of 10 only, written as powers
@@ -180,6 +201,7 @@ def _styled(spec: dict) -> dict:
         if layout.get("legend", {}).get("orientation") == "h":
             layout["legend"] = {"orientation": "v", "y": 1, "yanchor": "top", "x": 1.02, "xanchor": "left"}
         layout["height"] = max(layout.get("height") or 360, 140 + 32 * entries)
+    _at_least(spec)
     return spec
 
 
@@ -221,6 +243,11 @@ th.run { font-weight: 600; white-space: nowrap; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 18px; }
 .figure { margin: 12px 0; } .plot { width: 100%; }
 dl.defs dt { font-weight: 700; margin-top: 8px; } dl.defs dd { margin-left: 20px; }
+/* formulas: MathML that the browser typesets; 22 px so that their sub- and superscripts stay above 14 px */
+/* laid out inline (a block formula is centred by the browser) but in display style (sums with limits above and
+   below); no overflow box on it: that clipped the sums' upper limits */
+math { font-size: 22px; } math[display="block"] { display: inline math; math-style: normal; padding: 6px 0; }
+.uses { display: block; }
 code, pre { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
 pre { background: #f4f4f4; padding: 10px; overflow-x: auto; font-size: 14px; }
 details { margin: 6px 0; } summary { cursor: pointer; font-weight: 600; }
@@ -277,20 +304,62 @@ def _headline_metrics(page: _Page, data: CompareData) -> None:
     page.add("<h2>Headline metrics</h2>")
     seeded = bool((data.by_setting["seeds"] > 1).any())
     if seeded:   # one bar per setting: the mean over its seeds, the error bar its standard deviation
-        page.figure(headline_figure(data.by_setting, metrics=HEADLINE_BARS))
+        full = [f"{s} · {n} seed{'s' * (n != 1)}" for s, n in zip(data.by_setting["setting"], data.by_setting["seeds"])]
+        page.figure(_headline_bars(headline_figure(data.by_setting, metrics=HEADLINE_BARS), full))
         page.add("<p class=\"note\">One bar per setting: the mean over its seeds; error bars: standard "
                  "deviation.</p>")
     else:
-        page.figure(headline_figure(data.metrics, metrics=HEADLINE_BARS))
+        page.figure(_headline_bars(headline_figure(data.metrics, metrics=HEADLINE_BARS), list(data.metrics["label"])))
     page.add(f"<h3>Every metric, per run</h3>{_metrics_table(data)}<h3>What each metric means</h3>{_definitions()}")
+
+
+def _headline_bars(fig: go.Figure, full_names: list[str]) -> go.Figure:
+    """The headline bars (figures.headline_figure: a grid of panels, titles and margins sized there) with a bar's
+    hover naming its run in full (`full_names`, in the bars' order), since the y axis shows the short names."""
+    for trace in fig.data:
+        if trace.type == "bar":
+            trace.update(hovertext=full_names, hovertemplate=trace.hovertemplate.replace("%{y}", "%{hovertext}", 1))
+    fig.update_xaxes(nticks=4)   # four ticks at most in a panel half a page wide: labels apart, never on each other
+    return fig
+
+
+def _uncrowded(fig: go.Figure, plot_px: tuple[int, int] = PARETO_PLOT_PX) -> go.Figure:
+    """Point labels that never cover one another: each run's label goes up and to the right of its point (to the
+    left in the plot's right half, so that it stays clear of the legend), in the runs' order, and a label that
+    would fall on one already placed is left off. That run keeps its marker, its legend entry and its hover.
+    Positions are estimated on a plot of `plot_px` (width, height) pixels, the size at a 1024 px page."""
+    labelled = [t for t in fig.data if t.type == "scatter" and "text" in (t.mode or "") and t.text is not None
+                and len(t.x) == 1]
+    xs = np.array([float(t.x[0]) for t in labelled])
+    ys = np.array([float(t.y[0]) for t in labelled])
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    if not ok.any():
+        return fig
+    span = [max(float(np.ptp(v[ok])), 1e-9) for v in (xs, ys)]
+    lo = [float(v[ok].min()) - 0.1 * d for v, d in zip((xs, ys), span)]
+    placed: list[tuple[float, float, float, float]] = []
+    for t, x, y, good in zip(labelled, xs, ys, ok):
+        if not good:
+            continue
+        px = (x - lo[0]) / (1.2 * span[0]) * plot_px[0]
+        py = (1 - (y - lo[1]) / (1.2 * span[1])) * plot_px[1]
+        wide = LABEL_CHAR_PX * len(str(t.text[0])) + 8
+        right = px < plot_px[0] / 2
+        box = (px if right else px - wide, py - LABEL_LINE_PX, px + wide if right else px, py)
+        if any(min(box[2], b[2]) > max(box[0], b[0]) and min(box[3], b[3]) > max(box[1], b[1]) for b in placed):
+            t.update(mode=t.mode.replace("+text", "").replace("text+", ""))
+        else:
+            placed.append(box)
+            t.update(textposition="top right" if right else "top left")
+    return fig
 
 
 def _accuracy_against_forgetting(page: _Page, data: CompareData) -> None:
     page.add("<h2>Accuracy against forgetting</h2>")
     points = data.metrics.assign(label=data.metrics["label"])
     if points[["acc", "forgetting"]].notna().all(axis=1).any():
-        page.figure(pareto_figure(points, label="name",
-                                  title="Up and to the left is better; dashed: the Pareto front"))
+        page.figure(_uncrowded(pareto_figure(points, label="name",
+                                             title="Up and to the left is better; dashed: the Pareto front")))
     else:
         page.add("<p class=\"note\">No run has both numbers yet (they need a finished run).</p>")
 
@@ -302,7 +371,10 @@ def _accuracy_matrices(page: _Page, data: CompareData) -> None:
     for r in data.runs:
         m = data.matrices[r["id"]]
         if m["rows"]:
-            page.figure(accuracy_matrix_figure(m, title=run_caption(r)))
+            # the figure's own rule: a short title, an unfinished run's status under it, the whole caption in the
+            # hover (figures.accuracy_matrix_figure); the caption is plain text, escaped by plotly.js
+            fig = accuracy_matrix_figure(m, title=run_caption(r))
+            page.figure(fig)
         else:
             page.add(f"<p>{_e(run_caption(r))}: nothing evaluated yet.</p>")
     page.add("</div>")

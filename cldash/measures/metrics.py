@@ -117,40 +117,115 @@ class MetricInfo:
     cells: str
     higher_is_better: bool = True
     latex: str = ""       # the same formula in LaTeX (KaTeX), for the dashboard and the handout
+    mathml: str = ""      # the same formula as a MathML Core <math> element: the handout typesets it offline
+
+
+# MathML Core, written out by these few builders (browsers draw it natively, so the handout needs no script or
+# font for its formulas). Each returns markup; the arguments are markup too.
+def _mi(name: str) -> str:
+    return f"<mi>{name}</mi>"
+
+
+def _mn(number) -> str:
+    return f"<mn>{number}</mn>"
+
+
+def _mo(op: str) -> str:
+    return f"<mo>{op}</mo>"
+
+
+def _row(*parts: str) -> str:
+    return f"<mrow>{''.join(parts)}</mrow>"
+
+
+def _frac(num: str, den: str) -> str:
+    return f"<mfrac>{num}{den}</mfrac>"
+
+
+def _sub(base: str, sub: str) -> str:
+    return f"<msub>{base}{sub}</msub>"
+
+
+def _R(i: str, j: str) -> str:
+    """R with the subscript i,j: the score on task j after training through task i."""
+    return _sub(_mi("R"), _row(i, _mo(","), j))
+
+
+def _sum(lo: str, hi: str) -> str:
+    return f"<munderover>{_mo('∑')}{lo}{hi}</munderover>"
+
+
+def _math(*parts: str) -> str:
+    return f'<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">{"".join(parts)}</math>'
+
+
+def _eq(name: str, *rhs: str) -> str:
+    """'name = rhs…'; a name with markup (a subscript) is given as markup."""
+    return _math(name if name.startswith("<") else _mi(name), _mo("="), *rhs)
+
+
+def _paren(*parts: str) -> str:
+    return _row(_mo("("), *parts, _mo(")"))
+
+
+_T, _j, _t, _i, _l = _mi("T"), _mi("j"), _mi("t"), _mi("i"), _mi("l")
+_T1 = _row(_T, _mo("−"), _mn(1))
+_GT, _G0 = _sub(_mi("G"), _T), _sub(_mi("G"), _mn(0))   # the general task's score after the last task, before any
 
 
 # The dashboard's metrics table, the CLI and the README all read these definitions.
 METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("acc", "Final accuracy (ACC, MTIL Last, OP)", "(1/T) Σ_j R[T][j]", "the last row",
-               latex=r"\mathrm{ACC} = \frac{1}{T}\sum_{j=1}^{T} R_{T,j}"),
+               latex=r"\mathrm{ACC} = \frac{1}{T}\sum_{j=1}^{T} R_{T,j}",
+               mathml=_eq("ACC", _frac(_mn(1), _T), _sum(_row(_j, _mo("="), _mn(1)), _T), _R(_T, _j))),
     MetricInfo("aia", "Average incremental accuracy (AP)", "(1/T) Σ_t (1/t) Σ_{j≤t} R[t][j]",
                "the lower triangle, row by row",
-               latex=r"\mathrm{AP} = \frac{1}{T}\sum_{t=1}^{T} \frac{1}{t}\sum_{j=1}^{t} R_{t,j}"),
+               latex=r"\mathrm{AP} = \frac{1}{T}\sum_{t=1}^{T} \frac{1}{t}\sum_{j=1}^{t} R_{t,j}",
+               mathml=_eq("AP", _frac(_mn(1), _T), _sum(_row(_t, _mo("="), _mn(1)), _T), _frac(_mn(1), _t),
+                               _sum(_row(_j, _mo("="), _mn(1)), _t), _R(_t, _j))),
     MetricInfo("bwt", "Backward transfer (BWT)", "(1/(T-1)) Σ_{j<T} (R[T][j] − R[j][j])",
                "last row against the diagonal",
-               latex=r"\mathrm{BWT} = \frac{1}{T-1}\sum_{j=1}^{T-1} \left(R_{T,j} - R_{j,j}\right)"),
+               latex=r"\mathrm{BWT} = \frac{1}{T-1}\sum_{j=1}^{T-1} \left(R_{T,j} - R_{j,j}\right)",
+               mathml=_eq("BWT", _frac(_mn(1), _T1), _sum(_row(_j, _mo("="), _mn(1)), _T1),
+                               _paren(_R(_T, _j), _mo("−"), _R(_j, _j)))),
     MetricInfo("trace_bwt", "BWT as TRACE normalises it", "(1/T) Σ_j (R[T][j] − R[j][j])",
                "last row against the diagonal",
-               latex=r"\mathrm{BWT}_{\mathrm{TRACE}} = \frac{1}{T}\sum_{j=1}^{T} \left(R_{T,j} - R_{j,j}\right)"),
+               latex=r"\mathrm{BWT}_{\mathrm{TRACE}} = \frac{1}{T}\sum_{j=1}^{T} \left(R_{T,j} - R_{j,j}\right)",
+               mathml=_eq(_sub(_mi("BWT"), _mi("TRACE")), _frac(_mn(1), _T), _sum(_row(_j, _mo("="), _mn(1)), _T),
+                               _paren(_R(_T, _j), _mo("−"), _R(_j, _j)))),
     MetricInfo("fwt", "Forward transfer (FWT)", "(1/(T-1)) Σ_{j≥2} (R[j−1][j] − R[0][j])",
                "the superdiagonal against row 0",
-               latex=r"\mathrm{FWT} = \frac{1}{T-1}\sum_{j=2}^{T} \left(R_{j-1,j} - R_{0,j}\right)"),
+               latex=r"\mathrm{FWT} = \frac{1}{T-1}\sum_{j=2}^{T} \left(R_{j-1,j} - R_{0,j}\right)",
+               mathml=_eq("FWT", _frac(_mn(1), _T1), _sum(_row(_j, _mo("="), _mn(2)), _T),
+                               _paren(_R(_row(_j, _mo("−"), _mn(1)), _j), _mo("−"), _R(_mn(0), _j)))),
     MetricInfo("forgetting", "Forgetting (Chaudhry)", "(1/(T-1)) Σ_{j<T} (max_{j≤l<T} R[l][j] − R[T][j])",
                "each column's best trained score against the last row", higher_is_better=False,
-               latex=r"F = \frac{1}{T-1}\sum_{j=1}^{T-1} \left(\max_{j \le l < T} R_{l,j} - R_{T,j}\right)"),
+               latex=r"F = \frac{1}{T-1}\sum_{j=1}^{T-1} \left(\max_{j \le l < T} R_{l,j} - R_{T,j}\right)",
+               mathml=_eq("F", _frac(_mn(1), _T1), _sum(_row(_j, _mo("="), _mn(1)), _T1),
+                               _paren(f"<munder>{_mo('max')}{_row(_j, _mo('≤'), _l, _mo('&lt;'), _T)}</munder>",
+                                      _R(_l, _j), _mo("−"), _R(_T, _j)))),
     MetricInfo("la", "Learning accuracy (plasticity)", "(1/T) Σ_j R[j][j]", "the diagonal",
-               latex=r"\mathrm{LA} = \frac{1}{T}\sum_{j=1}^{T} R_{j,j}"),
+               latex=r"\mathrm{LA} = \frac{1}{T}\sum_{j=1}^{T} R_{j,j}",
+               mathml=_eq("LA", _frac(_mn(1), _T), _sum(_row(_j, _mo("="), _mn(1)), _T), _R(_j, _j))),
     MetricInfo("mtil_transfer", "MTIL Transfer", "mean_{j≥2} mean_{1≤i<j} R[i][j]",
                "trained rows above the diagonal",
-               latex=r"\mathrm{Transfer} = \frac{1}{T-1}\sum_{j=2}^{T} \frac{1}{j-1}\sum_{i=1}^{j-1} R_{i,j}"),
+               latex=r"\mathrm{Transfer} = \frac{1}{T-1}\sum_{j=2}^{T} \frac{1}{j-1}\sum_{i=1}^{j-1} R_{i,j}",
+               mathml=_eq("Transfer", _frac(_mn(1), _T1), _sum(_row(_j, _mo("="), _mn(2)), _T),
+                               _frac(_mn(1), _row(_j, _mo("−"), _mn(1))),
+                               _sum(_row(_i, _mo("="), _mn(1)), _row(_j, _mo("−"), _mn(1))), _R(_i, _j))),
     MetricInfo("mtil_average", "MTIL Average", "mean_{1≤i≤T, j} R[i][j]", "all trained rows",
-               latex=r"\mathrm{Average} = \frac{1}{T^2}\sum_{i=1}^{T}\sum_{j=1}^{T} R_{i,j}"),
+               latex=r"\mathrm{Average} = \frac{1}{T^2}\sum_{i=1}^{T}\sum_{j=1}^{T} R_{i,j}",
+               mathml=_eq("Average", _frac(_mn(1), f"<msup>{_T}{_mn(2)}</msup>"),
+                               _sum(_row(_i, _mo("="), _mn(1)), _T), _sum(_row(_j, _mo("="), _mn(1)), _T), _R(_i, _j))),
     MetricInfo("general", "General-task score after the last task", "G[T]", "general column, last row",
-               latex=r"G_T"),
+               latex=r"G_T",
+               mathml=_math(_GT)),
     MetricInfo("general_retention", "General-task retention", "G[T] / G[0]",
-               "general column: last row against row 0", latex=r"\frac{G_T}{G_0}"),
+               "general column: last row against row 0", latex=r"\frac{G_T}{G_0}",
+               mathml=_math(_frac(_GT, _G0))),
     MetricInfo("general_delta", "General-task change", "G[T] − G[0]",
-               "general column: last row against row 0", latex=r"G_T - G_0"),
+               "general column: last row against row 0", latex=r"G_T - G_0",
+               mathml=_math(_GT, _mo("−"), _G0)),
 )
 
 

@@ -7,6 +7,7 @@ import math
 import re
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from xml.etree import ElementTree as ET
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from cldash.store import Store
 from test_app import array
 
 EVIL = "<script>alert('handout')</script>"
+MATHML = "{http://www.w3.org/1998/Math/MathML}"
 MODULES = ("vit.layers.0.attention.q_proj", "vit.layers.0.attention.v_proj")
 
 
@@ -98,9 +100,18 @@ def test_the_handout_holds_labels_definitions_configs_and_loads_nothing(store, p
         assert run_label(run) in page                      # every run by method and options, not only by id
     assert "#1 lora r=4 single · digits-rotate · seed 0" in page
     assert page.count("unfinished (running, step 30/40)") == 3     # its config heading, its matrix's subtitle and hover
-    for m in METRICS:                                      # every metric with its definition and formula
-        assert f"<dt>{m.label}</dt><dd><code>{m.formula.replace('>', '&gt;').replace('<', '&lt;')}</code> — uses " \
-               f"{m.cells}" in page.replace("&#x27;", "'")
+    for m in METRICS:   # every metric with its definition, its formula typeset (MathML) and in plain text
+        plain = m.formula.replace(">", "&gt;").replace("<", "&lt;")
+        assert f"<dt>{m.label}</dt><dd>{m.mathml}<span class=\"uses\"><code>{plain}</code> — uses {m.cells}" \
+            in page.replace("&#x27;", "'")
+    maths = re.findall(r"<math\b.*?</math>", page)
+    assert len(maths) == len(METRICS) == len({m.mathml for m in METRICS})   # one <math> each, each its own
+    names = {"math", "mi", "mn", "mo", "mrow", "mfrac", "msub", "msup", "munder", "munderover"}   # MathML Core
+    for text in maths:
+        tree = ET.fromstring(text)                                        # well-formed XML
+        assert {e.tag.rsplit("}", 1)[-1] for e in tree.iter()} <= names and tree.find(f".//{MATHML}mi") is not None
+    # both tables scroll sideways in their own box, never the page
+    assert page.count("<div class=\"scroll\"><table") == 2 and ".scroll { overflow-x: auto; }" in page
     assert "2026-12-02 09:30 UTC" in page and f"cldash {cldash.__version__}" in page and "runs.db" in page
     config = json.dumps(store.get_run(1)["config"], indent=2)
     assert config.splitlines()[1].replace('"', "&quot;") in page and page.count("<details>") == 3
@@ -115,20 +126,30 @@ def test_the_handout_holds_labels_definitions_configs_and_loads_nothing(store, p
 
 
 def test_the_handout_s_figures_hold_the_stored_numbers(store, page):
-    from cldash.dashboard.labels import RUN_PALETTE
+    from cldash.dashboard.labels import RUN_PALETTE, run_label
 
     figures = [json.loads(f) for f in re.findall(r"^draw\(\"fig-\d+\", (.*)\);$", page, flags=re.M)]
     # headline bars, accuracy-forgetting, 3 matrices, loss, spectrum measures, last spectra
     assert len(figures) == 8
+    for f in figures:   # as wide as the page, every axis's margin grown to its labels
+        layout = f["layout"]
+        axes = [v for k, v in layout.items() if re.fullmatch(r"[xy]axis\d*", k)]
+        assert layout["autosize"] and "width" not in layout and axes and all(a["automargin"] for a in axes)
+        fonts = re.findall(r'font": \{[^{}]*"size": ([\d.]+)', json.dumps(f))
+        assert fonts and min(map(float, fonts)) >= 14
     bars = [t for t in figures[0]["data"] if t["type"] == "bar"]   # figures.headline_figure, and BWT
     assert [b["name"] for b in bars] == ["final accuracy", "forgetting", "general-task retention",
                                          "learning accuracy", "backward transfer (BWT)"]
+    assert all(b["hovertext"] == [run_label(r) for r in store.runs()] for b in bars)   # the full name on hover
+    assert all(b["hovertemplate"].startswith("%{hovertext}<br>") for b in bars)
     stored = store.get_run(1)["summary"]
     acc, bwt = array(bars[0]["x"]), array(bars[4]["x"])
     assert acc[0] == pytest.approx(stored["acc"]) and bwt[0] == pytest.approx(stored["bwt"])
     assert math.isnan(acc[2])                            # the unfinished run has no final accuracy yet
     heatmaps = [f for f in figures if f["data"][0]["type"] == "heatmap"]
     assert len(heatmaps) == 3 and all(h["data"][0]["showscale"] for h in heatmaps)   # a colour bar each
+    # a matrix's title: the run's short name; an unfinished run's status under it
+    assert heatmaps[2]["layout"]["title"]["text"] == "#3 eblora r=16"
     assert heatmaps[2]["layout"]["title"]["subtitle"]["text"] == "unfinished (running, step 30/40)"
     loss = next(f for f in figures if f["layout"].get("yaxis", {}).get("type") == "log"
                 and f["layout"]["yaxis"]["title"]["text"] == "loss")
@@ -209,3 +230,18 @@ def test_the_compare_page_offers_the_handout_named_after_its_runs(store, monkeyp
     assert [b.proto.label for b in at.get("download_button")].count("Download the handout (HTML)") == 1
     make, mime = made["cldash-handout-runs-1-3.html"]
     assert mime == "text/html" and make().decode().startswith("<!DOCTYPE html>")
+
+
+def test_point_labels_that_would_cover_one_another_are_left_off():
+    import plotly.graph_objects as go
+
+    from cldash.dashboard.report import _uncrowded
+
+    def point(name, x, y):
+        return go.Scatter(x=[x], y=[y], mode="markers+text", text=[name], name=name)
+
+    # #2 sits on #1 (same numbers), #3 is apart on the left, #4 on the right: its label turns left, off the legend
+    fig = _uncrowded(go.Figure([point("#1 LoRA r=4", 0.3, 0.7), point("#2 LoRA r=16", 0.3, 0.7),
+                                point("#3 full FT", 0.1, 0.2), point("#4 EBLoRA r=16", 0.9, 0.5)]))
+    assert [t.mode for t in fig.data] == ["markers+text", "markers", "markers+text", "markers+text"]
+    assert [fig.data[k].textposition for k in (0, 2, 3)] == ["top right", "top right", "top left"]
