@@ -335,8 +335,11 @@ if sweeping:
     clicked = st.button(label, type="primary", disabled=sweep_plan is None or not count, key="launch-button",
                         icon=":material/rocket_launch:")
 else:
-    clicked = st.button("Launch", type="primary", disabled=not methods, key="launch-button",
-                        icon=":material/rocket_launch:")
+    with st.container(horizontal=True, vertical_alignment="center"):
+        clicked = st.button("Launch", type="primary", disabled=not methods, key="launch-button",
+                            icon=":material/rocket_launch:")
+        if not methods:   # a greyed-out button alone does not say what it waits for
+            st.markdown("Pick at least one method above to launch.", width="content")
 if clicked and sweeping and sweep_plan is not None:
     try:
         launcher = parse(address)

@@ -144,6 +144,27 @@ def _runs_per_gpu(store: Store) -> None:
             st.error(str(exc))
 
 
+# Injected on every page (app.py): the README promises text of at least 14 px for a projector at 1024x768.
+# Streamlit draws inline code at 0.75em (10.5 px in a caption), and a select cuts its value with an ellipsis
+# ("cumulati") where a column is narrow; long equations would be cut at the column's edge.
+PAGE_CSS = """<style>
+[data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 14px; }
+[data-testid="stMarkdownContainer"] code, [data-testid="stCaptionContainer"] code,
+[data-testid="stWidgetLabel"] code { font-size: 14px; }
+[data-testid="stTable"] th, [data-testid="stTable"] td { font-size: 14px; }
+[data-testid="stTooltipContent"], [data-testid="stTooltipContent"] * { font-size: 14px; }
+[data-baseweb="select"] div { white-space: normal; text-overflow: clip; overflow-wrap: anywhere; }
+[data-baseweb="tag"] span { font-size: 14px; }
+.katex-display { overflow-x: auto; overflow-y: hidden; padding: 0.25rem 0; }
+.katex { font-size: 1.3em; }
+</style>"""
+
+
+def page_style() -> None:
+    """The page-wide CSS (PAGE_CSS), once per script run, before the page draws."""
+    st.html(PAGE_CSS)
+
+
 def sidebar() -> Store | None:
     """Store location and health, active runs, concurrency limit, automatic resume, the selected runs.
 
