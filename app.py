@@ -20,7 +20,8 @@ def runs_address() -> None:
 
 
 PAGES = [
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    # served at the root; its own pathname (reserved all the same) is not "runs", which the redirect below takes
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True, url_path="home"),
     st.Page(runs_address, title="Runs", url_path="runs", visibility="hidden"),
     st.Page("pages/lessons.py", title="Lessons", icon=":material/school:"),
     st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:"),

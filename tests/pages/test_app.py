@@ -334,7 +334,7 @@ def test_empty_store_welcomes_and_launches_the_demo(tmp_path, monkeypatch):
     store = Store(str(db))
     store.set_setting("max_concurrent", "1")
     at = app(db, monkeypatch)
-    assert "Welcome to cldash" in [s.value for s in at.subheader]
+    assert "Welcome to cldash" in [s.value for s in at.title]
     at.button(key="demo-button").click().run()
     runs = store.runs()
     assert [r["method"] for r in runs] == ["lora", "full", "eblora", "pissa"]   # the quick demo
@@ -412,8 +412,9 @@ def test_orders_page_measures_an_order_shows_the_stored_conflict_and_launches_th
     assert not at.error, [e.value for e in at.error]
     (heat,) = [s for s in charts(at) if s["data"][0]["type"] == "heatmap"]
     np.testing.assert_allclose(array(heat["data"][0]["z"]), np.array(o["matrix"]))
-    table = at.dataframe[0].value
+    table = at.table[0].value     # a static table (14 px text), the last task's missing next cosine a dash
     assert table["task"].tolist() == [f"T{i + 1}: {o['tasks'][i]}" for i in o["order"]]
+    assert table["cosine with the next"].iloc[-1] == "—" and "None" not in table.to_string()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Sum of consecutive cosines (adversarial)"] == f"{o['cost']:.3f}"
     assert metrics["Configured order"] == f"{o['natural_cost']:.3f}"
