@@ -242,6 +242,15 @@ def test_launch_form_shows_errors_next_to_the_field_and_launches_nothing(tmp_pat
     assert Store(str(db)).runs() == []
 
 
+def test_launch_form_with_no_method_says_why_its_button_is_greyed_out(tmp_path, monkeypatch):
+    at = app(tmp_path / "launch.db", monkeypatch, "pages/launch.py")
+    assert not at.button(key="launch-button").disabled
+    assert not any("Pick at least one method" in m.value for m in at.markdown)
+    next(m for m in at.multiselect if m.label == "Methods").set_value([]).run()
+    assert at.button(key="launch-button").disabled
+    assert any(m.value == "Pick at least one method above to launch." for m in at.markdown)
+
+
 def test_launch_form_shows_every_error_at_once_each_under_its_label(tmp_path, monkeypatch):
     db = tmp_path / "launch.db"
     at = app(db, monkeypatch, "pages/launch.py")
