@@ -48,8 +48,8 @@ def watch(started: dict) -> None:
 # the streams whose tasks can run in another order (an hf: stream: from a terminal, `cldash order --stream hf:…`)
 orderable = [n for n, cls in STREAMS.items() if hasattr(cls, "reordered")]
 with st.expander("Measure an order", expanded=not orders, icon=":material/straighten:"):
-    # two to a row: at 1024 px four columns cut the stream's and the backbone's names ("Rotated digi")
-    c1, c2 = st.columns(2)
+    # two to a row, the backbone's long name the wider: at 1024 px four columns cut the names ("Rotated digi")
+    c1, c2 = st.columns([2, 3])
     c3, c4 = st.columns(2)
     stream = c1.selectbox("stream", orderable, format_func=lambda n: STREAMS[n].label, key="order-stream")
     fitting = [n for n, e in BACKBONES.items() if e.kind in STREAMS[stream].backbone_kinds]

@@ -145,15 +145,16 @@ def _runs_per_gpu(store: Store) -> None:
 
 
 # Injected on every page (app.py): the README promises text of at least 14 px for a projector at 1024x768.
-# Streamlit draws inline code at 0.75em (10.5 px in a caption), and a select cuts its value with an ellipsis
-# ("cumulati") where a column is narrow; long equations would be cut at the column's edge.
+# Streamlit draws inline code at 0.75em (10.5 px in a caption); long equations would be cut at the column's edge
+# (a select's value is an <input>, which CSS cannot wrap: its column must be wide enough); and the main block's
+# wide side padding (5rem) takes a tenth of a 1024 px projector's width.
 PAGE_CSS = """<style>
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 14px; }
 [data-testid="stMarkdownContainer"] code, [data-testid="stCaptionContainer"] code,
 [data-testid="stWidgetLabel"] code { font-size: 14px; }
 [data-testid="stTable"] th, [data-testid="stTable"] td { font-size: 14px; }
 [data-testid="stTooltipContent"], [data-testid="stTooltipContent"] * { font-size: 14px; }
-[data-baseweb="select"] div { white-space: normal; text-overflow: clip; overflow-wrap: anywhere; }
+[data-testid="stMainBlockContainer"] { padding-left: 2rem; padding-right: 2rem; padding-top: 3rem; }
 [data-baseweb="tag"] span { font-size: 14px; }
 .katex-display { overflow-x: auto; overflow-y: hidden; padding: 0.25rem 0; }
 .katex { font-size: 1.3em; }

@@ -6,10 +6,14 @@ lesson have finished, visits each page and checks from the DOM (one helper, PAGE
   labels, legend items, annotations), no chart text outside its chart's visible area;
 - no horizontal scrollbar (the main block's and the document's scrollWidth within their clientWidth).
 
+An order is measured as well (Orders' Measure button), so that Orders shows its conflict matrix and table. All
+violations also go to projector-violations.json beside the screenshots.
+
 Every violation is named (page, element, sizes) in the assertion message. A screenshot of every page goes to
 $CLDASH_SCREENSHOTS when it is set, else to the test's temporary folder. The server and browser are those of
 tests/pages/test_browser.py."""
 
+import json
 import os
 import time
 from pathlib import Path
@@ -56,7 +60,7 @@ PAGE_CHECK = """([minPx, exempt]) => {
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   const seen = new Set();
   while (walker.nextNode()) {
-    const node = walker.currentNode, text = node.textContent.trim();
+    const node = walker.currentNode, text = node.textContent.replace(/[\\s\\u200b]+/g, ' ').trim();
     const el = node.parentElement;
     if (!text || !el || seen.has(el)) continue;
     seen.add(el);
@@ -84,10 +88,10 @@ PAGE_CHECK = """([minPx, exempt]) => {
       boxes.push({r, where});
     });
     for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
-      const a = boxes[i].r, b = boxes[j].r;   // 1 px of slack: glyph boxes of neighbours touch
+      const a = boxes[i].r, b = boxes[j].r;   // 2 px of slack: the boxes of neighbouring glyphs touch
       const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
       const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-      if (w > 1 && h > 1) out.charts.push(`overlap ${boxes[i].where} with ${boxes[j].where} (${w|0}x${h|0} px)`);
+      if (w > 2 && h > 2) out.charts.push(`overlap ${boxes[i].where} with ${boxes[j].where} (${w|0}x${h|0} px)`);
     }
   });
   // horizontal scrolling
@@ -125,6 +129,17 @@ def wait_finished(db: Path, count: int, timeout: float) -> None:
     pytest.fail(f"runs still not finished after {timeout:.0f} s: {[(r['id'], r['status']) for r in runs]}")
 
 
+def wait_measured(db: Path, timeout: float) -> None:
+    from cldash.store import Store
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if Store(str(db)).orders():
+            return
+        time.sleep(2)
+    pytest.fail(f"no order measured after {timeout:.0f} s")
+
+
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     """The quick demo and a lesson, finished; then every page visited at 1024x768: {page: violations}."""
@@ -153,7 +168,11 @@ def measured(tmp_path_factory):
         page.wait_for_timeout(500)
         page.get_by_role("button", name="Launch this lesson").click()
         expect(page.get_by_text("Queued runs").first).to_be_visible(timeout=30_000)
+        page.get_by_role("link", name="Orders").click()     # a measured order, so that Orders shows its table
+        page.get_by_role("button", name="Measure").click()
+        expect(page.get_by_text("measuring").first).to_be_visible(timeout=30_000)
         wait_finished(tmp / "browser.db", 6, timeout=900)
+        wait_measured(tmp / "browser.db", timeout=600)
         for title, (address, heading) in PAGES.items():
             page.goto(f"{url}/{address}")
             if heading:
@@ -161,9 +180,16 @@ def measured(tmp_path_factory):
             settle(page)
             page.mouse.move(0, 0)
             page.screenshot(path=str(shots / f"projector-{title.lower()}.png"))
-            page.screenshot(path=str(shots / f"projector-{title.lower()}-full.png"), full_page=True)
             results[title] = page.evaluate(PAGE_CHECK, [MIN_PX, list(EXEMPT)])
+            # the whole page at 1024 px wide: Streamlit scrolls its main block, not the document, so the window
+            # is made as tall as the page for one more picture
+            tall = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+            page.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(tall), 12_000)})
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(shots / f"projector-{title.lower()}-full.png"))
+            page.set_viewport_size(VIEWPORT)
         browser.close()
+    (shots / "projector-violations.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     return results
 
 
