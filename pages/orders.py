@@ -96,7 +96,7 @@ right.metric("Configured order", f"{o['natural_cost']:.3f}")
 # out: the last task has no next one, an em dash rather than a blank "None"
 cosines = table["cosine with the next"]
 table["cosine with the next"] = ["—" if c != c else f"{c:.3f}" for c in cosines]
-st.table(table.set_index("position"))
+st.table(table, hide_index=True)
 st.download_button("Conflict matrix (CSV)", conflict_table(o).to_csv(), file_name=f"order-{o['id']}-conflict.csv",
                    mime="text/csv")
 
@@ -106,7 +106,7 @@ methods = st.multiselect("Methods", sorted(REGISTRY), default=["lora"],
                          help="One run per method, each on the stream's tasks in the adversarial order.")
 seed = st.number_input("Seed", min_value=0, value=0, step=1)
 st.code(f"cldash run --method {methods[0] if methods else 'lora'} --stream {o['stream']} --backbone {o['backbone']} "
-        f"{flags} --seed {seed}", language="bash")
+        f"{flags} --seed {seed}", language="bash", wrap_lines=True)   # read in full at 1024 px, not scrolled
 if st.button("Launch", type="primary", disabled=not methods, key="order-launch", icon=":material/rocket_launch:"):
     try:
         configs, keys, names = order_runs(o, methods, int(seed))

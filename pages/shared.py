@@ -152,7 +152,7 @@ PAGE_CSS = """<style>
 [data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 14px; }
 [data-testid="stMarkdownContainer"] code, [data-testid="stCaptionContainer"] code,
 [data-testid="stWidgetLabel"] code { font-size: 14px; }
-[data-testid="stTable"] th, [data-testid="stTable"] td { font-size: 14px; }
+[data-testid="stTable"] th, [data-testid="stTable"] td { font-size: 14px; overflow-wrap: anywhere; }
 [data-testid="stTooltipContent"], [data-testid="stTooltipContent"] * { font-size: 14px; }
 [data-testid="stMainBlockContainer"] { padding-left: 2rem; padding-right: 2rem; padding-top: 3rem; }
 [data-baseweb="tag"] span { font-size: 14px; }

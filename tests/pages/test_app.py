@@ -223,7 +223,7 @@ def test_methods_page_has_a_card_per_registered_method(seeded_store, monkeypatch
     # the options tables are static (their "default from" column wraps instead of being cut off)
     lora = next(t.value for t in at.table if "rank" in t.value.index)
     assert "default from" in lora.columns and lora.loc["rank", "default"] == "8"
-    tables = [t.value for t in at.dataframe if "paper" in t.value.columns]
+    tables = [t.value for t in at.table if "paper" in t.value.columns]
     assert len(tables) == len(PAPER)
     codyra = next(t for t in tables if "runner_codyra.sh" in " ".join(t["source"]))
     row = codyra[codyra.option == "lr"].iloc[0]
