@@ -173,6 +173,11 @@ def measured(tmp_path_factory):
         expect(page.get_by_text("measuring").first).to_be_visible(timeout=30_000)
         wait_finished(tmp / "browser.db", 6, timeout=900)
         wait_measured(tmp / "browser.db", timeout=600)
+        page.goto(f"{url}/runs")      # the address people type: the Runs page (served at the root), not a 404
+        expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible(timeout=60_000)
+        settle(page)     # Streamlit's "Page not found" dialog comes after the default page has drawn
+        expect(page.get_by_text("Page not found")).to_have_count(0)
+        assert page.get_by_role("dialog").count() == 0
         for title, (address, heading) in PAGES.items():
             page.goto(f"{url}/{address}")
             if heading:
