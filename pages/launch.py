@@ -99,7 +99,10 @@ def hf_spec(text: str) -> str:
     return text if text.startswith(HF) else HF + text
 
 
-c1, c2, c3 = st.columns(3)
+# the backbone's label is long ("Tiny ViT (8x8 digits, 2 layers, width 64)"): at 1024 px it needs three fifths of
+# the row to show in full, so the seeds go on a row of their own
+c1, c2 = st.columns([2, 3])
+c3, _ = st.columns([1, 2])
 with c1:
     stream = with_slot("stream", lambda: st.selectbox(
         "Stream", [*STREAMS, HF], format_func=lambda n: STREAMS[n].label if n in STREAMS else
@@ -160,12 +163,12 @@ with st.expander("Training", expanded=True):
     cols = st.columns(4)
     with cols[0]:
         run_values["lr"] = with_slot("lr", lambda: st.text_input(
-            "learning rate", "", placeholder="each method's default",
+            "learning rate", "", placeholder="method's own",
             help="Leave empty for each method's default (LoRA 5e-3, full fine-tuning 1e-3, ...).",
             key="run-lr"), "learning rate")
     with cols[1]:
         run_values["policy"] = with_slot("policy", lambda: st.selectbox(
-            "task-boundary policy", ["", *POLICIES], format_func=lambda p: POLICIES.get(p, "each method's default"),
+            "task-boundary policy", ["", *POLICIES], format_func=lambda p: POLICIES.get(p, "method's own"),
             help="For methods that leave it open (LoRA and its variants): what happens to the adapter after a task."),
             "task-boundary policy")
     with cols[2]:
@@ -335,8 +338,11 @@ if sweeping:
     clicked = st.button(label, type="primary", disabled=sweep_plan is None or not count, key="launch-button",
                         icon=":material/rocket_launch:")
 else:
-    clicked = st.button("Launch", type="primary", disabled=not methods, key="launch-button",
-                        icon=":material/rocket_launch:")
+    with st.container(horizontal=True, vertical_alignment="center"):
+        clicked = st.button("Launch", type="primary", disabled=not methods, key="launch-button",
+                            icon=":material/rocket_launch:")
+        if not methods:   # a greyed-out button alone does not say what it waits for
+            st.markdown("Pick at least one method above to launch.", width="content")
 if clicked and sweeping and sweep_plan is not None:
     try:
         launcher = parse(address)

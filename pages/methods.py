@@ -43,12 +43,8 @@ for name in order:
             st.markdown(f"**Two regimes.** *common* (the default, the same for every method) and *paper* (the "
                         f"authors' published regime: `--preset paper`), from {preset.paper}"
                         + (f", code `{preset.code}`" if preset.code else "") + ":")
-            st.dataframe(pd.DataFrame(regime), hide_index=True, column_config={
-                "option": st.column_config.TextColumn(width="small"),
-                "common": st.column_config.TextColumn(width="small"),
-                "paper": st.column_config.TextColumn(width="small"),
-                "source": st.column_config.TextColumn(width="large", help="the authors' file (hover for all of it)"),
-                "note": st.column_config.TextColumn(width="medium", help="how the value was translated")})
+            # static too: at 1024 px a dataframe cuts the options' names and the sources off, in 12 px canvas text
+            st.table(pd.DataFrame(regime), hide_index=True)
             for note in preset.notes:
                 st.caption(note)
         else:

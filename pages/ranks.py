@@ -28,7 +28,7 @@ if not runs:
     st.info("No runs yet: launch some on the Launch page.")
     st.stop()
 labels = {r["id"]: run_label(r) for r in runs}
-c1, c2 = st.columns([2, 1])
+c1, c2 = st.columns(2)   # halves: at 1024 px a third cuts "rank of the protected basis F" off
 run_id = c1.selectbox("run", list(labels), index=len(labels) - 1, format_func=labels.get)
 run = next(r for r in runs if r["id"] == run_id)
 names = store.scalar_names(run_id)

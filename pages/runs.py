@@ -33,11 +33,11 @@ from pages.shared import ACTIVE, download, get_store, selected_ids, set_selected
 through_app()
 
 store = get_store()
-st.title("Runs")
 all_runs = store.run_listing()     # without the configs: the table shows only their preset
 
-if not all_runs:
-    st.subheader("Welcome to cldash")
+if not all_runs:   # an empty store: the first page a person sees is a welcome, not an empty "Runs" table
+    st.set_page_config(page_title="Welcome · cldash")
+    st.title("Welcome to cldash")
     st.markdown(
         "cldash trains a small pre-trained model through a stream of tasks with several continual-learning "
         "methods side by side and shows, live, how each one forgets: accuracy matrices filling in, the "
@@ -72,6 +72,7 @@ if not all_runs:
                "`cldash run --method lora --stream digits-rotate --seed 0`.")
     st.stop()
 
+st.title("Runs")
 groups = group_sizes(all_runs)
 with st.expander("Filters", expanded=False):
     c1, c2, c3, c4, c5 = st.columns(5)

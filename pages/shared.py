@@ -144,6 +144,28 @@ def _runs_per_gpu(store: Store) -> None:
             st.error(str(exc))
 
 
+# Injected on every page (app.py): the README promises text of at least 14 px for a projector at 1024x768.
+# Streamlit draws inline code at 0.75em (10.5 px in a caption); long equations would be cut at the column's edge
+# (a select's value is an <input>, which CSS cannot wrap: its column must be wide enough); and the main block's
+# wide side padding (5rem) takes a tenth of a 1024 px projector's width.
+PAGE_CSS = """<style>
+[data-testid="stCaptionContainer"], [data-testid="stCaptionContainer"] p { font-size: 14px; }
+[data-testid="stMarkdownContainer"] code, [data-testid="stCaptionContainer"] code,
+[data-testid="stWidgetLabel"] code { font-size: 14px; }
+[data-testid="stTable"] th, [data-testid="stTable"] td { font-size: 14px; overflow-wrap: anywhere; }
+[data-testid="stTooltipContent"], [data-testid="stTooltipContent"] * { font-size: 14px; }
+[data-testid="stMainBlockContainer"] { padding-left: 2rem; padding-right: 2rem; padding-top: 3rem; }
+[data-baseweb="tag"] span { font-size: 14px; }
+.katex-display { overflow-x: auto; overflow-y: hidden; padding: 0.25rem 0; }
+.katex { font-size: 1.3em; }
+</style>"""
+
+
+def page_style() -> None:
+    """The page-wide CSS (PAGE_CSS), once per script run, before the page draws."""
+    st.html(PAGE_CSS)
+
+
 def sidebar() -> Store | None:
     """Store location and health, active runs, concurrency limit, automatic resume, the selected runs.
 

@@ -223,7 +223,7 @@ def test_methods_page_has_a_card_per_registered_method(seeded_store, monkeypatch
     # the options tables are static (their "default from" column wraps instead of being cut off)
     lora = next(t.value for t in at.table if "rank" in t.value.index)
     assert "default from" in lora.columns and lora.loc["rank", "default"] == "8"
-    tables = [t.value for t in at.dataframe if "paper" in t.value.columns]
+    tables = [t.value for t in at.table if "paper" in t.value.columns]
     assert len(tables) == len(PAPER)
     codyra = next(t for t in tables if "runner_codyra.sh" in " ".join(t["source"]))
     row = codyra[codyra.option == "lr"].iloc[0]
@@ -240,6 +240,15 @@ def test_launch_form_shows_errors_next_to_the_field_and_launches_nothing(tmp_pat
     assert any(e.startswith("rank 100 is larger than layer") for e in errors), errors
     assert any(e.startswith("Nothing was launched") for e in errors)
     assert Store(str(db)).runs() == []
+
+
+def test_launch_form_with_no_method_says_why_its_button_is_greyed_out(tmp_path, monkeypatch):
+    at = app(tmp_path / "launch.db", monkeypatch, "pages/launch.py")
+    assert not at.button(key="launch-button").disabled
+    assert not any("Pick at least one method" in m.value for m in at.markdown)
+    next(m for m in at.multiselect if m.label == "Methods").set_value([]).run()
+    assert at.button(key="launch-button").disabled
+    assert any(m.value == "Pick at least one method above to launch." for m in at.markdown)
 
 
 def test_launch_form_shows_every_error_at_once_each_under_its_label(tmp_path, monkeypatch):
@@ -334,7 +343,7 @@ def test_empty_store_welcomes_and_launches_the_demo(tmp_path, monkeypatch):
     store = Store(str(db))
     store.set_setting("max_concurrent", "1")
     at = app(db, monkeypatch)
-    assert "Welcome to cldash" in [s.value for s in at.subheader]
+    assert "Welcome to cldash" in [s.value for s in at.title]
     at.button(key="demo-button").click().run()
     runs = store.runs()
     assert [r["method"] for r in runs] == ["lora", "full", "eblora", "pissa"]   # the quick demo
@@ -412,8 +421,9 @@ def test_orders_page_measures_an_order_shows_the_stored_conflict_and_launches_th
     assert not at.error, [e.value for e in at.error]
     (heat,) = [s for s in charts(at) if s["data"][0]["type"] == "heatmap"]
     np.testing.assert_allclose(array(heat["data"][0]["z"]), np.array(o["matrix"]))
-    table = at.dataframe[0].value
+    table = at.table[0].value     # a static table (14 px text), the last task's missing next cosine a dash
     assert table["task"].tolist() == [f"T{i + 1}: {o['tasks'][i]}" for i in o["order"]]
+    assert table["cosine with the next"].iloc[-1] == "—" and "None" not in table.to_string()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Sum of consecutive cosines (adversarial)"] == f"{o['cost']:.3f}"
     assert metrics["Configured order"] == f"{o['natural_cost']:.3f}"

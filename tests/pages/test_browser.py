@@ -4,6 +4,7 @@ from the Launch page, waits until the Runs page shows it finished, checks that t
 page draws its accuracy matrix and that the Claims page lists the claims with a verdict badge.
 A screenshot of each step goes to the test's temporary folder."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -30,11 +31,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextlib.contextmanager
+def serve(folder: Path):
+    """`streamlit run app.py` on a free port over a new store in `folder`; yields its address."""
     port = free_port()
-    env = {**os.environ, "CLDASH_DB": str(tmp_path / "browser.db")}
-    log = open(tmp_path / "streamlit.log", "w")
+    env = {**os.environ, "CLDASH_DB": str(folder / "browser.db")}
+    log = open(folder / "streamlit.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
@@ -49,11 +51,19 @@ def server(tmp_path):
             time.sleep(0.3)
     else:
         proc.kill()
-        pytest.fail("streamlit did not come up: " + (tmp_path / "streamlit.log").read_text()[-2000:])
-    yield url, tmp_path
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=10)
-    log.close()
+        pytest.fail("streamlit did not come up: " + (folder / "streamlit.log").read_text()[-2000:])
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    with serve(tmp_path) as url:
+        yield url, tmp_path
 
 
 def test_launch_a_run_watch_it_finish_and_compare(server):
