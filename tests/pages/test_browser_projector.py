@@ -40,11 +40,6 @@ EXEMPT = {
     # the hidden MathML copy of a formula for screen readers (clipped to 1 px)
     ".katex-mathml": "a formula's hidden MathML for screen readers",
 }
-# The chart checks depend on cldash/dashboard/figures.py, fixed on another branch at the same time: they are
-# expected to fail here until it is merged (non-strict, so they pass once it is). Remove after the merge.
-FIGURES_PENDING = pytest.mark.xfail(strict=False, reason="FIGURES_PENDING: chart fonts, legends and margins are "
-                                                         "fixed in figures.py on the figures branch")
-
 PAGE_CHECK = """([minPx, exempt]) => {
   const out = {text: [], charts: [], scroll: []};
   const name = (el) => {
@@ -198,7 +193,7 @@ def measured(tmp_path_factory):
     return results
 
 
-CASES = [pytest.param(page, check, id=f"{page}-{check}", marks=[FIGURES_PENDING] if check == "charts" else [])
+CASES = [pytest.param(page, check, id=f"{page}-{check}")
          for page in PAGES for check in ("text", "charts", "scroll")]
 
 
