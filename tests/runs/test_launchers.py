@@ -1,13 +1,19 @@
-"""Launchers and sweeps without a cluster: the launcher registry, a cancel request on the run row
-honoured at the run's next flush, the reconcile rules for a cluster's runs (a fake cluster answers),
-the local scheduler leaving a cluster's runs alone, a SQLite store refused on a cluster of several
-nodes, logs, and sweeps (counts, idempotence, collapsed and skipped combinations, bad input).
-The same flows against a real Ray cluster are in tests/runs/test_ray.py, against a real SLURM in
+"""Launchers and sweeps: the launcher registry, a cancel request on the run row honoured at the run's
+next flush, the reconcile rules for a cluster's runs (a fake cluster answers), the local scheduler
+leaving a cluster's runs alone, a SQLite store refused on a cluster of several nodes, logs, and sweeps
+(counts, idempotence, collapsed and skipped combinations, bad input). Then one sweep of three tiny runs
+on every registered launcher, through the same test (one cancelled while it trains, one's log read, the
+rest finish): the local one always, Ray and SLURM where .ci/run starts them (CLDASH_TEST_RAY,
+CLDASH_TEST_SLURM). What only a real Ray cluster or SLURM shows is in tests/runs/test_ray.py and
 tests/runs/test_slurm.py."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+import uuid
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -26,7 +32,7 @@ from cldash.runs.launchers.ray_jobs import RayLauncher
 from cldash.runs.processes import log_path
 from cldash.runs.queue import STALE_SECONDS, reconcile, schedule
 from cldash.runs.sweeps import Sweep, launch_sweep, parse_seeds, plan
-from cldash.store import RunWriter, Store
+from cldash.store import ENDED, RunWriter, Store
 
 TINY_RUN = {"method": "lora", "steps_per_task": 6, "eval_interval": 0, "spectra_interval": 0,
             "dense_spectra_interval": 0, "stream_options": {"angles": [45, 90, 135]}}
@@ -391,3 +397,91 @@ def test_the_runs_table_says_where_each_run_ran(db):
     local = store.create_run(resolve(TINY_RUN).to_dict(), status="finished", host="laptop")
     store.update_run(local, device="cpu")
     assert runs_table(store.run_listing())["where"].tolist() == ["node-3 · cuda:0 · ray", "laptop · cpu"]
+
+
+# -- the same sweep on every launcher ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Live:
+    """A launcher that runs real runs here: the variable that names a running one (none: always here), its spec
+    from that variable's value, and how its jobs read once their runs ended (a part of the job's message)."""
+
+    needs: str | None
+    spec: str
+    finished: str    # a finished run's job
+    cancelled: str   # a cancelled run's job
+
+
+# One row per registered launcher; .ci/run starts a one-node Ray (.ci/services.sh) and SLURM (.ci/services-slurm.sh)
+LIVE_CASES = {
+    "local": Live(None, "local", finished="is gone", cancelled="is gone"),
+    "ray": Live("CLDASH_TEST_RAY", "{}", finished="SUCCEEDED", cancelled=""),   # STOPPED, or SUCCEEDED if the run
+    # recorded its cancel and exited before Ray's stop arrived
+    "slurm": Live("CLDASH_TEST_SLURM", "slurm", finished="COMPLETED, exit code 0", cancelled="CANCELLED"),
+}
+
+
+def test_every_registered_launcher_runs_the_live_sweep():
+    assert sorted(LIVE_CASES) == sorted(LAUNCHERS)
+
+
+def _live(name: str):
+    case = LIVE_CASES[name]
+    value = os.environ.get(case.needs) if case.needs else ""
+    if value is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the {name} launcher's sweep: .ci/run starts one and sets {case.needs}")
+        pytest.skip(f"set {case.needs} with a running {name} cluster to run (.ci/run starts a one-node one)")
+    return parse(case.spec.format(value))
+
+
+def _until(what, check, store, timeout=240.0, every=0.5):
+    """`check()`'s value once it has one, scheduling the store meanwhile (reconcile, then the local slots)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        schedule(store)
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("name", sorted(LIVE_CASES))
+def test_a_sweep_on_each_launcher_one_cancelled_one_read_the_rest_finish(name, db):
+    launcher = _live(name)
+    res = launcher.resources()
+    assert res["nodes"] >= 1 and res["CPU"] >= 1
+    store = Store(db)
+    launcher.check_store(store.url)   # a one-node cluster on this machine: a SQLite store is fine
+    sweep = Sweep(methods=["lora"], name=f"{name}-{uuid.uuid4().hex[:6]}", grid={"steps_per_task": [4, 5, 100_000]},
+                  fixed={"eval_interval": 0, "spectra_interval": 0, "angles": "45,90"})
+    _, ids = launch_sweep(store, sweep, launcher=launcher, resources=Resources(cpus=1))
+    runs = {r["config"]["steps_per_task"]: r for r in store.runs(ids=ids)}
+    assert len(ids) == 3 and {r["launcher"] for r in runs.values()} == {name}
+    long = _until("the long run to train", lambda: (lambda r: r if r["status"] == "running" and r["step"] > 5
+                                                    else None)(store.get_run(runs[100_000]["id"])), store)
+    assert launcher.status(store, long) == JobState("running")
+    assert cancel(store, long["id"], timeout=10.0) == "cancelled"
+    ended = _until("the sweep to end", lambda: (lambda rs: rs if all(r["status"] in ENDED for r in rs) else None)(
+        store.runs(ids=ids)), store)
+    got = {r["config"]["steps_per_task"]: r for r in ended}
+    assert [(got[s]["status"], got[s]["error"]) for s in (4, 5)] == [("finished", None)] * 2
+    # cancelled by the launcher's stop or by the row's request, whichever came first: the step is where it stopped
+    stopped = got[100_000]
+    assert stopped["status"] == "cancelled" and stopped["error"] == f"cancelled at step {stopped['step']}"
+    assert stopped["step"] > 5
+    for steps in (4, 5):
+        run = got[steps]
+        assert run["host"] == socket.gethostname() and run["group_key"] == sweep.group
+        assert len(store.accuracy_matrix(run["id"])["rows"]) == 3   # before, after task 1, after task 2
+        assert f"step {2 * steps}/{2 * steps}" in launchers.logs(store, run)   # from wherever its output went
+    # a job ends a moment after its run recorded its end (the process exits)
+    states = _until("the jobs to end", lambda: (lambda st: st if all(s.state == "ended" for s in st.values())
+                                                else None)({r["id"]: launcher.status(store, r) for r in ended}),
+                    store, timeout=60)
+    case = LIVE_CASES[name]
+    assert all(case.finished in states[got[s]["id"]].message for s in (4, 5)), states
+    assert case.cancelled in states[stopped["id"]].message, states
+    again, none = launch_sweep(store, sweep, launcher=launcher)
+    assert none == [] and len(again.existing) == 3   # repeating the sweep queues nothing

@@ -1,7 +1,8 @@
 """The SLURM launcher: its spec, sbatch's argument list, and the reading of squeue, scontrol and sacct
-(outputs recorded from slurm 22.05), all without SLURM; then, on a real one-node SLURM, a sweep of three
-tiny runs (one cancelled while it trains, one's log read, the rest finish), a run whose process is killed
-reconciled with SLURM's reason, and a job that sbatch refuses.
+(outputs recorded from slurm 22.05), all without SLURM; then, on a real one-node SLURM, a run whose process is
+killed reconciled with SLURM's reason, and a job that sbatch refuses. The sweep of three tiny runs that every
+launcher runs (one cancelled while it trains, one's log read, the rest finish, the jobs' ends read from SLURM) is
+in tests/runs/test_launchers.py, its SLURM row set by the same CLDASH_TEST_SLURM.
 
 The real-SLURM tests need CLDASH_TEST_SLURM (and SLURM_CONF where the cluster's slurm.conf is not in
 /etc/slurm); .ci/run starts one with .ci/services-slurm.sh, and under CI a missing one fails them.
@@ -13,15 +14,13 @@ import os
 import signal
 import sys
 import time
-import uuid
 
 import pytest
 
 from cldash.config import resolve
 from cldash.core.errors import UserError
-from cldash.runs import launchers
-from cldash.runs.launch import cancel, launch
-from cldash.runs.launchers import JobState, Resources, parse, slurm as slurm_module
+from cldash.runs.launch import launch
+from cldash.runs.launchers import JobState, Resources, logs, parse, slurm as slurm_module
 from cldash.runs.launchers.slurm import (
     SlurmError,
     SlurmLauncher,
@@ -33,8 +32,7 @@ from cldash.runs.launchers.slurm import (
     parse_squeue,
 )
 from cldash.runs.queue import reconcile
-from cldash.runs.sweeps import Sweep, launch_sweep
-from cldash.store import ENDED, Store
+from cldash.store import Store
 
 SLURM = os.environ.get("CLDASH_TEST_SLURM")
 TINY = {"method": "lora", "steps_per_task": 4, "eval_interval": 0, "spectra_interval": 0,
@@ -258,46 +256,6 @@ def until(what, check, store, timeout=240.0, every=0.5):
 
 
 @needs_slurm
-def test_a_sweep_on_slurm_one_cancelled_one_read_the_rest_finish(cluster, db):
-    res = cluster.resources()
-    assert res["nodes"] == 1 and res["CPU"] >= 2
-    store = Store(db)
-    cluster.check_store(store.url)   # a one-node cluster on this machine: SQLite is fine
-    sweep = Sweep(methods=["lora"], name=f"slurm-{uuid.uuid4().hex[:6]}", grid={"steps_per_task": [4, 5, 100_000]},
-                  fixed={"eval_interval": 0, "spectra_interval": 0, "angles": "45,90"})
-    _, ids = launch_sweep(store, sweep, launcher=cluster, resources=Resources(cpus=1))
-    runs = {r["config"]["steps_per_task"]: r for r in store.runs(ids=ids)}
-    assert len(ids) == 3 and {r["launcher"] for r in runs.values()} == {"slurm"}
-    assert all(r["launcher_info"]["job"].isdigit() for r in runs.values())
-    long = until("the long run to train", lambda: (lambda r: r if r["status"] == "running" and r["step"] > 5
-                                                   else None)(store.get_run(runs[100_000]["id"])), store)
-    assert cluster.status(store, long) == JobState("running")
-    assert cancel(store, long["id"], timeout=10.0) == "cancelled"
-    ended = until("the sweep to end", lambda: (lambda rs: rs if all(r["status"] in ENDED for r in rs) else None)(
-        store.runs(ids=ids)), store)
-    got = {r["config"]["steps_per_task"]: r for r in ended}
-    assert [got[s]["status"] for s in (4, 5)] == ["finished", "finished"]
-    # cancelled by SIGTERM from scancel or by the row's request, whichever came first: the run recorded it itself
-    stopped = got[100_000]
-    assert stopped["status"] == "cancelled" and stopped["error"] == f"cancelled at step {stopped['step']}"
-    assert stopped["step"] > 5
-    for steps in (4, 5):
-        run = got[steps]
-        assert run["host"] == __import__("socket").gethostname() and run["group_key"] == sweep.group
-        assert len(store.accuracy_matrix(run["id"])["rows"]) == 3   # before, after task 1, after task 2
-        log = launchers.logs(store, run)
-        assert run["launcher_info"]["log"].endswith(f"run-{run['id']}.log")
-        assert log.startswith(f"run {run['id']} (lora") and f"step {2 * steps}/{2 * steps}" in log
-    # the jobs end a moment after their runs recorded their ends (the processes exit)
-    states = until("the jobs to end", lambda: (lambda st: st if all(s.state == "ended" for s in st.values()) else None)(
-        cluster.states(ended)), store, timeout=60)
-    assert [states[got[s]["id"]].message for s in (4, 5)] == ["COMPLETED, exit code 0"] * 2
-    assert states[got[100_000]["id"]].message.startswith("CANCELLED")
-    again, none = launch_sweep(store, sweep, launcher=cluster)
-    assert none == [] and len(again.existing) == 3   # repeating the sweep queues nothing
-
-
-@needs_slurm
 def test_a_run_whose_process_is_killed_is_reconciled_with_slurms_reason(cluster, db):
     store = Store(db)
     (rid,) = launch(store, [resolve(LONG).to_dict()], launcher=cluster, resources=Resources(cpus=1))
@@ -313,6 +271,9 @@ def test_a_run_whose_process_is_killed_is_reconciled_with_slurms_reason(cluster,
     assert ended["status"] == "interrupted"
     assert ended["error"].startswith(f"its slurm job {job} ended (FAILED (JobLaunchFailure), signal 9) without the "
                                      "run recording an end")
+    # sbatch's job id and the job's output file are on the row: the log is the run's own, up to where it was killed
+    assert job.isdigit() and run["launcher_info"]["log"].endswith(f"run-{rid}.log")
+    assert logs(store, ended).startswith(f"run {rid} (lora")
 
 
 @needs_slurm
