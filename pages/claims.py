@@ -39,6 +39,7 @@ PAGE_FILES = {"Compare": "pages/compare.py", "Spectra": "pages/spectra.py", "Ran
 STEPS = resolved_config({"stream": C.CLAIMS[0].stream})["steps_per_task"]
 PAPER_LINE = (f"The paper regime keeps the authors' optimizer settings and learning rate but the common length "
               f"({STEPS} steps a task), so the guard decides what can be compared.")
+SHIPPED = C.shipped_study()   # the verdicts that ship with the package, beside the live ones
 SCHEDULE = " → ".join(map(str, E.SEED_SCHEDULE))
 LAUNCH_HELP = (f"The first {E.SEED_SCHEDULE[0]} seeds of every run, or the next seeds the stopping rule asks for: "
                f"adds seeds to undecided checks, up to {E.SEED_CAP} ({SCHEDULE}).")
@@ -88,6 +89,9 @@ st.caption("The seed papers' headline claims, decided by runs in this store. In 
            "prints the same verdicts and `cldash claims --launch` queues the runs they still need.")
 with st.expander("Decision rule", expanded=False, icon=":material/gavel:"):
     decision_rule()
+st.info(f"**Shipped study** ({SHIPPED['date']}; {SHIPPED['machine']}): each regime's line below ends with the "
+        f"verdict of the study that ships with the package, at {SHIPPED['setting']['steps_per_task']} steps a task. "
+        f"Reproduce it with `{SHIPPED['command']}`.", icon=":material/inventory_2:")
 launched = st.session_state.pop("claims_launched", None)
 if launched is not None:
     if launched:
@@ -186,7 +190,8 @@ def evidence(claim: C.Claim, v: dict) -> None:
 
 def regime_line(v: dict) -> str:
     """One regime's verdict in a line: its badge, the seeds, what is running and what is still to launch."""
-    head = f"*{v['regime']}* {badge(v['verdict'])}"
+    shipped = SHIPPED["by_claim"].get((v["claim"], v["regime"]))
+    head = f"*{v['regime']}* {badge(v['verdict'])}" + (f" · shipped study: {badge(shipped)}" if shipped else "")
     if v["verdict"] in ("not tuned yet", "not in this setting"):
         return f"{head} — {v['why']}"
     line = (f"{head} {claim_seeds(v)} of {v['seeds_wanted']} seeds · {v['pending']} queued or running · "
