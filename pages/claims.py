@@ -89,7 +89,7 @@ st.caption("The seed papers' headline claims, decided by runs in this store. In 
            "prints the same verdicts and `cldash claims --launch` queues the runs they still need.")
 with st.expander("Decision rule", expanded=False, icon=":material/gavel:"):
     decision_rule()
-st.info(f"**Shipped study** ({SHIPPED['date']}; {SHIPPED['machine']}): each regime's line below ends with the "
+st.info(f"**Shipped study** ({SHIPPED['date']}; {SHIPPED['machine']}): each claim below shows the "
         f"verdict of the study that ships with the package, at {SHIPPED['setting']['steps_per_task']} steps a task. "
         f"Reproduce it with `{SHIPPED['command']}`.", icon=":material/inventory_2:")
 launched = st.session_state.pop("claims_launched", None)
@@ -190,8 +190,7 @@ def evidence(claim: C.Claim, v: dict) -> None:
 
 def regime_line(v: dict) -> str:
     """One regime's verdict in a line: its badge, the seeds, what is running and what is still to launch."""
-    shipped = SHIPPED["by_claim"].get((v["claim"], v["regime"]))
-    head = f"*{v['regime']}* {badge(v['verdict'])}" + (f" · shipped study: {badge(shipped)}" if shipped else "")
+    head = f"*{v['regime']}* {badge(v['verdict'])}"
     if v["verdict"] in ("not tuned yet", "not in this setting"):
         return f"{head} — {v['why']}"
     line = (f"{head} {claim_seeds(v)} of {v['seeds_wanted']} seeds · {v['pending']} queued or running · "
@@ -244,6 +243,9 @@ def claim_card(claim: C.Claim, vs: list[dict], focus: bool, summaries: list[dict
         st.caption(" · ".join(filter(None, [source_line(claim), f"computed on: {vs[0]['setting']}"])))
         for v in vs:
             st.markdown(regime_line(v))
+        st.caption(f"shipped study ({SHIPPED['date']}): " + " · ".join(
+            f"{v['regime']} {badge(SHIPPED['by_claim'][claim.key, v['regime']])}" for v in vs
+            if (claim.key, v["regime"]) in SHIPPED["by_claim"]))
         shown = {v["regime"] for v in vs}
         for v in vs:   # a paper regime that is the common one is not decided twice
             if v["same_as"] not in shown:

@@ -14,5 +14,5 @@ def test_an_empty_store_shows_the_shipped_study_with_its_date_and_command(tmp_pa
     study = C.shipped_study()
     info = " ".join(i.value for i in at.info)
     assert study["date"] in info and study["command"] in info and study["machine"] in info
-    lines = " ".join(m.value for m in at.markdown)
-    assert lines.count("shipped study:") == len(study["verdicts"])
+    shipped = [c.value for c in at.caption if c.value.startswith(f"shipped study ({study['date']}): ")]
+    assert len(shipped) == len(C.CLAIMS) and all(c.count("-badge[") == len(C.REGIMES) for c in shipped)
