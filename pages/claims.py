@@ -275,7 +275,7 @@ def board() -> None:
         if live != st.session_state.get("claims_live", False):   # start or stop the two-second refresh
             st.session_state.claims_live = live
             st.rerun(scope="app")
-        if st.button(f"Launch the {to_launch} missing run{'s' * (to_launch != 1)}", type="primary",
+        if st.button(f"Launch the {to_launch} missing run{'s' * (to_launch != 1)}", type="secondary",
                      disabled=not to_launch, key="claims-launch-all", icon=":material/play_arrow:",
                      help="Every run the claims below still need (claims share runs: each is queued once). "
                           + LAUNCH_HELP):

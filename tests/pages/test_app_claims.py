@@ -16,3 +16,4 @@ def test_an_empty_store_shows_the_shipped_study_with_its_date_and_command(tmp_pa
     assert study["date"] in info and study["command"] in info and study["machine"] in info
     shipped = [c.value for c in at.caption if c.value.startswith(f"shipped study ({study['date']}): ")]
     assert len(shipped) == len(C.CLAIMS) and all(c.count("-badge[") == len(C.REGIMES) for c in shipped)
+    assert at.button(key="claims-launch-all").proto.type == "secondary"   # no longer the red primary at the top
