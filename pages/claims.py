@@ -39,6 +39,7 @@ PAGE_FILES = {"Compare": "pages/compare.py", "Spectra": "pages/spectra.py", "Ran
 STEPS = resolved_config({"stream": C.CLAIMS[0].stream})["steps_per_task"]
 PAPER_LINE = (f"The paper regime keeps the authors' optimizer settings and learning rate but the common length "
               f"({STEPS} steps a task), so the guard decides what can be compared.")
+SHIPPED = C.shipped_study()   # the verdicts that ship with the package, beside the live ones
 SCHEDULE = " → ".join(map(str, E.SEED_SCHEDULE))
 LAUNCH_HELP = (f"The first {E.SEED_SCHEDULE[0]} seeds of every run, or the next seeds the stopping rule asks for: "
                f"adds seeds to undecided checks, up to {E.SEED_CAP} ({SCHEDULE}).")
@@ -88,6 +89,9 @@ st.caption("The seed papers' headline claims, decided by runs in this store. In 
            "prints the same verdicts and `cldash claims --launch` queues the runs they still need.")
 with st.expander("Decision rule", expanded=False, icon=":material/gavel:"):
     decision_rule()
+st.info(f"**Shipped study** ({SHIPPED['date']}; {SHIPPED['machine']}): each claim below shows the "
+        f"verdict of the study that ships with the package, at {SHIPPED['setting']['steps_per_task']} steps a task. "
+        f"Reproduce it with `{SHIPPED['command']}`.", icon=":material/inventory_2:")
 launched = st.session_state.pop("claims_launched", None)
 if launched is not None:
     if launched:
@@ -239,6 +243,9 @@ def claim_card(claim: C.Claim, vs: list[dict], focus: bool, summaries: list[dict
         st.caption(" · ".join(filter(None, [source_line(claim), f"computed on: {vs[0]['setting']}"])))
         for v in vs:
             st.markdown(regime_line(v))
+        st.caption(f"shipped study ({SHIPPED['date']}): " + " · ".join(
+            f"{v['regime']} {badge(SHIPPED['by_claim'][claim.key, v['regime']])}" for v in vs
+            if (claim.key, v["regime"]) in SHIPPED["by_claim"]))
         shown = {v["regime"] for v in vs}
         for v in vs:   # a paper regime that is the common one is not decided twice
             if v["same_as"] not in shown:
@@ -268,7 +275,7 @@ def board() -> None:
         if live != st.session_state.get("claims_live", False):   # start or stop the two-second refresh
             st.session_state.claims_live = live
             st.rerun(scope="app")
-        if st.button(f"Launch the {to_launch} missing run{'s' * (to_launch != 1)}", type="primary",
+        if st.button(f"Launch the {to_launch} missing run{'s' * (to_launch != 1)}", type="secondary",
                      disabled=not to_launch, key="claims-launch-all", icon=":material/play_arrow:",
                      help="Every run the claims below still need (claims share runs: each is queued once). "
                           + LAUNCH_HELP):

@@ -32,6 +32,7 @@ import json
 import math
 import statistics
 from dataclasses import dataclass, field
+from importlib import resources
 
 from cldash.analysis.evidence import STATE_TEXT, decide, delta_of, detectable, first_seeds, paired, seeds_wanted
 from cldash.analysis.matching import match_key, resolved_config, stored_key
@@ -554,3 +555,11 @@ def launch_missing(store, claims: tuple[Claim, ...] = CLAIMS, regimes: tuple[str
         digest = hashlib.sha1(f"{k[0]}|{k[1]}".encode()).hexdigest()[:16]
         keys.append(f"claims:{digest}:{tries.get(k, 0)}")
     return launch(store, configs, keys, group_key="claims", names=[c["name"] for c in configs], start=start)
+
+
+def shipped_study() -> dict:
+    """The verdicts of the study that ships with the package (bench/claims_study.py at 100 steps a task, trimmed
+    to what the Claims page shows): its date, its versions ("machine"), the command that reproduces it, and a
+    verdict per claim and regime. The page shows it on a store without claim runs, so a class sees an answer."""
+    study = json.loads(resources.files("cldash.analysis").joinpath("data/claims_study.json").read_text())
+    return {**study, "by_claim": {(v["claim"], v["regime"]): v["verdict"] for v in study["verdicts"]}}

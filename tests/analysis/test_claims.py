@@ -371,3 +371,11 @@ def test_only_the_runs_of_an_undecided_check_get_more_seeds(store):
     assert [c["state"] for c in v["checks"]] == ["holds", "undecided"]
     assert v["seeds_per_run"] == {"A": 5, "B": 3, "C": 5}
     assert sorted((c["method_options"]["rank"], c["seed"]) for c in v["to_launch"]) == [(2, 3), (2, 4), (4, 3), (4, 4)]
+
+
+def test_the_shipped_study_names_its_date_versions_command_and_a_verdict_for_every_claim_and_regime():
+    study = C.shipped_study()
+    assert study["date"] == "2026-12-07" and "torch" in study["machine"]
+    assert study["command"] == "python bench/claims_study.py --steps-per-task 100 --trials 8"
+    assert set(study["by_claim"]) == {(c.key, r) for c in C.CLAIMS for r in C.REGIMES}
+    assert set(study["by_claim"].values()) <= set(C.VERDICTS)
