@@ -245,7 +245,7 @@ def test_claims_page_opens_the_claim_a_lesson_links_to(db, monkeypatch):
 def test_welcome_page_launches_a_lesson_the_quick_demo_or_the_full_comparison(db, no_start, monkeypatch):
     store = Store(db)
     at = _app(db, monkeypatch).run()
-    assert "Welcome to cldash" in [s.value for s in at.subheader]
+    assert "Welcome to cldash" in [s.value for s in at.title]
     assert ("Launch page", "launch") in [lk[:2] for lk in _links(at)]    # a real link, not bold text
     assert "14 methods" in at.button(key="demo-full-button").label
     at.selectbox(key="welcome-lesson").set_value("spectra").run()

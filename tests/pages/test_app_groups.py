@@ -113,8 +113,9 @@ def test_compare_page_takes_a_group_and_shows_one_row_per_setting(sweep_store, m
 
     # one mean matrix per setting, cell by cell over its seeds
     drawn = heatmaps(at)
-    assert len(drawn) == 2 and drawn[0]["layout"]["title"]["text"] == \
-        "lora r=4 single · digits-rotate · mean of 3 seeds"
+    # a short title on the chart; its whole label (the setting and "mean of 3 seeds") heads every cell's hover
+    assert len(drawn) == 2 and drawn[0]["layout"]["title"]["text"] == "lora r=4 single"
+    assert "lora r=4 single · digits-rotate · mean of 3 seeds" in drawn[0]["data"][0]["hovertemplate"]
     expected = np.mean([sweep_store.accuracy_matrix(i)["R"] for i in (1, 2, 3)], axis=0)
     np.testing.assert_allclose(z_of(drawn[0])[:, :2], expected)
     np.testing.assert_allclose(z_of(drawn[0])[:, 2], [0.9, 0.8, 0.7])
