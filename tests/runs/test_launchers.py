@@ -435,11 +435,13 @@ def _live(name: str):
     return parse(case.spec.format(value))
 
 
-def _until(what, check, store, timeout=240.0, every=0.5):
-    """`check()`'s value once it has one, scheduling the store meanwhile (reconcile, then the local slots)."""
+def until(what, check, store=None, timeout=240.0, every=0.5, poll=reconcile):
+    """`check()`'s value once it has one, `poll(store)` meanwhile (reconcile: what a cluster's jobs did; schedule:
+    that, then the local slots); the live sweeps here and in test_ray.py and test_slurm.py wait with it."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        schedule(store)
+        if store is not None:
+            poll(store)
         value = check()
         if value:
             return value
@@ -459,12 +461,13 @@ def test_a_sweep_on_each_launcher_one_cancelled_one_read_the_rest_finish(name, d
     _, ids = launch_sweep(store, sweep, launcher=launcher, resources=Resources(cpus=1))
     runs = {r["config"]["steps_per_task"]: r for r in store.runs(ids=ids)}
     assert len(ids) == 3 and {r["launcher"] for r in runs.values()} == {name}
-    long = _until("the long run to train", lambda: (lambda r: r if r["status"] == "running" and r["step"] > 5
-                                                    else None)(store.get_run(runs[100_000]["id"])), store)
+    long = until("the long run to train", lambda: (lambda r: r if r["status"] == "running" and r["step"] > 5
+                                                   else None)(store.get_run(runs[100_000]["id"])),
+                 store, poll=schedule)
     assert launcher.status(store, long) == JobState("running")
     assert cancel(store, long["id"], timeout=10.0) == "cancelled"
-    ended = _until("the sweep to end", lambda: (lambda rs: rs if all(r["status"] in ENDED for r in rs) else None)(
-        store.runs(ids=ids)), store)
+    ended = until("the sweep to end", lambda: (lambda rs: rs if all(r["status"] in ENDED for r in rs) else None)(
+        store.runs(ids=ids)), store, poll=schedule)
     got = {r["config"]["steps_per_task"]: r for r in ended}
     assert [(got[s]["status"], got[s]["error"]) for s in (4, 5)] == [("finished", None)] * 2
     # cancelled by the launcher's stop or by the row's request, whichever came first: the step is where it stopped
@@ -477,9 +480,9 @@ def test_a_sweep_on_each_launcher_one_cancelled_one_read_the_rest_finish(name, d
         assert len(store.accuracy_matrix(run["id"])["rows"]) == 3   # before, after task 1, after task 2
         assert f"step {2 * steps}/{2 * steps}" in launchers.logs(store, run)   # from wherever its output went
     # a job ends a moment after its run recorded its end (the process exits)
-    states = _until("the jobs to end", lambda: (lambda st: st if all(s.state == "ended" for s in st.values())
+    states = until("the jobs to end", lambda: (lambda st: st if all(s.state == "ended" for s in st.values())
                                                 else None)({r["id"]: launcher.status(store, r) for r in ended}),
-                    store, timeout=60)
+                    store, timeout=60, poll=schedule)
     case = LIVE_CASES[name]
     assert all(case.finished in states[got[s]["id"]].message for s in (4, 5)), states
     assert case.cancelled in states[stopped["id"]].message, states

@@ -30,6 +30,8 @@ from cldash.runs.queue import reconcile  # noqa: E402
 from cldash.runs.sweeps import Sweep, launch_sweep  # noqa: E402
 from cldash.store import ENDED, Store, count_rows  # noqa: E402
 
+from test_launchers import until  # noqa: E402 - the live sweeps' one wait
+
 LONG = {"method": "lora", "steps_per_task": 100_000, "eval_interval": 0, "spectra_interval": 0,
         "stream_options": {"angles": [90]}}
 
@@ -49,18 +51,6 @@ def store():
 @pytest.fixture(scope="module")
 def cluster():
     return RayLauncher(RAY)
-
-
-def until(what, check, timeout=240.0, every=0.5, store=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if store is not None:
-            reconcile(store)
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def every_row_flushed(store, run: dict) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 
 import pytest
 
@@ -33,6 +32,8 @@ from cldash.runs.launchers.slurm import (
 )
 from cldash.runs.queue import reconcile
 from cldash.store import Store
+
+from test_launchers import until  # the live sweeps' one wait
 
 SLURM = os.environ.get("CLDASH_TEST_SLURM")
 TINY = {"method": "lora", "steps_per_task": 4, "eval_interval": 0, "spectra_interval": 0,
@@ -242,17 +243,6 @@ def cluster():
                     "CLDASH_TEST_SLURM")
     slurm_module._down.clear()
     return parse("slurm")
-
-
-def until(what, check, store, timeout=240.0, every=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        reconcile(store)
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @needs_slurm
