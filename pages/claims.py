@@ -23,6 +23,7 @@ from cldash.dashboard.views import (
     search_best_text,
     search_trials_table,
 )
+from cldash.runs.pace import estimate
 from pages.shared import download, get_store, set_selected, through_app
 
 through_app()
@@ -134,6 +135,37 @@ def launch(claims: tuple, regimes: tuple[str, ...]) -> None:
     st.rerun(scope="app")
 
 
+def ask(key: str, claims: tuple, regimes: tuple[str, ...]) -> None:
+    """A launch button asks before it queues: the confirmation under it (`confirm`) names the runs and the time."""
+    st.session_state["claims-ask"] = {"key": key, "claims": [c.key for c in claims], "regimes": list(regimes)}
+
+
+def confirm(key: str) -> None:
+    """Under the launch button `key`, once clicked: how many runs, how long on this machine (runs.pace), that they
+    queue behind a lesson launched meanwhile, and Queue / Cancel. Nothing is queued before Queue."""
+    asked = st.session_state.get("claims-ask")
+    if not asked or asked["key"] != key:
+        return
+    claims = tuple(c for c in C.CLAIMS if c.key in asked["claims"])
+    regimes = tuple(asked["regimes"])
+    configs = C.to_launch(store, claims, regimes, setting=chosen_setting(),
+                          margin=st.session_state.get("claims-guard", C.GUARD_MARGIN))
+    forecast = estimate(store, configs)
+    with st.container(border=True, key=f"ask-{key}"):
+        st.markdown(f"**Queue {forecast.text()}?**")
+        st.caption(f"Estimated from {forecast.source}. They queue as a batch: a lesson, the demo or a Launch page "
+                   "run started meanwhile goes ahead of them. Cancel them on the Runs page.")
+        with st.container(horizontal=True):
+            go = st.button(f"Queue {forecast.runs} run{'s' * (forecast.runs != 1)}", type="primary",
+                           key=f"yes-{key}", icon=":material/play_arrow:", disabled=not forecast.runs)
+            if st.button("Cancel", key=f"no-{key}", icon=":material/close:"):
+                st.session_state.pop("claims-ask", None)
+                st.rerun()
+    if go:
+        st.session_state.pop("claims-ask", None)
+        launch(claims, regimes)
+
+
 def compare(ids: list[int]) -> None:
     set_selected(ids)
     st.switch_page("pages/compare.py")
@@ -180,7 +212,8 @@ def evidence(claim: C.Claim, v: dict) -> None:
     m = v["missing"]
     if st.button(f"Launch the {m} missing run{'s' * (m != 1)} of this claim ({v['regime']})", disabled=not m,
                  key=f"launch-{key}", icon=":material/play_arrow:", help=LAUNCH_HELP):
-        launch((claim,), (v["regime"],))
+        ask(key, (claim,), (v["regime"],))
+    confirm(key)
     page, what = claim.look
     if page in PAGE_FILES:
         st.page_link(PAGE_FILES[page], label=f"Look at: {page}, {what}", icon=":material/arrow_forward:")
@@ -278,8 +311,9 @@ def board() -> None:
         if st.button(f"Launch the {to_launch} missing run{'s' * (to_launch != 1)}", type="secondary",
                      disabled=not to_launch, key="claims-launch-all", icon=":material/play_arrow:",
                      help="Every run the claims below still need (claims share runs: each is queued once). "
-                          + LAUNCH_HELP):
-            launch(C.CLAIMS, regimes)
+                          + LAUNCH_HELP + " Asks first, with the time they take."):
+            ask("all", C.CLAIMS, regimes)
+    confirm("all")
     by_claim: dict[str, list[dict]] = {}
     for v in verdicts:
         by_claim.setdefault(v["claim"], []).append(v)

@@ -554,7 +554,8 @@ def launch_missing(store, claims: tuple[Claim, ...] = CLAIMS, regimes: tuple[str
         k = (match_key(cfg), cfg["seed"])
         digest = hashlib.sha1(f"{k[0]}|{k[1]}".encode()).hexdigest()[:16]
         keys.append(f"claims:{digest}:{tries.get(k, 0)}")
-    return launch(store, configs, keys, group_key="claims", names=[c["name"] for c in configs], start=start)
+    return launch(store, configs, keys, group_key="claims", names=[c["name"] for c in configs], start=start,
+                  priority="batch")   # a lesson launched meanwhile goes first
 
 
 def shipped_study() -> dict:

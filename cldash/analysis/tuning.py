@@ -196,7 +196,7 @@ def _run_trials(store, name: str, values: dict, asked: list, seed_of_trials: int
         configs.append(cfg)
         keys.append(f"{name}:{trial.number}:{attempt}")
     ids = launch(store, configs, keys, group_key=f"tune:{name}", names=[c["name"] for c in configs],
-                 launcher=launcher)
+                 launcher=launcher, priority="batch")
     runs = {r["id"]: r for r in _wait(store, ids, poll, progress)}
     return [(trial, attempt, runs[i]) for (trial, attempt), i in zip(asked, ids, strict=True)]
 
@@ -253,7 +253,8 @@ def _finish(store, name, values, params, trials, seed, rows, poll, progress, lau
         cfgs = [resolved_config({**trial_values(values, best["params"]), "seed": s, "validation": VALIDATION})
                 for s in TUNE_SEEDS[1:]]
         ids = launch(store, cfgs, [f"{name}:best:{s}" for s in TUNE_SEEDS[1:]], group_key=f"tune:{name}",
-                     names=[f"tune {name} · best · seed {s}" for s in TUNE_SEEDS[1:]], launcher=launcher)
+                     names=[f"tune {name} · best · seed {s}" for s in TUNE_SEEDS[1:]], launcher=launcher,
+                     priority="batch")
         for s, run in zip(TUNE_SEEDS[1:], _wait(store, ids, poll, progress), strict=True):
             state, result = _outcome(run)
             spread[s] = result.get("acc", float("nan")) if state != "failed" else float("nan")

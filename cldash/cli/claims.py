@@ -4,12 +4,15 @@ seeds, then more where a check is undecided, by the fixed stopping rule (cldash.
 
 from __future__ import annotations
 
+import sys
+
 from cldash.analysis import claims as C
 from cldash.analysis.evidence import SEED_SCHEDULE
 from cldash.cli.waiting import store_reconciled
 from cldash.config import resolve
 from cldash.core.errors import UserError
 from cldash.core.text import id_ranges
+from cldash.runs.pace import estimate
 
 REGIME_CHOICES = {"common": ("common",), "paper": ("paper",), "tuned": ("tuned",), "both": ("common", "paper"),
                   "all": C.REGIMES}
@@ -24,6 +27,9 @@ def add_claims_arguments(p) -> None:
     p.add_argument("--launch", action="store_true",
                    help="queue the runs still needed (3 seeds, then up to "
                         f"{' -> '.join(map(str, SEED_SCHEDULE))} while a check is undecided) and start them")
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="with --launch: queue without asking (a terminal is asked first, with the number of runs and "
+                        "the time they will take; a script's stdin is not a terminal and is never asked)")
     p.add_argument("--stream", metavar="NAME", help="read or queue the claims on this stream instead of their own")
     p.add_argument("--backbone", metavar="NAME", help="... with this backbone (default: the stream's)")
     p.add_argument("--steps-per-task", type=int, metavar="N", help="... with this many steps a task")
@@ -46,6 +52,22 @@ def _setting(args) -> C.Setting:
                      trials=args.trials)
 
 
+def confirmed(store, chosen, regimes, setting, args) -> bool:
+    """Say how many runs --launch queues and how long they take here; in a terminal, ask first (unless --yes)."""
+    configs = C.to_launch(store, chosen, regimes, setting=setting, margin=args.guard_margin)
+    if not configs:
+        return True
+    forecast = estimate(store, configs)
+    print(f"to queue: {forecast.text()} (estimated from {forecast.source}); as a batch, behind any lesson, demo or "
+          "Launch page run queued meanwhile")
+    if args.yes or not sys.stdin.isatty():
+        return True
+    try:
+        return input(f"queue the {forecast.runs} run(s)? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def cmd_claims(args) -> int:
     """The seed papers' claims with their verdicts from the store; --launch queues the runs they still need."""
     chosen = tuple(C.get_claim(k) for k in args.claim) if args.claim else C.CLAIMS   # before opening the store
@@ -55,6 +77,9 @@ def cmd_claims(args) -> int:
     store = store_reconciled(args.db)
     regimes = REGIME_CHOICES[args.regime]
     if args.launch:
+        if not confirmed(store, chosen, regimes, setting, args):
+            print("nothing queued")
+            return 0
         ids = C.launch_missing(store, chosen, regimes, setting=setting, margin=args.guard_margin)
         print(f"queued {len(ids)} run(s)" + (f": {id_ranges(ids)}" if ids else ": every run the claims need is "
                                              "finished, queued or running") + f" -> {store.display}")

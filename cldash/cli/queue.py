@@ -1,6 +1,6 @@
-"""`cldash queue` (the runs holding a slot and the runs waiting, in the order they start, and the
-concurrency limit) and `cldash reconcile` (mark runs whose process is gone as ended). Both start the
-queued runs the limit allows."""
+"""`cldash queue` (the runs holding a slot and the runs waiting, in the order they start: interactive before
+batch, cldash.runs.priority; and the concurrency limit) and `cldash reconcile` (mark runs whose process is gone
+as ended). Both start the queued runs the limit allows."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 
 from cldash.core.errors import UserError
 from cldash.runs.launchers.local import queue
+from cldash.runs.priority import priority_name
 from cldash.runs.processes import RUNS_PER_GPU_SETTING, gpu_count, max_concurrent, runs_per_gpu
 from cldash.runs.queue import reconcile, schedule
 from cldash.runs.recovery import AUTO_RESUME_SETTING
@@ -54,11 +55,16 @@ def cmd_queue(args) -> int:
     print(f"{store.display}: {len(active)} active, {len(waiting)} waiting; at most {limit} run(s) at once ({source}); "
           f"automatic resume {store.get_setting(AUTO_RESUME_SETTING) or 'off'}")
     if active or waiting:
-        print(f"{'position':>8}  {'id':>4}  {'status':<9} {'progress':>8}  {'pid':>7}  {'method':<10} name")
+        print(f"{'position':>8}  {'id':>4}  {'status':<9} {'progress':>8}  {'pid':>7}  {'priority':<11} {'method':<10} "
+              "name")
     for position, r in [("active", r) for r in active] + list(enumerate(waiting, start=1)):
         status = "starting" if position == "active" and r["status"] == "queued" else r["status"]
         print(f"{position:>8}  {r['id']:>4}  {status:<9} {100 * (r['progress'] or 0):7.1f}%  {r['pid'] or '-':>7}  "
-              f"{r['method']:<10} {r['name']}" + ("  (cldash run)" if r["launcher"] == "cli" else ""))
+              f"{priority_name(r):<11} {r['method']:<10} {r['name']}"
+              + ("  (cldash run)" if r["launcher"] == "cli" else ""))
+    if any(r.get("priority") for r in waiting) and not all(r.get("priority") for r in waiting):
+        print("interactive runs (a lesson, the demo, the Launch page) start before batch runs (claims, sweeps, "
+              "searches); a running run is never stopped for one")
     if started:
         print(f"started run(s) {', '.join(map(str, started))} in the free slot(s)")
     if store.refused and waiting:

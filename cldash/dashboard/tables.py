@@ -11,6 +11,7 @@ from cldash.core.text import printable
 from cldash.dashboard.labels import group_label, launcher_label, lineage_label, weights_label
 from cldash.dashboard.views import run_regime
 from cldash.measures.metrics import METRICS
+from cldash.runs.priority import priority_name
 
 KEY_METRICS = {"acc": "final acc", "bwt": "BWT", "forgetting": "forgetting", "general_retention": "general kept"}
 
@@ -36,11 +37,12 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
         cluster = r.get("launcher") if r.get("launcher") not in (None, "local", "cli") else ""
         row["where"] = printable(" · ".join(x for x in (r.get("host"), r.get("device"), cluster) if x))
         row["launcher"] = printable(launcher_label(r))   # cli, local, ray ...: what the Runs page filters by
+        row["priority"] = priority_name(r)   # interactive runs start before batch ones in the local queue
         row["error"] = printable((r.get("error") or "").split("\n", 1)[0])
         rows.append(row)
     # the key metrics right after what ran, so that they are on screen without scrolling the table sideways
     columns = ["id", "status", "progress", "method", "seed", *KEY_METRICS.values(), "policy", "regime", "stream",
-               "group", "name", "lineage", "weights", "where", "launcher", "error"]
+               "group", "name", "lineage", "weights", "where", "launcher", "priority", "error"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -35,6 +35,7 @@ from cldash.dashboard.labels import (
     short_setting_name,
 )
 from cldash.measures.metrics import METRICS, summarize
+from cldash.runs.priority import PRIORITIES, priority_name
 from cldash.store import Store
 
 # Scalars that count something (ranks, dimensions, directions): drawn with whole-number ticks.
@@ -329,12 +330,19 @@ def filter_runs(runs: list[dict], status=(), method=(), stream=(), regime=(), gr
 
 # -- the Runs page's words -----------------------------------------------------------------------
 def listing_caption(runs: list[dict]) -> str:
-    """The line under the runs table: "3 finished · 1 running — latest: #3 finished, #4 running" (the last 8)."""
+    """The line under the runs table: "3 finished · 1 running — latest: #3 finished, #4 running" (the last 8), and
+    while runs wait, the order they start in: "waiting: 2 interactive first, then 84 batch"."""
     counts: dict[str, int] = {}
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return (" · ".join(f"{n} {status}" for status, n in sorted(counts.items())) + " — latest: " +
+    line = (" · ".join(f"{n} {status}" for status, n in sorted(counts.items())) + " — latest: " +
             ", ".join(f"#{r['id']} {r['status']}" for r in runs[-8:]))
+    waiting = [priority_name(r) for r in runs if r["status"] == "queued" and not r.get("pid")]
+    if waiting:
+        by = {name: waiting.count(name) for name in PRIORITIES if name in waiting}
+        line += " — waiting: " + ", then ".join(f"{n} {name}" + (" first" if i == 0 and len(by) > 1 else "")
+                                                for i, (name, n) in enumerate(by.items()))
+    return line
 
 
 def resumed_message(done: list[tuple[int, int]]) -> str:

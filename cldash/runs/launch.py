@@ -17,20 +17,23 @@ import time
 from cldash.config import describe_run, resolve
 from cldash.core.errors import UserError
 from cldash.runs.launchers import Resources, for_run
+from cldash.runs.priority import priority_value
 from cldash.runs.queue import schedule
 from cldash.store import Store
 
 
 def launch(store: Store, configs: list[dict], launch_keys: list[str] | None = None,
            group_key: str | None = None, names: list[str] | None = None, start: bool = True,
-           launcher=None, resources=None) -> list[int]:
+           launcher=None, resources=None, priority: str = "interactive") -> list[int]:
     """Queue one run per (already resolved) config and start as many as the limit allows.
 
     With launch keys, launching the same keys again returns the same runs (a double click
     starts one run per config, not two). `launcher` (cldash.runs.launchers; default: the local one)
     takes the queued runs: the local scheduler starts what its limit allows, a Ray cluster takes
     them all as jobs with `resources` (cldash.runs.launchers.Resources) each and queues what does not fit.
+    `priority` (cldash.runs.priority): "interactive" runs start ahead of the "batch" runs waiting in the local queue.
     """
+    rank = priority_value(priority)   # before anything is stored
     local = launcher is None or launcher.name == "local"
     if not local:
         resources = (resources or Resources()).check()
@@ -40,7 +43,7 @@ def launch(store: Store, configs: list[dict], launch_keys: list[str] | None = No
         return {} if local else {"launcher": launcher.name, "launcher_info": launcher.info(resources)}
 
     ids = [store.create_run(cfg, status="queued", launch_key=(launch_keys or [None] * len(configs))[i],
-                            group_key=group_key, name=(names or [""] * len(configs))[i], **owner())
+                            group_key=group_key, name=(names or [""] * len(configs))[i], priority=rank, **owner())
            for i, cfg in enumerate(configs)]
     if start and local:
         schedule(store)

@@ -257,7 +257,8 @@ def launch_sweep(store, sweep: Sweep | Plan, launcher=None, resources=None) -> t
     if not new:
         return p, []
     ids = launch(store, [p.configs[i] for i in new], [p.keys[i] for i in new], group_key=p.sweep.group,
-                 names=[p.configs[i]["name"] for i in new], launcher=launcher, resources=resources)
+                 names=[p.configs[i]["name"] for i in new], launcher=launcher, resources=resources,
+                 priority="batch")
     return p, ids
 
 

@@ -72,6 +72,7 @@ class Run(Base):
     resumes: Mapped[int | None] = mapped_column(Integer)           # times resumed
     runtime: Mapped[str | None] = mapped_column(Text)    # JSON: precision, compile, data used (0006)
     artifacts: Mapped[str | None] = mapped_column(Text)  # where its checkpoints, adapters are if not the default (0008)
+    priority: Mapped[int | None] = mapped_column(Integer)  # the local queue starts (priority, id) first (0009)
 
 
 class TaskRow(Base):

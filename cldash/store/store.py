@@ -109,13 +109,15 @@ class Store:
     # -- runs ---------------------------------------------------------------------------------
     def create_run(self, config: dict, *, status: str = "queued", launch_key: str | None = None,
                    group_key: str | None = None, name: str = "", launcher: str = "local",
-                   pid: int | None = None, host: str | None = None, launcher_info: dict | None = None) -> int:
+                   pid: int | None = None, host: str | None = None, launcher_info: dict | None = None,
+                   priority: int = 0) -> int:
         """Insert a run row. With a `launch_key` already used, returns the existing run (idempotent).
 
         `launcher` "cli" is a foreground `cldash run`: its row is created owned by its process (`pid`,
         `host` in the same INSERT), so there is no moment when the scheduler could take it for a
         queued background run, and reconcile can end it if the process dies before claiming it.
-        The run records its artifact location (`artifact_location`) unless it is the default.
+        The run records its artifact location (`artifact_location`) unless it is the default. `priority` orders
+        the local queue (cldash.runs.priority: 0 interactive, 1 batch).
         """
         location = self.artifact_location()[0]   # before the INSERT: a bad location stores nothing
         with self._writing(), self.engine.begin() as conn:
@@ -127,7 +129,7 @@ class Store:
                 launch_key=launch_key, group_key=group_key, name=name or config.get("name") or "",
                 method=config["method"], stream=config["stream"], backbone=config["backbone"],
                 policy=config.get("policy"), seed=config["seed"], config=_j(config), status=status,
-                launcher=launcher, pid=pid, host=host, created_at=_now(), artifacts=location,
+                launcher=launcher, pid=pid, host=host, created_at=_now(), artifacts=location, priority=priority,
                 launcher_info=_j(launcher_info) if launcher_info else None))
             return result.inserted_primary_key[0]
 

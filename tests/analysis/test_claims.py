@@ -358,6 +358,39 @@ def test_claims_cli_reads_another_setting_and_says_what_the_tuned_regime_still_n
     assert main(["--db", db, "claims", "--guard-margin", "2"]) == 2
 
 
+class _Terminal:
+    """A stdin that is a terminal (what it answers comes from the patched `input`)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("answer", "flags", "queued"), [("n\n", [], False), ("\n", [], False), ("y\n", [], True),
+                                                        ("", ["--yes"], True)],
+                         ids=["no", "enter is no", "yes", "--yes asks nothing"])
+def test_claims_launch_in_a_terminal_says_the_runs_and_the_time_and_asks_first(tmp_path, monkeypatch, capsys, answer,
+                                                                              flags, queued):
+    from cldash.cli import main
+
+    from conftest import keep_runs_queued
+
+    keep_runs_queued(monkeypatch)
+    monkeypatch.setattr("sys.stdin", _Terminal())
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer.strip())
+    db = str(tmp_path / "cli.db")
+    Store(db).set_setting("max_concurrent", "2")   # two at a time, whatever this machine's cores
+    assert main(["--db", db, "claims", "--claim", "study-rank", "--regime", "common", "--launch", *flags]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("to queue: 9 runs (13,500 steps), about 3 min on this machine, 2 at a time (estimated from the "
+                      "shipped claims study's pace (0.0236 s a step on 2 CPU cores); this store has no finished run of "
+                      "this machine yet); as a batch, behind any lesson, demo or Launch page run queued meanwhile")
+    assert asked == ([] if flags else ["queue the 9 run(s)? [y/N] "])
+    runs = Store(db).runs()
+    assert (len(runs), out[1]) == ((9, f"queued 9 run(s): #1 to #9 -> {db}") if queued else (0, "nothing queued"))
+    assert {r["priority"] for r in runs} <= {1}
+
+
 def test_only_the_runs_of_an_undecided_check_get_more_seeds(store):
     """B vs A is clear after 3 seeds, C vs A is not: C and A go on to 5 seeds, B stops at 3."""
     three = Claim("test-three", "a test paper", "B and C forget less than A.", "digits-rotate",

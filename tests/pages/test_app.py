@@ -537,6 +537,7 @@ def regime_lines(at) -> dict[str, list[str]]:
 
 def test_claims_page_on_an_empty_store_launches_the_missing_runs_once(tmp_path, monkeypatch):
     from cldash.analysis import claims as C
+    from cldash.runs.pace import estimate
 
     no_starts(monkeypatch)
     db = tmp_path / "claims.db"
@@ -558,7 +559,18 @@ def test_claims_page_on_an_empty_store_launches_the_missing_runs_once(tmp_path, 
     total = len(C.to_launch(Store(str(db))))
     button = at.button(key="claims-launch-all")
     assert button.label == f"Launch the {total} missing runs" and not button.disabled
-    button.click().run()
+    button.click().run()   # asks first: the number of runs and the time they take here; nothing queued yet
+    assert not at.exception and Store(str(db)).runs() == []
+    forecast = estimate(Store(str(db)), C.to_launch(Store(str(db))))
+    assert f"**Queue {forecast.text()}?**" in [m.value for m in at.markdown]
+    assert forecast.runs == total and "min on this machine" in forecast.text()
+    assert any(c.value.startswith("Estimated from the shipped claims study's pace (0.0236 s a step on 2 CPU cores)")
+               for c in at.caption)
+    at.button(key="no-all").click().run()   # Cancel: the question goes, nothing is queued
+    assert not [b for b in at.button if b.key == "yes-all"] and Store(str(db)).runs() == []
+    at.button(key="claims-launch-all").click().run()
+    assert at.button(key="yes-all").label == f"Queue {total} runs"
+    at.button(key="yes-all").click().run()
     assert not at.exception
     runs = Store(str(db)).runs()
     assert len(runs) == total and all(r["status"] == "queued" and r["group_key"] == "claims" for r in runs)
@@ -579,6 +591,8 @@ def test_claims_page_filters_by_regime_and_launches_one_claim(tmp_path, monkeypa
     assert all(len(v) == 1 and v[0].startswith("*paper*") for v in regime_lines(at).values())
     assert at.button(key="launch-study-rank-paper").label == "Launch the 9 missing runs of this claim (paper)"
     at.button(key="launch-study-rank-paper").click().run()
+    assert Store(str(db)).runs() == []   # asked first, under the claim's own button
+    at.button(key="yes-study-rank-paper").click().run()
     runs = Store(str(db)).runs()
     assert len(runs) == 9 and {r["config"]["preset"] for r in runs} == {"common"}   # LoRA has no paper preset
     assert all(r["method"] == "lora" for r in runs)
@@ -643,6 +657,7 @@ def test_claims_page_on_a_read_only_store_says_nothing_was_launched(tmp_path, mo
     Store(str(path)).runs()
     at = app(f"sqlite:///file:{path}?mode=ro&uri=true", monkeypatch, "pages/claims.py")
     at.button(key="claims-launch-all").click().run()
+    at.button(key="yes-all").click().run()
     assert not at.exception
     assert any(e.value.startswith("Nothing was launched: cannot write to the run store") for e in at.error)
     assert Store(str(path)).runs() == []
@@ -722,6 +737,7 @@ def test_a_finished_search_shows_on_the_claims_page_and_its_tuned_values_on_the_
     assert sum("not searched yet: `cldash tune --claim codyra-rank`" == c.value for c in searches.caption) == 2
     button = at.button(key="launch-study-rank-tuned")
     button.click().run()
+    at.button(key="yes-study-rank-tuned").click().run()
     runs = Store(str(db)).runs()
     assert len(runs) == 9 and {r["config"]["lr"] for r in runs} == {0.0012}
     assert {r["config"]["lr_schedule"] for r in runs} == {"cosine"}
@@ -750,6 +766,7 @@ def test_claims_page_reads_the_claims_at_another_length(tmp_path, monkeypatch):
     store, hundred = Store(str(tmp_path / "claims.db")), C.Setting(steps_per_task=100)
     need = len(C.to_launch(store, setting=hundred))
     at.button(key="claims-launch-all").click().run()
+    at.button(key="yes-all").click().run()
     runs = store.runs()
     assert len(runs) == need and {r["config"]["steps_per_task"] for r in runs} == {100}
     assert C.to_launch(store, setting=hundred) == []   # what the page launched is what that length needs

@@ -216,3 +216,80 @@ def test_runs_share_the_gpus_evenly_and_each_sees_only_its_own(db, monkeypatch):
     assert gpus == ["4", "7", "4", "7"]
     assert [envs[i].get("CUDA_VISIBLE_DEVICES") for i in started] == ["4", "7", "4", None]
     assert local.gpu_for({"config": {"device": "cpu"}}, []) == (None, False)
+
+
+def _sweep(store):
+    from cldash.runs.sweeps import Sweep, launch_sweep
+
+    return launch_sweep(store, Sweep(methods=["lora"], seeds=[0, 1], fixed={"steps_per_task": 5}))[1]
+
+
+def _claims(store):
+    from cldash.analysis.claims import CLAIMS, launch_missing
+
+    return launch_missing(store, claims=CLAIMS[:1], regimes=("common",))
+
+
+def _lesson(store):
+    from cldash.analysis.lessons import LESSONS, launch_lesson
+
+    return launch_lesson(store, LESSONS[0].key)
+
+
+def _demo(store):
+    from cldash.runs.demo import launch_demo
+
+    return launch_demo(store, "demo-priority")
+
+
+def _rerun(store):
+    first = launch(store, [resolve(QUICK).to_dict()], priority="batch")[0]
+    return [rerun(store, first, seed=7)]
+
+
+# who launches, and the queue priority its runs get: a person's launches go ahead of a program's batches
+LAUNCHES = [("a sweep", _sweep, "batch"), ("the claims' runs", _claims, "batch"), ("a lesson", _lesson, "interactive"),
+            ("the demo", _demo, "interactive"), ("a re-run", _rerun, "interactive")]
+
+
+@pytest.mark.parametrize(("who", "queue_them", "priority"), LAUNCHES, ids=[w for w, _, _ in LAUNCHES])
+def test_each_launcher_of_runs_gives_them_its_queue_priority(db, monkeypatch, who, queue_them, priority):
+    from cldash.runs.priority import priority_name
+
+    from conftest import keep_runs_queued
+
+    keep_runs_queued(monkeypatch)
+    store = Store(db)
+    ids = queue_them(store)
+    assert ids and {priority_name(r) for r in store.runs(ids=ids)} == {priority}
+
+
+def test_interactive_runs_start_before_batch_runs_and_cldash_queue_shows_the_order(db, monkeypatch, capsys):
+    """Claims' runs queued first, a lesson's after: `cldash queue` lists the lesson's runs first, with their
+    priority, and the scheduler starts them first; within a priority the oldest goes first."""
+    from cldash.cli import main
+    from cldash.runs.launchers.local import queue
+
+    from conftest import keep_runs_queued
+
+    store = Store(db)
+    store.set_setting("max_concurrent", "1")
+    keep_runs_queued(monkeypatch)
+    batch = launch(store, [resolve(dict(QUICK, seed=s)).to_dict() for s in range(3)], priority="batch")
+    lesson = _lesson(store)
+    assert [r["id"] for r in queue(store)[1]] == lesson + batch
+    assert main(["--db", db, "queue", "--no-start"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out[2:2 + len(lesson) + len(batch)]]
+    assert [(int(r[1]), r[5]) for r in rows] == [(i, "interactive") for i in lesson] + [(i, "batch") for i in batch]
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    assert out[-1].startswith("interactive runs (a lesson, the demo, the Launch page) start before batch runs")
+    import cldash.runs.launchers.local as local
+
+    monkeypatch.undo()   # the scheduler starts runs again, into a spawn that records what it would start
+    started = []
+    monkeypatch.setattr(local, "spawn", lambda store, run_id, extra_env=None: started.append(run_id))
+    assert schedule(store) == started == lesson[:1]
+    with pytest.raises(Exception, match="unknown queue priority 'urgent'; the priorities are interactive, batch"):
+        launch(store, [resolve(QUICK).to_dict()], priority="urgent")
+    assert len(store.runs()) == len(lesson) + len(batch)   # nothing stored for the bad priority

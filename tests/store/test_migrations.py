@@ -341,8 +341,8 @@ def test_cldash_db_current_and_upgrade(tmp_path, capsys):
         f"revision  0001\n"
         f"head      {migrations.HEAD} (this cldash {__version__})\n"
         f"cldash    not recorded\n"
-        f"pending   0002, 0003, 0004, 0005, 0006, 0007, 0008: `cldash db upgrade` (or any command) applies them, after "
-        f"copying the "
+        f"pending   0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009: `cldash db upgrade` (or any command) applies "
+        f"them, after copying the "
         f"file to {path}.bak-0001\n")
     assert revision_of(path) is None and not (tmp_path / "runs.db.bak-0001").exists()   # current changes nothing
     assert main([*db, "upgrade"]) == 0
@@ -384,4 +384,31 @@ def test_revision_0007_adds_the_tuning_journal_and_keeps_the_runs_before_it(tmp_
     store.append_tuning_log([{"op_code": 0, "n": i} for i in range(3)])
     store.append_tuning_log([{"op_code": 1, "n": 3}])
     assert [e["n"] for e in store.tuning_log()] == [0, 1, 2, 3] and [e["n"] for e in store.tuning_log(2)] == [2, 3]
+    store.engine.dispose()
+
+
+def test_revision_0009_adds_the_queue_priority_and_marks_the_batches_queued_before_it(tmp_path, capsys):
+    """A store at 0008 with a claims run, a sweep's run, a search trial and a lesson's run waiting upgrades to
+    runs.priority: the batch groups' runs are batch (so they stay behind a lesson launched after the upgrade),
+    the others read as interactive; the queue then starts the lesson's run first."""
+    from cldash.runs.launchers.local import queue
+    from cldash.runs.priority import priority_name
+
+    path = tmp_path / "runs.db"
+    alembic_upgrade(f"sqlite:///{path}", "0001")
+    insert_run_at_0001(f"sqlite:///{path}")
+    alembic_upgrade(f"sqlite:///{path}", "0008")
+    groups = {8: "claims", 9: "sweep:grid", 10: "tune:lora", 11: "lesson:forgetting", 12: None}
+    with sqlite3.connect(path) as conn:
+        for run_id, group in groups.items():
+            conn.execute("INSERT INTO runs (id, name, method, stream, backbone, seed, config, status, progress, step, "
+                         "total_steps, task, num_tasks, primary_metric, created_at, group_key, launcher) VALUES "
+                         "(?, 'q', 'lora', 'digits-rotate', 'vit-tiny', 0, '{}', 'queued', 0, 0, 0, 0, 0, 'accuracy', "
+                         "2.0, ?, 'local')", (run_id, group))
+    store = Store(str(path))
+    assert f"from revision 0008 to {migrations.HEAD}" in capsys.readouterr().err
+    assert_run_kept(store)
+    assert {r["id"]: priority_name(r) for r in store.runs()} == {
+        7: "interactive", 8: "batch", 9: "batch", 10: "batch", 11: "interactive", 12: "interactive"}
+    assert [r["id"] for r in queue(store)[1]] == [11, 12, 8, 9, 10]
     store.engine.dispose()

@@ -73,7 +73,7 @@ def test_upgrading_a_postgres_store_from_0001_keeps_its_runs(empty_pg_url, recor
             conn.exec_driver_sql("INSERT INTO meta VALUES ('schema_version', '1')")
         engine.dispose()
     store = Store(empty_pg_url, migrate=False)
-    assert migrations.current(store)["pending"] == ["0002", "0003", "0004", "0005", "0006", "0007", "0008"]
+    assert migrations.current(store)["pending"] == ["0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"]
     store = Store(empty_pg_url)
     assert capsys.readouterr().err == f"upgraded the run store {store.display} from revision 0001 to " \
                                       f"{migrations.HEAD} (cldash {migrations.__version__}).\n"

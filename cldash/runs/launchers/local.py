@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from cldash.core.cache import cache_dir, cache_key, file_lock
 from cldash.core.errors import StoreWriteError
 from cldash.runs.launchers.base import JobState, Resources, is_local, register_launcher
+from cldash.runs.priority import start_order
 from cldash.runs.processes import (
     default_limit,
     gpu_count,
@@ -122,13 +123,14 @@ def gpu_for(run: dict, active: list[dict]) -> tuple[str | None, bool]:
 
 def queue(store) -> tuple[list[dict], list[dict]]:
     """The runs holding a slot (running, or started and not claimed yet, a foreground `cldash run`
-    included) and the runs waiting for one, in the order `start_waiting` starts them."""
+    included) and the runs waiting for one, in the order `start_waiting` starts them: interactive runs before
+    batch ones, oldest first within each (cldash.runs.priority)."""
     queued = store.runs(status=["queued"])
     # a cluster's runs take the cluster's slots, not this machine's
     active = sorted([r for r in store.runs(status=["running"]) + [r for r in queued if r["pid"]]
                      if is_local(r["launcher"])], key=lambda r: r["id"])
     # cli: its own process runs it; ray: the cluster's scheduler starts it
-    waiting = [r for r in queued if not r["pid"] and r["launcher"] in (None, "local")]
+    waiting = sorted([r for r in queued if not r["pid"] and r["launcher"] in (None, "local")], key=start_order)
     return active, waiting
 
 

@@ -36,9 +36,9 @@ from cldash.core.cache import file_lock
 from cldash.core.errors import UserError
 from cldash.store.urls import sqlite_path
 
-HEAD = "0008"
+HEAD = "0009"
 # oldest first; any other revision comes from a newer cldash
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
 VERSION_KEY = "cldash_version"   # meta: the cldash that last created or upgraded the store
 _PG_LOCK = 0x636C64617368        # "cldash" in ASCII: the advisory-lock key held while upgrading
 _META = table("meta", column("key", Text), column("value", Text))
