@@ -20,7 +20,8 @@ from cldash.runs.processes import max_concurrent
 # torch, the data) before its first step.
 STUDY_SECONDS_PER_STEP = 0.0236
 START_SECONDS = 4.7
-NEWEST = 50            # the finished runs whose pace counts: the newest, this machine's
+NEWEST = 50            # the finished runs whose pace counts: the newest, this machine's ...
+MIN_STEPS = 100        # ... of at least this many steps: a 10-step run is mostly its evaluations (0.21 s a step)
 DEFAULT_TASKS = 5      # the built-in streams' default number of tasks
 
 
@@ -51,13 +52,15 @@ def duration(seconds: float) -> str:
 
 def pace(store) -> tuple[float, str]:
     """Seconds a step of one run, with where it comes from: the median over the newest finished runs of this
-    machine in the store (each one's time from its start to its end over its steps), else the shipped study's."""
+    machine in the store of at least MIN_STEPS steps (each one's time from its start to its end over its steps), else
+    the shipped study's."""
     host = socket.gethostname()
     done = [r for r in store.runs(status=["finished"]) if r["host"] == host and r["started_at"]
-            and r["finished_at"] and (r["total_steps"] or 0) > 0][-NEWEST:]
+            and r["finished_at"] and (r["total_steps"] or 0) >= MIN_STEPS][-NEWEST:]
     if not done:
         return STUDY_SECONDS_PER_STEP, (f"the shipped claims study's pace ({STUDY_SECONDS_PER_STEP:g} s a step on 2 "
-                                        "CPU cores); this store has no finished run of this machine yet")
+                                        f"CPU cores); this store has no finished run of this machine of {MIN_STEPS} "
+                                        "steps or more yet")
     per_step = statistics.median((r["finished_at"] - r["started_at"]) / r["total_steps"] for r in done)
     return per_step, (f"the pace of the {len(done)} newest finished run{'s' * (len(done) != 1)} of this machine in "
                       f"this store ({per_step:.3g} s a step)")

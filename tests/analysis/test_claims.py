@@ -384,7 +384,8 @@ def test_claims_launch_in_a_terminal_says_the_runs_and_the_time_and_asks_first(t
     out = capsys.readouterr().out.splitlines()
     assert out[0] == ("to queue: 9 runs (13,500 steps), about 3 min on this machine, 2 at a time (estimated from the "
                       "shipped claims study's pace (0.0236 s a step on 2 CPU cores); this store has no finished run of "
-                      "this machine yet); as a batch, behind any lesson, demo or Launch page run queued meanwhile")
+                      "this machine of 100 steps or more yet); as a batch, behind any lesson, demo or Launch page "
+                      "run queued meanwhile")
     assert asked == ([] if flags else ["queue the 9 run(s)? [y/N] "])
     runs = Store(db).runs()
     assert (len(runs), out[1]) == ((9, f"queued 9 run(s): #1 to #9 -> {db}") if queued else (0, "nothing queued"))

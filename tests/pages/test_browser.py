@@ -1,7 +1,8 @@
 """A real browser: headless Chromium (Debian's package) driven by Playwright against
 `streamlit run app.py` on a free localhost port with a temporary store. It launches a short run
 from the Launch page, waits until the Runs page shows it finished, checks that the Compare
-page draws its accuracy matrix and that the Claims page lists the claims with a verdict badge.
+page draws its accuracy matrix and that the Claims page lists the claims with a verdict badge, and that its
+launch button asks first (the runs, the time on this machine) and Cancel queues nothing.
 A screenshot of each step goes to the test's temporary folder."""
 
 import contextlib
@@ -107,10 +108,18 @@ def test_launch_a_run_watch_it_finish_and_compare(server):
         expect(line).to_contain_text("not enough evidence")
         expect(page.get_by_role("button", name="missing runs").first).to_be_enabled()
         page.screenshot(path=str(tmp / "4-claims.png"))
+        # its launch button asks first, with the runs and the time on this machine; Cancel queues nothing
+        page.get_by_role("button", name="missing runs").first.click()
+        expect(page.get_by_text("on this machine,").first).to_be_visible(timeout=30_000)
+        # the one run has 10 steps: too few to time a step by, so the shipped study's pace
+        expect(page.get_by_text("Estimated from the shipped claims study's pace")).to_be_visible()
+        page.screenshot(path=str(tmp / "5-claims-asks.png"))
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.get_by_text("on this machine,")).to_have_count(0, timeout=30_000)
         browser.close()
     from cldash.store import Store
 
-    (run,) = Store(str(tmp / "browser.db")).runs()
+    (run,) = Store(str(tmp / "browser.db")).runs()   # the launch run alone: the question queued nothing
     assert run["status"] == "finished" and run["config"]["steps_per_task"] == 10
     assert run["config"]["stream_options"]["angles"] == [90.0]
     assert (tmp / "3-compare.png").stat().st_size > 10_000

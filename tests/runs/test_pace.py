@@ -20,8 +20,10 @@ def finished(store, seconds: float, steps: int, host: str | None = None, stream:
 def test_the_pace_is_the_median_of_this_machines_finished_runs_else_the_shipped_studys(db):
     store = Store(db)
     assert pace(store) == (STUDY_SECONDS_PER_STEP, "the shipped claims study's pace (0.0236 s a step on 2 CPU "
-                                                   "cores); this store has no finished run of this machine yet")
+                                                   "cores); this store has no finished run of this machine of 100 "
+                                                   "steps or more yet")
     finished(store, 500.0, 100, host="another-node")   # another machine's pace says nothing about this one
+    finished(store, 2.0, 10)          # nor does a 10-step run's, which is mostly its evaluations
     assert pace(store)[0] == STUDY_SECONDS_PER_STEP
     for seconds in (10.0, 20.0, 90.0):
         finished(store, seconds, 1000)
