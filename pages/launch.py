@@ -346,8 +346,9 @@ else:
 if clicked and sweeping and sweep_plan is not None:
     try:
         launcher = parse(address)
+        # a person launched it here to watch it: ahead of the claims' and the CLI's batches (cldash.runs.priority)
         _, ids = launch_sweep(store, sweep_plan, launcher=launcher,
-                              resources=Resources(cpus=float(cpus), gpus=float(gpus)))
+                              resources=Resources(cpus=float(cpus), gpus=float(gpus)), priority="interactive")
     except UserError as exc:
         slots["sweep-launcher"].error(str(exc))
     else:

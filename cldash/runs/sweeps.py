@@ -249,16 +249,18 @@ def _resolve_run(sweep: Sweep, method: str, preset: str, seed: int, chosen: dict
                         + (f", {where}" if where else "") + ").") from None
 
 
-def launch_sweep(store, sweep: Sweep | Plan, launcher=None, resources=None) -> tuple[Plan, list[int]]:
+def launch_sweep(store, sweep: Sweep | Plan, launcher=None, resources=None,
+                 priority: str = "batch") -> tuple[Plan, list[int]]:
     """Queue the sweep's runs that the store does not hold yet (with `launcher`, cldash.runs.launchers; default the
-    local one); returns the plan and the ids of the runs queued now."""
+    local one); returns the plan and the ids of the runs queued now. A sweep is a batch (cldash.runs.priority)
+    unless a person launched it to watch it (the Launch page says interactive)."""
     p = sweep if isinstance(sweep, Plan) else plan(store, sweep)
     new = p.new
     if not new:
         return p, []
     ids = launch(store, [p.configs[i] for i in new], [p.keys[i] for i in new], group_key=p.sweep.group,
                  names=[p.configs[i]["name"] for i in new], launcher=launcher, resources=resources,
-                 priority="batch")
+                 priority=priority)
     return p, ids
 
 

@@ -37,6 +37,7 @@ def test_the_launch_page_shows_a_sweeps_count_and_queues_it_once_as_a_group(tmp_
     button.click().run()
     runs = Store(str(db)).runs()
     assert len(runs) == 3 and {r["group_key"] for r in runs} == {"sweep:class"}
+    assert {r["priority"] for r in runs} == {0}   # interactive: launched here to watch it (a CLI sweep: batch)
     assert sorted((r["method"], r["config"]["method_options"].get("rank")) for r in runs) == [
         ("full", None), ("lora", 2), ("lora", 4)]
     assert at.button(key="launch-button").label == "Queue the sweep's 0 new runs"
