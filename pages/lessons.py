@@ -1,6 +1,8 @@
 """Lessons: pick a lesson (or open ?lesson=KEY), read its question, launch its runs in one click (at its own
 length or another), watch their state, then follow the guided reading, a link per step to the page it names with
-the lesson's runs selected and a link to the Claims page entry of the claim it illustrates. The lessons
+the lesson's runs selected, opened on the state the step describes (the run, update kind, module and measures it
+names, scrolled to its section: `Step.link_state`, read by the page through pages/links.py), and a link to the
+Claims page entry of the claim it illustrates. The lessons
 themselves (runs, wording, measured times) are data in cldash.analysis.lessons."""
 
 import streamlit as st
@@ -87,8 +89,10 @@ def state_and_reading() -> None:
     st.markdown("#### Guided reading")
     if ids and not state["done"]:
         st.caption("The charts fill in as the runs go; the numbers the reading mentions are those of finished runs.")
-    query = {"runs": ",".join(map(str, sorted(ids)))} if ids else None
+    selection = {"runs": ",".join(map(str, sorted(ids)))} if ids else {}
+    by_label = {label: run["id"] for label, run in runs.items() if run is not None}
     for n, step in enumerate(lesson.reading, start=1):
+        query = {**selection, **step.link_state(by_label)} or None
         with st.container(border=True):
             st.markdown(f"**{n}. {step.page}: {step.chart}**  \nLook at {step.look}.  \n*Notice:* {step.notice}")
             with st.container(horizontal=True):
