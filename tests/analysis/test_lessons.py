@@ -273,6 +273,14 @@ def test_lessons_page_launches_a_lesson_at_a_length_and_links_its_reading(db, no
         store.update_run(r["id"], status="finished", progress=1.0)
     at.run()
     assert "4 of 4 finished" in at.get("progress")[0].proto.text
+    # a class follows a step's link and comes back for the next step (the sidebar's navigation clears the URL's
+    # ?lesson=): the same lesson at the same length, its links still carrying the runs
+    at.query_params.clear()
+    at.switch_page("pages/compare.py").run()
+    at.switch_page("pages/lessons.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="lesson-pick").value == "where" and at.number_input(key="lesson-steps-where").value == 3
+    assert [{k: v[0] for k, v in parse_qs(lk[2]).items()} for lk in _links(at) if lk[0].startswith("Open ")] == queries
 
 
 def test_claims_page_opens_the_claim_a_lesson_links_to(db, monkeypatch):
