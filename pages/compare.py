@@ -51,6 +51,9 @@ store = get_store()
 st.title("Compare")
 groups = dict(store.run_groups())
 source = ""
+if LINKED:      # a lesson step's link is about the runs it selected, not a group this page showed before
+    st.session_state.compare_from = ""
+    st.session_state.pop("compare_from_widget", None)
 if groups:
     options = ["", *groups]
     remembered = st.session_state.get("compare_from", "")   # widget state does not survive a page switch

@@ -104,7 +104,7 @@ def state_and_reading() -> None:
             st.markdown(f"**{n}. {step.page}: {step.chart}**  \nLook at {step.look}.  \n*Notice:* {step.notice}")
             with st.container(horizontal=True):
                 st.page_link(L.PAGES[step.page], label=f"Open {step.page}", icon=":material/arrow_forward:",
-                             query_params=query)
+                             query_params=query, help=step.opens(by_label))
                 if step.claim:
                     claim = get_claim(step.claim)
                     st.page_link(L.PAGES["Claims"], label=f"The claim: {claim.paper}", icon=":material/fact_check:",

@@ -65,7 +65,7 @@ download(spectra_table(series), f"run-{run_id}-{view}-{kind}", key="dl-series")
 header("Spectrum at one step, across runs", "spectrum-at-one-step", linked)
 steps = sorted(series.step.unique())
 step = st.select_slider("step", options=steps, value=steps[-1], key="sp-step")
-others = st.multiselect("compare with", [i for i in labels if i != run_id], format_func=labels.get,
+others = st.multiselect("compare with", [i for i in labels if i != run_id], format_func=picks.get,
                         default=[i for i in labels if i != run_id][:3])
 at = store.spectra_at([run_id, *others], kind=kind, step=step, module=view)
 normalize = st.toggle("divide by σ₁ (compare shapes, not sizes)", value=False)

@@ -85,6 +85,20 @@ class Step:
                  "measures": ",".join(self.measures) or None}
         return {k: str(v) for k, v in state.items() if v is not None}
 
+    def opens(self, run_ids: dict[str, int]) -> str:
+        """What the link opens, in words for its tooltip: "Opens Spectra on LoRA r=16 (#1), update: task, module
+        vit.layers.0.attention.k_proj, at Shape measures over steps." """
+        bits = []
+        if self.run:
+            bits.append(f"on {self.run}" + (f" (#{run_ids[self.run]})" if self.run in run_ids else ""))
+        if self.kind:
+            bits.append(f"update: {self.kind}")
+        if self.module:
+            bits.append(f"module {self.module}")
+        if self.section:
+            bits.append(f"at {SECTIONS[self.page][self.section]}")
+        return f"Opens {self.page} " + ", ".join(bits) + "." if bits else f"Opens {self.page} with the lesson's runs."
+
 
 @dataclass(frozen=True)
 class Lesson:

@@ -76,6 +76,9 @@ def test_every_steps_link_names_a_state_its_page_has(lesson, n, step):
     assert state.get("run") == (str(ids[step.run]) if step.run else None)
     assert state.get("section") == step.section and state.get("kind") == step.kind
     assert step.link_state({}).get("run") is None       # not launched yet: the page's own default run
+    words = step.opens(ids)         # the link's tooltip says what it opens
+    assert words.startswith(f"Opens {step.page} ") and (not step.run or f"{step.run} (#{ids[step.run]})" in words)
+    assert not step.section or L.SECTIONS[step.page][step.section] in words
 
 
 def test_the_steps_ask_for_what_their_text_names():
@@ -281,6 +284,9 @@ def test_lessons_page_launches_a_lesson_at_a_length_and_links_its_reading(db, no
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="lesson-pick").value == "where" and at.number_input(key="lesson-steps-where").value == 3
     assert [{k: v[0] for k, v in parse_qs(lk[2]).items()} for lk in _links(at) if lk[0].startswith("Open ")] == queries
+    helps = [e.proto.help for e in at.get("page_link") if e.proto.label.startswith("Open ")]
+    assert helps == ["Opens Spectra on LoRA r=8 (#1), update: cumulative, module vit.layers.0.attention.k_proj, at "
+                     "Shape measures over steps.", "Opens Compare at Metrics."]
 
 
 def test_claims_page_opens_the_claim_a_lesson_links_to(db, monkeypatch):
