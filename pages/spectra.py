@@ -7,7 +7,7 @@ step's link); the widgets are preset once, on arrival, and stay the user's to ch
 import streamlit as st
 
 from cldash.dashboard.figures import layer_module_heatmap, measures_figure, spectrum_heatmap, spectrum_overlay
-from cldash.dashboard.labels import MEASURE_LABELS, run_label, run_name, run_style
+from cldash.dashboard.labels import MEASURE_LABELS, run_name, run_style
 from cldash.dashboard.tables import spectra_table
 from cldash.dashboard.views import boundaries, measure_lines, module_grid, spectrum_modules, update_kinds
 from pages.links import arrival, header, preset, wanted_list, wanted_run
@@ -22,13 +22,12 @@ runs = runs_for_page(store)
 if not runs:
     st.info("No runs yet: launch some on the Launch page.")
     st.stop()
-labels = {r["id"]: run_label(r) for r in runs}
-# the select shows the short name ("#2 LoRA r=16 · seed 0"): the long label lost its run's end at 1024 px ("… · seed")
-picks = {r["id"]: f"{run_name(r)} · seed {r['seed']}" for r in runs}
+# the short name ("#2 LoRA r=16 · seed 0"): run_label's long one lost its end at 1024 px ("… · seed")
+labels = {r["id"]: f"{run_name(r)} · seed {r['seed']}" for r in runs}
 styles = {r["id"]: run_style(r) for r in runs}     # one name and colour per run, the same on every page
 c1, c2, c3 = st.columns([2, 1, 2])
 preset("sp-run", labels, list(labels)[-1], wanted_run(linked))
-run_id = c1.selectbox("run", list(labels), format_func=picks.get, key="sp-run",
+run_id = c1.selectbox("run", list(labels), format_func=labels.get, key="sp-run",
                       help="The run's number, method and seed; the Runs page has its stream and every setting.")
 run = next(r for r in runs if r["id"] == run_id)
 index = store.spectrum_index(run_id)
@@ -65,7 +64,7 @@ download(spectra_table(series), f"run-{run_id}-{view}-{kind}", key="dl-series")
 header("Spectrum at one step, across runs", "spectrum-at-one-step", linked)
 steps = sorted(series.step.unique())
 step = st.select_slider("step", options=steps, value=steps[-1], key="sp-step")
-others = st.multiselect("compare with", [i for i in labels if i != run_id], format_func=picks.get,
+others = st.multiselect("compare with", [i for i in labels if i != run_id], format_func=labels.get,
                         default=[i for i in labels if i != run_id][:3])
 at = store.spectra_at([run_id, *others], kind=kind, step=step, module=view)
 normalize = st.toggle("divide by σ₁ (compare shapes, not sizes)", value=False)
