@@ -7,7 +7,10 @@ its mean ± sd over seeds and the accuracy-forgetting plot, then every run's met
 page at a time or one mean matrix per setting. A few selected runs keep the matrices first.
 
 A fork (a "What if…" of the Runs page) is drawn beside its parent, its fork point marked on its matrix, and
-the difference shows fork − parent at first; a fork compared without its parent gets a button to add it."""
+the difference shows fork − parent at first; a fork compared without its parent gets a button to add it.
+
+Every section header has a stable anchor (#metrics, #accuracy-matrices...): a lesson step's link scrolls to the one
+it names (pages/links.py)."""
 
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from cldash.dashboard.views import (
     mean_sd_table,
 )
 from cldash.measures.metrics import METRICS
+from pages.links import arrival, header
 from pages.shared import download, download_later, get_store, plot, png_name, runs_for_page, set_selected, through_app
 
 # The metrics a class looks at first, in this order, before the rest of the wide table.
@@ -42,10 +46,14 @@ MATRICES_PER_PAGE = 12
 
 through_app()
 
+LINKED = arrival()     # the section a link named, once: the page scrolls there when its header is drawn
 store = get_store()
 st.title("Compare")
 groups = dict(store.run_groups())
 source = ""
+if LINKED:      # a lesson step's link is about the runs it selected, not a group this page showed before
+    st.session_state.compare_from = ""
+    st.session_state.pop("compare_from_widget", None)
 if groups:
     options = ["", *groups]
     remembered = st.session_state.get("compare_from", "")   # widget state does not survive a page switch
@@ -107,7 +115,7 @@ ALL_RUNS = runs_in(ids)
 def headline() -> None:
     per_setting = seeded
     table = data.by_setting if per_setting else data.metrics
-    st.subheader("At a glance")
+    header("At a glance", "at-a-glance", LINKED)
     st.caption(("One bar per setting: the mean over its seeds, the black line ± one standard deviation. "
                 if per_setting else "One bar per run. ") +
                "Final accuracy: the mean score over all tasks after the last one; forgetting: how much each task "
@@ -119,7 +127,7 @@ def headline() -> None:
 def over_seeds() -> None:
     if not seeded:
         return
-    st.subheader("Mean ± standard deviation over seeds")
+    header("Mean ± standard deviation over seeds", "over-seeds", LINKED)
     shown = mean_sd_table(data.by_setting)
     st.dataframe(shown[["setting", "seeds", *ordered_metrics()]], hide_index=True,
                  column_config={"setting": st.column_config.TextColumn("setting", pinned=True),
@@ -129,7 +137,7 @@ def over_seeds() -> None:
 
 
 def accuracy_against_forgetting() -> None:
-    st.subheader("Accuracy against forgetting")
+    header("Accuracy against forgetting", "accuracy-against-forgetting", LINKED)
     grouped = st.toggle("one point per setting (mean over seeds, bars: standard deviation)", value=seeded)
     if grouped:
         fig = pareto_figure(data.by_setting, label="name", x_err="forgetting_std", y_err="acc_std")
@@ -139,7 +147,7 @@ def accuracy_against_forgetting() -> None:
 
 
 def metrics_per_run() -> None:
-    st.subheader("Metrics")
+    header("Metrics", "metrics", LINKED)
     config = {m.key: st.column_config.NumberColumn(m.label, help=helps[m.key], format="%.3f") for m in METRICS}
     config["label"] = st.column_config.TextColumn("run", pinned=True)
     # the headline numbers (forgetting and BWT among them) right after the run, the rest of the metrics after
@@ -156,7 +164,7 @@ def ordered_metrics() -> list[str]:
 
 
 def accuracy_matrices() -> list[dict]:
-    st.subheader("Accuracy matrices")
+    header("Accuracy matrices", "accuracy-matrices", LINKED)
     st.caption("R[i][j]: score on task j after training through task i; row 'before' is the pre-trained model, "
                "the last column the general (pre-training) task. One colour scale, 0 to 1, for every run.")
     per_setting = seeded and st.radio(
@@ -195,7 +203,7 @@ def accuracy_matrices() -> list[dict]:
 def difference(items: list[dict]) -> None:
     if len(items) < 2:
         return
-    st.subheader("Difference")
+    header("Difference", "difference", LINKED)
     c1, c2 = st.columns(2)
     what = "setting" if items[0]["key"].startswith("S-") else "run"
     titles = [item["title"] for item in items]

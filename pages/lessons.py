@@ -1,6 +1,8 @@
 """Lessons: pick a lesson (or open ?lesson=KEY), read its question, launch its runs in one click (at its own
 length or another), watch their state, then follow the guided reading, a link per step to the page it names with
-the lesson's runs selected and a link to the Claims page entry of the claim it illustrates. The lessons
+the lesson's runs selected, opened on the state the step describes (the run, update kind, module and measures it
+names, scrolled to its section: `Step.link_state`, read by the page through pages/links.py), and a link to the
+Claims page entry of the claim it illustrates. The lessons
 themselves (runs, wording, measured times) are data in cldash.analysis.lessons."""
 
 import streamlit as st
@@ -23,23 +25,30 @@ st.title("Lessons")
 st.caption("Each lesson is a question, a one-click launch that takes about a minute, and a short guided reading: "
            "which chart to open, what to look at, what to notice. From a terminal: `cldash lessons`.")
 keys = [lesson.key for lesson in L.LESSONS]
+# a link to ?lesson=KEY opens that lesson; else the lesson and length last chosen, since widget state does not survive a
+# page switch, and a class that follows a step's link comes back here for the next step
 asked = st.query_params.get("lesson")
-if asked in keys and "lesson-pick" not in st.session_state:
-    st.session_state["lesson-pick"] = asked          # a link to ?lesson=KEY opens that lesson
+if "lesson-pick" not in st.session_state:
+    last = asked if asked in keys else st.session_state.get("lesson-last")
+    if last in keys:
+        st.session_state["lesson-pick"] = last
 key = st.selectbox("Lesson", keys, key="lesson-pick",
                    format_func=lambda k: f"{keys.index(k) + 1}. {L.get_lesson(k).title}")
 if st.query_params.get("lesson") != key:
     st.query_params["lesson"] = key
 lesson = L.get_lesson(key)
+st.session_state["lesson-last"] = key
 
 st.subheader(lesson.question)
 st.caption(f"{L.summary(lesson)}: {'; '.join(lesson.runs)}" + (f" · {lesson.note}" if lesson.note else ""))
 left, right = st.columns([1, 3], vertical_alignment="bottom")
-steps = left.number_input("steps per task", min_value=1, max_value=10_000, value=lesson.steps_per_task, step=10,
-                          key=f"lesson-steps-{key}",
+if f"lesson-steps-{key}" not in st.session_state:
+    st.session_state[f"lesson-steps-{key}"] = st.session_state.get(f"lesson-length-{key}", lesson.steps_per_task)
+steps = left.number_input("steps per task", min_value=1, max_value=10_000, step=10, key=f"lesson-steps-{key}",
                           help=f"The lesson's own length is {lesson.steps_per_task} steps per task, the one its "
                                "reading's numbers were checked at. The time is about proportional to the steps, plus "
                                "a few seconds to start each run; at fewer steps the effects may not show yet.")
+st.session_state[f"lesson-length-{key}"] = steps
 length = None if steps == lesson.steps_per_task else int(steps)
 if right.button(f"Launch this lesson ({len(lesson.runs)} runs)", type="primary", key=f"lesson-launch-{key}",
                 icon=":material/play_arrow:",
@@ -87,13 +96,15 @@ def state_and_reading() -> None:
     st.markdown("#### Guided reading")
     if ids and not state["done"]:
         st.caption("The charts fill in as the runs go; the numbers the reading mentions are those of finished runs.")
-    query = {"runs": ",".join(map(str, sorted(ids)))} if ids else None
+    selection = {"runs": ",".join(map(str, sorted(ids)))} if ids else {}
+    by_label = {label: run["id"] for label, run in runs.items() if run is not None}
     for n, step in enumerate(lesson.reading, start=1):
+        query = {**selection, **step.link_state(by_label)} or None
         with st.container(border=True):
             st.markdown(f"**{n}. {step.page}: {step.chart}**  \nLook at {step.look}.  \n*Notice:* {step.notice}")
             with st.container(horizontal=True):
                 st.page_link(L.PAGES[step.page], label=f"Open {step.page}", icon=":material/arrow_forward:",
-                             query_params=query)
+                             query_params=query, help=step.opens(by_label))
                 if step.claim:
                     claim = get_claim(step.claim)
                     st.page_link(L.PAGES["Claims"], label=f"The claim: {claim.paper}", icon=":material/fact_check:",

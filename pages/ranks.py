@@ -1,6 +1,7 @@
 """Ranks: the active rank of every adapted module over steps (a method's own rank where it has one,
 else the numerical rank of its update), a layer x module grid at each task end, and the method's
-own read-outs (gates, memory dimension, magnitudes...) as they are logged."""
+own read-outs (gates, memory dimension, magnitudes...) as they are logged. A link may name the run to open on
+(pages/links.py: a lesson step's link); it is preset once, on arrival."""
 
 import streamlit as st
 
@@ -17,10 +18,12 @@ from cldash.dashboard.views import (
     readout_names,
     readout_series,
 )
+from pages.links import arrival, preset, wanted_run
 from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()
 
+linked = arrival()
 store = get_store()
 st.title("Ranks")
 runs = runs_for_page(store)
@@ -29,7 +32,8 @@ if not runs:
     st.stop()
 labels = {r["id"]: run_label(r) for r in runs}
 c1, c2 = st.columns(2)   # halves: at 1024 px a third cuts "rank of the protected basis F" off
-run_id = c1.selectbox("run", list(labels), index=len(labels) - 1, format_func=labels.get)
+preset("rk-run", labels, list(labels)[-1], wanted_run(linked))
+run_id = c1.selectbox("run", list(labels), format_func=labels.get, key="rk-run")
 run = next(r for r in runs if r["id"] == run_id)
 names = store.scalar_names(run_id)
 own = rank_scalars(names)

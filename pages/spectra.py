@@ -1,36 +1,47 @@
 """Spectra: singular values of each adapter's update over steps, the spectrum at one step across
-runs, shape measures over steps, and a layer x module grid; cumulative and per-task updates."""
+runs, shape measures over steps, and a layer x module grid; cumulative and per-task updates.
+
+A link may open it on a run, an update kind, a module and measures, scrolled to a section (pages/links.py: a lesson
+step's link); the widgets are preset once, on arrival, and stay the user's to change."""
 
 import streamlit as st
 
 from cldash.dashboard.figures import layer_module_heatmap, measures_figure, spectrum_heatmap, spectrum_overlay
-from cldash.dashboard.labels import MEASURE_LABELS, run_label, run_style
+from cldash.dashboard.labels import MEASURE_LABELS, run_name, run_style
 from cldash.dashboard.tables import spectra_table
 from cldash.dashboard.views import boundaries, measure_lines, module_grid, spectrum_modules, update_kinds
+from pages.links import arrival, header, preset, wanted_list, wanted_run
 from pages.shared import download, get_store, plot, png_name, runs_for_page, through_app
 
 through_app()
 
+linked = arrival()     # before anything is drawn: a link's run, kind, module, measures and section, once
 store = get_store()
 st.title("Spectra")
 runs = runs_for_page(store)
 if not runs:
     st.info("No runs yet: launch some on the Launch page.")
     st.stop()
-labels = {r["id"]: run_label(r) for r in runs}
+# the short name ("#2 LoRA r=16 · seed 0"): run_label's long one lost its end at 1024 px ("… · seed")
+labels = {r["id"]: f"{run_name(r)} · seed {r['seed']}" for r in runs}
 styles = {r["id"]: run_style(r) for r in runs}     # one name and colour per run, the same on every page
 c1, c2, c3 = st.columns([2, 1, 2])
-run_id = c1.selectbox("run", list(labels), index=len(labels) - 1, format_func=labels.get)
+preset("sp-run", labels, list(labels)[-1], wanted_run(linked))
+run_id = c1.selectbox("run", list(labels), format_func=labels.get, key="sp-run",
+                      help="The run's number, method and seed; the Runs page has its stream and every setting.")
 run = next(r for r in runs if r["id"] == run_id)
 index = store.spectrum_index(run_id)
 if index.empty:
     st.info("This run has no spectra logged yet.")
     st.stop()
 kinds = update_kinds(index)
-kind = c2.selectbox("update", kinds, help="cumulative: W(now) − W₀, against the pre-trained weight; "
+preset("sp-kind", kinds, kinds[0], linked.get("kind"))
+kind = c2.selectbox("update", kinds, key="sp-kind", help="cumulative: W(now) − W₀, against the pre-trained weight; "
                                          "task: the change since the current task started; others: method read-outs.")
 modules = store.modules(run_id)
-view = c3.selectbox("module", [*spectrum_modules(modules, index, kind), "layer × module grid"])
+views = [*spectrum_modules(modules, index, kind), "layer × module grid"]
+preset("sp-module", views, views[0], linked.get("module"))
+view = c3.selectbox("module", views, key="sp-module")
 
 if view == "layer × module grid":
     rows = store.spectra(run_id, kind=kind, with_values=False)
@@ -50,7 +61,7 @@ plot(spectrum_heatmap(series, title=f"{styles[run_id]['name']} · {view}: singul
      key="sp-heat", filename=png_name("spectra-heatmap", view, kind, "run", run_id))
 download(spectra_table(series), f"run-{run_id}-{view}-{kind}", key="dl-series")
 
-st.subheader("Spectrum at one step, across runs")
+header("Spectrum at one step, across runs", "spectrum-at-one-step", linked)
 steps = sorted(series.step.unique())
 step = st.select_slider("step", options=steps, value=steps[-1], key="sp-step")
 others = st.multiselect("compare with", [i for i in labels if i != run_id], format_func=labels.get,
@@ -62,9 +73,10 @@ plot(spectrum_overlay({styles[r]["name"]: v for r, v in zip(at.run_id, at["value
                       styles={st_["name"]: st_ for st_ in styles.values()}),
      key="sp-overlay", filename=png_name("spectra-at-step", step, view, kind, "runs", run_id, *others))
 
-st.subheader("Shape measures over steps")
-chosen = st.multiselect("measures", list(MEASURE_LABELS), default=["erank", "top1_energy", "stable_rank", "frobenius"],
-                        format_func=MEASURE_LABELS.get)
+header("Shape measures over steps", "shape-measures", linked)
+preset("sp-measure-pick", MEASURE_LABELS, ["erank", "top1_energy", "stable_rank", "frobenius"],
+       wanted_list(linked, "measures"))
+chosen = st.multiselect("measures", list(MEASURE_LABELS), format_func=MEASURE_LABELS.get, key="sp-measure-pick")
 measures, lines = measure_lines(store, [run_id, *others], view, kinds, kind, styles)
 if len(measures) and chosen:
     plot(measures_figure(measures, chosen, boundaries=boundaries(run), styles=lines,

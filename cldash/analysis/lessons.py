@@ -38,17 +38,66 @@ THREE = [60.0, 120.0, 180.0]   # three rotations instead of five: a lesson's str
 # them move within a short task; evaluation every 50 steps (the default), since an evaluation of every task costs
 # about as much as a dozen training steps: every 25 steps made a lesson about half again as long
 RUN_DEFAULTS = {"eval_interval": 50, "spectra_interval": 10, "dense_spectra_interval": 25}
+# the module a Spectra step opens on: the first adapted module of the shipped ViT, the one the Spectra page opened on
+# before a step's link named a module
+MODULE = "vit.layers.0.attention.k_proj"
+
+
+# The sections a step may scroll to: page -> {anchor: the header the page draws with that anchor}; the lessons'
+# tests check that each page draws these headers with these anchors. A step with no section opens its page at the
+# top: Spectra's singular values over steps and Ranks' active rank per module are the first charts there; Live and
+# Orders have no anchored sections (yet).
+SECTIONS = {"Compare": {"at-a-glance": "At a glance", "accuracy-matrices": "Accuracy matrices",
+                        "difference": "Difference", "metrics": "Metrics",
+                        "accuracy-against-forgetting": "Accuracy against forgetting"},
+            "Spectra": {"spectrum-at-one-step": "Spectrum at one step, across runs",
+                        "shape-measures": "Shape measures over steps"}}
+# the pages whose state a step can set beyond the section: which run the page shows (a label of the lesson's runs),
+# and on Spectra the update kind, the module and the shape measures drawn
+RUN_PAGES = ("Spectra", "Ranks")
+UPDATE_KINDS = ("cumulative", "task")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a lesson's reading: open `page` at `chart`, look at `look`, notice `notice`."""
+    """One step of a lesson's reading: open `page` at `chart`, look at `look`, notice `notice`.
+
+    The rest is the page state the step describes, which its link carries (pages/links.py): the page opens on
+    `run` (a label of the lesson's runs) with `kind` and `module` chosen and `measures` drawn, scrolled to the
+    header `section` (an anchor of SECTIONS[page]). None leaves the page's own default."""
 
     page: str                   # a key of PAGES
     chart: str                  # the chart or table on that page, as the page titles it
     look: str                   # what to look at
     notice: str                 # what the class should notice (checked against runs at the lesson's length)
     claim: str | None = None    # the paper claim it illustrates: a key of cldash.analysis.claims.CLAIMS
+    section: str | None = None  # the header to scroll to: a key of SECTIONS[page]
+    run: str | None = None      # the run the page shows first: a key of the lesson's runs (RUN_PAGES only)
+    kind: str | None = None     # Spectra: the update kind, one of UPDATE_KINDS
+    module: str | None = None   # Spectra: the adapted module (a module name of the lesson's backbone)
+    measures: tuple[str, ...] = ()   # Spectra: the shape measures drawn (keys of dashboard.labels.MEASURE_LABELS)
+
+    def link_state(self, run_ids: dict[str, int]) -> dict[str, str]:
+        """The query parameters of this step's link: `run_ids` maps the lesson's run labels to the store's ids (a
+        run not launched yet is left out, and the page keeps its default)."""
+        state = {"section": self.section, "kind": self.kind, "module": self.module,
+                 "run": run_ids.get(self.run) if self.run else None,
+                 "measures": ",".join(self.measures) or None}
+        return {k: str(v) for k, v in state.items() if v is not None}
+
+    def opens(self, run_ids: dict[str, int]) -> str:
+        """What the link opens, in words for its tooltip: "Opens Spectra on LoRA r=16 (#1), update: task, module
+        vit.layers.0.attention.k_proj, at Shape measures over steps." """
+        bits = []
+        if self.run:
+            bits.append(f"on {self.run}" + (f" (#{run_ids[self.run]})" if self.run in run_ids else ""))
+        if self.kind:
+            bits.append(f"update: {self.kind}")
+        if self.module:
+            bits.append(f"module {self.module}")
+        if self.section:
+            bits.append(f"at {SECTIONS[self.page][self.section]}")
+        return f"Opens {self.page} " + ", ".join(bits) + "." if bits else f"Opens {self.page} with the lesson's runs."
 
 
 @dataclass(frozen=True)
@@ -82,12 +131,12 @@ LESSONS: tuple[Lesson, ...] = (
               "row 'after T1' (each method scores about 0.9 on T1, the diagonal), then down the T1 column",
               "the T1 column falls from about 0.9 to about 0.15 by the end, for both: the model forgets what it "
               "learnt first. LoRA, which trains a few percent of the weights, forgets as much as full fine-tuning "
-              "here."),
+              "here.", section="accuracy-matrices"),
          Step("Compare", "Metrics",
               "forgetting and general-task retention of the two runs",
               "forgetting is about 0.75 for both, and the general column (upright digits, the pre-training task) "
               "falls from 0.95 before training to under 0.4: fine-tuning also erodes what the model knew before.",
-              "study-rank"),
+              "study-rank", section="metrics"),
          Step("Live", "score of every task over training",
               "each task's score over the steps, with the task boundaries",
               "a task's score climbs while it is trained and drops as soon as the next task starts.")),
@@ -102,17 +151,17 @@ LESSONS: tuple[Lesson, ...] = (
               "rank 1 learns least (learning accuracy about 0.76 against 0.88) and forgets least (about 0.58 against "
               "0.71); ranks 4 and 16 are alike on both. Two papers disagree about higher ranks (CoDyRA: they forget "
               "more; the forgetting study: less): the Claims page decides each, seeds until clear.",
-              "codyra-rank"),
+              "codyra-rank", section="metrics"),
          Step("Ranks", "active rank per module over steps",
               "CoDyRA's active rank in each module over the steps (pick the CoDyRA run)",
               "every module starts at rank 16; by the end some have pruned theirs (to 13 here) and others have not: "
               "CoDyRA does not keep the same rank everywhere.",
-              "codyra-rank"),
+              "codyra-rank", run="CoDyRA"),
          Step("Compare", "Accuracy against forgetting",
               "where the four runs sit: high accuracy and low forgetting is the corner to be in",
               "all four end near the same final accuracy (about 0.4); CoDyRA's update is smaller than LoRA r=16's "
               "(Spectra: ‖ΔW‖ about 3.4 against 4.7) yet it forgets about as much at this length.",
-              "study-rank")),
+              "study-rank", section="accuracy-against-forgetting")),
         steps_per_task=100, stream_options={"angles": THREE}, seconds=30),
     Lesson(
         "spectra", "Spectral imbalance",
@@ -123,17 +172,18 @@ LESSONS: tuple[Lesson, ...] = (
               "the heatmap of one module's singular values, first for LoRA, then for EBLoRA (update: task)",
               "LoRA's first singular values are much larger than the rest (a bright band at the top, a dark tail); "
               "EBLoRA's are all about the same size.",
-              "eblora-spectrum"),
+              "eblora-spectrum", run="LoRA r=16", kind="task", module=MODULE),
          Step("Spectra", "Shape measures over steps",
               "top-1 energy share and effective rank of the per-task update",
               "LoRA's top-1 energy share is about 0.5 (half of the update's energy in one direction); EBLoRA's "
               "stays at 1/16 = 0.06, a perfectly flat spectrum.",
-              "eblora-spectrum"),
+              "eblora-spectrum", section="shape-measures", run="LoRA r=16", kind="task", module=MODULE,
+              measures=("top1_energy", "erank")),
          Step("Compare", "Metrics",
               "forgetting and final accuracy of the two runs",
               "here EBLoRA forgets about half as much as LoRA (0.38 against 0.78) and ends higher (final accuracy "
               "0.60 against 0.37); the Claims page decides the claim, adding seeds until the answer is clear.",
-              "eblora-spectrum")),
+              "eblora-spectrum", section="metrics")),
         steps_per_task=150, stream_options={"angles": THREE}, seconds=21),
     Lesson(
         "where", "Where the update lives",
@@ -148,13 +198,14 @@ LESSONS: tuple[Lesson, ...] = (
               "PiSSA and WeGeFT (whose update is built from W0 itself) put most of their update's energy in the "
               "pre-trained weight's top directions (about 0.7 and 0.9 at the end), LoRA about half (0.46), LoRETTA "
               "little (0.16).",
-              "study-pissa"),
+              "study-pissa", section="shape-measures", run="LoRA r=8", kind="cumulative", module=MODULE,
+              measures=("w0_energy", "frobenius")),
          Step("Compare", "Metrics",
               "forgetting and general-task retention of the four runs",
               "at this length the study's claim does not show: PiSSA forgets about as much as LoRA (0.72 against "
               "0.76) and WeGeFT and LoRETTA a little less (about 0.63). Energy in the top directions alone does not "
               "predict forgetting here; the Claims page decides it at full length, seeds until clear.",
-              "study-pissa")),
+              "study-pissa", section="metrics")),
         steps_per_task=100, stream_options={"angles": THREE}, seconds=34),
     Lesson(
         "rehearsal", "Rehearsal and regularisation",
@@ -165,12 +216,13 @@ LESSONS: tuple[Lesson, ...] = (
         (Step("Compare", "Accuracy matrices",
               "the T1 column of each matrix",
               "with replay the T1 column stays high (0.86 after T1, still 0.70 after T3): 200 stored examples are "
-              "enough to keep the first task. Without help it falls to 0.08, with EWC to 0.12."),
+              "enough to keep the first task. Without help it falls to 0.08, with EWC to 0.12.",
+              section="accuracy-matrices"),
          Step("Compare", "Metrics",
               "forgetting and learning accuracy of the three runs",
               "replay cuts forgetting from about 0.79 to 0.13 and doubles the final accuracy (0.75 against 0.35); "
               "EWC helps a little (forgetting 0.71) and makes each new task a little harder to learn (learning "
-              "accuracy 0.84 against 0.88): protecting old weights costs plasticity.")),
+              "accuracy 0.84 against 0.88): protecting old weights costs plasticity.", section="metrics")),
         steps_per_task=100, stream_options={"angles": THREE}, seconds=29,
         note="one LoRA adapter through all tasks (policy single), so that EWC has weights to protect; replay: "
              "TRACE's buffer of 200 examples, balanced; EWC: TRACE's online EWC, lambda 400 (`cldash presets`)."),
@@ -192,7 +244,7 @@ LESSONS: tuple[Lesson, ...] = (
               "accuracy (0.40 and 0.39); what differs is the general task, which the adversarial order keeps less "
               "of (retention 0.28 against 0.37). SLICE's claim is about its own method on this order: see the "
               "Claims page.",
-              "slice-adversarial")),
+              "slice-adversarial", section="metrics")),
         steps_per_task=100, seconds=21,
         note="five tasks (the adversarial order is a permutation of all five rotations)."),
 )

@@ -4,6 +4,7 @@ AppTest; tests/pages/test_browser_lesson.py runs one lesson for real."""
 
 import re
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -48,6 +49,52 @@ def test_every_lesson_resolves_and_its_reading_names_real_pages_and_claims(lesso
     short = L.configs(lesson, steps_per_task=7)
     for label, cfg in short.items():
         assert cfg["steps_per_task"] == 7 and {**cfg, "steps_per_task": lesson.steps_per_task} == cfgs[label]
+
+
+STEPS = [(lesson, n, step) for lesson in L.LESSONS for n, step in enumerate(lesson.reading, start=1)]
+
+
+@pytest.mark.parametrize("lesson, n, step", STEPS, ids=[f"{x.key}-{n}" for x, n, _ in STEPS])
+def test_every_steps_link_names_a_state_its_page_has(lesson, n, step):
+    """The state a step's link carries (run, update kind, module, measures, section) is one its page can show: the
+    section a header the page draws with that anchor (tests/pages/test_app_links.py draws them), the run one of the
+    lesson's, the module one its backbone adapts."""
+    from cldash.config import check_against_model, resolve
+    from cldash.dashboard.labels import MEASURE_LABELS
+
+    assert step.page in L.PAGES
+    assert step.section is None or step.section in L.SECTIONS[step.page]
+    assert step.run is None or (step.run in lesson.runs and step.page in L.RUN_PAGES)
+    if step.page != "Spectra":
+        assert step.kind is None and step.module is None and not step.measures
+    else:
+        assert step.kind in L.UPDATE_KINDS and step.run is not None
+        assert step.module in check_against_model(resolve(L.config(lesson, step.run)))
+        assert set(step.measures) <= set(MEASURE_LABELS)
+    ids = {label: 10 + i for i, label in enumerate(lesson.runs)}
+    state = step.link_state(ids)
+    assert state.get("run") == (str(ids[step.run]) if step.run else None)
+    assert state.get("section") == step.section and state.get("kind") == step.kind
+    assert step.link_state({}).get("run") is None       # not launched yet: the page's own default run
+    words = step.opens(ids)         # the link's tooltip says what it opens
+    assert words.startswith(f"Opens {step.page} ") and (not step.run or f"{step.run} (#{ids[step.run]})" in words)
+    assert not step.section or L.SECTIONS[step.page][step.section] in words
+
+
+def test_the_steps_ask_for_what_their_text_names():
+    """A step that names a run, an update kind or a measure in its text carries that state."""
+    for lesson, _, step in STEPS:
+        for kind in L.UPDATE_KINDS:
+            if f"update: {kind}" in step.look:
+                assert step.kind == kind, (lesson.key, step.look)
+        if "pick the CoDyRA run" in step.look:
+            assert step.run == "CoDyRA"
+    spectra = L.get_lesson("spectra").reading
+    assert (spectra[0].run, spectra[0].kind) == ("LoRA r=16", "task")   # "first for LoRA … (update: task)"
+    assert set(spectra[1].measures) == {"top1_energy", "erank"} and spectra[1].section == "shape-measures"
+    assert "w0_energy" in L.get_lesson("where").reading[0].measures    # "energy in W0's top directions"
+    metrics = [s for _, _, s in STEPS if s.page == "Compare" and s.chart == "Metrics"]
+    assert metrics and {s.section for s in metrics} == {"metrics"}
 
 
 def test_the_lessons_cover_the_six_topics_with_their_methods():
@@ -218,13 +265,28 @@ def test_lessons_page_launches_a_lesson_at_a_length_and_links_its_reading(db, no
     reading = L.get_lesson("where").reading
     opens = [lk for lk in links if lk[0].startswith("Open ")]
     assert [lk[0] for lk in opens] == [f"Open {s.page}" for s in reading]
-    assert all(lk[2] == "runs=1%2C2%2C3%2C4" or lk[2] == "runs=1,2,3,4" for lk in opens), opens
+    # each link carries the lesson's runs and the state its step describes: LoRA r=8 is run #1
+    queries = [{k: v[0] for k, v in parse_qs(lk[2]).items()} for lk in opens]
+    assert queries == [{"runs": "1,2,3,4", "run": "1", "kind": "cumulative", "module": L.MODULE,
+                        "measures": "w0_energy,frobenius", "section": "shape-measures"},
+                       {"runs": "1,2,3,4", "section": "metrics"}]
     claims = [lk for lk in links if lk[0].startswith("The claim")]
     assert claims and all(lk[2] == "claim=study-pissa" for lk in claims)
     for r in runs:
         store.update_run(r["id"], status="finished", progress=1.0)
     at.run()
     assert "4 of 4 finished" in at.get("progress")[0].proto.text
+    # a class follows a step's link and comes back for the next step (the sidebar's navigation clears the URL's
+    # ?lesson=): the same lesson at the same length, its links still carrying the runs
+    at.query_params.clear()
+    at.switch_page("pages/compare.py").run()
+    at.switch_page("pages/lessons.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="lesson-pick").value == "where" and at.number_input(key="lesson-steps-where").value == 3
+    assert [{k: v[0] for k, v in parse_qs(lk[2]).items()} for lk in _links(at) if lk[0].startswith("Open ")] == queries
+    helps = [e.proto.help for e in at.get("page_link") if e.proto.label.startswith("Open ")]
+    assert helps == ["Opens Spectra on LoRA r=8 (#1), update: cumulative, module vit.layers.0.attention.k_proj, at "
+                     "Shape measures over steps.", "Opens Compare at Metrics."]
 
 
 def test_claims_page_opens_the_claim_a_lesson_links_to(db, monkeypatch):

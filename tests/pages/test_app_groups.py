@@ -160,3 +160,16 @@ def test_without_groups_the_compare_page_has_no_runs_from_choice(tmp_path, monke
     assert all(n.startswith("cldash-compare-") for n in names)
     at = app(store.display, monkeypatch)
     assert not [s for s in at.selectbox if s.key == "runs_group_pick"]
+
+
+def test_a_lesson_steps_link_to_compare_shows_its_selected_runs_not_the_group_shown_before(sweep_store, monkeypatch):
+    at = app(sweep_store.display, monkeypatch, "pages/compare.py", runs=[8])
+    at.selectbox(key="compare_from_widget").set_value("sweep:ranks").run()
+    at.switch_page("pages/runs.py").run()
+    at.query_params["section"] = "metrics"       # a step's link (pages/links.py): the runs it selected, at Metrics
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    assert at.selectbox(key="compare_from_widget").value == ""
+    assert at.dataframe[0].value["id"].tolist() == [8]
+    at.selectbox(key="compare_from_widget").set_value("sweep:ranks").run()    # the group is still the user's to pick
+    assert at.selectbox(key="compare_from_widget").value == "sweep:ranks" and len(at.dataframe) >= 2
