@@ -387,8 +387,8 @@ class LiveCache:
 
 
 # Columns of the Live page's overview table (live_overview), in the order it shows them.
-OVERVIEW_COLUMNS = ["id", "run", "status", "progress", "task", "score", "each task now", "evaluated at", "metric",
-                    "label"]
+OVERVIEW_COLUMNS = ["id", "run", "status", "progress", "task", "score", "each task now", "evaluated at", "scored tasks",
+                    "metric", "label"]
 
 
 def live_overview(store: Store, runs: list[dict], caches: dict[int, LiveCache]) -> pd.DataFrame:
@@ -402,7 +402,8 @@ def live_overview(store: Store, runs: list[dict], caches: dict[int, LiveCache]) 
     - each task now: that evaluation's score of every stream task, in stream order (NaN for one not scored),
       the latest row of the anytime matrix: it reads as bars in a cell, and a task forgotten shows as its bar
       falling;
-    - evaluated at: the step of that evaluation (None before the first); metric: the primary metric's name.
+    - evaluated at: the step of that evaluation (None before the first); scored tasks: how many tasks its score
+      averages (0 before training); metric: the primary metric's name.
 
     `caches` (run id -> LiveCache, kept by the page between refreshes) are updated here, so each refresh reads
     only the rows newer than the last seen; the task names come from one batched read for all runs."""
@@ -411,7 +412,7 @@ def live_overview(store: Store, runs: list[dict], caches: dict[int, LiveCache]) 
     for r in runs:
         cache = caches.setdefault(r["id"], LiveCache(r["id"])).update(store)
         names, metric = matrices[r["id"]]["tasks"], r["primary_metric"]
-        now, score, at = [math.nan] * len(names), math.nan, None
+        now, score, at, through = [math.nan] * len(names), math.nan, None, 0
         ev = cache.evals
         if len(ev):
             ev = ev[ev.metric == metric]
@@ -425,8 +426,8 @@ def live_overview(store: Store, runs: list[dict], caches: dict[int, LiveCache]) 
         task, n = r.get("task") or 0, r.get("num_tasks") or len(names)
         where = f"{task} of {n}" + (f" · {names[task - 1]}" if 0 < task <= len(names) else "") if task else ""
         rows.append({"id": r["id"], "run": run_name(r), "status": r["status"], "progress": status_line(r)[0],
-                     "task": where, "score": score, "each task now": now, "evaluated at": at, "metric": metric,
-                     "label": run_label(r)})
+                     "task": where, "score": score, "each task now": now, "evaluated at": at,
+                     "scored tasks": through, "metric": metric, "label": run_label(r)})
     return pd.DataFrame(rows, columns=OVERVIEW_COLUMNS)
 
 

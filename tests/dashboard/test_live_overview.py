@@ -63,6 +63,7 @@ def test_one_row_per_run_with_progress_task_and_the_latest_score(store):
     assert all(math.isnan(v) for v in df["each task now"][3]) and len(df["each task now"][3]) == 3
     assert df["evaluated at"].tolist()[:2] == [30, 15] and pd.isna(df["evaluated at"][3])
     assert df.metric.unique().tolist() == ["accuracy"]
+    assert df["scored tasks"].tolist() == [3, 2, 0, 0]
     assert df.run[1].startswith("#1 ") and df.label[1].startswith(df.run[1].split(" ")[0])
 
 
