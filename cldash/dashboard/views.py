@@ -394,6 +394,64 @@ class LiveCache:
         return self
 
 
+# Columns of the Live page's overview table (live_overview), in the order it shows them.
+OVERVIEW_COLUMNS = ["id", "run", "status", "progress", "task", "score", "each task now", "evaluated at", "scored tasks",
+                    "metric", "label"]
+
+
+def live_overview(store: Store, runs: list[dict], caches: dict[int, LiveCache]) -> pd.DataFrame:
+    """The Live page's overview: one row per run, in the order of `runs`, for a table a class reads at once.
+
+    - run: its chart name ('#4 LoRA r=8', labels.run_name), label: the long one (labels.run_label);
+    - progress: the share of steps done (status_line, so the bar and the details below agree);
+    - task: the task it trains now, "2 of 5 · rotate 90°" ("" before its first step);
+    - score: the run's primary metric at its latest evaluation (an anytime one during a task, the row of R at a
+      task's end), averaged over the tasks trained so far (1 .. the task being trained); NaN before training;
+    - each task now: that evaluation's score of every stream task, in stream order (NaN for one not scored),
+      the latest row of the anytime matrix: it reads as bars in a cell, and a task forgotten shows as its bar
+      falling;
+    - evaluated at: the step of that evaluation (None before the first); scored tasks: how many tasks its score
+      averages (0 before training); metric: the primary metric's name.
+
+    `caches` (run id -> LiveCache, kept by the page between refreshes) are updated here, so each refresh reads
+    only the rows newer than the last seen; the task names come from one batched read for all runs."""
+    matrices = store.accuracy_matrices_of(runs) if runs else {}
+    rows = []
+    for r in runs:
+        cache = caches.setdefault(r["id"], LiveCache(r["id"])).update(store)
+        names, metric = matrices[r["id"]]["tasks"], r["primary_metric"]
+        now, score, at, through = [math.nan] * len(names), math.nan, None, 0
+        ev = cache.evals
+        if len(ev):
+            ev = ev[ev.metric == metric]
+        if len(ev):
+            last = ev[ev.step == ev.step.max()]
+            at, through = int(last.step.iloc[0]), int(last.trained_through.max())
+            by_task = dict(zip(last.task.astype(int), last.value.astype(float)))
+            now = [by_task.get(p, math.nan) for p in range(1, len(names) + 1)]
+            seen = [v for v in now[:through] if math.isfinite(v)]
+            score = float(np.mean(seen)) if seen else math.nan
+        task, n = r.get("task") or 0, r.get("num_tasks") or len(names)
+        where = f"{task} of {n}" + (f" · {names[task - 1]}" if 0 < task <= len(names) else "") if task else ""
+        rows.append({"id": r["id"], "run": run_name(r), "status": r["status"], "progress": status_line(r)[0],
+                     "task": where, "score": score, "each task now": now, "evaluated at": at,
+                     "scored tasks": through, "metric": metric, "label": run_label(r)})
+    return pd.DataFrame(rows, columns=OVERVIEW_COLUMNS)
+
+
+def watched_run(overview: pd.DataFrame, selected_rows: list[int]) -> int | None:
+    """The run whose charts Live draws below its overview: the row a user selected, else the first running run,
+    else the first queued one, else the newest; None for an empty overview."""
+    if overview.empty:
+        return None
+    if selected_rows and 0 <= selected_rows[0] < len(overview):
+        return int(overview.id.iloc[selected_rows[0]])
+    for status in ("running", "queued"):
+        if (overview.status == status).any():
+            return int(overview.id[overview.status == status].iloc[0])
+    return int(overview.id.max())
+
+
 # -- spectra -------------------------------------------------------------------------------------
 def update_kinds(index: pd.DataFrame) -> list[str]:
     """The update kinds a run's spectra have (Store.spectrum_index): cumulative, task, then the methods' own."""
