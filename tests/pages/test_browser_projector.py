@@ -6,7 +6,8 @@ lesson have finished, visits each page and checks from the DOM (one helper, PAGE
   labels, legend items, annotations), no chart text outside its chart's visible area;
 - no horizontal scrollbar (the main block's and the document's scrollWidth within their clientWidth).
 
-An order is measured as well (Orders' Measure button), so that Orders shows its conflict matrix and table. All
+An order is measured as well (Orders' Measure button), so that Orders shows its conflict matrix and table; on
+Live a click on the overview's first row draws that run's charts, checked as well (pick_a_run). All
 violations also go to projector-violations.json beside the screenshots.
 
 Every violation is named (page, element, sizes) in the assertion message. A screenshot of every page goes to
@@ -15,6 +16,7 @@ tests/pages/test_browser.py."""
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -135,6 +137,27 @@ def wait_measured(db: Path, timeout: float) -> None:
     pytest.fail(f"no order measured after {timeout:.0f} s")
 
 
+def pick_a_run(page, shots: Path, results: dict) -> None:
+    """Live draws one run's charts below its overview table: a click on the first row's marker (the table is a
+    canvas: the row's place, one row height under the header) draws the first run's instead of the newest's;
+    its checks join Live's, its screenshot is projector-live-picked.png."""
+    from playwright.sync_api import expect
+
+    table = page.locator('[data-testid="stDataFrame"]').first
+    box = table.bounding_box()
+    heading = page.locator("h3").first
+    before = heading.inner_text()
+    page.mouse.click(box["x"] + 14, box["y"] + 35 + 17)   # 35 px rows (Streamlit's default), the marker at the left
+    expect(page.locator("h3").first).to_have_text(re.compile(r"^#1 "), timeout=30_000)
+    assert not before.startswith("#1 "), before           # the default was another run: the click changed it
+    settle(page)
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(shots / "projector-live-picked.png"))
+    picked = page.evaluate(PAGE_CHECK, [MIN_PX, list(EXEMPT)])
+    for check, found in picked.items():
+        results["Live"][check] += [f"after picking run #1: {v}" for v in found]
+
+
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     """The quick demo and a lesson, finished; then every page visited at 1024x768: {page: violations}."""
@@ -188,6 +211,8 @@ def measured(tmp_path_factory):
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shots / f"projector-{title.lower()}-full.png"))
             page.set_viewport_size(VIEWPORT)
+            if title == "Live":
+                pick_a_run(page, shots, results)
         browser.close()
     (shots / "projector-violations.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     return results
