@@ -29,7 +29,8 @@ caches = st.session_state.setdefault("live_cache", {})
 def overview_table(overview) -> list[int]:
     """The overview as a table whose rows select the run drawn below; the selected rows' positions. Its key
     alone names the widget (Streamlit keeps a keyed table's selection while its data changes), so a selection
-    survives the refreshes."""
+    survives the refreshes. Its columns' widths add up to the 660 px that the page leaves it at 1024 px beside
+    the sidebar, so no column hides behind a sideways scroll."""
     metrics = sorted(set(overview.metric))
     bounded = all(m in BOUNDED_SCORES for m in metrics)
     shown = overview.assign(**{"each task now": [   # the bars: an unscored task at 0, a run not yet scored none
@@ -39,15 +40,18 @@ def overview_table(overview) -> list[int]:
         shown, key="live-overview", on_select="rerun", selection_mode="single-row", hide_index=True,
         width="stretch", column_order=["run", "status", "progress", "task", "score", "each task now"],
         column_config={
-            "run": st.column_config.TextColumn("run", help="Its id and method; its whole name heads its charts."),
-            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
-                                                        help="Share of its training steps done."),
-            "task": st.column_config.TextColumn("task now", help="The task it trains (or trained last), of all."),
+            "run": st.column_config.TextColumn("run", width=145,
+                                               help="Its id and method; its whole name heads its charts."),
+            "status": st.column_config.TextColumn("status", width=80),
+            "progress": st.column_config.ProgressColumn("progress", width=115, min_value=0.0, max_value=1.0,
+                                                        format="percent", help="Share of its training steps done."),
+            "task": st.column_config.TextColumn("task now", width=125,
+                                                help="The task it trains (or trained last), of all its tasks."),
             "score": st.column_config.NumberColumn(
-                "score", format="%.2f",
+                "score", width=55, format="%.2f",
                 help=f"Mean {' / '.join(metrics)} over the tasks trained so far, at the run's latest evaluation."),
             "each task now": st.column_config.BarChartColumn(
-                "each task now", y_min=0.0 if bounded else None, y_max=1.0 if bounded else None,
+                "each task now", width=100, y_min=0.0 if bounded else None, y_max=1.0 if bounded else None,
                 help="Its latest evaluation's score of every task, task 1 first: a task forgotten shows as its "
                      "bar falling, the tasks still to come as low ones.")})
     return list(event.selection.rows)

@@ -404,7 +404,7 @@ def live_overview(store: Store, runs: list[dict], caches: dict[int, LiveCache]) 
 
     - run: its chart name ('#4 LoRA r=8', labels.run_name), label: the long one (labels.run_label);
     - progress: the share of steps done (status_line, so the bar and the details below agree);
-    - task: the task it trains now, "2 of 5 · rotate 90°" ("" before its first step);
+    - task: the task it trains now, "2/5 · rotate 90°" (as status_line counts it; "" before its first step);
     - score: the run's primary metric at its latest evaluation (an anytime one during a task, the row of R at a
       task's end), averaged over the tasks trained so far (1 .. the task being trained); NaN before training;
     - each task now: that evaluation's score of every stream task, in stream order (NaN for one not scored),
@@ -432,7 +432,7 @@ def live_overview(store: Store, runs: list[dict], caches: dict[int, LiveCache]) 
             seen = [v for v in now[:through] if math.isfinite(v)]
             score = float(np.mean(seen)) if seen else math.nan
         task, n = r.get("task") or 0, r.get("num_tasks") or len(names)
-        where = f"{task} of {n}" + (f" · {names[task - 1]}" if 0 < task <= len(names) else "") if task else ""
+        where = f"{task}/{n}" + (f" · {names[task - 1]}" if 0 < task <= len(names) else "") if task else ""
         rows.append({"id": r["id"], "run": run_name(r), "status": r["status"], "progress": status_line(r)[0],
                      "task": where, "score": score, "each task now": now, "evaluated at": at,
                      "scored tasks": through, "metric": metric, "label": run_label(r)})

@@ -53,7 +53,7 @@ def test_one_row_per_run_with_progress_task_and_the_latest_score(store):
     assert list(df.index) == [1, 2, 3, 4] and sorted(caches) == [1, 2, 3, 4]
     assert df.status.tolist() == ["finished", "running", "queued", "running"]
     assert df.progress.tolist() == pytest.approx([1.0, 0.5, 0.0, 2 / 30])
-    assert df.task.tolist() == ["3 of 3 · rotate 180°", "2 of 3 · rotate 90°", "", "1 of 3 · rotate 0°"]
+    assert df.task.tolist() == ["3/3 · rotate 180°", "2/3 · rotate 90°", "", "1/3 · rotate 0°"]
     # the mean over the tasks trained so far at the latest evaluation: all three for #1, tasks 1 and 2 for #2
     assert df.score[1] == pytest.approx((0.5 + 0.7 + 0.9) / 3)
     assert df.score[2] == pytest.approx((0.7 + 0.4) / 2)      # the anytime one at step 15, not R's row 1

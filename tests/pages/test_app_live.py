@@ -43,7 +43,7 @@ def test_the_overview_has_a_row_per_run_with_its_progress_task_and_score(live_db
     df = at.dataframe[0].value
     assert df.id.tolist() == [1, 2, 3] and df.status.tolist() == ["finished", "running", "finished"]
     assert df.progress.tolist() == pytest.approx([1.0, 0.5, 1.0])
-    assert df.task.tolist() == ["3 of 3 · rotate 180°", "2 of 3 · rotate 90°", "3 of 3 · rotate 180°"]
+    assert df.task.tolist() == ["3/3 · rotate 180°", "2/3 · rotate 90°", "3/3 · rotate 180°"]
     assert df.score.tolist() == pytest.approx([0.7, 0.55, 0.6])
     assert [list(v) for v in df["each task now"]] == [pytest.approx(x) for x in
                                                      ([0.5, 0.7, 0.9], [0.7, 0.4, 0.2], [0.6, 0.2, 0.2])]
