@@ -50,13 +50,14 @@ def duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def pace(store) -> tuple[float, str]:
+def pace(store, runs: list[dict] | None = None) -> tuple[float, str]:
     """Seconds a step of one run, with where it comes from: the median over the newest finished runs of this
-    machine in the store of at least MIN_STEPS steps (each one's time from its start to its end over its steps), else
-    the shipped study's."""
+    machine in the store (or in `runs`, the store's rows read already) of at least MIN_STEPS steps (each one's time
+    from its start to its end over its steps), else the shipped study's."""
     host = socket.gethostname()
-    done = [r for r in store.runs(status=["finished"]) if r["host"] == host and r["started_at"]
-            and r["finished_at"] and (r["total_steps"] or 0) >= MIN_STEPS][-NEWEST:]
+    done = [r for r in (store.runs(status=["finished"]) if runs is None else runs) if r["status"] == "finished"
+            and r["host"] == host and r["started_at"] and r["finished_at"]
+            and (r["total_steps"] or 0) >= MIN_STEPS][-NEWEST:]
     if not done:
         return STUDY_SECONDS_PER_STEP, (f"the shipped claims study's pace ({STUDY_SECONDS_PER_STEP:g} s a step on 2 "
                                         f"CPU cores); this store has no finished run of this machine of {MIN_STEPS} "
@@ -79,8 +80,9 @@ def tasks_of(config: dict, stored: dict[str, int]) -> int:
 
 def estimate(store, configs: list[dict]) -> Estimate:
     """The forecast for running `configs` (resolved run configurations) in this store's local queue."""
-    per_step, source = pace(store)
-    stored = {r["stream"]: r["num_tasks"] for r in store.runs() if r["num_tasks"]}
+    runs = store.runs()   # one read for the pace and the streams' task counts
+    per_step, source = pace(store, runs)
+    stored = {r["stream"]: r["num_tasks"] for r in runs if r["num_tasks"]}
     steps = [int(c["steps_per_task"]) * tasks_of(c, stored) for c in configs]
     at_once = max(1, min(max_concurrent(store), len(configs) or 1))
     seconds = (sum(steps) * per_step + START_SECONDS * len(configs)) / at_once
